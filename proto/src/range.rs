@@ -1,0 +1,164 @@
+//! Byte ranges.
+//!
+//! Internally every range is half-open, `start..end` with `end` exclusive, so lengths are
+//! `end - start` and adjacent ranges share a boundary. The inclusive wire form of RFC 9110
+//! (`first-pos "-" last-pos`) is produced and parsed only in this module.
+
+use std::fmt;
+
+/// A non-empty half-open byte range `start..end` (`end` exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// `start..end`; `None` when the range would be empty or inverted.
+    pub fn new(start: u64, end: u64) -> Option<Self> {
+        (start < end).then_some(Self { start, end })
+    }
+
+    /// Number of bytes in the range (never zero).
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Always false: a `ByteRange` is never empty. Present for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Inclusive last position, the `last-pos` of the wire form.
+    pub fn last(&self) -> u64 {
+        self.end - 1
+    }
+
+    /// The request header value asking for exactly this range: `bytes=start-last`.
+    pub fn to_range_header(&self) -> String {
+        format!("bytes={}-{}", self.start, self.last())
+    }
+
+    /// The `Content-Range` value of a 206 for this range of a representation of
+    /// `complete` bytes (RFC 9110 §14.4).
+    pub fn content_range(&self, complete: u64) -> String {
+        format!("bytes {}-{}/{}", self.start, self.last(), complete)
+    }
+}
+
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+/// The `Content-Range` of a 416: `bytes */complete` (RFC 9110 §15.5.17).
+pub fn unsatisfied_content_range(complete: u64) -> String {
+    format!("bytes */{complete}")
+}
+
+/// A parsed `Content-Range` response header of the satisfied form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub range: ByteRange,
+    /// `None` when the server sent `*` for the complete length.
+    pub complete: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed Content-Range {0:?}: expected \"bytes FIRST-LAST/LENGTH\"")]
+pub struct ContentRangeError(pub String);
+
+impl ContentRange {
+    /// Parses `bytes 0-99/1000` or `bytes 0-99/*` (RFC 9110 §14.4). The unit is
+    /// case-insensitive; a range whose last position is before its first, or past the complete
+    /// length, is an error.
+    pub fn parse(value: &str) -> Result<Self, ContentRangeError> {
+        let err = || ContentRangeError(value.to_string());
+        let v = value.trim();
+        let (unit, rest) = v.split_once(' ').ok_or_else(err)?;
+        if !unit.eq_ignore_ascii_case("bytes") {
+            return Err(err());
+        }
+        let (span, complete) = rest.trim_start().split_once('/').ok_or_else(err)?;
+        let (first, last) = span.split_once('-').ok_or_else(err)?;
+        let first = parse_pos(first).ok_or_else(err)?;
+        let last = parse_pos(last).ok_or_else(err)?;
+        let complete = match complete {
+            "*" => None,
+            n => Some(parse_pos(n).ok_or_else(err)?),
+        };
+        let end = last.checked_add(1).ok_or_else(err)?;
+        let range = ByteRange::new(first, end).ok_or_else(err)?;
+        if complete.is_some_and(|c| end > c) {
+            return Err(err());
+        }
+        Ok(Self { range, complete })
+    }
+}
+
+/// A decimal position: ASCII digits only (no sign, no spaces), fits in u64.
+fn parse_pos(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms_are_inclusive() {
+        let r = ByteRange::new(0, 100).unwrap();
+        assert_eq!(r.len(), 100);
+        assert_eq!(r.to_range_header(), "bytes=0-99");
+        assert_eq!(r.content_range(1000), "bytes 0-99/1000");
+        assert_eq!(unsatisfied_content_range(7), "bytes */7");
+    }
+
+    #[test]
+    fn empty_or_inverted_range_is_none() {
+        assert_eq!(ByteRange::new(5, 5), None);
+        assert_eq!(ByteRange::new(6, 5), None);
+    }
+
+    #[test]
+    fn content_range_round_trips() {
+        let r = ByteRange::new(10, 20).unwrap();
+        let parsed = ContentRange::parse(&r.content_range(50)).unwrap();
+        assert_eq!(parsed, ContentRange { range: r, complete: Some(50) });
+    }
+
+    #[test]
+    fn content_range_unknown_length_and_case() {
+        let p = ContentRange::parse("BYTES 0-0/*").unwrap();
+        assert_eq!(p.range, ByteRange::new(0, 1).unwrap());
+        assert_eq!(p.complete, None);
+    }
+
+    #[test]
+    fn content_range_rejects_nonsense() {
+        for bad in [
+            "",
+            "bytes",
+            "bytes 5-4/10",
+            "bytes 0-10/10", // last-pos must be < complete length
+            "bytes -1-4/10",
+            "bytes +1-4/10",
+            "bytes 0-4",
+            "items 0-4/10",
+            "bytes */10",
+            "bytes 0-18446744073709551615/*",
+        ] {
+            assert!(ContentRange::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn content_range_beyond_4gib() {
+        let p = ContentRange::parse("bytes 5000000000-5000000999/6000000000").unwrap();
+        assert_eq!(p.range.len(), 1000);
+    }
+}
