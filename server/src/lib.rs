@@ -1,1 +1,22 @@
-//! placeholder
+//! ferryd: a range-correct file server with tus 1.0 resumable uploads.
+//!
+//! Module map:
+//! - [`server`]: accept loop, HTTP/1.1 + HTTP/2 (h2c and ALPN over TLS), limits, graceful shutdown.
+//! - [`router`]: dispatches a request to the file handler or the tus endpoint.
+//! - [`files`]: GET/HEAD of stored files and directories.
+//! - [`range`]: `Range` resolution against a length (pure).
+//! - [`conditional`]: `If-*` precondition evaluation (pure).
+//! - [`multipart`]: streamed `multipart/byteranges` bodies.
+//! - [`listing`]: HTML and JSON directory listings.
+//! - [`path`]: request-path validation into [`path::RelPath`].
+//! - [`store`]: the storage trait and its local-filesystem backend.
+//! - [`error`]: the error type and the one place errors become responses.
+//! - [`body`]: the response body type.
+
+pub mod body;
+pub mod conditional;
+pub mod error;
+pub mod multipart;
+pub mod path;
+pub mod range;
+pub mod store;

@@ -1,0 +1,146 @@
+//! Request paths, validated once at the edge into a [`RelPath`] that the store trusts.
+//!
+//! The URL path is percent-decoded exactly once. Refused with 400: invalid percent-encoding
+//! results that are not UTF-8, NUL, encoded separators (`%2F`, `%5C`, which would let a
+//! segment smuggle a path boundary), backslashes, and `..` segments. `.` segments and empty
+//! segments (`//`) are dropped, as nginx's merge_slashes does.
+
+use percent_encoding::percent_decode_str;
+
+/// A normalized path relative to the store root: segments joined by `/`, none of them empty,
+/// `.` or `..`, and none containing `/`, `\` or NUL. The empty path is the root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RelPath(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("path is not valid UTF-8 after percent-decoding")]
+    NotUtf8,
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path contains an encoded or backslash separator")]
+    EncodedSeparator,
+    #[error("path contains a '..' segment")]
+    DotDot,
+    #[error("path must start with '/'")]
+    NotAbsolute,
+}
+
+impl RelPath {
+    /// The store root.
+    pub fn root() -> Self {
+        RelPath(String::new())
+    }
+
+    /// Validates the path part of a request URI (without the query).
+    pub fn from_uri_path(raw: &str) -> Result<Self, PathError> {
+        let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        let mut segments = Vec::new();
+        for seg in rest.split('/') {
+            let lower = seg.to_ascii_lowercase();
+            if lower.contains("%2f") || lower.contains("%5c") {
+                return Err(PathError::EncodedSeparator);
+            }
+            let decoded = percent_decode_str(seg)
+                .decode_utf8()
+                .map_err(|_| PathError::NotUtf8)?;
+            Self::check_segment(&decoded)?;
+            match &*decoded {
+                "" | "." => {}
+                _ => segments.push(decoded.into_owned()),
+            }
+        }
+        Ok(RelPath(segments.join("/")))
+    }
+
+    /// Builds a path from already-decoded segments (file names from upload metadata), with the
+    /// same rules.
+    pub fn from_segments<'a>(segs: impl IntoIterator<Item = &'a str>) -> Result<Self, PathError> {
+        let mut out = Vec::new();
+        for seg in segs {
+            Self::check_segment(seg)?;
+            if !seg.is_empty() && seg != "." {
+                out.push(seg.to_string());
+            }
+        }
+        Ok(RelPath(out.join("/")))
+    }
+
+    fn check_segment(seg: &str) -> Result<(), PathError> {
+        if seg.contains('\0') {
+            return Err(PathError::Nul);
+        }
+        if seg.contains('\\') || seg.contains('/') {
+            return Err(PathError::EncodedSeparator);
+        }
+        if seg == ".." {
+            return Err(PathError::DotDot);
+        }
+        Ok(())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|s| !s.is_empty())
+    }
+
+    /// The last segment, if any.
+    pub fn file_name(&self) -> Option<&str> {
+        self.segments().last()
+    }
+
+    /// Whether any segment starts with `.` (a dotfile or a file inside a dot-directory).
+    pub fn is_hidden(&self) -> bool {
+        self.segments().any(|s| s.starts_with('.'))
+    }
+
+    pub fn join(&self, name: &str) -> Result<Self, PathError> {
+        Self::from_segments(self.segments().chain([name]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_once_and_normalizes() {
+        let p = RelPath::from_uri_path("/a//./b%20c/%E6%8A%A5%E5%91%8A.pdf").unwrap();
+        assert_eq!(p.as_str(), "a/b c/报告.pdf");
+        assert_eq!(p.file_name(), Some("报告.pdf"));
+        // %2525 decodes once to %25, not to %.
+        assert_eq!(RelPath::from_uri_path("/x%2525").unwrap().as_str(), "x%25");
+        assert!(RelPath::from_uri_path("/").unwrap().is_root());
+    }
+
+    #[test]
+    fn refuses_traversal_and_smuggled_separators() {
+        use PathError::*;
+        for (raw, err) in [
+            ("/../etc/passwd", DotDot),
+            ("/a/%2e%2e/b", DotDot),
+            ("/a%2Fb", EncodedSeparator),
+            ("/a%5cb", EncodedSeparator),
+            ("/a\\b", EncodedSeparator),
+            ("/a%00b", Nul),
+            ("/%ff", NotUtf8),
+            ("a", NotAbsolute),
+        ] {
+            assert_eq!(RelPath::from_uri_path(raw), Err(err), "{raw}");
+        }
+    }
+
+    #[test]
+    fn hidden_detects_dot_segments_anywhere() {
+        assert!(RelPath::from_uri_path("/.git/config").unwrap().is_hidden());
+        assert!(RelPath::from_uri_path("/a/.env").unwrap().is_hidden());
+        assert!(!RelPath::from_uri_path("/a/b.env").unwrap().is_hidden());
+    }
+}

@@ -1,0 +1,280 @@
+//! Local-filesystem backend: serves a directory tree.
+//!
+//! Policy lives here, not in handlers: dotfiles are invisible unless allowed; a symlink whose
+//! target resolves outside the root is refused unless allowed; the staging area
+//! [`STAGING_DIR`] is never visible whatever the flags say.
+//!
+//! Reads are positional (`pread`) in chunks of [`CHUNK`] bytes on the blocking pool, one chunk
+//! read ahead per response so disk and socket overlap. Every chunk holds permits of a shared
+//! byte budget until the connection has written it, which bounds the memory of all responses
+//! together however many clients there are.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferry_proto::ByteRange;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::{BoxFuture, ByteStream, Entry, FileHandle, Meta, Object, Store, StoreError};
+use crate::path::RelPath;
+
+/// Bytes per positional read: large enough for throughput, small enough that the budget
+/// spreads across many connections.
+pub const CHUNK: usize = 256 * 1024;
+/// Name of the hidden directory under the root where backends keep their own state.
+pub const STAGING_DIR: &str = ".ferry";
+
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// Serve and list names starting with `.`.
+    pub allow_hidden: bool,
+    /// Follow symlinks whose target lies outside the root.
+    pub allow_symlinks_outside: bool,
+    /// Total bytes of file data that responses may hold in memory at once.
+    pub read_budget: usize,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        Self {
+            allow_hidden: false,
+            allow_symlinks_outside: false,
+            read_budget: 32 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct FsStore {
+    root: PathBuf,
+    opts: FsOptions,
+    budget: Arc<Semaphore>,
+}
+
+impl FsStore {
+    /// Opens `root`, which must be an existing directory.
+    pub fn new(root: &Path, opts: FsOptions) -> io::Result<Self> {
+        let root = root.canonicalize()?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        let permits = opts.read_budget.max(2 * CHUNK);
+        Ok(Self {
+            root,
+            budget: Arc::new(Semaphore::new(permits)),
+            opts,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Maps a validated path to a filesystem path, enforcing the visibility policy.
+    fn resolve(&self, path: &RelPath) -> Result<PathBuf, StoreError> {
+        if path.segments().next() == Some(STAGING_DIR)
+            || (!self.opts.allow_hidden && path.is_hidden())
+        {
+            return Err(StoreError::NotFound);
+        }
+        let full = self.root.join(path.as_str());
+        if !self.opts.allow_symlinks_outside {
+            let real = full.canonicalize().map_err(StoreError::from_io)?;
+            if !real.starts_with(&self.root) {
+                return Err(StoreError::Forbidden);
+            }
+        }
+        Ok(full)
+    }
+}
+
+/// Lists `dir` on the blocking pool's thread, applying the same visibility policy as
+/// [`FsStore::resolve`].
+fn list_dir(root: &Path, opts: &FsOptions, dir: &Path) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(StoreError::from_io)? {
+        let ent = ent?;
+        let Ok(name) = ent.file_name().into_string() else {
+            continue; // not UTF-8: cannot be linked to, so not listed
+        };
+        if name == STAGING_DIR || (!opts.allow_hidden && name.starts_with('.')) {
+            continue;
+        }
+        let full = dir.join(&name);
+        let is_link = ent.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+        if is_link && !opts.allow_symlinks_outside {
+            match full.canonicalize() {
+                Ok(real) if real.starts_with(root) => {}
+                _ => continue,
+            }
+        }
+        let Ok(md) = std::fs::metadata(&full) else {
+            continue; // dangling link or vanished entry
+        };
+        out.push(Entry {
+            name,
+            is_dir: md.is_dir(),
+            meta: meta_of(&md),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Strong validator from size, mtime in nanoseconds and inode: any rewrite in place changes
+/// the size or mtime, any replacement by rename changes the inode.
+pub fn meta_of(md: &std::fs::Metadata) -> Meta {
+    let modified = md.modified().unwrap_or(UNIX_EPOCH);
+    let nanos = modified
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Meta {
+        len: md.len(),
+        modified,
+        etag: format!("\"{:x}-{:x}-{:x}\"", md.len(), nanos, md.ino()),
+    }
+}
+
+impl Store for FsStore {
+    fn open<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Object, StoreError>> {
+        Box::pin(async move {
+            let full = self.resolve(path)?;
+            let budget = self.budget.clone();
+            let opened = tokio::task::spawn_blocking(move || -> Result<Object, StoreError> {
+                let file = File::open(&full).map_err(StoreError::from_io)?;
+                let md = file.metadata()?;
+                if md.is_dir() {
+                    return Ok(Object::Dir(meta_of(&md)));
+                }
+                if !md.is_file() {
+                    return Err(StoreError::Forbidden); // fifo, device, socket
+                }
+                Ok(Object::File(Arc::new(FsFile {
+                    meta: meta_of(&md),
+                    file: Arc::new(file),
+                    budget,
+                })))
+            });
+            opened.await.map_err(|e| StoreError::Io(io::Error::other(e)))?
+        })
+    }
+
+    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+        Box::pin(async move {
+            let dir = self.resolve(path)?;
+            let (root, opts) = (self.root.clone(), self.opts.clone());
+            tokio::task::spawn_blocking(move || list_dir(&root, &opts, &dir))
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e)))?
+        })
+    }
+}
+
+struct FsFile {
+    meta: Meta,
+    file: Arc<File>,
+    budget: Arc<Semaphore>,
+}
+
+/// Owner of one chunk's memory and of the budget permits it holds; both are released when the
+/// last `Bytes` pointing into it is dropped (after hyper has written it).
+struct Chunk {
+    buf: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+struct ReadState {
+    file: Arc<File>,
+    budget: Arc<Semaphore>,
+    pos: u64,
+    end: u64,
+    ahead: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl ReadState {
+    /// Starts reading the next chunk in the background, if any is left.
+    async fn start_next(&mut self) -> io::Result<()> {
+        if self.pos >= self.end {
+            return Ok(());
+        }
+        let n = (self.end - self.pos).min(CHUNK as u64) as usize;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .map_err(io::Error::other)?;
+        let (file, at) = (self.file.clone(), self.pos);
+        self.pos += n as u64;
+        self.ahead = Some(tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, at)?; // a truncated file is an error, never a short body
+            Ok(Bytes::from_owner(Chunk { buf, _permit: permit }))
+        }));
+        Ok(())
+    }
+
+    async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        if self.ahead.is_none() {
+            if let Err(e) = self.start_next().await {
+                return Some(Err(e));
+            }
+        }
+        let handle = self.ahead.take()?;
+        let chunk = match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(e)),
+        };
+        if chunk.is_ok() {
+            if let Err(e) = self.start_next().await {
+                return Some(Err(e));
+            }
+        }
+        Some(chunk)
+    }
+}
+
+impl FileHandle for FsFile {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn read(self: Arc<Self>, range: ByteRange) -> ByteStream {
+        let state = ReadState {
+            file: self.file.clone(),
+            budget: self.budget.clone(),
+            pos: range.start,
+            end: range.end,
+            ahead: None,
+        };
+        Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+            let item = s.next_chunk().await?;
+            let failed = item.is_err();
+            if failed {
+                s.pos = s.end; // stop after reporting the error
+                s.ahead = None;
+            }
+            Some((item, s))
+        }))
+    }
+}
+
+/// Modification time as the second-precision value HTTP dates carry.
+pub fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}

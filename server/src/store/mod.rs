@@ -1,0 +1,89 @@
+//! The storage abstraction. Handlers never touch the filesystem (or, later, S3) directly: they
+//! go through [`Store`], which resolves a validated [`RelPath`] to an [`Object`] handle.
+//!
+//! The core trait is small on purpose (tusd's DataStore): open a file or directory, read byte
+//! ranges from an opened file, list a directory. Optional capabilities (upload staging and
+//! atomic publish for tus, a content index for instant upload) are separate traits a backend
+//! may implement and advertise through [`Store::uploads`]; the tus `Tus-Extension` header is
+//! derived from what the backend returns there.
+//!
+//! Reads go through an opened handle so that the metadata a response announces (length,
+//! ETag) and the bytes it sends come from the same version of the file: a file replaced by
+//! rename while a response streams keeps streaming the old version.
+
+pub mod fs;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use ferry_proto::ByteRange;
+use futures_util::Stream;
+
+use crate::path::RelPath;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A stream of file bytes; an `Err` item aborts the response (the connection is reset, so a
+/// client never takes a short body for a complete one).
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What a response needs to know about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub len: u64,
+    pub modified: SystemTime,
+    /// A strong entity tag including its quotes (RFC 9110 §8.8.3). It changes whenever the
+    /// content may have changed: backends derive it from size, sub-second mtime and identity.
+    pub etag: String,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub is_dir: bool,
+    pub meta: Meta,
+}
+
+/// An opened file: its metadata and positional reads of the same version.
+pub trait FileHandle: Send + Sync {
+    fn meta(&self) -> &Meta;
+    /// Streams exactly `range` (which lies within `meta().len`).
+    fn read(self: Arc<Self>, range: ByteRange) -> ByteStream;
+}
+
+pub enum Object {
+    File(Arc<dyn FileHandle>),
+    Dir(Meta),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The path exists but policy forbids serving it (dotfile, symlink leaving the root).
+    #[error("forbidden")]
+    Forbidden,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl StoreError {
+    pub(crate) fn from_io(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StoreError::NotFound,
+            io::ErrorKind::PermissionDenied => StoreError::Forbidden,
+            _ => StoreError::Io(e),
+        }
+    }
+}
+
+/// The core storage interface.
+pub trait Store: Send + Sync + 'static {
+    fn open<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Object, StoreError>>;
+    /// Lists a directory, hidden entries already filtered out, sorted by name.
+    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>>;
+}
