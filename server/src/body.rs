@@ -2,21 +2,21 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 
 use crate::store::ByteStream;
 
-pub type Body = BoxBody<Bytes, std::io::Error>;
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 pub fn stream(s: ByteStream) -> Body {
-    BodyExt::boxed(StreamBody::new(s.map(|r| r.map(Frame::data))))
+    StreamBody::new(s.map(|r| r.map(Frame::data))).boxed_unsync()
 }
