@@ -20,3 +20,7 @@ pub mod multipart;
 pub mod path;
 pub mod range;
 pub mod store;
+pub mod files;
+pub mod listing;
+pub mod router;
+pub mod server;

@@ -1,5 +1,15 @@
 //! Resolution of a `Range` request header against a representation length (RFC 9110 §14.1-14.2).
 //! Pure: no I/O. `http-range-header` is at most used for syntax; the resolution is ours.
+//!
+//! We parse by hand because `http-range-header` rejects valid forms (a suffix longer than the
+//! representation, `Bytes=`, whitespace around list elements). Choices pinned by the tests:
+//! - invalid syntax of any element (`bytes=abc`, `bytes=5-2`, `bytes=-`, `bytes=`, a number
+//!   that does not fit in u64) makes us ignore the whole header (200): RFC 9110 §14.2 allows a
+//!   server to ignore `Range`, and nginx does the same;
+//! - a zero-length representation satisfies no range, so any valid header is a 416;
+//! - the amplification defence (CVE-2011-3192, as Apache and nginx): ranges whose lengths add up
+//!   to more than the representation, or more than [`MAX_RANGES`] ranges left after coalescing,
+//!   are answered with the whole representation (200).
 
 use ferry_proto::ByteRange;
 
@@ -22,6 +32,453 @@ pub const MAX_RANGES: usize = 16;
 
 /// Resolves `header` (the raw field value) against a representation of `len` bytes.
 pub fn resolve(header: &str, len: u64) -> RangeOutcome {
-    let _ = (header, len);
-    unimplemented!("being written")
+    let Some(specs) = parse(header) else {
+        return RangeOutcome::Full;
+    };
+    let mut ranges: Vec<ByteRange> = specs.iter().filter_map(|s| s.clamp(len)).collect();
+    if ranges.is_empty() {
+        return RangeOutcome::Unsatisfiable;
+    }
+    // Summed in u128: even u64::MAX-byte ranges cannot overflow it, so the comparison is exact.
+    let requested: u128 = ranges.iter().map(|r| u128::from(r.len())).sum();
+    if requested > u128::from(len) {
+        return RangeOutcome::Full;
+    }
+    coalesce(&mut ranges);
+    match ranges.len() {
+        1 => RangeOutcome::Single(ranges[0]),
+        n if n <= MAX_RANGES => RangeOutcome::Multi(ranges),
+        _ => RangeOutcome::Full,
+    }
+}
+
+/// One syntactically valid `range-spec` of the `bytes` unit (RFC 9110 §14.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spec {
+    /// `first-pos "-" [ last-pos ]`, both inclusive; `last >= first` is checked when parsing.
+    Int { first: u64, last: Option<u64> },
+    /// `"-" suffix-length`: the last `n` bytes.
+    Suffix(u64),
+}
+
+impl Spec {
+    /// The half-open range this spec selects in `len` bytes, or `None` if unsatisfiable
+    /// (RFC 9110 §14.1.2: first-pos ≥ length, or a zero suffix-length).
+    fn clamp(self, len: u64) -> Option<ByteRange> {
+        match self {
+            Spec::Int { first, last } => {
+                // last-pos past the end is clamped to the last byte.
+                let end = last.map_or(len, |l| l.saturating_add(1).min(len));
+                ByteRange::new(first, end)
+            }
+            // A suffix longer than the representation selects all of it.
+            Spec::Suffix(n) => ByteRange::new(len.saturating_sub(n), len),
+        }
+    }
+}
+
+/// Parses `ranges-specifier = range-unit "=" range-set`. `None` for an unknown unit or any
+/// syntax error (both mean "ignore the header").
+fn parse(header: &str) -> Option<Vec<Spec>> {
+    let (unit, set) = header.trim_matches(is_ows).split_once('=')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    // range-set = 1#range-spec: the #rule lets list elements be empty and surrounded by OWS
+    // (RFC 9110 §5.6.1); at least one element must be present.
+    let specs = set
+        .split(',')
+        .map(|e| e.trim_matches(is_ows))
+        .filter(|e| !e.is_empty())
+        .map(parse_spec)
+        .collect::<Option<Vec<_>>>()?;
+    (!specs.is_empty()).then_some(specs)
+}
+
+fn parse_spec(spec: &str) -> Option<Spec> {
+    let (first, last) = spec.split_once('-')?;
+    if first.is_empty() {
+        return Some(Spec::Suffix(parse_digits(last)?));
+    }
+    let first = parse_digits(first)?;
+    let last = match last {
+        "" => None,
+        l => Some(parse_digits(l).filter(|&l| l >= first)?),
+    };
+    Some(Spec::Int { first, last })
+}
+
+/// `1*DIGIT` that fits in u64 (no sign, no whitespace).
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Sorts by start and merges overlapping or adjacent ranges (RFC 9110 §14.2 lets a server
+/// coalesce; nginx and Apache do).
+fn coalesce(ranges: &mut Vec<ByteRange>) {
+    ranges.sort_unstable();
+    let mut merged: Vec<ByteRange> = Vec::with_capacity(ranges.len());
+    for r in ranges.drain(..) {
+        match merged.last_mut() {
+            Some(prev) if r.start <= prev.end => prev.end = prev.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    *ranges = merged;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RangeOutcome::{Full, Multi, Single, Unsatisfiable};
+
+    fn r(start: u64, end: u64) -> ByteRange {
+        ByteRange::new(start, end).unwrap()
+    }
+
+    // RFC 9110 §14.1.2: int-range.
+    #[test]
+    fn first_last_selects_inclusive_span() {
+        assert_eq!(resolve("bytes=0-499", 10_000), Single(r(0, 500)));
+        assert_eq!(resolve("bytes=500-999", 10_000), Single(r(500, 1000)));
+        assert_eq!(resolve("bytes=5-5", 10), Single(r(5, 6)));
+    }
+
+    // RFC 9110 §14.1.2: "bytes=0-" is the whole representation, still a 206.
+    #[test]
+    fn zero_open_ended_is_single_whole_range() {
+        assert_eq!(resolve("bytes=0-", 10), Single(r(0, 10)));
+    }
+
+    // RFC 9110 §14.1.2: an omitted last-pos means "to the end".
+    #[test]
+    fn open_ended_runs_to_end() {
+        assert_eq!(resolve("bytes=9500-", 10_000), Single(r(9500, 10_000)));
+        assert_eq!(resolve("bytes=9-", 10), Single(r(9, 10)));
+    }
+
+    // RFC 9110 §14.1.2: a last-pos at or past the end is replaced by length - 1.
+    #[test]
+    fn last_pos_past_end_is_clamped() {
+        assert_eq!(resolve("bytes=5-100", 10), Single(r(5, 10)));
+        assert_eq!(resolve("bytes=0-9", 10), Single(r(0, 10)));
+        assert_eq!(resolve("bytes=0-10", 10), Single(r(0, 10)));
+    }
+
+    // RFC 9110 §14.1.2: suffix-range selects the last N bytes.
+    #[test]
+    fn suffix_selects_last_bytes() {
+        assert_eq!(resolve("bytes=-500", 10_000), Single(r(9500, 10_000)));
+        assert_eq!(resolve("bytes=-1", 10), Single(r(9, 10)));
+    }
+
+    // RFC 9110 §14.1.2: "If the selected representation is shorter than the specified
+    // suffix-length, the entire representation is used" (a 206, as nginx does).
+    #[test]
+    fn suffix_longer_than_file_returns_whole_file() {
+        assert_eq!(resolve("bytes=-11", 10), Single(r(0, 10)));
+        assert_eq!(resolve("bytes=-10", 10), Single(r(0, 10)));
+        assert_eq!(resolve("bytes=-18446744073709551615", 10), Single(r(0, 10)));
+    }
+
+    // RFC 9110 §14.1.2: a suffix-length of zero is unsatisfiable.
+    #[test]
+    fn zero_suffix_is_unsatisfiable() {
+        assert_eq!(resolve("bytes=-0", 10), Unsatisfiable);
+    }
+
+    // RFC 9110 §14.1.1 / §15.5.17: first-pos ≥ length is unsatisfiable.
+    #[test]
+    fn first_pos_at_or_past_end_is_unsatisfiable() {
+        assert_eq!(resolve("bytes=10-", 10), Unsatisfiable);
+        assert_eq!(resolve("bytes=10-20", 10), Unsatisfiable);
+        assert_eq!(resolve("bytes=1000-2000", 10), Unsatisfiable);
+        assert_eq!(resolve("bytes=10-,-0,20-30", 10), Unsatisfiable);
+    }
+
+    // RFC 9110 §14.1.1: unsatisfiable elements of a set are dropped if others remain.
+    #[test]
+    fn unsatisfiable_elements_are_dropped() {
+        assert_eq!(resolve("bytes=20-30,0-1", 10), Single(r(0, 2)));
+        assert_eq!(resolve("bytes=-0,2-3,50-", 10), Single(r(2, 4)));
+    }
+
+    // Pinned choice: a zero-length representation satisfies no range (416), whatever the spec.
+    #[test]
+    fn empty_representation_makes_every_range_unsatisfiable() {
+        for h in ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=-100", "bytes=0-5,-3"] {
+            assert_eq!(resolve(h, 0), Unsatisfiable, "{h}");
+        }
+        // An invalid header is still ignored rather than a 416.
+        assert_eq!(resolve("bytes=abc", 0), Full);
+    }
+
+    // RFC 9110 §14.1: range units are case-insensitive.
+    #[test]
+    fn unit_name_is_case_insensitive() {
+        for h in ["Bytes=0-1", "BYTES=0-1", "bYtEs=0-1"] {
+            assert_eq!(resolve(h, 10), Single(r(0, 2)), "{h}");
+        }
+    }
+
+    // RFC 9110 §14.2: a server MUST ignore a Range with a unit it does not understand.
+    #[test]
+    fn unknown_unit_is_ignored() {
+        assert_eq!(resolve("items=0-1", 10), Full);
+        assert_eq!(resolve("byte=0-1", 10), Full);
+        assert_eq!(resolve("bytesx=0-1", 10), Full);
+        assert_eq!(resolve("0-1", 10), Full);
+        assert_eq!(resolve("", 10), Full);
+    }
+
+    // RFC 9110 §5.6.1: the #rule allows OWS around elements and empty elements.
+    #[test]
+    fn list_whitespace_and_empty_elements_are_accepted() {
+        let two = Multi(vec![r(0, 2), r(5, 7)]);
+        assert_eq!(resolve("bytes=0-1,,5-6", 10), two);
+        assert_eq!(resolve("bytes= 0-1 , 5-6", 10), two);
+        assert_eq!(resolve("bytes=0-1,\t5-6 ,", 10), two);
+        assert_eq!(resolve("bytes=,0-1,5-6", 10), two);
+        assert_eq!(resolve("  bytes=0-1,5-6  ", 10), two);
+    }
+
+    // Pinned choice (RFC 9110 §14.2 allows ignoring Range): invalid syntax → 200, whole file.
+    #[test]
+    fn invalid_syntax_is_ignored() {
+        for h in [
+            "bytes=abc",
+            "bytes=5-2",
+            "bytes=-",
+            "bytes=",
+            "bytes=,",
+            "bytes= , ",
+            "bytes=1",
+            "bytes=1-2-3",
+            "bytes=--1",
+            "bytes=+1-2",
+            "bytes=1-+2",
+            "bytes=0x10-20",
+            "bytes=1 -2",
+            "bytes=1- 2",
+            "bytes=1.5-2",
+            "bytes = 0-1",
+            "bytes=0-1;5-6",
+            "bytes=0-1,abc",
+            "bytes=0-1,5-2",
+            "bytes=０-1", // full-width digit: not ASCII DIGIT
+        ] {
+            assert_eq!(resolve(h, 100), Full, "{h:?}");
+        }
+    }
+
+    // Pinned choice: a number that does not fit in u64 is invalid syntax → 200.
+    #[test]
+    fn numbers_too_big_for_u64_are_ignored() {
+        for h in [
+            "bytes=18446744073709551616-",
+            "bytes=0-18446744073709551616",
+            "bytes=-18446744073709551616",
+            "bytes=99999999999999999999999999-",
+        ] {
+            assert_eq!(resolve(h, 100), Full, "{h}");
+        }
+    }
+
+    #[test]
+    fn u64_extremes_do_not_overflow() {
+        let max = u64::MAX;
+        assert_eq!(resolve("bytes=0-18446744073709551615", 10), Single(r(0, 10)));
+        assert_eq!(resolve("bytes=18446744073709551615-", 10), Unsatisfiable);
+        assert_eq!(resolve("bytes=18446744073709551614-", max), Single(r(max - 1, max)));
+        assert_eq!(resolve("bytes=0-18446744073709551615", max), Single(r(0, max)));
+        assert_eq!(resolve("bytes=-18446744073709551615", max), Single(r(0, max)));
+        assert_eq!(resolve("bytes=-1", max), Single(r(max - 1, max)));
+        // Two whole-file ranges: the sum exceeds u64 and is still caught by the amplification check.
+        assert_eq!(resolve("bytes=0-,0-", max), Full);
+    }
+
+    // Files larger than 4 GiB need 64-bit offsets end to end.
+    #[test]
+    fn offsets_beyond_4gib() {
+        let len = 6_000_000_000;
+        assert_eq!(
+            resolve("bytes=5000000000-5000000999", len),
+            Single(r(5_000_000_000, 5_000_001_000))
+        );
+        assert_eq!(resolve("bytes=-1000", len), Single(r(len - 1000, len)));
+        assert_eq!(resolve("bytes=4294967296-", len), Single(r(1 << 32, len)));
+        assert_eq!(resolve("bytes=6000000000-", len), Unsatisfiable);
+        assert_eq!(
+            resolve("bytes=0-0,4294967295-4294967296", len),
+            Multi(vec![r(0, 1), r(4_294_967_295, 4_294_967_297)])
+        );
+    }
+
+    // RFC 9110 §14.2: a server MAY coalesce overlapping or adjacent ranges; we do.
+    #[test]
+    fn overlapping_and_adjacent_ranges_are_coalesced() {
+        assert_eq!(resolve("bytes=0-4,5-9", 20), Single(r(0, 10)));
+        assert_eq!(resolve("bytes=0-5,3-8", 20), Single(r(0, 9)));
+        assert_eq!(resolve("bytes=5-9,0-4", 20), Single(r(0, 10)));
+        assert_eq!(resolve("bytes=0-1,10-11,2-3", 20), Multi(vec![r(0, 4), r(10, 12)]));
+    }
+
+    // RFC 9110 §14.6: parts are sent in ascending order after coalescing (as nginx does).
+    #[test]
+    fn multiple_ranges_are_sorted() {
+        assert_eq!(
+            resolve("bytes=8-9,0-1,4-5", 10),
+            Multi(vec![r(0, 2), r(4, 6), r(8, 10)])
+        );
+        assert_eq!(resolve("bytes=-2,0-1", 10), Multi(vec![r(0, 2), r(8, 10)]));
+    }
+
+    // CVE-2011-3192: ranges adding up to more than the file are ignored (200), even if they
+    // would coalesce into one.
+    #[test]
+    fn ranges_summing_past_length_are_ignored() {
+        assert_eq!(resolve("bytes=0-,0-", 10), Full);
+        assert_eq!(resolve("bytes=0-5,1-5", 10), Full); // 6 + 5 > 10
+        assert_eq!(resolve("bytes=0-4,0-4", 10), Single(r(0, 5))); // 5 + 5 == 10
+        let many = format!("bytes={}", vec!["0-"; 1000].join(","));
+        assert_eq!(resolve(&many, 1 << 40), Full);
+    }
+
+    // CVE-2011-3192: more than MAX_RANGES ranges after coalescing are ignored (200).
+    #[test]
+    fn more_than_max_ranges_after_coalescing_are_ignored() {
+        let spec = |n: u64| (0..n).map(|i| format!("{}-{}", 2 * i, 2 * i)).collect::<Vec<_>>();
+        let sixteen = format!("bytes={}", spec(16).join(","));
+        assert!(matches!(resolve(&sixteen, 100), Multi(v) if v.len() == MAX_RANGES));
+        let seventeen = format!("bytes={}", spec(17).join(","));
+        assert_eq!(resolve(&seventeen, 100), Full);
+        // Many adjacent ranges coalesce into one and are fine.
+        let adjacent: Vec<_> = (0..100).map(|i| format!("{i}-{i}")).collect();
+        assert_eq!(resolve(&format!("bytes={}", adjacent.join(",")), 100), Single(r(0, 100)));
+    }
+
+    /// A small deterministic generator (xorshift64*), so the property test needs no crate and
+    /// fails reproducibly.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random range-spec; `narrow` ones are single, non-adjacent bytes, so that many of them fit in a short
+    /// representation and the MAX_RANGES limit is exercised.
+    fn random_spec(rng: &mut Rng, len: u64, narrow: bool) -> String {
+        let pos = |rng: &mut Rng| rng.below(len + 5);
+        if narrow {
+            // Even positions only, so they never merge as adjacent.
+            let a = 2 * rng.below(len / 2 + 3);
+            return format!("{a}-{a}");
+        }
+        match rng.below(4) {
+            0 => format!("-{}", pos(rng)),
+            1 => format!("{}-", pos(rng)),
+            _ => {
+                let a = pos(rng);
+                format!("{a}-{}", a + rng.below(8))
+            }
+        }
+    }
+
+    /// Bytes selected by the header according to §14.1.2, computed naively byte by byte.
+    fn model(specs: &[Spec], len: u64) -> (Vec<bool>, u64) {
+        let mut covered = vec![false; len as usize];
+        let mut requested = 0;
+        for s in specs {
+            let (lo, hi) = match *s {
+                Spec::Int { first, last } => (first, last.map_or(len, |l| (l + 1).min(len))),
+                Spec::Suffix(n) => (len.saturating_sub(n), if n == 0 { 0 } else { len }),
+            };
+            for b in lo..hi {
+                covered[b as usize] = true;
+            }
+            requested += hi.saturating_sub(lo);
+        }
+        (covered, requested)
+    }
+
+    // Property: for every length and many generated headers, the outcome agrees with a naive
+    // byte-by-byte model, and any ranges are in bounds, non-empty, sorted, disjoint and
+    // non-adjacent.
+    #[test]
+    fn resolution_matches_naive_model() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // Full (amplification), Full (too many ranges), Single, Multi, Unsatisfiable
+        let mut seen = [0usize; 5];
+        for len in 0..40u64 {
+            for i in 0..600 {
+                let narrow = i % 3 == 0;
+                let n = 1 + rng.below(if narrow { 30 } else { 20 }) as usize;
+                let specs: Vec<String> =
+                    (0..n).map(|_| random_spec(&mut rng, len, narrow)).collect();
+                let header = format!("bytes={}", specs.join(","));
+                let parsed = parse(&header).expect("generated headers are valid");
+                let (covered, requested) = model(&parsed, len);
+                let outcome = resolve(&header, len);
+                seen[match &outcome {
+                    Full if requested > len => 0,
+                    Full => 1,
+                    Single(_) => 2,
+                    Multi(_) => 3,
+                    Unsatisfiable => 4,
+                }] += 1;
+                let ranges = match &outcome {
+                    Single(one) => vec![*one],
+                    Multi(v) => {
+                        assert!((2..=MAX_RANGES).contains(&v.len()), "{header} {len}");
+                        v.clone()
+                    }
+                    Unsatisfiable => {
+                        assert!(!covered.contains(&true), "{header} {len}");
+                        continue;
+                    }
+                    Full => {
+                        assert!(covered.contains(&true), "{header} {len}");
+                        let runs = count_runs(&covered);
+                        assert!(requested > len || runs > MAX_RANGES, "{header} {len}");
+                        continue;
+                    }
+                };
+                assert!(requested <= len, "{header} {len}");
+                for w in ranges.windows(2) {
+                    assert!(w[0].end < w[1].start, "not sorted/disjoint: {header} {len}");
+                }
+                let mut got = vec![false; len as usize];
+                for rg in &ranges {
+                    assert!(rg.start < rg.end && rg.end <= len, "{header} {len}");
+                    for b in rg.start..rg.end {
+                        got[b as usize] = true;
+                    }
+                }
+                assert_eq!(got, covered, "{header} {len}");
+            }
+        }
+        // The generator must exercise every outcome, or the property proves little.
+        eprintln!("{seen:?}");
+        assert!(seen.iter().all(|&n| n > 50), "outcome counts {seen:?}");
+    }
+
+    fn count_runs(covered: &[bool]) -> usize {
+        let starts = covered.windows(2).filter(|w| !w[0] && w[1]).count();
+        starts + usize::from(covered.first() == Some(&true))
+    }
 }

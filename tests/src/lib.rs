@@ -1,1 +1,124 @@
-//! test support
+//! Support for the end-to-end tests: an in-process ferryd on 127.0.0.1:0, fixture files, and
+//! helpers to find third-party clients. Compiled once, shared by every test module.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use ferryd::router::App;
+use ferryd::server::{self, ServerOptions};
+use ferryd::store::fs::{FsOptions, FsStore};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+/// A ferryd serving a temporary directory on an ephemeral loopback port. Dropping it shuts
+/// the server down.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub root: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts ferryd with default options on a fresh temporary root.
+    pub async fn start() -> Self {
+        Self::start_with(FsOptions::default(), ServerOptions::default(), |app| app).await
+    }
+
+    /// Starts ferryd with the given store and server options; `configure` may adjust the app.
+    pub async fn start_with(fs: FsOptions, opts: ServerOptions, configure: impl FnOnce(App) -> App) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = FsStore::new(root.path(), fs).expect("store");
+        let app = Arc::new(configure(App::new(Arc::new(store))));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(listener, app, opts, async {
+            let _ = rx.await;
+        }));
+        Self { addr, root, shutdown: Some(tx), task: Some(task) }
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Writes a file under the root, creating parent directories.
+    pub fn put_file(&self, rel: &str, data: &[u8]) -> PathBuf {
+        let p = self.root.path().join(rel);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        std::fs::write(&p, data).expect("write fixture");
+        p
+    }
+
+    /// Asks the server to stop and waits for the graceful shutdown to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).expect("read file"))
+}
+
+/// The path of a third-party tool. In CI (`CI=true`) a missing tool is a failure, never a
+/// silent skip: `scripts/test` installs them. Elsewhere the caller gets `None` and the test
+/// says it skipped.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string()));
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("FERRY_REQUIRE_TOOLS").is_ok() {
+            panic!("{name} is required for this test but is not installed; run scripts/test");
+        }
+        eprintln!("SKIPPED: {name} not installed (scripts/test installs it)");
+    }
+    found
+}
+
+/// A reqwest client that speaks HTTP/1.1 only and never decompresses.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().http1_only().build().expect("client")
+}

@@ -1,1 +1,3 @@
-fn main(){}
+//! End-to-end tests over real HTTP on 127.0.0.1. One test binary, a module per area.
+
+mod files;

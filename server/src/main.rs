@@ -1,0 +1,144 @@
+//! `ferryd`: parse flags, set up logging, bind, print the bound URL, serve until SIGINT/SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use ferryd::router::App;
+use ferryd::server::{self, ServerOptions};
+use ferryd::store::fs::{FsOptions, FsStore};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Serve a directory over HTTP/1.1 and HTTP/2 with complete byte-range support.
+#[derive(Debug, Parser)]
+#[command(name = "ferryd", version)]
+struct Args {
+    /// Directory to serve.
+    #[arg(env = "FERRY_ROOT", default_value = ".")]
+    root: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the bound URL is printed).
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// PEM certificate chain; enables TLS (HTTP/2 by ALPN).
+    #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `ferryd=debug`.
+    #[arg(long, env = "FERRY_LOG", default_value = "info")]
+    log_level: String,
+    /// Serve and list files whose names start with a dot.
+    #[arg(long, env = "FERRY_ALLOW_HIDDEN")]
+    allow_hidden: bool,
+    /// Follow symlinks that point outside ROOT.
+    #[arg(long, env = "FERRY_ALLOW_SYMLINKS_OUTSIDE")]
+    allow_symlinks_outside: bool,
+    /// Maximum simultaneous connections; further clients wait in the listen queue.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client has to send a request head.
+    #[arg(long, env = "FERRY_HEADER_TIMEOUT", default_value_t = 30)]
+    header_timeout: u64,
+    /// Seconds without any byte moving before a connection is closed.
+    #[arg(long, env = "FERRY_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
+    /// Largest request head in bytes.
+    #[arg(long, env = "FERRY_MAX_HEADER_SIZE", default_value_t = 32 * 1024)]
+    max_header_size: usize,
+    /// Seconds in-flight responses get to finish on shutdown.
+    #[arg(long, env = "FERRY_GRACE_PERIOD", default_value_t = 10)]
+    grace_period: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferryd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferryd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = FsStore::new(
+        &args.root,
+        FsOptions {
+            allow_hidden: args.allow_hidden,
+            allow_symlinks_outside: args.allow_symlinks_outside,
+            ..FsOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot serve {}", args.root.display()))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let opts = ServerOptions {
+        header_read_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: args.max_connections,
+        max_header_size: args.max_header_size,
+        grace_period: Duration::from_secs(args.grace_period),
+        tls,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("ferryd listening on {scheme}://{addr}/ serving {}", store.root().display());
+    let _ = std::io::stdout().flush();
+    let app = Arc::new(App::new(Arc::new(store)));
+    server::run(listener, app, opts, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn init_tracing(args: &Args) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,256 @@
+//! The accept loop: HTTP/1.1 and HTTP/2 (h2c with prior knowledge, ALPN over TLS) on one
+//! listener, with the limits that keep a public server alive (slowloris, header size,
+//! connection count) and a graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::router::{self, App};
+
+/// Connection-level limits and timeouts.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// Time a client has to send a complete request head (and the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes read or written for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Largest request head accepted (HTTP/1.1 read buffer, HTTP/2 header list); larger gets 431.
+    pub max_header_size: usize,
+    /// How long in-flight responses may take to finish after shutdown is requested.
+    pub grace_period: Duration,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_header_size: 32 * 1024,
+            grace_period: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+}
+
+/// Serves `app` on an already-bound `listener` until `shutdown` completes, then stops
+/// accepting and waits up to the grace period for in-flight connections.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let opts = Arc::new(opts);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => p.map_err(io::Error::other)?,
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, opts, watcher) = (app.clone(), opts.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(tcp, app, &opts, watcher).await {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    let grace = opts.grace_period;
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?grace, "grace period over: closing remaining connections");
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    app: Arc<App>,
+    opts: &ServerOptions,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let activity = Activity::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(opts.max_header_size as u32)
+        .max_concurrent_streams(256);
+    let service = service_fn(move |req| router::handle(app.clone(), req));
+    let idle = activity.clone().watch(opts.idle_timeout);
+    match &opts.tls {
+        Some(cfg) => {
+            let acceptor = TlsAcceptor::from(cfg.clone());
+            let tls = tokio::time::timeout(opts.header_read_timeout, acceptor.accept(tcp)).await??;
+            let io = TokioIo::new(Tracked::new(tls, activity));
+            let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+            run_until_idle(conn, idle).await
+        }
+        None => {
+            let io = TokioIo::new(Tracked::new(tcp, activity));
+            let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+            run_until_idle(conn, idle).await
+        }
+    }
+}
+
+async fn run_until_idle<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    conn: impl Future<Output = Result<(), E>>,
+    idle: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tokio::select! {
+        r = conn => r.map_err(Into::into),
+        _ = idle => Err("idle timeout".into()),
+    }
+}
+
+/// Last time a connection moved a byte, in milliseconds since `start`.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once no byte has moved for `limit`.
+    async fn watch(self, limit: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet = self.start.elapsed().saturating_sub(last);
+            if quiet >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - quiet).await;
+        }
+    }
+}
+
+/// An I/O wrapper that records activity on every successful read or write.
+struct Tracked<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T> Tracked<T> {
+    fn new(inner: T, activity: Activity) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Loads a PEM certificate chain and private key into a rustls config offering h2 and
+/// http/1.1 by ALPN.
+pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading private key {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
