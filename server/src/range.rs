@@ -213,7 +213,13 @@ mod tests {
     // Pinned choice: a zero-length representation satisfies no range (416), whatever the spec.
     #[test]
     fn empty_representation_makes_every_range_unsatisfiable() {
-        for h in ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=-100", "bytes=0-5,-3"] {
+        for h in [
+            "bytes=0-",
+            "bytes=0-0",
+            "bytes=-1",
+            "bytes=-100",
+            "bytes=0-5,-3",
+        ] {
             assert_eq!(resolve(h, 0), Unsatisfiable, "{h}");
         }
         // An invalid header is still ignored rather than a 416.
@@ -294,11 +300,23 @@ mod tests {
     #[test]
     fn u64_extremes_do_not_overflow() {
         let max = u64::MAX;
-        assert_eq!(resolve("bytes=0-18446744073709551615", 10), Single(r(0, 10)));
+        assert_eq!(
+            resolve("bytes=0-18446744073709551615", 10),
+            Single(r(0, 10))
+        );
         assert_eq!(resolve("bytes=18446744073709551615-", 10), Unsatisfiable);
-        assert_eq!(resolve("bytes=18446744073709551614-", max), Single(r(max - 1, max)));
-        assert_eq!(resolve("bytes=0-18446744073709551615", max), Single(r(0, max)));
-        assert_eq!(resolve("bytes=-18446744073709551615", max), Single(r(0, max)));
+        assert_eq!(
+            resolve("bytes=18446744073709551614-", max),
+            Single(r(max - 1, max))
+        );
+        assert_eq!(
+            resolve("bytes=0-18446744073709551615", max),
+            Single(r(0, max))
+        );
+        assert_eq!(
+            resolve("bytes=-18446744073709551615", max),
+            Single(r(0, max))
+        );
         assert_eq!(resolve("bytes=-1", max), Single(r(max - 1, max)));
         // Two whole-file ranges: the sum exceeds u64 and is still caught by the amplification check.
         assert_eq!(resolve("bytes=0-,0-", max), Full);
@@ -327,7 +345,10 @@ mod tests {
         assert_eq!(resolve("bytes=0-4,5-9", 20), Single(r(0, 10)));
         assert_eq!(resolve("bytes=0-5,3-8", 20), Single(r(0, 9)));
         assert_eq!(resolve("bytes=5-9,0-4", 20), Single(r(0, 10)));
-        assert_eq!(resolve("bytes=0-1,10-11,2-3", 20), Multi(vec![r(0, 4), r(10, 12)]));
+        assert_eq!(
+            resolve("bytes=0-1,10-11,2-3", 20),
+            Multi(vec![r(0, 4), r(10, 12)])
+        );
     }
 
     // RFC 9110 §14.6: parts are sent in ascending order after coalescing (as nginx does).
@@ -354,14 +375,21 @@ mod tests {
     // CVE-2011-3192: more than MAX_RANGES ranges after coalescing are ignored (200).
     #[test]
     fn more_than_max_ranges_after_coalescing_are_ignored() {
-        let spec = |n: u64| (0..n).map(|i| format!("{}-{}", 2 * i, 2 * i)).collect::<Vec<_>>();
+        let spec = |n: u64| {
+            (0..n)
+                .map(|i| format!("{}-{}", 2 * i, 2 * i))
+                .collect::<Vec<_>>()
+        };
         let sixteen = format!("bytes={}", spec(16).join(","));
         assert!(matches!(resolve(&sixteen, 100), Multi(v) if v.len() == MAX_RANGES));
         let seventeen = format!("bytes={}", spec(17).join(","));
         assert_eq!(resolve(&seventeen, 100), Full);
         // Many adjacent ranges coalesce into one and are fine.
         let adjacent: Vec<_> = (0..100).map(|i| format!("{i}-{i}")).collect();
-        assert_eq!(resolve(&format!("bytes={}", adjacent.join(",")), 100), Single(r(0, 100)));
+        assert_eq!(
+            resolve(&format!("bytes={}", adjacent.join(",")), 100),
+            Single(r(0, 100))
+        );
     }
 
     /// A small deterministic generator (xorshift64*), so the property test needs no crate and
@@ -380,15 +408,8 @@ mod tests {
         }
     }
 
-    /// A random range-spec; `narrow` ones are single, non-adjacent bytes, so that many of them fit in a short
-    /// representation and the MAX_RANGES limit is exercised.
-    fn random_spec(rng: &mut Rng, len: u64, narrow: bool) -> String {
+    fn random_spec(rng: &mut Rng, len: u64) -> String {
         let pos = |rng: &mut Rng| rng.below(len + 5);
-        if narrow {
-            // Even positions only, so they never merge as adjacent.
-            let a = 2 * rng.below(len / 2 + 3);
-            return format!("{a}-{a}");
-        }
         match rng.below(4) {
             0 => format!("-{}", pos(rng)),
             1 => format!("{}-", pos(rng)),
@@ -397,6 +418,22 @@ mod tests {
                 format!("{a}-{}", a + rng.below(8))
             }
         }
+    }
+
+    /// Distinct single bytes at even positions, shuffled: they never merge, so the MAX_RANGES
+    /// limit is reached without tripping the amplification check.
+    fn sparse_specs(rng: &mut Rng, len: u64) -> Vec<String> {
+        let mut specs: Vec<String> = (0..len / 2 + 2)
+            .filter(|_| rng.below(4) != 0)
+            .map(|k| format!("{0}-{0}", 2 * k))
+            .collect();
+        for i in (1..specs.len()).rev() {
+            specs.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        if specs.is_empty() {
+            specs.push("0-0".into());
+        }
+        specs
     }
 
     /// Bytes selected by the header according to §14.1.2, computed naively byte by byte.
@@ -426,10 +463,12 @@ mod tests {
         let mut seen = [0usize; 5];
         for len in 0..40u64 {
             for i in 0..600 {
-                let narrow = i % 3 == 0;
-                let n = 1 + rng.below(if narrow { 30 } else { 20 }) as usize;
-                let specs: Vec<String> =
-                    (0..n).map(|_| random_spec(&mut rng, len, narrow)).collect();
+                let specs = if i % 3 == 0 {
+                    sparse_specs(&mut rng, len)
+                } else {
+                    let n = 1 + rng.below(20);
+                    (0..n).map(|_| random_spec(&mut rng, len)).collect()
+                };
                 let header = format!("bytes={}", specs.join(","));
                 let parsed = parse(&header).expect("generated headers are valid");
                 let (covered, requested) = model(&parsed, len);
@@ -473,7 +512,6 @@ mod tests {
             }
         }
         // The generator must exercise every outcome, or the property proves little.
-        eprintln!("{seen:?}");
         assert!(seen.iter().all(|&n| n > 50), "outcome counts {seen:?}");
     }
 
