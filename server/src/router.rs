@@ -2,6 +2,9 @@
 //! either goes through [`error_response`] here, and only here.
 
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt as _;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response};
@@ -24,9 +27,11 @@ impl App {
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let mut resp = match dispatch(&app, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    // A bug must cost one request a 500, not the connection: panics are caught here.
+    let mut resp = match AssertUnwindSafe(dispatch(&app, req)).catch_unwind().await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => error_response(&e),
+        Err(_) => error_response(&Error::Internal(std::io::Error::other("handler panicked"))),
     };
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static(concat!("ferryd/", env!("CARGO_PKG_VERSION"))));

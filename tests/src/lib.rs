@@ -122,3 +122,43 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().expect("client")
 }
+
+/// A raw HTTP/1.1 exchange: sends `request` verbatim, reads until the server closes (or
+/// `timeout` passes), and splits the answer. For cases where exact bytes matter or where a
+/// client library would normalize the request (`..` segments, `%2f`).
+pub async fn raw(addr: SocketAddr, request: &[u8], timeout: std::time::Duration) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("send");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut buf)).await;
+    RawResponse::parse(&buf)
+}
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn parse(buf: &[u8]) -> Self {
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n");
+        let (head, body) = match split {
+            Some(i) => (&buf[..i], buf[i + 4..].to_vec()),
+            None => (buf, Vec::new()),
+        };
+        let head = String::from_utf8_lossy(head).into_owned();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Self { status, head, body }
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
