@@ -1,1 +1,21 @@
-//! placeholder
+//! ferry: multi-connection resumable downloads (`ferry get`) and tus uploads (`ferry put`).
+//!
+//! Module map:
+//! - [`cli`]: clap definitions for both subcommands, turned into library options.
+//! - [`get`]: the downloader. [`get::probe`] (HEAD / ranged GET), [`get::plan`] (segment
+//!   split and work stealing, pure), [`get::journal`] (versioned, CRC'd progress file),
+//!   [`get::worker`] (one HTTP/1.1 connection, the never-a-wrong-byte checks),
+//!   [`get::ranges`] (range sets), [`get::checksum`], [`get::output`] (part file, publish).
+//! - [`progress`]: bar on a TTY, lines otherwise, quiet mode (shared with `put`).
+//! - [`retry`]: backoff with jitter, `Retry-After`, connection shedding (shared with `put`).
+//! - [`size`]: human sizes (`4M`) in and out.
+//! - [`error`]: the crate's error type; [`run`] maps a command to an exit code.
+
+pub mod cli;
+pub mod error;
+pub mod get;
+pub mod progress;
+pub mod retry;
+pub mod size;
+
+pub use error::{Error, Result};

@@ -1,0 +1,351 @@
+//! Command line: clap definitions for `ferry get` and `ferry put`, conversion into library
+//! options, and [`run`], which executes a command and returns the exit code.
+//!
+//! Exit codes: 0 every transfer finished, 1 something failed (the journal is kept so the same
+//! command resumes), 2 usage error (bad flag, size, header or checksum).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::get::{self, checksum};
+use crate::progress::Ui;
+use crate::retry::Backoff;
+use crate::size::parse_size;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Move big files over HTTP without losing work"
+)]
+#[command(
+    after_help = "Exit codes: 0 done, 1 failed (run the same command again to resume), 2 usage error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail: per-connection progress and retries (-vv: debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download URLs over several connections, resuming after any interruption.
+    Get(GetArgs),
+    /// Upload a file with the tus protocol (not implemented yet).
+    Put(PutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// URLs to download.
+    pub urls: Vec<String>,
+    /// Save as FILE (only with a single URL).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Save into DIR.
+    #[arg(short, long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Connections per download (1 to 64).
+    #[arg(short = 'x', long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+    /// Do not split ranges smaller than SIZE at the start (e.g. 512K, 4M).
+    #[arg(short = 'k', long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    pub min_split_size: u64,
+    /// Verify the finished file: ALGO=HEX with ALGO one of sha256, sha512, sha1, md5.
+    #[arg(long, value_name = "ALGO=HEX", value_parser = checksum::parse_checksum_arg)]
+    pub checksum: Option<checksum::Expected>,
+    /// Extra request header "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    #[arg(long, value_name = "UA")]
+    pub user_agent: Option<String>,
+    /// Attempts per connection before giving up on an error (reset whenever bytes arrive).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tries: u32,
+    /// First retry delay, doubled on each failure (e.g. 1s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_wait: Duration,
+    /// Connect timeout, and how long a connection may go without bytes before it is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Discard an existing journal and partial file and start from zero.
+    #[arg(long)]
+    pub restart: bool,
+    /// Replace the final file if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Read URLs from FILE, one per line ('#' starts a comment).
+    #[arg(short, long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// Downloads at once when several URLs are given.
+    #[arg(short = 'j', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_downloads: u16,
+    /// Allow HTTP/2 (all ranges then share one connection); HTTP/1.1 otherwise.
+    #[arg(long)]
+    pub http2: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// Parses `Name: value`.
+pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("invalid header {s:?}: expected \"Name: value\""))?;
+    let name = HeaderName::try_from(name.trim())
+        .map_err(|_| format!("invalid header name {:?}", name.trim()))?;
+    let value = HeaderValue::try_from(value.trim())
+        .map_err(|_| format!("invalid value for header {name}"))?;
+    Ok((name, value))
+}
+
+/// Parses `30`, `30s`, `500ms`, `1.5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 500ms or 2m"))?;
+    if !(0.0..=86_400.0 * 365.0).contains(&(v * scale)) {
+        return Err(format!(
+            "invalid duration {s:?}: expected between 0 and one year"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// Installs the ring crypto provider for rustls (once per process).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    let ui = Ui::new(cli.quiet, cli.verbose > 0);
+    match cli.command {
+        Command::Get(args) => run_get(args, &ui).await,
+        Command::Put(_) => {
+            ui.error("ferry put: not implemented yet");
+            EXIT_FAILED
+        }
+    }
+}
+
+async fn run_get(args: GetArgs, ui: &Ui) -> u8 {
+    let plan = match GetPlan::from_args(args) {
+        Ok(p) => p,
+        Err(e) => {
+            ui.error(&format!("ferry get: {e}"));
+            return if e.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            };
+        }
+    };
+    let (tx, interrupt) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+        }
+    });
+    let failures = plan.run(ui, interrupt).await;
+    if failures == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Validated `ferry get` arguments: the URLs, the client and the options.
+pub struct GetPlan {
+    pub urls: Vec<String>,
+    pub client: reqwest::Client,
+    pub options: get::Options,
+    pub parallel: usize,
+}
+
+impl GetPlan {
+    pub fn from_args(args: GetArgs) -> Result<Self, Error> {
+        let mut urls = args.urls.clone();
+        if let Some(path) = &args.input_file {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            urls.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        if urls.is_empty() {
+            return Err(Error::Usage(
+                "no URL given: expected ferry get URL... or -i FILE".into(),
+            ));
+        }
+        if args.output.is_some() && urls.len() > 1 {
+            return Err(Error::Usage(format!(
+                "-o names one file but {} URLs were given; use -d DIR",
+                urls.len()
+            )));
+        }
+        for u in &urls {
+            let parsed = reqwest::Url::parse(u)
+                .map_err(|e| Error::Usage(format!("invalid URL {u:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(Error::Usage(format!(
+                    "unsupported URL {u:?}: expected http:// or https://"
+                )));
+            }
+        }
+        let client = build_client(&args)?;
+        let options = get::Options {
+            output: args.output,
+            dir: args.dir,
+            connections: usize::from(args.connections),
+            min_split: args.min_split_size,
+            checksum: args.checksum,
+            overwrite: args.overwrite,
+            restart: args.restart,
+            worker: get::WorkerOptions {
+                timeout: args.timeout,
+                backoff: Backoff::new(args.retry_wait),
+                max_tries: args.max_tries,
+            },
+            journal_interval: Duration::from_secs(1),
+        };
+        Ok(Self {
+            urls,
+            client,
+            options,
+            parallel: usize::from(args.max_concurrent_downloads),
+        })
+    }
+
+    /// Downloads every URL, `parallel` at a time; returns how many failed.
+    pub async fn run(self, ui: &Ui, interrupt: watch::Receiver<bool>) -> usize {
+        let gate = Arc::new(tokio::sync::Semaphore::new(self.parallel.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        for url in self.urls {
+            let (client, opts, ui, gate, interrupt) = (
+                self.client.clone(),
+                self.options.clone(),
+                ui.clone(),
+                Arc::clone(&gate),
+                interrupt.clone(),
+            );
+            set.spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                let res = get::download(&client, &url, &opts, &ui, interrupt).await;
+                if let Err(e) = &res {
+                    ui.error(&format!("ferry get: {e}"));
+                }
+                res.is_ok()
+            });
+        }
+        let mut failed = 0;
+        while let Some(ok) = set.join_next().await {
+            failed += usize::from(!ok.unwrap_or(false));
+        }
+        failed
+    }
+}
+
+fn build_client(args: &GetArgs) -> Result<reqwest::Client, Error> {
+    install_crypto_provider();
+    let mut headers = HeaderMap::new();
+    for (name, value) in &args.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    let agent = args
+        .user_agent
+        .clone()
+        .unwrap_or_else(|| format!("ferry/{}", env!("CARGO_PKG_VERSION")));
+    let mut builder = reqwest::Client::builder()
+        .user_agent(agent)
+        .default_headers(headers)
+        .connect_timeout(args.timeout)
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true);
+    if !args.http2 {
+        // One TCP connection per worker: HTTP/2 would multiplex every range onto one.
+        builder = builder.http1_only();
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_common_forms() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").unwrap_err().contains("expected"));
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn headers_need_a_colon() {
+        let (n, v) = parse_header("X-Token: abc").unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-token", "abc"));
+        assert!(parse_header("nocolon").unwrap_err().contains("Name: value"));
+        assert!(parse_header("bad name: x").is_err());
+    }
+
+    #[test]
+    fn cli_rejects_bad_flags_with_usage_errors() {
+        let parse = |a: &[&str]| Cli::try_parse_from(a.iter().copied());
+        assert!(parse(&["ferry", "get", "-x", "65", "http://h/"]).is_err());
+        assert!(parse(&["ferry", "get", "-k", "4Q", "http://h/"]).is_err());
+        let ok = parse(&["ferry", "get", "-x", "16", "-k", "4M", "http://h/f"]).unwrap();
+        let Command::Get(g) = ok.command else {
+            panic!("expected get")
+        };
+        assert_eq!((g.connections, g.min_split_size), (16, 4 << 20));
+        let two = GetArgs {
+            output: Some("o".into()),
+            ..g
+        };
+        let err = GetPlan::from_args(GetArgs {
+            urls: vec!["http://a/".into(), "http://b/".into()],
+            ..two
+        });
+        assert!(err.err().is_some_and(|e| e.is_usage()));
+    }
+}

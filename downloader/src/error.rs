@@ -1,0 +1,70 @@
+//! The crate's one error type. `is_retryable()` tells a worker whether another attempt on a
+//! fresh connection may succeed; `is_usage()` maps to exit code 2.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::get::journal::JournalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{url}: {source}")]
+    Network { url: String, source: reqwest::Error },
+    #[error("{url}: no bytes received for {secs} s, dropping the connection", secs = .after.as_secs())]
+    Stalled { url: String, after: Duration },
+    #[error("{url}: server answered {status}")]
+    Status {
+        url: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("{url}: {msg}")]
+    Protocol { url: String, msg: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: disk full; the journal is kept, free some space and run the same command again", path.display())]
+    DiskFull { path: PathBuf },
+    #[error("{} already exists; use --overwrite to replace it", path.display())]
+    Exists { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Journal { path: PathBuf, source: JournalError },
+    #[error("{algo} mismatch: expected {expected}, got {seen}")]
+    Checksum {
+        algo: String,
+        expected: String,
+        seen: String,
+    },
+    #[error("interrupted; run the same command again to resume")]
+    Interrupted,
+    #[error("{failed} of {total} downloads failed")]
+    Some { failed: usize, total: usize },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error on `path`, with ENOSPC/EDQUOT turned into the clear disk-full message.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if matches!(source.raw_os_error(), Some(28) | Some(122)) {
+            return Error::DiskFull { path };
+        }
+        Error::Io { path, source }
+    }
+
+    /// Whether another attempt on a fresh connection may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Network { .. } | Error::Stalled { .. } | Error::Protocol { .. } => true,
+            Error::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Usage(_))
+    }
+}

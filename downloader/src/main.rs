@@ -1,0 +1,33 @@
+//! `ferry` binary: parse flags, set up tracing, run, map the result to an exit code
+//! (0 done, 1 failed, 2 usage). Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferry::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // exits with code 2 on usage errors
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0 | 1) => "warn",
+        (false, _) => "ferry=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::EXIT_FAILED);
+        }
+    };
+    ExitCode::from(runtime.block_on(cli::run(cli)))
+}
