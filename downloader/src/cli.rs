@@ -46,8 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Download URLs over several connections, resuming after any interruption.
     Get(GetArgs),
-    /// Upload a file with the tus protocol (not implemented yet).
-    Put(PutArgs),
+    /// Upload files to a tus endpoint: parallel parts, resume, instant upload.
+    Put(crate::put::args::PutArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,12 +100,6 @@ pub struct GetArgs {
     pub http2: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct PutArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
-}
-
 /// Parses `Name: value`.
 pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = s
@@ -155,10 +149,7 @@ pub async fn run(cli: Cli) -> u8 {
     let ui = Ui::new(cli.quiet, cli.verbose > 0);
     match cli.command {
         Command::Get(args) => run_get(args, &ui).await,
-        Command::Put(_) => {
-            ui.error("ferry put: not implemented yet");
-            EXIT_FAILED
-        }
+        Command::Put(args) => crate::put::args::run(args, &ui).await,
     }
 }
 

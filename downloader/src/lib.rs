@@ -6,6 +6,8 @@
 //!   split and work stealing, pure), [`get::journal`] (versioned, CRC'd progress file),
 //!   [`get::worker`] (one HTTP/1.1 connection, the never-a-wrong-byte checks),
 //!   [`get::ranges`] (range sets), [`get::checksum`], [`get::output`] (part file, publish).
+//! - [`put`]: tus uploads: [`put::plan`] (parts, chunks, capabilities, pure),
+//!   [`put::fingerprint`] (resume store), [`put::client`] (tus requests), [`put::upload`].
 //! - [`progress`]: bar on a TTY, lines otherwise, quiet mode (shared with `put`).
 //! - [`retry`]: backoff with jitter, `Retry-After`, connection shedding (shared with `put`).
 //! - [`size`]: human sizes (`4M`) in and out.
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod error;
 pub mod get;
 pub mod progress;
+pub mod put;
 pub mod retry;
 pub mod size;
 

@@ -10,10 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ferry_proto::tus::{
-    OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION, UPLOAD_CHECKSUM,
-    UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE,
+    TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use http::{HeaderMap, Method};
 use reqwest::{Client, RequestBuilder, Response, Url};
 
@@ -65,7 +67,10 @@ pub struct Creation {
 
 impl Tus {
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let req = self.http.request(method, url).header(TUS_RESUMABLE, TUS_VERSION);
+        let req = self
+            .http
+            .request(method, url)
+            .header(TUS_RESUMABLE, TUS_VERSION);
         match &self.token {
             Some(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
             None => req,
@@ -75,29 +80,52 @@ impl Tus {
     async fn send(&self, url: &str, req: RequestBuilder, timeout: Duration) -> Result<Response> {
         let resp = tokio::time::timeout(timeout, req.send())
             .await
-            .map_err(|_| Error::Stalled { url: url.to_string(), after: timeout })?
-            .map_err(|source| Error::Network { url: url.to_string(), source })?;
+            .map_err(|_| Error::Stalled {
+                url: url.to_string(),
+                after: timeout,
+            })?
+            .map_err(|source| Error::Network {
+                url: url.to_string(),
+                source,
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let retry_after = header(resp.headers(), &RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now()));
-        Err(Error::Status { url: url.to_string(), status: resp.status().as_u16(), retry_after })
+        let retry_after = header(resp.headers(), &RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        Err(Error::Status {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+            retry_after,
+        })
     }
 
     /// OPTIONS: extensions, checksum algorithms, maximum size (tus core, OPTIONS).
     pub async fn options(&self, endpoint: &str) -> Result<Capabilities> {
-        let resp = self.send(endpoint, self.request(Method::OPTIONS, endpoint), self.timeout).await?;
+        let resp = self
+            .send(
+                endpoint,
+                self.request(Method::OPTIONS, endpoint),
+                self.timeout,
+            )
+            .await?;
         let h = resp.headers();
         Ok(Capabilities {
-            extensions: header(h, &TUS_EXTENSION).map(parse_list).unwrap_or_default(),
-            checksum_algorithms: header(h, &TUS_CHECKSUM_ALGORITHM).map(parse_list).unwrap_or_default(),
+            extensions: header(h, &TUS_EXTENSION)
+                .map(parse_list)
+                .unwrap_or_default(),
+            checksum_algorithms: header(h, &TUS_CHECKSUM_ALGORITHM)
+                .map(parse_list)
+                .unwrap_or_default(),
             max_size: header(h, &TUS_MAX_SIZE).and_then(|v| v.trim().parse().ok()),
         })
     }
 
     /// POST to the endpoint (tus creation and concatenation extensions); expects 201 + Location.
     pub async fn create(&self, endpoint: &str, c: &Creation) -> Result<Created> {
-        let mut req = self.request(Method::POST, endpoint).header(CONTENT_LENGTH, 0);
+        let mut req = self
+            .request(Method::POST, endpoint)
+            .header(CONTENT_LENGTH, 0);
         if let Some(len) = c.length {
             req = req.header(UPLOAD_LENGTH, len);
         }
@@ -108,30 +136,62 @@ impl Tus {
             req = req.header(UPLOAD_CONCAT, concat);
         }
         let resp = self.send(endpoint, req, self.timeout).await?;
-        let protocol = |msg: String| Error::Protocol { url: endpoint.to_string(), msg };
+        let protocol = |msg: String| Error::Protocol {
+            url: endpoint.to_string(),
+            msg,
+        };
         if resp.status().as_u16() != 201 {
-            return Err(protocol(format!("expected 201 Created, got {}", resp.status())));
+            return Err(protocol(format!(
+                "expected 201 Created, got {}",
+                resp.status()
+            )));
         }
         let h = resp.headers();
-        let location = header(h, &LOCATION).ok_or_else(|| protocol("expected a Location header on 201".into()))?;
-        let url = resolve(endpoint, location).ok_or_else(|| protocol(format!("invalid Location {location:?}")))?;
-        Ok(Created { url, offset: header_u64(h, &UPLOAD_OFFSET), published: published(endpoint, h) })
+        let location = header(h, &LOCATION)
+            .ok_or_else(|| protocol("expected a Location header on 201".into()))?;
+        let url = resolve(endpoint, location)
+            .ok_or_else(|| protocol(format!("invalid Location {location:?}")))?;
+        Ok(Created {
+            url,
+            offset: header_u64(h, &UPLOAD_OFFSET),
+            published: published(endpoint, h),
+        })
     }
 
     /// HEAD: the offset the server holds (tus core, HEAD).
     pub async fn head(&self, url: &str) -> Result<Head> {
-        let resp = self.send(url, self.request(Method::HEAD, url), self.timeout).await?;
+        let resp = self
+            .send(url, self.request(Method::HEAD, url), self.timeout)
+            .await?;
         let h = resp.headers();
-        let offset = header_u64(h, &UPLOAD_OFFSET)
-            .ok_or_else(|| Error::Protocol { url: url.to_string(), msg: "expected Upload-Offset on HEAD".into() })?;
-        Ok(Head { offset, length: header_u64(h, &UPLOAD_LENGTH), published: published(url, h) })
+        let offset = header_u64(h, &UPLOAD_OFFSET).ok_or_else(|| Error::Protocol {
+            url: url.to_string(),
+            msg: "expected Upload-Offset on HEAD".into(),
+        })?;
+        Ok(Head {
+            offset,
+            length: header_u64(h, &UPLOAD_LENGTH),
+            published: published(url, h),
+        })
     }
 
     /// PATCH `data` at `offset`; returns the new offset and any published location. Bytes
     /// handed to the connection are counted in `sent` and reported to `progress`.
-    pub async fn patch(&self, url: &str, offset: u64, data: Bytes, checksum: Option<String>, progress: Arc<Progress>, id: usize, sent: Arc<AtomicU64>) -> Result<(u64, Option<String>)> {
+    pub async fn patch(
+        &self,
+        url: &str,
+        offset: u64,
+        data: Bytes,
+        checksum: Option<String>,
+        progress: Arc<Progress>,
+        id: usize,
+        sent: Arc<AtomicU64>,
+    ) -> Result<(u64, Option<String>)> {
         let len = data.len();
-        let slices: Vec<Bytes> = (0..len).step_by(BODY_SLICE).map(|s| data.slice(s..len.min(s + BODY_SLICE))).collect();
+        let slices: Vec<Bytes> = (0..len)
+            .step_by(BODY_SLICE)
+            .map(|s| data.slice(s..len.min(s + BODY_SLICE)))
+            .collect();
         let stream = futures_util::stream::iter(slices.into_iter().map(move |b| {
             sent.fetch_add(b.len() as u64, Ordering::Relaxed);
             progress.add(id, b.len() as u64);
@@ -151,14 +211,22 @@ impl Tus {
         let timeout = self.timeout + Duration::from_secs(len as u64 / (256 << 10));
         let resp = self.send(url, req, timeout).await?;
         let h = resp.headers();
-        let new = header_u64(h, &UPLOAD_OFFSET)
-            .ok_or_else(|| Error::Protocol { url: url.to_string(), msg: "expected Upload-Offset on PATCH".into() })?;
+        let new = header_u64(h, &UPLOAD_OFFSET).ok_or_else(|| Error::Protocol {
+            url: url.to_string(),
+            msg: "expected Upload-Offset on PATCH".into(),
+        })?;
         Ok((new, published(url, h)))
     }
 
     /// DELETE (tus termination extension). Used only to tidy up; callers ignore failures.
     pub async fn delete(&self, url: &str) -> Result<()> {
-        self.send(url, self.request(Method::DELETE, url).header(CONTENT_LENGTH, 0), self.timeout).await.map(drop)
+        self.send(
+            url,
+            self.request(Method::DELETE, url).header(CONTENT_LENGTH, 0),
+            self.timeout,
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -189,9 +257,18 @@ mod tests {
     #[test]
     fn locations_resolve_against_the_endpoint() {
         let e = "http://127.0.0.1:8080/files/";
-        assert_eq!(resolve(e, "/files/abc").as_deref(), Some("http://127.0.0.1:8080/files/abc"));
-        assert_eq!(resolve(e, "abc").as_deref(), Some("http://127.0.0.1:8080/files/abc"));
-        assert_eq!(resolve(e, "https://cdn.example/u/1").as_deref(), Some("https://cdn.example/u/1"));
+        assert_eq!(
+            resolve(e, "/files/abc").as_deref(),
+            Some("http://127.0.0.1:8080/files/abc")
+        );
+        assert_eq!(
+            resolve(e, "abc").as_deref(),
+            Some("http://127.0.0.1:8080/files/abc")
+        );
+        assert_eq!(
+            resolve(e, "https://cdn.example/u/1").as_deref(),
+            Some("https://cdn.example/u/1")
+        );
         assert_eq!(resolve(e, "ftp://x/y"), None);
         assert_eq!(resolve("not a url", "/x"), None);
     }

@@ -56,12 +56,24 @@ mod tests {
         // Digests of "abc" from FIPS 180-2 / RFC 1321 / RFC 3174 test vectors; CRC-32 0x352441C2.
         let b64 = |h: &str| STANDARD.encode(hex::decode(h).unwrap());
         let sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(upload_checksum(Algo::Sha256, b"abc"), format!("sha256 {}", b64(sha256)));
+        assert_eq!(
+            upload_checksum(Algo::Sha256, b"abc"),
+            format!("sha256 {}", b64(sha256))
+        );
         let sha1 = "a9993e364706816aba3e25717850c26c9cd0d89d";
-        assert_eq!(upload_checksum(Algo::Sha1, b"abc"), format!("sha1 {}", b64(sha1)));
+        assert_eq!(
+            upload_checksum(Algo::Sha1, b"abc"),
+            format!("sha1 {}", b64(sha1))
+        );
         let md5 = "900150983cd24fb0d6963f7d28e17f72";
-        assert_eq!(upload_checksum(Algo::Md5, b"abc"), format!("md5 {}", b64(md5)));
-        assert_eq!(upload_checksum(Algo::Crc32, b"abc"), format!("crc32 {}", b64("352441c2")));
+        assert_eq!(
+            upload_checksum(Algo::Md5, b"abc"),
+            format!("md5 {}", b64(md5))
+        );
+        assert_eq!(
+            upload_checksum(Algo::Crc32, b"abc"),
+            format!("crc32 {}", b64("352441c2"))
+        );
     }
 
     #[test]
@@ -71,7 +83,10 @@ mod tests {
         let data: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let progress = Ui::with_mode(Mode::Quiet, false).transfer("f");
-        assert_eq!(file_sha256(&path, &progress).unwrap(), hex::encode(Sha256::digest(&data)));
+        assert_eq!(
+            file_sha256(&path, &progress).unwrap(),
+            hex::encode(Sha256::digest(&data))
+        );
         assert_eq!(progress.done(), data.len() as u64);
         assert!(file_sha256(&dir.path().join("missing"), &progress).is_err());
     }

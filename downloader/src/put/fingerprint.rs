@@ -43,12 +43,24 @@ impl Fingerprint {
     pub fn of(endpoint: &str, file: &Path) -> Result<Self> {
         let canonical = fs::canonicalize(file).map_err(|e| Error::io(file, e))?;
         let meta = fs::metadata(&canonical).map_err(|e| Error::io(file, e))?;
-        Ok(Self::new(endpoint, &canonical, meta.len(), meta.mtime(), meta.mtime_nsec()))
+        Ok(Self::new(
+            endpoint,
+            &canonical,
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        ))
     }
 
     pub fn new(endpoint: &str, canonical: &Path, size: u64, mtime_s: i64, mtime_ns: i64) -> Self {
         let path = canonical.as_os_str().as_bytes().to_vec();
-        Self { endpoint: endpoint.to_string(), path, size, mtime_s, mtime_ns }
+        Self {
+            endpoint: endpoint.to_string(),
+            path,
+            size,
+            mtime_s,
+            mtime_ns,
+        }
     }
 
     /// Stable file-name-safe id: the first 128 bits of SHA-256 over the length-prefixed fields.
@@ -86,7 +98,12 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(fingerprint: Fingerprint) -> Self {
-        Self { version: FORMAT_VERSION, fingerprint, sha256: None, parts: Vec::new() }
+        Self {
+            version: FORMAT_VERSION,
+            fingerprint,
+            sha256: None,
+            parts: Vec::new(),
+        }
     }
 }
 
@@ -132,13 +149,18 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let invalid = |msg: String| Error::io(&path, io::Error::new(io::ErrorKind::InvalidData, msg));
-        let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| invalid(format!("corrupt resume entry: {e}")))?;
+        let invalid =
+            |msg: String| Error::io(&path, io::Error::new(io::ErrorKind::InvalidData, msg));
+        let value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| invalid(format!("corrupt resume entry: {e}")))?;
         let version = value.get("version").and_then(|v| v.as_u64());
         if version != Some(u64::from(FORMAT_VERSION)) {
-            return Err(invalid(format!("expected resume entry version {FORMAT_VERSION}, got {version:?}")));
+            return Err(invalid(format!(
+                "expected resume entry version {FORMAT_VERSION}, got {version:?}"
+            )));
         }
-        let entry: Entry = serde_json::from_value(value).map_err(|e| invalid(format!("corrupt resume entry: {e}")))?;
+        let entry: Entry = serde_json::from_value(value)
+            .map_err(|e| invalid(format!("corrupt resume entry: {e}")))?;
         if entry.fingerprint != *fp {
             return Err(invalid("resume entry belongs to another file".to_string()));
         }
@@ -148,8 +170,14 @@ impl Store {
     /// Saves `entry` atomically: unique temp file, fsync, rename, fsync the directory.
     pub fn save(&self, entry: &Entry) -> Result<()> {
         let path = self.path(&entry.fingerprint);
-        let tmp = self.dir.join(format!(".{}.{}.{}.tmp", entry.fingerprint.id(), std::process::id(), fastrand::u64(..)));
-        let json = serde_json::to_vec_pretty(entry).map_err(|e| Error::io(&tmp, io::Error::other(e)))?;
+        let tmp = self.dir.join(format!(
+            ".{}.{}.{}.tmp",
+            entry.fingerprint.id(),
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let json =
+            serde_json::to_vec_pretty(entry).map_err(|e| Error::io(&tmp, io::Error::other(e)))?;
         let write = || -> io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&json)?;
@@ -197,7 +225,15 @@ mod tests {
     fn entry(fp: Fingerprint, urls: &[&str]) -> Entry {
         let mut e = Entry::new(fp);
         e.sha256 = Some("ab".repeat(32));
-        e.parts = urls.iter().enumerate().map(|(i, u)| PartEntry { start: i as u64 * 10, end: i as u64 * 10 + 10, url: u.to_string() }).collect();
+        e.parts = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| PartEntry {
+                start: i as u64 * 10,
+                end: i as u64 * 10 + 10,
+                url: u.to_string(),
+            })
+            .collect();
         e
     }
 
@@ -217,11 +253,17 @@ mod tests {
     fn any_changed_field_is_another_fingerprint() {
         let base = fp("/a/b", 20, 1);
         let others = [
-            Fingerprint { endpoint: "http://127.0.0.1:2/files/".into(), ..base.clone() },
+            Fingerprint {
+                endpoint: "http://127.0.0.1:2/files/".into(),
+                ..base.clone()
+            },
             fp("/a/c", 20, 1),
             fp("/a/b", 21, 1),
             fp("/a/b", 20, 2),
-            Fingerprint { mtime_ns: 8, ..base.clone() },
+            Fingerprint {
+                mtime_ns: 8,
+                ..base.clone()
+            },
         ];
         for other in others {
             assert_ne!(base.id(), other.id(), "{other:?}");
@@ -248,13 +290,20 @@ mod tests {
         let file = store.path(&f);
         fs::write(&file, b"{\"version\": 2}").unwrap();
         let err = store.load(&f).unwrap_err().to_string();
-        assert!(err.contains("expected resume entry version 1, got Some(2)"), "{err}");
+        assert!(
+            err.contains("expected resume entry version 1, got Some(2)"),
+            "{err}"
+        );
         fs::write(&file, b"{\"vers").unwrap();
         assert!(store.load(&f).unwrap_err().to_string().contains("corrupt"));
         let mut e = entry(fp("/other", 1, 1), &["u"]);
         e.version = FORMAT_VERSION;
         fs::write(&file, serde_json::to_vec(&e).unwrap()).unwrap();
-        assert!(store.load(&f).unwrap_err().to_string().contains("another file"));
+        assert!(store
+            .load(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("another file"));
     }
 
     #[test]
@@ -295,15 +344,28 @@ mod tests {
 
     #[test]
     fn data_dir_follows_ferry_then_xdg_then_home() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.into())
-        };
-        let all = [("FERRY_DATA_DIR", "/f"), ("XDG_DATA_HOME", "/x"), ("HOME", "/h")];
+        fn env<'a>(
+            vars: &'a [(&'a str, &'a str)],
+        ) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+            move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.into())
+        }
+        let all = [
+            ("FERRY_DATA_DIR", "/f"),
+            ("XDG_DATA_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
         assert_eq!(data_dir_from(env(&all)), Some(PathBuf::from("/f")));
-        let xdg = [("FERRY_DATA_DIR", ""), ("XDG_DATA_HOME", "/x"), ("HOME", "/h")];
+        let xdg = [
+            ("FERRY_DATA_DIR", ""),
+            ("XDG_DATA_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
         assert_eq!(data_dir_from(env(&xdg)), Some(PathBuf::from("/x/ferry")));
         let home = [("XDG_DATA_HOME", ""), ("HOME", "/h")];
-        assert_eq!(data_dir_from(env(&home)), Some(PathBuf::from("/h/.local/share/ferry")));
+        assert_eq!(
+            data_dir_from(env(&home)),
+            Some(PathBuf::from("/h/.local/share/ferry"))
+        );
         assert_eq!(data_dir_from(env(&[])), None);
     }
 }

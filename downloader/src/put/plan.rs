@@ -59,7 +59,12 @@ impl Algo {
 /// Splits a comma-separated header value (`Tus-Extension`, `Tus-Checksum-Algorithm`) into
 /// trimmed, non-empty items.
 pub fn parse_list(value: &str) -> Vec<String> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// What a server said about itself in its OPTIONS answer (tus core, OPTIONS).
@@ -72,7 +77,9 @@ pub struct Capabilities {
 
 impl Capabilities {
     pub fn has(&self, extension: &str) -> bool {
-        self.extensions.iter().any(|e| e.eq_ignore_ascii_case(extension))
+        self.extensions
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(extension))
     }
 
     /// The best algorithm both sides know, when the server advertises `checksum`.
@@ -80,7 +87,10 @@ impl Capabilities {
         if !self.has("checksum") {
             return None;
         }
-        self.checksum_algorithms.iter().filter_map(|n| Algo::parse(n)).min()
+        self.checksum_algorithms
+            .iter()
+            .filter_map(|n| Algo::parse(n))
+            .min()
     }
 
     /// Whether `-x N` may split into parts: the server must concatenate them.
@@ -103,7 +113,9 @@ pub fn parse_metadata_arg(arg: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("invalid metadata {arg:?}: expected KEY=VALUE"))?;
     let bad = key.is_empty() || !key.is_ascii() || key.contains([' ', ',', '\t']);
     if bad {
-        return Err(format!("invalid metadata key {key:?}: expected non-empty ASCII without spaces or commas"));
+        return Err(format!(
+            "invalid metadata key {key:?}: expected non-empty ASCII without spaces or commas"
+        ));
     }
     Ok((key.to_string(), value.to_string()))
 }
@@ -145,9 +157,15 @@ mod tests {
                 for min in [0u64, 1, 512, 1 << 20] {
                     let parts = split(len, parallel, min);
                     assert_tiles(&parts, len);
-                    assert!(parts.len() <= parallel.max(1), "{len} {parallel} {min}: {parts:?}");
+                    assert!(
+                        parts.len() <= parallel.max(1),
+                        "{len} {parallel} {min}: {parts:?}"
+                    );
                     if parts.len() > 1 {
-                        assert!(parts.iter().all(|p| p.end - p.start >= min), "{len} {parallel} {min}");
+                        assert!(
+                            parts.iter().all(|p| p.end - p.start >= min),
+                            "{len} {parallel} {min}"
+                        );
                     }
                 }
             }
@@ -164,8 +182,15 @@ mod tests {
         }
         assert_eq!(seen, vec![5..10, 10..15, 15..17]);
         assert_eq!(next_chunk(17, 17, 5), None);
-        assert_eq!(next_chunk(0, 3, 0), Some(0..1), "a zero chunk size still makes progress");
-        assert_eq!(next_chunk(u64::MAX - 1, u64::MAX, u64::MAX), Some(u64::MAX - 1..u64::MAX));
+        assert_eq!(
+            next_chunk(0, 3, 0),
+            Some(0..1),
+            "a zero chunk size still makes progress"
+        );
+        assert_eq!(
+            next_chunk(u64::MAX - 1, u64::MAX, u64::MAX),
+            Some(u64::MAX - 1..u64::MAX)
+        );
     }
 
     #[test]
@@ -175,7 +200,10 @@ mod tests {
             checksum_algorithms: parse_list(algos),
             max_size: None,
         };
-        assert_eq!(caps("md5, crc32 ,SHA256,sha1").checksum(), Some(Algo::Sha256));
+        assert_eq!(
+            caps("md5, crc32 ,SHA256,sha1").checksum(),
+            Some(Algo::Sha256)
+        );
         assert_eq!(caps("crc32,md5,sha1").checksum(), Some(Algo::Sha1));
         assert_eq!(caps("crc32,md5").checksum(), Some(Algo::Md5));
         assert_eq!(caps("crc32").checksum(), Some(Algo::Crc32));
@@ -195,7 +223,10 @@ mod tests {
 
     #[test]
     fn extensions_are_case_insensitive_and_trimmed() {
-        let caps = Capabilities { extensions: parse_list(" creation , Concatenation,,"), ..Default::default() };
+        let caps = Capabilities {
+            extensions: parse_list(" creation , Concatenation,,"),
+            ..Default::default()
+        };
         assert!(caps.can_concatenate());
         assert!(caps.has("creation"));
         assert!(!caps.has("termination"));
@@ -212,7 +243,10 @@ mod tests {
     #[test]
     fn metadata_args_split_on_the_first_equals() {
         assert_eq!(parse_metadata_arg("k=v=w"), Ok(("k".into(), "v=w".into())));
-        assert_eq!(parse_metadata_arg("empty="), Ok(("empty".into(), String::new())));
+        assert_eq!(
+            parse_metadata_arg("empty="),
+            Ok(("empty".into(), String::new()))
+        );
         for bad in ["novalue", "=v", "a b=c", "a,b=c", "ключ=v"] {
             let err = parse_metadata_arg(bad).unwrap_err();
             assert!(err.contains("expected"), "{bad}: {err}");

@@ -49,7 +49,13 @@ pub struct Part {
 /// Whether an error means the upload no longer exists on the server (tus core: 404 or 410
 /// for unknown or terminated uploads; 403 is not included, it is an auth answer).
 pub fn is_gone(e: &Error) -> bool {
-    matches!(e, Error::Status { status: 404 | 410, .. })
+    matches!(
+        e,
+        Error::Status {
+            status: 404 | 410,
+            ..
+        }
+    )
 }
 
 /// What a PATCH failure asks for next.
@@ -81,7 +87,9 @@ impl Sender {
                     },
                 }
             }
-            let Some(chunk) = next_chunk(part.offset, len, self.chunk) else { break Ok(published) };
+            let Some(chunk) = next_chunk(part.offset, len, self.chunk) else {
+                break Ok(published);
+            };
             match self.patch(&part, chunk.clone()).await {
                 Ok((offset, p)) if offset > chunk.start && offset <= chunk.end => {
                     self.reposition_after(chunk.end, offset);
@@ -90,8 +98,15 @@ impl Sender {
                     failures = 0;
                 }
                 Ok((offset, _)) => {
-                    let msg = format!("expected Upload-Offset in {}..={} after PATCH, got {offset}", chunk.start + 1, chunk.end);
-                    break Err(Error::Protocol { url: part.url.clone(), msg });
+                    let msg = format!(
+                        "expected Upload-Offset in {}..={} after PATCH, got {offset}",
+                        chunk.start + 1,
+                        chunk.end
+                    );
+                    break Err(Error::Protocol {
+                        url: part.url.clone(),
+                        msg,
+                    });
                 }
                 Err((e, sent)) => {
                     self.unsend(sent);
@@ -111,11 +126,29 @@ impl Sender {
     }
 
     /// Reads the chunk and PATCHes it; on failure also returns how many bytes were counted.
-    async fn patch(&self, part: &Part, chunk: Range<u64>) -> std::result::Result<(u64, Option<String>), (Error, u64)> {
-        let data = self.read(part.range.start + chunk.start, chunk.end - chunk.start).await.map_err(|e| (e, 0))?;
+    async fn patch(
+        &self,
+        part: &Part,
+        chunk: Range<u64>,
+    ) -> std::result::Result<(u64, Option<String>), (Error, u64)> {
+        let data = self
+            .read(part.range.start + chunk.start, chunk.end - chunk.start)
+            .await
+            .map_err(|e| (e, 0))?;
         let checksum = self.checksum.map(|a| upload_checksum(a, &data));
         let sent = Arc::new(AtomicU64::new(0));
-        let res = self.tus.patch(&part.url, chunk.start, data, checksum, Arc::clone(&self.progress), part.id, Arc::clone(&sent)).await;
+        let res = self
+            .tus
+            .patch(
+                &part.url,
+                chunk.start,
+                data,
+                checksum,
+                Arc::clone(&self.progress),
+                part.id,
+                Arc::clone(&sent),
+            )
+            .await;
         res.map_err(|e| (e, sent.load(Ordering::Relaxed)))
     }
 
@@ -123,31 +156,50 @@ impl Sender {
         let (file, path) = (Arc::clone(&self.file), self.path.clone());
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf)).map_err(|e| Error::io(&path, e))
+            file.read_exact_at(&mut buf, at)
+                .map(|()| Bytes::from(buf))
+                .map_err(|e| Error::io(&path, e))
         });
-        read.await.map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?
+        read.await
+            .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?
     }
 
     /// Counts a failure; returns the error when it is final, otherwise waits before the retry.
     async fn fail(&self, e: Error, failures: &mut u32, rng: &mut fastrand::Rng) -> Result<()> {
-        let transient = e.is_retryable() || matches!(e, Error::Status { status: 409 | 460, .. });
+        let transient = e.is_retryable()
+            || matches!(
+                e,
+                Error::Status {
+                    status: 409 | 460,
+                    ..
+                }
+            );
         *failures += 1;
         if !transient || *failures >= self.max_tries {
             return Err(e);
         }
         let wait = match &e {
-            Error::Status { retry_after: Some(d), .. } if *d <= MAX_RETRY_AFTER => *d,
-            Error::Status { status: 409 | 460, .. } => Duration::ZERO,
+            Error::Status {
+                retry_after: Some(d),
+                ..
+            } if *d <= MAX_RETRY_AFTER => *d,
+            Error::Status {
+                status: 409 | 460, ..
+            } => Duration::ZERO,
             _ => self.backoff.delay(*failures - 1, rng),
         };
-        self.progress.verbose(&format!("{e}; retrying in {wait:?} ({failures}/{})", self.max_tries));
+        self.progress.verbose(&format!(
+            "{e}; retrying in {wait:?} ({failures}/{})",
+            self.max_tries
+        ));
         tokio::time::sleep(wait).await;
         Ok(())
     }
 
     /// The progress bar counted `sent` bytes of a PATCH that failed; take them back.
     fn unsend(&self, sent: u64) {
-        self.progress.set_done(self.progress.done().saturating_sub(sent));
+        self.progress
+            .set_done(self.progress.done().saturating_sub(sent));
     }
 
     /// The server accepted only up to `offset` of a chunk that ended at `end`.
@@ -158,6 +210,7 @@ impl Sender {
     /// HEAD said the server holds `offset` while we believed `part.offset`.
     fn reposition(&self, part: &Part, offset: u64) {
         let done = self.progress.done();
-        self.progress.set_done((done + offset).saturating_sub(part.offset));
+        self.progress
+            .set_done((done + offset).saturating_sub(part.offset));
     }
 }

@@ -1,0 +1,240 @@
+//! `ferry put` command line: flags, validation into [`Options`], and the run that prints
+//! where each file can be downloaded (one line per file on stdout) and returns the exit code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::client::Tus;
+use super::fingerprint::{default_data_dir, Store};
+use super::plan::parse_metadata_arg;
+use super::{Options, Uploader};
+use crate::cli::{install_crypto_provider, parse_duration, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::error::Error;
+use crate::progress::Ui;
+use crate::retry::Backoff;
+use crate::size::parse_size;
+
+#[derive(Debug, Clone, Args)]
+pub struct PutArgs {
+    /// Files to upload, then the tus endpoint URL (e.g. http://host:8080/files/).
+    #[arg(required = true, num_args = 2.., value_name = "FILE... URL")]
+    pub paths: Vec<String>,
+    /// Bearer token for the upload endpoint.
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Parallel parts per file (needs the server's concatenation extension; 1 to 64).
+    #[arg(short = 'x', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Bytes per PATCH request; the server checkpoints after each (e.g. 8M, 512K).
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_chunk)]
+    pub chunk_size: u64,
+    /// Extra Upload-Metadata KEY=VALUE (repeatable; `filename` defaults to the file name).
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = parse_metadata_arg)]
+    pub metadata: Vec<(String, String)>,
+    /// Failed attempts in a row per part before giving up (reset whenever bytes are taken).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tries: u32,
+    /// First retry delay, doubled on each failure (e.g. 1s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_wait: Duration,
+    /// Connect timeout and limit for requests without a body.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Do not hash the file first (no instant upload when the server already has it).
+    #[arg(long)]
+    pub no_instant: bool,
+    /// Forget earlier uploads of these files and start over.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+fn parse_chunk(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("invalid chunk size 0: expected at least 1 byte".into()),
+        n if n > 1 << 30 => Err(format!(
+            "invalid chunk size {s:?}: expected at most 1G (one chunk is held in memory)"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Validated `ferry put` arguments.
+pub struct PutPlan {
+    pub files: Vec<PathBuf>,
+    pub tus: Tus,
+    pub options: Options,
+}
+
+impl PutPlan {
+    pub fn from_args(args: PutArgs) -> Result<Self, Error> {
+        let mut paths = args.paths;
+        let endpoint = paths
+            .pop()
+            .ok_or_else(|| Error::Usage("expected FILE... URL".into()))?;
+        let url = reqwest::Url::parse(&endpoint).map_err(|e| {
+            Error::Usage(format!(
+                "invalid URL {endpoint:?} ({e}): expected http:// or https:// after the files"
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Usage(format!(
+                "unsupported URL {endpoint:?}: expected http:// or https:// (the URL comes last)"
+            )));
+        }
+        let files: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+        for f in &files {
+            if !f.is_file() {
+                return Err(Error::Usage(format!(
+                    "{}: expected a regular file",
+                    f.display()
+                )));
+            }
+        }
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(format!("ferry/{}", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(args.timeout)
+            .http1_only()
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))?;
+        let store = default_data_dir().map(|d| Store::open(&d)).transpose()?;
+        let options = Options {
+            endpoint,
+            chunk: args.chunk_size,
+            parallel: usize::from(args.parallel),
+            metadata: args.metadata,
+            instant: !args.no_instant,
+            restart: args.restart,
+            backoff: Backoff::new(args.retry_wait),
+            max_tries: args.max_tries,
+            store,
+        };
+        Ok(Self {
+            files,
+            tus: Tus {
+                http,
+                token: args.token.filter(|t| !t.is_empty()),
+                timeout: args.timeout,
+            },
+            options,
+        })
+    }
+}
+
+/// Runs `ferry put`; returns the exit code (0 all uploaded, 1 a failure, 2 usage).
+pub async fn run(args: PutArgs, ui: &Ui) -> u8 {
+    let plan = match PutPlan::from_args(args) {
+        Ok(p) => p,
+        Err(e) => {
+            ui.error(&format!("ferry put: {e}"));
+            return if e.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            };
+        }
+    };
+    if plan.options.store.is_none() {
+        ui.error(
+            "ferry put: no data directory (set FERRY_DATA_DIR or HOME); uploads cannot resume",
+        );
+    }
+    let uploader = match Uploader::connect(plan.tus, plan.options).await {
+        Ok(u) => u,
+        Err(e) => {
+            ui.error(&format!("ferry put: {e}"));
+            return EXIT_FAILED;
+        }
+    };
+    let mut failed = 0;
+    for file in &plan.files {
+        match uploader.put(file, ui).await {
+            Ok(location) => println!("{location}"),
+            Err(e) => {
+                ui.error(&format!("ferry put: {}: {e}", file.display()));
+                failed += 1;
+            }
+        }
+    }
+    if failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        put: PutArgs,
+    }
+
+    fn parse(a: &[&str]) -> Result<PutArgs, clap::Error> {
+        Wrap::try_parse_from(std::iter::once("put").chain(a.iter().copied())).map(|w| w.put)
+    }
+
+    #[test]
+    fn flags_parse_with_units_and_repeats() {
+        let a = parse(&[
+            "-x",
+            "4",
+            "--chunk-size",
+            "512K",
+            "--metadata",
+            "a=1",
+            "--metadata",
+            "b=2",
+            "f",
+            "http://h/files/",
+        ])
+        .unwrap();
+        assert_eq!((a.parallel, a.chunk_size), (4, 512 << 10));
+        assert_eq!(
+            a.metadata,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(a.paths, vec!["f", "http://h/files/"]);
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for bad in [
+            &["http://h/files/"][..],
+            &["-x", "0", "f", "http://h/"],
+            &["-x", "65", "f", "http://h/"],
+            &["--chunk-size", "0", "f", "http://h/"],
+            &["--chunk-size", "2G", "f", "http://h/"],
+            &["--metadata", "nokey", "f", "http://h/"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn url_must_come_last_and_files_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let f = f.to_str().unwrap();
+        let err = |a: &[&str]| {
+            PutPlan::from_args(parse(a).unwrap())
+                .err()
+                .map(|e| (e.is_usage(), e.to_string()))
+        };
+        assert!(err(&["http://h/files/", f]).is_some_and(|(u, m)| u && m.contains("expected http")));
+        assert!(err(&[f, "ftp://h/"]).is_some_and(|(u, m)| u && m.contains("expected http")));
+        let missing = dir.path().join("missing");
+        assert!(err(&[missing.to_str().unwrap(), "http://h/"])
+            .is_some_and(|(u, m)| u && m.contains("regular file")));
+        assert!(err(&[dir.path().to_str().unwrap(), "http://h/"]).is_some_and(|(u, _)| u));
+        assert!(err(&[f, "http://h/files/"]).is_none());
+    }
+}

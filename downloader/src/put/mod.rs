@@ -1,0 +1,376 @@
+//! `ferry put`: resumable, parallel, instant tus uploads.
+//!
+//! Per file: fingerprint it, find earlier uploads in the resume store ([`fingerprint`]), hash
+//! it for instant upload ([`digest`]), create the upload(s) or HEAD the stored ones
+//! ([`client`]), send chunks over one connection per part ([`upload`]), concatenate the parts
+//! (tus concatenation extension) and print where the file can be downloaded. Splitting and
+//! capability parsing are pure ([`plan`]); [`args`] holds the command line.
+//!
+//! The resume entry is saved as soon as an upload exists and before any byte is sent, so a
+//! kill at any moment leaves either no upload (start over) or an upload the store knows.
+
+pub mod args;
+pub mod client;
+pub mod digest;
+pub mod fingerprint;
+pub mod plan;
+pub mod upload;
+
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use ferry_proto::tus::{encode_metadata, META_FILENAME, META_SHA256};
+
+use crate::error::{Error, Result};
+use crate::progress::{Progress, Ui};
+use crate::retry::Backoff;
+use crate::size::format_size;
+use client::{Created, Creation, Tus};
+use fingerprint::{Entry, Fingerprint, PartEntry, Store};
+use plan::{concat_final, split, Capabilities};
+use upload::{is_gone, Part, Sender};
+
+/// Times one file may start over because the server forgot its upload(s).
+const MAX_RESTARTS: usize = 3;
+
+/// Settings of one `ferry put` run.
+#[derive(Clone)]
+pub struct Options {
+    /// The tus endpoint (creation URL).
+    pub endpoint: String,
+    pub chunk: u64,
+    /// Parts per file when the server concatenates (`-x`).
+    pub parallel: usize,
+    /// `--metadata` pairs, after the default `filename`.
+    pub metadata: Vec<(String, String)>,
+    /// Hash the file and send its sha256 so a server holding it finishes at once.
+    pub instant: bool,
+    /// Forget stored uploads for these files and start over.
+    pub restart: bool,
+    pub backoff: Backoff,
+    pub max_tries: u32,
+    /// `None` when no data directory exists: uploads then cannot resume.
+    pub store: Option<Store>,
+}
+
+/// One run against one endpoint.
+pub struct Uploader {
+    pub tus: Tus,
+    pub opts: Options,
+    pub caps: Capabilities,
+}
+
+impl Uploader {
+    /// Asks the endpoint what it supports (OPTIONS).
+    pub async fn connect(tus: Tus, opts: Options) -> Result<Self> {
+        let caps = tus.options(&opts.endpoint).await?;
+        tracing::debug!(?caps, "tus server capabilities");
+        Ok(Self { tus, opts, caps })
+    }
+
+    /// Uploads `path`; returns where it can be downloaded.
+    pub async fn put(&self, path: &Path, ui: &Ui) -> Result<String> {
+        let fp = Fingerprint::of(&self.opts.endpoint, path)?;
+        if let Some(max) = self.caps.max_size.filter(|m| fp.size > *m) {
+            let msg = format!(
+                "{} is {} bytes but the server accepts at most {max} (Tus-Max-Size)",
+                path.display(),
+                fp.size
+            );
+            return Err(Error::Protocol {
+                url: self.opts.endpoint.clone(),
+                msg,
+            });
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let progress = ui.transfer(&name);
+        progress.set_total(Some(fp.size));
+        let result = self.put_tracked(path, &fp, &progress).await;
+        match &result {
+            Ok(_) => progress.finish(true, &format!("uploaded {}", format_size(fp.size))),
+            Err(_) => progress.finish(false, "failed; run the same command again to resume"),
+        }
+        result
+    }
+
+    async fn put_tracked(
+        &self,
+        path: &Path,
+        fp: &Fingerprint,
+        progress: &Arc<Progress>,
+    ) -> Result<String> {
+        let mut entry = self.load(fp, progress);
+        if entry.sha256.is_none() && self.opts.instant {
+            progress.verbose("computing sha256 for instant upload");
+            let (p, pr) = (path.to_path_buf(), Arc::clone(progress));
+            let sha = tokio::task::spawn_blocking(move || digest::file_sha256(&p, &pr))
+                .await
+                .map_err(|e| Error::io(path, std::io::Error::other(e)))??;
+            progress.set_done(0);
+            entry.sha256 = Some(sha);
+            self.save(&entry)?;
+        }
+        for _ in 0..MAX_RESTARTS {
+            match self.attempt(path, &mut entry, progress).await {
+                Err(e) if is_gone(&e) => {
+                    progress.note("the server no longer knows the upload; starting over");
+                    entry.parts.clear();
+                    self.save(&entry)?;
+                }
+                Ok(location) => {
+                    if let Some(store) = &self.opts.store {
+                        store.remove(fp)?;
+                    }
+                    return Ok(location);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Protocol {
+            url: self.opts.endpoint.clone(),
+            msg: format!("upload vanished {MAX_RESTARTS} times; giving up"),
+        })
+    }
+
+    /// The stored entry, or a fresh one (a bad entry is reported and replaced).
+    fn load(&self, fp: &Fingerprint, progress: &Progress) -> Entry {
+        let Some(store) = &self.opts.store else {
+            return Entry::new(fp.clone());
+        };
+        if self.opts.restart {
+            return Entry::new(fp.clone());
+        }
+        match store.load(fp) {
+            Ok(Some(e)) => {
+                progress.verbose(&format!("resuming {} upload(s)", e.parts.len()));
+                e
+            }
+            Ok(None) => Entry::new(fp.clone()),
+            Err(e) => {
+                progress.note(&format!("ignoring resume entry: {e}"));
+                Entry::new(fp.clone())
+            }
+        }
+    }
+
+    fn save(&self, entry: &Entry) -> Result<()> {
+        self.opts.store.as_ref().map_or(Ok(()), |s| s.save(entry))
+    }
+
+    /// One pass: create or resume the upload(s), send, concatenate.
+    async fn attempt(
+        &self,
+        path: &Path,
+        entry: &mut Entry,
+        progress: &Arc<Progress>,
+    ) -> Result<String> {
+        let parts = if entry.parts.is_empty() {
+            match self.create(path, entry).await? {
+                Started::Done(location) => {
+                    progress.set_done(entry.fingerprint.size);
+                    progress.note("the server already holds this content; nothing to send");
+                    return Ok(location);
+                }
+                Started::Parts(parts) => parts,
+            }
+        } else {
+            self.resume(entry).await?
+        };
+        progress.set_done(parts.iter().map(|p| p.offset).sum());
+        let published = self.send_parts(path, &parts, progress).await?;
+        if Fingerprint::of(&self.opts.endpoint, path)? != entry.fingerprint {
+            let msg = format!(
+                "{} changed during the upload; run the command again to upload the new version",
+                path.display()
+            );
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(msg),
+            });
+        }
+        if parts.len() == 1 {
+            return Ok(published.unwrap_or_else(|| parts[0].url.clone()));
+        }
+        let urls: Vec<String> = parts.iter().map(|p| p.url.clone()).collect();
+        let creation = Creation {
+            length: None,
+            metadata: Some(self.metadata(path, entry)),
+            concat: Some(concat_final(&urls)),
+        };
+        let done = self.tus.create(&self.opts.endpoint, &creation).await?;
+        Ok(done.published.unwrap_or(done.url))
+    }
+
+    /// Runs every part on its own task; the first error wins.
+    async fn send_parts(
+        &self,
+        path: &Path,
+        parts: &[Part],
+        progress: &Arc<Progress>,
+    ) -> Result<Option<String>> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let sender = Sender {
+            tus: self.tus.clone(),
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            chunk: self.opts.chunk,
+            checksum: self.caps.checksum(),
+            backoff: self.opts.backoff,
+            max_tries: self.opts.max_tries,
+            progress: Arc::clone(progress),
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for part in parts.iter().cloned() {
+            let sender = sender.clone();
+            set.spawn(async move { sender.send(part).await });
+        }
+        let mut published = None;
+        while let Some(joined) = set.join_next().await {
+            let res = joined.map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+            published = res?.or(published);
+        }
+        Ok(published)
+    }
+
+    /// HEADs every stored part for its offset (tus core, HEAD).
+    async fn resume(&self, entry: &Entry) -> Result<Vec<Part>> {
+        let mut parts = Vec::with_capacity(entry.parts.len());
+        for (id, p) in entry.parts.iter().enumerate() {
+            let head = self.tus.head(&p.url).await?;
+            let len = p.end - p.start;
+            if head.offset > len || head.length.is_some_and(|l| l != len) {
+                let msg = format!(
+                    "expected an upload of {len} bytes at offset <= {len}, got offset {} of {:?}",
+                    head.offset, head.length
+                );
+                return Err(Error::Protocol {
+                    url: p.url.clone(),
+                    msg,
+                });
+            }
+            parts.push(Part {
+                id,
+                url: p.url.clone(),
+                range: p.start..p.end,
+                offset: head.offset,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Creates the upload(s), recording each in the resume store before any byte is sent.
+    async fn create(&self, path: &Path, entry: &mut Entry) -> Result<Started> {
+        let size = entry.fingerprint.size;
+        let plan = if self.caps.can_concatenate() {
+            split(size, self.opts.parallel, self.opts.chunk)
+        } else {
+            vec![0..size]
+        };
+        let whole = Creation {
+            length: Some(size),
+            metadata: Some(self.metadata(path, entry)),
+            concat: None,
+        };
+        let instant = entry.sha256.is_some();
+        if plan.len() == 1 {
+            let c = self.tus.create(&self.opts.endpoint, &whole).await?;
+            self.record(entry, vec![(0..size, c.url.clone())])?;
+            if let Some(location) = self.instant_done(&c, size, instant).await? {
+                return Ok(Started::Done(location));
+            }
+            return Ok(Started::Parts(vec![Part {
+                id: 0,
+                url: c.url,
+                range: 0..size,
+                offset: c.offset.unwrap_or(0),
+            }]));
+        }
+        if instant {
+            // Instant upload needs the sha256 on a whole-file creation; partial uploads carry
+            // none. Ask once, and remove the probe again if the server lacks the content.
+            let probe = self.tus.create(&self.opts.endpoint, &whole).await?;
+            if let Some(location) = self.instant_done(&probe, size, true).await? {
+                return Ok(Started::Done(location));
+            }
+            if self.caps.has("termination") {
+                let _ = self.tus.delete(&probe.url).await;
+            }
+        }
+        let mut created = Vec::with_capacity(plan.len());
+        for range in plan {
+            let partial = Creation {
+                length: Some(range.end - range.start),
+                metadata: None,
+                concat: Some("partial".into()),
+            };
+            created.push((
+                range,
+                self.tus.create(&self.opts.endpoint, &partial).await?.url,
+            ));
+        }
+        self.record(entry, created.clone())?;
+        let parts = created
+            .into_iter()
+            .enumerate()
+            .map(|(id, (range, url))| Part {
+                id,
+                url,
+                range,
+                offset: 0,
+            });
+        Ok(Started::Parts(parts.collect()))
+    }
+
+    fn record(&self, entry: &mut Entry, parts: Vec<(Range<u64>, String)>) -> Result<()> {
+        entry.parts = parts
+            .into_iter()
+            .map(|(r, url)| PartEntry {
+                start: r.start,
+                end: r.end,
+                url,
+            })
+            .collect();
+        self.save(entry)
+    }
+
+    /// Whether a fresh upload is already complete (instant upload): the creation answer's
+    /// `Upload-Offset`, else a HEAD when we sent a sha256.
+    async fn instant_done(&self, c: &Created, size: u64, ask: bool) -> Result<Option<String>> {
+        let (offset, published) = match c.offset {
+            Some(o) => (o, c.published.clone()),
+            None if ask => {
+                let h = self.tus.head(&c.url).await?;
+                (h.offset, h.published.or(c.published.clone()))
+            }
+            None => return Ok(None),
+        };
+        Ok((offset == size).then(|| published.unwrap_or_else(|| c.url.clone())))
+    }
+
+    /// `Upload-Metadata`: `filename` from the path, the user's pairs (which may replace it),
+    /// and `sha256` for instant upload.
+    fn metadata(&self, path: &Path, entry: &Entry) -> String {
+        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        let mut pairs: Vec<(&str, Option<&[u8]>)> = vec![(META_FILENAME, Some(name))];
+        for (k, v) in &self.opts.metadata {
+            pairs.retain(|(key, _)| key != k);
+            pairs.push((k, Some(v.as_bytes())));
+        }
+        if let Some(sha) = &entry.sha256 {
+            pairs.retain(|(key, _)| *key != META_SHA256);
+            pairs.push((META_SHA256, Some(sha.as_bytes())));
+        }
+        encode_metadata(pairs)
+    }
+}
+
+enum Started {
+    /// Instant upload: nothing to send; where the file is.
+    Done(String),
+    Parts(Vec<Part>),
+}
