@@ -65,7 +65,10 @@ pub fn error_response(err: &Error) -> Response<Body> {
     let status = err.status();
     let text = if status.is_server_error() {
         tracing::error!(error = %err, "request failed");
-        status.canonical_reason().unwrap_or("error").to_ascii_lowercase()
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
     } else {
         tracing::debug!(error = %err, %status, "request refused");
         err.to_string()
@@ -73,10 +76,16 @@ pub fn error_response(err: &Error) -> Response<Body> {
     let mut resp = Response::new(body::full(format!("{text}\n")));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
     }
     resp
 }

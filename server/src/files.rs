@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use http::request::Parts;
-use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use ferry_proto::disposition::{content_disposition, Disposition};
 use ferry_proto::range::unsatisfied_content_range;
 use ferry_proto::ByteRange;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::conditional::{self, Precondition, Validators};
@@ -45,11 +45,20 @@ pub async fn serve(store: &dyn Store, req: &Parts) -> Result<Response<Body>> {
         Object::Dir(_) if !req.uri.path().ends_with('/') => Ok(redirect_to_slash(req)),
         Object::Dir(_) => {
             let entries = store.list(&path).await?;
-            Ok(listing::respond(&path, &entries, wants_json(&req.headers, query), &req.method))
+            Ok(listing::respond(
+                &path,
+                &entries,
+                wants_json(&req.headers, query),
+                &req.method,
+            ))
         }
         Object::File(file) => {
             let name = path.file_name().unwrap_or("download");
-            let disposition = if query.download { Disposition::Attachment } else { Disposition::Inline };
+            let disposition = if query.download {
+                Disposition::Attachment
+            } else {
+                Disposition::Inline
+            };
             serve_file(file, name, disposition, &req.method, &req.headers)
         }
     }
@@ -64,7 +73,10 @@ pub fn serve_file(
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
     let meta = file.meta().clone();
-    let validators = Validators { etag: &meta.etag, last_modified: meta.modified };
+    let validators = Validators {
+        etag: &meta.etag,
+        last_modified: meta.modified,
+    };
     let honor_range = match conditional::evaluate(method, headers, validators) {
         Precondition::Failed => return Ok(bare(StatusCode::PRECONDITION_FAILED, &meta)),
         Precondition::NotModified => return Ok(bare(StatusCode::NOT_MODIFIED, &meta)),
@@ -84,14 +96,22 @@ pub fn serve_file(
             let m = multipart::multipart(file.clone(), &ranges, &content_type, &boundary);
             let mut resp = Response::new(body::stream(m.body));
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            set(resp.headers_mut(), header::CONTENT_LENGTH, m.content_length.to_string());
+            set(
+                resp.headers_mut(),
+                header::CONTENT_LENGTH,
+                m.content_length.to_string(),
+            );
             set(resp.headers_mut(), header::CONTENT_TYPE, m.content_type);
             resp
         }
         RangeOutcome::Unsatisfiable => {
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            set(resp.headers_mut(), header::CONTENT_RANGE, unsatisfied_content_range(meta.len));
+            set(
+                resp.headers_mut(),
+                header::CONTENT_RANGE,
+                unsatisfied_content_range(meta.len),
+            );
             set(resp.headers_mut(), header::CONTENT_LENGTH, "0".into());
             resp
         }
@@ -102,7 +122,11 @@ pub fn serve_file(
     if !h.contains_key(header::CONTENT_TYPE) {
         set(h, header::CONTENT_TYPE, content_type);
     }
-    set(h, header::CONTENT_DISPOSITION, content_disposition(disposition, name));
+    set(
+        h,
+        header::CONTENT_DISPOSITION,
+        content_disposition(disposition, name),
+    );
     if method == Method::HEAD {
         *resp.body_mut() = body::empty();
     }
@@ -122,8 +146,16 @@ fn whole(file: &Arc<dyn FileHandle>, len: u64) -> Response<Body> {
 fn partial(file: &Arc<dyn FileHandle>, r: ByteRange, len: u64) -> Response<Body> {
     let mut resp = Response::new(body::stream(file.clone().read(r)));
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-    set(resp.headers_mut(), header::CONTENT_LENGTH, r.len().to_string());
-    set(resp.headers_mut(), header::CONTENT_RANGE, r.content_range(len));
+    set(
+        resp.headers_mut(),
+        header::CONTENT_LENGTH,
+        r.len().to_string(),
+    );
+    set(
+        resp.headers_mut(),
+        header::CONTENT_RANGE,
+        r.content_range(len),
+    );
     resp
 }
 
@@ -144,7 +176,10 @@ fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
 pub fn content_type(name: &str) -> String {
     let mime = mime_guess::from_path(name).first_or_octet_stream();
     let textual = mime.type_() == mime_guess::mime::TEXT
-        || matches!(mime.subtype().as_str(), "javascript" | "json" | "xml" | "svg+xml");
+        || matches!(
+            mime.subtype().as_str(),
+            "javascript" | "json" | "xml" | "svg+xml"
+        );
     if textual && mime.get_param("charset").is_none() {
         format!("{mime}; charset=utf-8")
     } else {
@@ -176,7 +211,10 @@ fn redirect_to_slash(req: &Parts) -> Response<Body> {
 pub fn options() -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
-    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    resp.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
     resp
 }
 

@@ -12,7 +12,11 @@ use crate::path::RelPath;
 use crate::store::{fs::http_date, Entry};
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 pub fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
@@ -38,7 +42,11 @@ pub fn respond(dir: &RelPath, entries: &[Entry], json: bool, method: &Method) ->
         (to_html(dir, entries), "text/html; charset=utf-8")
     };
     let len = text.len();
-    let mut resp = Response::new(if method == Method::HEAD { body::empty() } else { body::full(text) });
+    let mut resp = Response::new(if method == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(text)
+    });
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
@@ -105,7 +113,10 @@ pub fn to_html(dir: &RelPath, entries: &[Entry]) -> String {
         let (size, download) = if e.is_dir {
             ("-".to_string(), String::new())
         } else {
-            (e.meta.len.to_string(), format!("<a href=\"{link}?download\">download</a>"))
+            (
+                e.meta.len.to_string(),
+                format!("<a href=\"{link}?download\">download</a>"),
+            )
         };
         out.push_str(&format!(
             "<tr><td><a href=\"{link}\">{shown}</a></td><td>{size}</td><td>{}</td><td>{download}</td></tr>\n",
@@ -125,14 +136,24 @@ mod tests {
         Entry {
             name: name.into(),
             is_dir,
-            meta: Meta { len: 42, modified: std::time::UNIX_EPOCH, etag: "\"x\"".into() },
+            meta: Meta {
+                len: 42,
+                modified: std::time::UNIX_EPOCH,
+                etag: "\"x\"".into(),
+            },
         }
     }
 
     #[test]
     fn html_links_are_encoded_and_text_escaped() {
-        let html = to_html(&RelPath::root(), &[entry("报告 #1 <a>.pdf", false), entry("sub", true)]);
-        assert!(html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231%20%3Ca%3E.pdf\""), "{html}");
+        let html = to_html(
+            &RelPath::root(),
+            &[entry("报告 #1 <a>.pdf", false), entry("sub", true)],
+        );
+        assert!(
+            html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231%20%3Ca%3E.pdf\""),
+            "{html}"
+        );
         assert!(html.contains(">报告 #1 &lt;a&gt;.pdf</a>"));
         assert!(html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231%20%3Ca%3E.pdf?download\""));
         assert!(html.contains("href=\"sub/\">sub/</a>"));
@@ -141,7 +162,8 @@ mod tests {
 
     #[test]
     fn json_lists_type_size_and_href() {
-        let v: serde_json::Value = serde_json::from_str(&to_json(&[entry("a b", false), entry("d", true)])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&to_json(&[entry("a b", false), entry("d", true)])).unwrap();
         assert_eq!(v[0]["name"], "a b");
         assert_eq!(v[0]["href"], "a%20b");
         assert_eq!(v[0]["size"], 42);

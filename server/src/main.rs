@@ -110,7 +110,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("ferryd listening on {scheme}://{addr}/ serving {}", store.root().display());
+    println!(
+        "ferryd listening on {scheme}://{addr}/ serving {}",
+        store.root().display()
+    );
     let _ = std::io::stdout().flush();
     let app = Arc::new(App::new(Arc::new(store)));
     server::run(listener, app, opts, shutdown_signal()).await?;
@@ -136,7 +139,9 @@ async fn shutdown_signal() {
 fn init_tracing(args: &Args) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -33,8 +33,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         Ok(Err(e)) => error_response(&e),
         Err(_) => error_response(&Error::Internal(std::io::Error::other("handler panicked"))),
     };
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static(concat!("ferryd/", env!("CARGO_PKG_VERSION"))));
+    resp.headers_mut().insert(
+        header::SERVER,
+        HeaderValue::from_static(concat!("ferryd/", env!("CARGO_PKG_VERSION"))),
+    );
     Ok(resp)
 }
 

@@ -28,18 +28,29 @@ impl TestServer {
     }
 
     /// Starts ferryd with the given store and server options; `configure` may adjust the app.
-    pub async fn start_with(fs: FsOptions, opts: ServerOptions, configure: impl FnOnce(App) -> App) -> Self {
+    pub async fn start_with(
+        fs: FsOptions,
+        opts: ServerOptions,
+        configure: impl FnOnce(App) -> App,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = tempfile::tempdir().expect("temp dir");
         let store = FsStore::new(root.path(), fs).expect("store");
         let app = Arc::new(configure(App::new(Arc::new(store))));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(listener, app, opts, async {
             let _ = rx.await;
         }));
-        Self { addr, root, shutdown: Some(tx), task: Some(task) }
+        Self {
+            addr,
+            root,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// `http://127.0.0.1:PORT` followed by `path` (which starts with `/`).
@@ -110,7 +121,9 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string()));
     if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("FERRY_REQUIRE_TOOLS").is_ok() {
+        if std::env::var("CI").is_ok_and(|v| v == "true")
+            || std::env::var("FERRY_REQUIRE_TOOLS").is_ok()
+        {
             panic!("{name} is required for this test but is not installed; run scripts/test");
         }
         eprintln!("SKIPPED: {name} not installed (scripts/test installs it)");
@@ -120,7 +133,10 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 
 /// A reqwest client that speaks HTTP/1.1 only and never decompresses.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().http1_only().build().expect("client")
+    reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .expect("client")
 }
 
 /// A raw HTTP/1.1 exchange: sends `request` verbatim, reads until the server closes (or
@@ -150,7 +166,11 @@ impl RawResponse {
             None => (buf, Vec::new()),
         };
         let head = String::from_utf8_lossy(head).into_owned();
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         Self { status, head, body }
     }
 

@@ -164,7 +164,9 @@ impl Store for FsStore {
                     budget,
                 })))
             });
-            opened.await.map_err(|e| StoreError::Io(io::Error::other(e)))?
+            opened
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e)))?
         })
     }
 
@@ -176,6 +178,10 @@ impl Store for FsStore {
                 .await
                 .map_err(|e| StoreError::Io(io::Error::other(e)))?
         })
+    }
+
+    fn uploads(&self) -> Option<&dyn super::upload::UploadStore> {
+        Some(self)
     }
 }
 
@@ -224,7 +230,10 @@ impl ReadState {
         self.ahead = Some(tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; n];
             file.read_exact_at(&mut buf, at)?; // a truncated file is an error, never a short body
-            Ok(Bytes::from_owner(Chunk { buf, _permit: permit }))
+            Ok(Bytes::from_owner(Chunk {
+                buf,
+                _permit: permit,
+            }))
         }));
         Ok(())
     }
@@ -274,7 +283,25 @@ impl FileHandle for FsFile {
     }
 }
 
-/// Modification time as the second-precision value HTTP dates carry.
+/// Modification time as the second-precision value HTTP dates carry. `httpdate` panics outside
+/// 1970..=9999, and a file can carry any mtime (`touch -d 1960-01-01`), so the time is clamped.
 pub fn http_date(t: SystemTime) -> String {
-    httpdate::fmt_http_date(t)
+    // 9999-12-31T23:59:59Z
+    let latest = UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
+    httpdate::fmt_http_date(t.clamp(UNIX_EPOCH, latest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn http_date_clamps_times_httpdate_cannot_format() {
+        // Regression: a file dated 1960 made httpdate panic inside a request.
+        let before_epoch = UNIX_EPOCH - Duration::from_secs(10 * 365 * 86_400);
+        assert_eq!(http_date(before_epoch), "Thu, 01 Jan 1970 00:00:00 GMT");
+        let far_future = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(http_date(far_future), "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
 }

@@ -34,7 +34,10 @@ async fn whole_file_with_validators() {
     assert_eq!(h["content-length"], "1000");
     assert_eq!(h["content-type"], "application/octet-stream");
     let etag = h["etag"].to_str().unwrap();
-    assert!(etag.starts_with('"') && !etag.starts_with("W/"), "strong etag: {etag}");
+    assert!(
+        etag.starts_with('"') && !etag.starts_with("W/"),
+        "strong etag: {etag}"
+    );
     assert!(h.contains_key("last-modified"));
     assert_eq!(body, data);
 }
@@ -46,13 +49,38 @@ async fn range_table() {
     let cases: &[(&str, u16, Option<&str>, Option<(usize, usize)>)] = &[
         ("bytes=0-", 206, Some("bytes 0-999/1000"), Some((0, 1000))),
         ("bytes=0-99", 206, Some("bytes 0-99/1000"), Some((0, 100))),
-        ("bytes=100-", 206, Some("bytes 100-999/1000"), Some((100, 1000))),
-        ("bytes=-100", 206, Some("bytes 900-999/1000"), Some((900, 1000))),
+        (
+            "bytes=100-",
+            206,
+            Some("bytes 100-999/1000"),
+            Some((100, 1000)),
+        ),
+        (
+            "bytes=-100",
+            206,
+            Some("bytes 900-999/1000"),
+            Some((900, 1000)),
+        ),
         // last-pos past the end is clamped (§14.1.2).
-        ("bytes=990-5000", 206, Some("bytes 990-999/1000"), Some((990, 1000))),
+        (
+            "bytes=990-5000",
+            206,
+            Some("bytes 990-999/1000"),
+            Some((990, 1000)),
+        ),
         // A suffix longer than the representation selects all of it (§14.1.3).
-        ("bytes=-5000", 206, Some("bytes 0-999/1000"), Some((0, 1000))),
-        ("bytes=999-999", 206, Some("bytes 999-999/1000"), Some((999, 1000))),
+        (
+            "bytes=-5000",
+            206,
+            Some("bytes 0-999/1000"),
+            Some((0, 1000)),
+        ),
+        (
+            "bytes=999-999",
+            206,
+            Some("bytes 999-999/1000"),
+            Some((999, 1000)),
+        ),
         // first-pos at or past the end: 416 with the complete length (§15.5.17).
         ("bytes=1000-", 416, Some("bytes */1000"), None),
         ("bytes=1000-2000", 416, Some("bytes */1000"), None),
@@ -67,8 +95,18 @@ async fn range_table() {
         ("bytes=5-2", 200, None, Some((0, 1000))),
         ("bytes=", 200, None, Some((0, 1000))),
         // Adjacent and overlapping ranges are coalesced into one part.
-        ("bytes=0-9,10-19", 206, Some("bytes 0-19/1000"), Some((0, 20))),
-        ("bytes=0-9, 5-14", 206, Some("bytes 0-14/1000"), Some((0, 15))),
+        (
+            "bytes=0-9,10-19",
+            206,
+            Some("bytes 0-19/1000"),
+            Some((0, 20)),
+        ),
+        (
+            "bytes=0-9, 5-14",
+            206,
+            Some("bytes 0-14/1000"),
+            Some((0, 15)),
+        ),
         // Ranges adding up to more than the file: ignored, 200 (CVE-2011-3192 defence).
         ("bytes=0-999,0-999", 200, None, Some((0, 1000))),
     ];
@@ -82,7 +120,11 @@ async fn range_table() {
         );
         if let Some((a, b)) = slice {
             assert_eq!(body, &data[*a..*b], "body for {range}");
-            assert_eq!(h["content-length"], (b - a).to_string().as_str(), "length for {range}");
+            assert_eq!(
+                h["content-length"],
+                (b - a).to_string().as_str(),
+                "length for {range}"
+            );
         }
     }
 }
@@ -93,7 +135,12 @@ fn parts(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
     let text = body;
     let mut out = Vec::new();
     let mut pos = 0;
-    let find = |from: usize, pat: &[u8]| text[from..].windows(pat.len()).position(|w| w == pat).map(|i| i + from);
+    let find = |from: usize, pat: &[u8]| {
+        text[from..]
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|i| i + from)
+    };
     while let Some(start) = find(pos, delim.as_bytes()) {
         let after = start + delim.len();
         if text[after..].starts_with(b"--") {
@@ -120,7 +167,9 @@ async fn several_ranges_are_multipart_with_exact_length() {
     let (status, h, body) = get(&srv, "/f.bin", &[("range", "bytes=900-909, 0-9 ,500-")]).await;
     assert_eq!(status, 206);
     let ctype = h["content-type"].to_str().unwrap();
-    let boundary = ctype.strip_prefix("multipart/byteranges; boundary=").expect(ctype);
+    let boundary = ctype
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect(ctype);
     assert_eq!(h["content-length"], body.len().to_string().as_str());
     assert!(!h.contains_key("content-range"));
     let got = parts(&body, boundary);
@@ -136,11 +185,25 @@ async fn several_ranges_are_multipart_with_exact_length() {
 #[tokio::test]
 async fn more_than_sixteen_ranges_are_ignored() {
     let (srv, _) = fixture().await;
-    let sixteen: Vec<String> = (0..16).map(|i| format!("{}-{}", i * 20, i * 20 + 1)).collect();
-    let (status, _, _) = get(&srv, "/f.bin", &[("range", &format!("bytes={}", sixteen.join(",")))]).await;
+    let sixteen: Vec<String> = (0..16)
+        .map(|i| format!("{}-{}", i * 20, i * 20 + 1))
+        .collect();
+    let (status, _, _) = get(
+        &srv,
+        "/f.bin",
+        &[("range", &format!("bytes={}", sixteen.join(",")))],
+    )
+    .await;
     assert_eq!(status, 206);
-    let seventeen: Vec<String> = (0..17).map(|i| format!("{}-{}", i * 20, i * 20 + 1)).collect();
-    let (status, _, body) = get(&srv, "/f.bin", &[("range", &format!("bytes={}", seventeen.join(",")))]).await;
+    let seventeen: Vec<String> = (0..17)
+        .map(|i| format!("{}-{}", i * 20, i * 20 + 1))
+        .collect();
+    let (status, _, body) = get(
+        &srv,
+        "/f.bin",
+        &[("range", &format!("bytes={}", seventeen.join(",")))],
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body.len(), LEN);
 }
@@ -164,7 +227,13 @@ async fn conditional_requests_follow_rfc9110_order() {
         (vec![("if-modified-since", &lm)], 304),
         (vec![("if-modified-since", old)], 200),
         // If-None-Match takes precedence over If-Modified-Since (§13.1.3).
-        (vec![("if-none-match", "\"other\""), ("if-modified-since", future)], 200),
+        (
+            vec![
+                ("if-none-match", "\"other\""),
+                ("if-modified-since", future),
+            ],
+            200,
+        ),
         (vec![("if-match", "\"other\"")], 412),
         (vec![("if-match", &etag)], 200),
         (vec![("if-match", "*")], 200),
@@ -172,7 +241,10 @@ async fn conditional_requests_follow_rfc9110_order() {
         (vec![("if-unmodified-since", old)], 412),
         (vec![("if-unmodified-since", future)], 200),
         // If-Match failure beats a matching If-None-Match.
-        (vec![("if-match", "\"other\""), ("if-none-match", &etag)], 412),
+        (
+            vec![("if-match", "\"other\""), ("if-none-match", &etag)],
+            412,
+        ),
         // If-Range (§13.1.5): current strong ETag or exact date → 206, anything else → 200.
         (vec![("if-range", &etag), ("range", "bytes=0-9")], 206),
         (vec![("if-range", &weak), ("range", "bytes=0-9")], 200),
@@ -222,17 +294,35 @@ async fn etag_changes_on_any_rewrite() {
 #[tokio::test]
 async fn head_sends_the_headers_of_get_without_body() {
     let (srv, _) = fixture().await;
-    for range in [None, Some("bytes=0-9"), Some("bytes=0-9,20-29"), Some("bytes=5000-")] {
+    for range in [
+        None,
+        Some("bytes=0-9"),
+        Some("bytes=0-9,20-29"),
+        Some("bytes=5000-"),
+    ] {
         let mut req = format!("GET /f.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
         if let Some(r) = range {
             req.push_str(&format!("Range: {r}\r\n"));
         }
         req.push_str("\r\n");
         let g = raw(srv.addr, req.as_bytes(), Duration::from_secs(5)).await;
-        let h = raw(srv.addr, req.replacen("GET", "HEAD", 1).as_bytes(), Duration::from_secs(5)).await;
+        let h = raw(
+            srv.addr,
+            req.replacen("GET", "HEAD", 1).as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(g.status, h.status, "{range:?}");
         assert!(h.body.is_empty(), "HEAD has no body");
-        for name in ["content-length", "content-type", "etag", "last-modified", "accept-ranges", "content-range", "content-disposition"] {
+        for name in [
+            "content-length",
+            "content-type",
+            "etag",
+            "last-modified",
+            "accept-ranges",
+            "content-range",
+            "content-disposition",
+        ] {
             if name == "content-type" && range == Some("bytes=0-9,20-29") {
                 continue; // the multipart boundary is random per response
             }
@@ -250,11 +340,17 @@ async fn content_disposition_inline_attachment_and_utf8_names() {
     assert_eq!(body, b"hello");
     assert_eq!(h["content-type"], "text/plain; charset=utf-8");
     let cd = h["content-disposition"].to_str().unwrap();
-    assert_eq!(cd, "inline; filename=\"__ 2024.txt\"; filename*=UTF-8''%E6%8A%A5%E5%91%8A%202024.txt");
+    assert_eq!(
+        cd,
+        "inline; filename=\"__ 2024.txt\"; filename*=UTF-8''%E6%8A%A5%E5%91%8A%202024.txt"
+    );
     let (_, h, _) = get(&srv, "/%E6%8A%A5%E5%91%8A%202024.txt?download", &[]).await;
     let cd = h["content-disposition"].to_str().unwrap();
     assert!(cd.starts_with("attachment; "), "{cd}");
-    assert_eq!(ferry_proto::disposition::parse_filename(cd).as_deref(), Some("报告 2024.txt"));
+    assert_eq!(
+        ferry_proto::disposition::parse_filename(cd).as_deref(),
+        Some("报告 2024.txt")
+    );
 }
 
 #[tokio::test]
@@ -263,14 +359,22 @@ async fn directory_listing_html_json_and_redirect() {
     srv.put_file("docs/报告 #1.pdf", b"x");
     srv.put_file("docs/sub/a.txt", b"y");
     srv.put_file("docs/.secret", b"z");
-    let raw_resp = raw(srv.addr, b"GET /docs?json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
+    let raw_resp = raw(
+        srv.addr,
+        b"GET /docs?json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(raw_resp.status, 301);
     assert_eq!(raw_resp.header("location"), Some("/docs/?json"));
     let (status, h, body) = get(&srv, "/docs/", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(h["content-type"], "text/html; charset=utf-8");
     let html = String::from_utf8(body).unwrap();
-    assert!(html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231.pdf\""), "{html}");
+    assert!(
+        html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231.pdf\""),
+        "{html}"
+    );
     assert!(html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231.pdf?download\""));
     assert!(html.contains("href=\"sub/\""));
     assert!(!html.contains("secret"), "dotfiles are hidden");
@@ -279,7 +383,12 @@ async fn directory_listing_html_json_and_redirect() {
         assert_eq!(status, 200);
         assert_eq!(h["content-type"], "application/json");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let names: Vec<&str> = v.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["sub", "报告 #1.pdf"]);
     }
     // Every listed link resolves.
@@ -294,8 +403,13 @@ async fn paths_outside_root_or_malformed_are_refused() {
     srv.put_file(".env", b"SECRET=1");
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret"), b"outside").unwrap();
-    std::os::unix::fs::symlink(outside.path().join("secret"), srv.root.path().join("leak")).unwrap();
-    std::os::unix::fs::symlink(srv.root.path().join("ok.txt"), srv.root.path().join("inside")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), srv.root.path().join("leak"))
+        .unwrap();
+    std::os::unix::fs::symlink(
+        srv.root.path().join("ok.txt"),
+        srv.root.path().join("inside"),
+    )
+    .unwrap();
     std::fs::create_dir_all(srv.root.path().join(".ferry")).unwrap();
     std::fs::write(srv.root.path().join(".ferry/state"), b"internal").unwrap();
     for (path, status) in [
@@ -334,11 +448,17 @@ async fn files_larger_than_4_gib_use_64_bit_offsets() {
     let range = format!("bytes={at}-{}", at + 5);
     let (status, h, body) = get(&srv, "/big.bin", &[("range", &range)]).await;
     assert_eq!(status, 206);
-    assert_eq!(h["content-range"], format!("bytes {at}-{}/{len}", at + 5).as_str());
+    assert_eq!(
+        h["content-range"],
+        format!("bytes {at}-{}/{len}", at + 5).as_str()
+    );
     assert_eq!(body, b"marker");
     let (status, h, body) = get(&srv, "/big.bin", &[("range", "bytes=-3")]).await;
     assert_eq!((status, body.as_slice()), (206, &[0u8, 0, 0][..]));
-    assert_eq!(h["content-range"], format!("bytes {}-{}/{len}", len - 3, len - 1).as_str());
+    assert_eq!(
+        h["content-range"],
+        format!("bytes {}-{}/{len}", len - 3, len - 1).as_str()
+    );
 }
 
 #[tokio::test]
@@ -347,4 +467,23 @@ async fn methods_other_than_get_head_options_get_405() {
     let resp = client().delete(srv.url("/f.bin")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     assert!(resp.headers().contains_key("allow"));
+}
+
+#[tokio::test]
+async fn file_dated_before_1970_is_served_not_a_panic() {
+    // Regression: httpdate panicked on pre-epoch mtimes inside the request.
+    let (srv, data) = fixture().await;
+    let f = std::fs::File::options()
+        .write(true)
+        .open(srv.root.path().join("f.bin"))
+        .unwrap();
+    f.set_modified(std::time::UNIX_EPOCH - Duration::from_secs(315_360_000))
+        .unwrap();
+    drop(f);
+    let (status, h, body) = get(&srv, "/f.bin", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["last-modified"], "Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(body, data);
+    let (status, _, _) = get(&srv, "/", &[]).await;
+    assert_eq!(status, 200, "the listing formats the date too");
 }

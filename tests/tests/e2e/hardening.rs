@@ -16,9 +16,15 @@ async fn with(opts: ServerOptions) -> TestServer {
 
 #[tokio::test]
 async fn slow_request_head_is_cut_off() {
-    let srv = with(ServerOptions { header_read_timeout: Duration::from_millis(500), ..Default::default() }).await;
+    let srv = with(ServerOptions {
+        header_read_timeout: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
     let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     // The server must close the connection by itself, well before our own 10 s guard.
@@ -30,9 +36,15 @@ async fn slow_request_head_is_cut_off() {
 
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed() {
-    let srv = with(ServerOptions { idle_timeout: Duration::from_millis(500), ..Default::default() }).await;
+    let srv = with(ServerOptions {
+        idle_timeout: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
     let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "idle connection was not closed");
@@ -41,25 +53,44 @@ async fn idle_keep_alive_connection_is_closed() {
 
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
-    let srv = with(ServerOptions { max_header_size: 8192, ..Default::default() }).await;
+    let srv = with(ServerOptions {
+        max_header_size: 8192,
+        ..Default::default()
+    })
+    .await;
     let big = "x".repeat(20_000);
-    let req = format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
     let r = raw(srv.addr, req.as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(r.status, 431, "{}", r.head);
 }
 
 #[tokio::test]
 async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
-    let srv = with(ServerOptions { max_connections: 1, ..Default::default() }).await;
+    let srv = with(ServerOptions {
+        max_connections: 1,
+        ..Default::default()
+    })
+    .await;
     let mut first = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    first.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    first
+        .write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 4096];
     let n = first.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // The second client is accepted by the kernel but not served while the first is open.
-    let second = tokio::spawn(raw(srv.addr, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(10)));
+    let second = tokio::spawn(raw(
+        srv.addr,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "second connection served beyond the limit");
+    assert!(
+        !second.is_finished(),
+        "second connection served beyond the limit"
+    );
     drop(first);
     let r = second.await.unwrap();
     assert_eq!(r.status, 200);
@@ -76,9 +107,19 @@ async fn garbage_gets_400_and_the_server_lives_on() {
         b"GET /a.txt HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
     ] {
         let r = raw(srv.addr, junk, Duration::from_secs(5)).await;
-        assert!(r.status == 0 || r.status < 500, "{:?} -> {}", String::from_utf8_lossy(junk), r.head);
+        assert!(
+            r.status == 0 || r.status < 500,
+            "{:?} -> {}",
+            String::from_utf8_lossy(junk),
+            r.head
+        );
     }
-    let r = raw(srv.addr, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
+    let r = raw(
+        srv.addr,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 
@@ -88,18 +129,30 @@ async fn graceful_shutdown_lets_in_flight_responses_finish() {
     let data = ferry_tests::pattern(8 << 20, 3);
     srv.put_file("big.bin", &data);
     let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut first = [0u8; 1024];
     let n = s.read(&mut first).await.unwrap();
     assert!(n > 0);
     let addr = srv.addr;
     let stopping = tokio::spawn(srv.stop());
     let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     let mut all = first[..n].to_vec();
     all.extend_from_slice(&rest);
     let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(&all[body_at..], &data[..], "the in-flight response completed");
+    assert_eq!(
+        &all[body_at..],
+        &data[..],
+        "the in-flight response completed"
+    );
     stopping.await.unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

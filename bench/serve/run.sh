@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# ferryd vs nginx (sendfile on), measured in one run on this machine. Prints ratios.
+#   1. 1 GiB GET with curl to /dev/null: throughput ferryd/nginx (goal >= 1.0)
+#   2. 4 KiB ranged GETs at random offsets, wrk -c64: requests/s ferryd/nginx (goal >= 1.0)
+#   3. ferryd peak RSS (VmHWM) during 256 concurrent range downloads of the 1 GiB file (goal <= 64 MiB)
+# Usage: bench/serve/run.sh [SECONDS_PER_WRK_RUN]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DUR=${1:-10}
+
+missing=()
+for t in nginx:nginx-light wrk:wrk curl:curl; do command -v "${t%%:*}" >/dev/null || missing+=("${t##*:}"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release -q -p ferryd
+FERRYD=target/release/ferryd
+
+WORK=$(mktemp -d /tmp/ferry-bench-serve.XXXXXX)
+cleanup() { kill "${NGINX_PID:-}" "${FERRYD_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+mkdir -p "$WORK/www" "$WORK/nginx"
+head -c 1G /dev/urandom > "$WORK/www/big.bin"
+cat "$WORK/www/big.bin" > /dev/null   # both servers read from the page cache
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NPORT=$(free_port)
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+error_log $WORK/nginx/error.log;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  server { listen 127.0.0.1:$NPORT; root $WORK/www; }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" & NGINX_PID=$!
+$FERRYD "$WORK/www" --listen 127.0.0.1:0 --log-level warn > "$WORK/ferryd.out" & FERRYD_PID=$!
+for _ in $(seq 50); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.1; done
+FURL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | sed 's:/$::')
+NURL="http://127.0.0.1:$NPORT"
+sleep 0.3
+
+best_speed() { # best of 3 curl runs, bytes/s
+  local best=0
+  for _ in 1 2 3; do
+    s=$(curl -s -o /dev/null -w '%{speed_download}' "$1/big.bin")
+    best=$(python3 -c "print(max($best, $s))")
+  done
+  echo "$best"
+}
+NS=$(best_speed "$NURL"); FS=$(best_speed "$FURL")
+echo "1 GiB GET: nginx $(python3 -c "print(f'{$NS/2**20:.0f}')") MiB/s, ferryd $(python3 -c "print(f'{$FS/2**20:.0f}')") MiB/s, ratio ferryd/nginx = $(python3 -c "print(f'{$FS/$NS:.2f}')")"
+
+cat > "$WORK/ranges.lua" <<'LUA'
+math.randomseed(os.time())
+request = function()
+  local off = math.random(0, 262143) * 4096
+  return wrk.format("GET", "/big.bin", { Range = "bytes=" .. off .. "-" .. (off + 4095) })
+end
+LUA
+rps() { wrk -t2 -c64 -d"${DUR}s" -s "$WORK/ranges.lua" "$1" | awk '/Requests\/sec/ {print $2}'; }
+NR=$(rps "$NURL"); FR=$(rps "$FURL")
+echo "4 KiB random ranges, wrk -c64 ${DUR}s: nginx $NR req/s, ferryd $FR req/s, ratio ferryd/nginx = $(python3 -c "print(f'{$FR/$NR:.2f}')")"
+
+# 256 concurrent downloads, each a distinct 4 MiB range of the 1 GiB file.
+pids=()
+for i in $(seq 0 255); do
+  a=$((i * 4194304)); b=$((a + 4194303))
+  curl -s -o /dev/null -r "$a-$b" "$FURL/big.bin" & pids+=($!)
+done
+wait "${pids[@]}"
+HWM=$(awk '/VmHWM/ {print $2}' /proc/$FERRYD_PID/status)
+echo "ferryd peak RSS with 256 concurrent range downloads: $((HWM / 1024)) MiB (goal <= 64 MiB)"
