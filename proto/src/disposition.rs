@@ -203,12 +203,18 @@ mod tests {
             Some("£ rates")
         );
         assert_eq!(parse_filename("attachment"), None);
-        assert_eq!(parse_filename("inline; filename=\"x;y.txt\"; size=3").as_deref(), Some("x;y.txt"));
+        assert_eq!(
+            parse_filename("inline; filename=\"x;y.txt\"; size=3").as_deref(),
+            Some("x;y.txt")
+        );
     }
 
     #[test]
     fn sanitize_strips_directories_and_refuses_dot_names() {
-        assert_eq!(sanitize_file_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(
+            sanitize_file_name("../../etc/passwd").as_deref(),
+            Some("passwd")
+        );
         assert_eq!(sanitize_file_name("C:\\x\\y.txt").as_deref(), Some("y.txt"));
         assert_eq!(sanitize_file_name(".."), None);
         assert_eq!(sanitize_file_name("a/"), None);

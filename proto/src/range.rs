@@ -128,7 +128,13 @@ mod tests {
     fn content_range_round_trips() {
         let r = ByteRange::new(10, 20).unwrap();
         let parsed = ContentRange::parse(&r.content_range(50)).unwrap();
-        assert_eq!(parsed, ContentRange { range: r, complete: Some(50) });
+        assert_eq!(
+            parsed,
+            ContentRange {
+                range: r,
+                complete: Some(50)
+            }
+        );
     }
 
     #[test]
@@ -152,7 +158,10 @@ mod tests {
             "bytes */10",
             "bytes 0-18446744073709551615/*",
         ] {
-            assert!(ContentRange::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                ContentRange::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

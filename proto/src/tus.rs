@@ -94,26 +94,47 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_utf8_and_bare_keys() {
-        let v = encode_metadata([("filename", Some("报告.pdf".as_bytes())), ("is_confidential", None)]);
+        let v = encode_metadata([
+            ("filename", Some("报告.pdf".as_bytes())),
+            ("is_confidential", None),
+        ]);
         let d = decode_metadata(&v).unwrap();
-        assert_eq!(d[0], ("filename".into(), Some("报告.pdf".as_bytes().to_vec())));
+        assert_eq!(
+            d[0],
+            ("filename".into(), Some("报告.pdf".as_bytes().to_vec()))
+        );
         assert_eq!(d[1], ("is_confidential".into(), None));
     }
 
     #[test]
     fn metadata_spec_example() {
         // tus core, Upload-Metadata example.
-        let d = decode_metadata("relativePath bnVsbA==,filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential").unwrap();
+        let d = decode_metadata(
+            "relativePath bnVsbA==,filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential",
+        )
+        .unwrap();
         assert_eq!(d.len(), 3);
         assert_eq!(d[1].1.as_deref(), Some(&b"world_domination_plan.pdf"[..]));
     }
 
     #[test]
     fn metadata_errors() {
-        assert_eq!(decode_metadata("a !!!"), Err(MetadataError::BadBase64("a".into())));
-        assert_eq!(decode_metadata("a YQ==,a YQ=="), Err(MetadataError::DuplicateKey("a".into())));
-        assert!(matches!(decode_metadata("a YQ== YQ=="), Err(MetadataError::ExtraField(_))));
-        assert!(matches!(decode_metadata("a YQ==,,b"), Err(MetadataError::BadKey(_))));
+        assert_eq!(
+            decode_metadata("a !!!"),
+            Err(MetadataError::BadBase64("a".into()))
+        );
+        assert_eq!(
+            decode_metadata("a YQ==,a YQ=="),
+            Err(MetadataError::DuplicateKey("a".into()))
+        );
+        assert!(matches!(
+            decode_metadata("a YQ== YQ=="),
+            Err(MetadataError::ExtraField(_))
+        ));
+        assert!(matches!(
+            decode_metadata("a YQ==,,b"),
+            Err(MetadataError::BadKey(_))
+        ));
         assert_eq!(decode_metadata("").unwrap(), vec![]);
     }
 }
