@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`server`]: accept loop, HTTP/1.1 + HTTP/2 (h2c and ALPN over TLS), limits, graceful shutdown.
 //! - [`router`]: dispatches a request to the file handler or the tus endpoint.
+//! - [`tus`]: tus 1.0.0 resumable uploads with every extension, published into the store.
 //! - [`files`]: GET/HEAD of stored files and directories.
 //! - [`range`]: `Range` resolution against a length (pure).
 //! - [`conditional`]: `If-*` precondition evaluation (pure).
@@ -16,11 +17,12 @@
 pub mod body;
 pub mod conditional;
 pub mod error;
+pub mod files;
+pub mod listing;
 pub mod multipart;
 pub mod path;
 pub mod range;
-pub mod store;
-pub mod files;
-pub mod listing;
 pub mod router;
 pub mod server;
+pub mod tus;
+pub mod store;

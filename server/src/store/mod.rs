@@ -12,6 +12,8 @@
 //! rename while a response streams keeps streaming the old version.
 
 pub mod fs;
+pub mod fs_upload;
+pub mod upload;
 
 use std::future::Future;
 use std::io;
@@ -86,4 +88,8 @@ pub trait Store: Send + Sync + 'static {
     fn open<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Object, StoreError>>;
     /// Lists a directory, hidden entries already filtered out, sorted by name.
     fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>>;
+    /// The upload capability (tus), if this backend has one.
+    fn uploads(&self) -> Option<&dyn upload::UploadStore> {
+        None
+    }
 }

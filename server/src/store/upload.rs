@@ -1,0 +1,332 @@
+//! The upload capability: what a backend must offer for tus uploads (tusd's DataStore plus its
+//! optional "composer" interfaces, folded into one trait with a capability report).
+//!
+//! A backend that supports uploads returns itself from [`super::Store::uploads`]. The tus
+//! handler derives its `Tus-Extension` header from [`UploadStore::caps`], never from a list
+//! typed by hand.
+//!
+//! Durability contract: bytes are appended through an [`Appender`]; its
+//! [`Appender::checkpoint`] makes the appended bytes durable (`fdatasync`) and only then
+//! records the new offset atomically. The recorded offset is the upload's offset; bytes past
+//! it (written before a crash, never checkpointed) are cut off when the next appender opens.
+
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{BoxFuture, StoreError};
+use crate::path::RelPath;
+
+/// Version of the on-disk [`UploadInfo`] format. Other versions fail to load with a clear error.
+pub const INFO_VERSION: u32 = 1;
+
+/// An upload id: 32 lowercase hex digits (128 random bits). Validated at the edge, so a store
+/// can use it as a file name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// A fresh id from the operating system's random source.
+    pub fn random() -> io::Result<Self> {
+        Ok(UploadId(random_hex(16)?))
+    }
+
+    /// Accepts exactly 32 lowercase hex digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| UploadId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `n` bytes from `/dev/urandom`, hex-encoded (upload ids, generated tokens).
+pub fn random_hex(n: usize) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex::encode(buf))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The tus concatenation role of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Concat {
+    None,
+    Partial,
+    /// Ids of the partial uploads, in order.
+    Final {
+        parts: Vec<String>,
+    },
+}
+
+/// Where an upload is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum UploadState {
+    /// Receiving bytes (or a complete partial upload waiting to be concatenated).
+    Active,
+    /// Complete and linked into the served tree at `path` (relative to the root).
+    Published { path: String },
+    /// Deleted by the client (tus termination); kept as a tombstone so requests get 410.
+    Terminated,
+    /// Removed by the reaper; kept as a tombstone so requests get 410.
+    Expired,
+}
+
+/// The durable record of one upload (versioned JSON on the fs backend).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub version: u32,
+    pub id: String,
+    /// `None` while the length is deferred (creation-defer-length).
+    pub length: Option<u64>,
+    /// Bytes durably received. Never more than `length`.
+    pub offset: u64,
+    /// `Upload-Metadata` exactly as the client sent it (already validated).
+    pub metadata: Option<String>,
+    pub concat: Concat,
+    pub state: UploadState,
+    /// Unix milliseconds after which an unfinished upload (or a tombstone) may be removed.
+    pub expires_ms: Option<u64>,
+}
+
+impl UploadInfo {
+    pub fn new(
+        id: &UploadId,
+        length: Option<u64>,
+        metadata: Option<String>,
+        concat: Concat,
+    ) -> Self {
+        Self {
+            version: INFO_VERSION,
+            id: id.as_str().to_string(),
+            length,
+            offset: 0,
+            metadata,
+            concat,
+            state: UploadState::Active,
+            expires_ms: None,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.length == Some(self.offset)
+    }
+
+    /// Parses the on-disk form, refusing other format versions.
+    pub fn decode(raw: &[u8]) -> io::Result<Self> {
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
+        }
+        let probe: Probe = serde_json::from_slice(raw).map_err(invalid)?;
+        if probe.version != INFO_VERSION {
+            return Err(invalid(format!(
+                "expected upload info version {INFO_VERSION}, got {}",
+                probe.version
+            )));
+        }
+        serde_json::from_slice(raw).map_err(invalid)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// What a backend can do beyond the core (create, append, load, publish). The tus extensions
+/// advertised are derived from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadCaps {
+    pub termination: bool,
+    pub concatenation: bool,
+    /// Listing uploads so a reaper can expire them.
+    pub expiration: bool,
+    /// A content index by SHA-256 of completed files (instant upload).
+    pub content_index: bool,
+}
+
+/// An index entry: where content with a given SHA-256 was published, and the validators it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub version: u32,
+    pub path: String,
+    pub len: u64,
+    pub etag: String,
+}
+
+/// Appends bytes to one upload's staging data.
+pub trait Appender: Send {
+    /// Queues `data` at the current position (the previous write may still be in flight).
+    fn write(&mut self, data: Bytes) -> BoxFuture<'_, io::Result<()>>;
+    /// Position after every byte queued so far.
+    fn position(&self) -> u64;
+    /// Makes every queued byte durable, then atomically records `info` with
+    /// `offset = position()`. On error `info.offset` is unchanged.
+    fn checkpoint<'a>(
+        &'a mut self,
+        info: &'a mut UploadInfo,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Drops everything past `offset` (a chunk whose checksum did not match).
+    fn rollback(&mut self, offset: u64) -> BoxFuture<'_, io::Result<()>>;
+}
+
+/// Upload staging, publish and (optionally) termination, concatenation, expiry and a content
+/// index. All ids are validated; all paths are [`RelPath`]s.
+pub trait UploadStore: Send + Sync {
+    fn caps(&self) -> UploadCaps;
+    /// Creates empty staging data and records `info` durably.
+    fn create<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The last checkpointed record. `NotFound` for an unknown id.
+    fn load<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<UploadInfo, StoreError>>;
+    /// Records `info` atomically (length declared later, state changes).
+    fn save<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Opens the staging data for appending at `info.offset`, cutting off any bytes past it.
+    fn append<'a>(
+        &'a self,
+        info: &'a UploadInfo,
+    ) -> BoxFuture<'a, Result<Box<dyn Appender>, StoreError>>;
+    /// Links the complete staging data of `info` into the served tree as `dir/name`, or the
+    /// first free [`name_candidate`], never replacing an existing file; records the
+    /// [`UploadState::Published`] state and returns the path used.
+    fn publish<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        dir: &'a RelPath,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<RelPath, StoreError>>;
+    /// Like [`UploadStore::publish`] but with the bytes of the already served file `src`
+    /// (instant upload): `info` must have `length` equal to its size.
+    fn publish_copy<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        src: &'a RelPath,
+        dir: &'a RelPath,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<RelPath, StoreError>>;
+    /// Frees the staging data and records `state` (a tombstone) with a new expiry.
+    fn discard<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        state: UploadState,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Removes every trace of an upload (an old tombstone).
+    fn purge<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Writes the data of the complete `parts`, in order, as the data of `info`, makes it
+    /// durable and records `info` as complete.
+    fn concatenate<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        parts: &'a [UploadInfo],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Every upload record (for the reaper).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
+    /// SHA-256 (lowercase hex) of a served file, and the [`IndexEntry`] it had while hashed.
+    fn hash_file<'a>(
+        &'a self,
+        path: &'a RelPath,
+    ) -> BoxFuture<'a, Result<(String, IndexEntry), StoreError>>;
+    /// Records `entry` under `sha256`.
+    fn index_put<'a>(
+        &'a self,
+        sha256: &'a str,
+        entry: &'a IndexEntry,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The served file holding content with `sha256`, only if it still has the recorded size
+    /// and ETag.
+    fn index_get<'a>(
+        &'a self,
+        sha256: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IndexEntry>, StoreError>>;
+}
+
+/// The `n`-th name to try when publishing `name`: the name itself, then `stem (n).ext`
+/// (`report.pdf`, `report (1).pdf`, ...; a dotless or leading-dot name gets the suffix at
+/// the end).
+pub fn name_candidate(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_string();
+    }
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_id_accepts_only_32_lowercase_hex() {
+        assert!(UploadId::parse("0123456789abcdef0123456789abcdef").is_some());
+        assert!(UploadId::parse("0123456789ABCDEF0123456789abcdef").is_none());
+        assert!(UploadId::parse("../etc").is_none());
+        assert!(UploadId::parse("").is_none());
+        let a = UploadId::random().unwrap();
+        assert!(UploadId::parse(a.as_str()).is_some());
+        assert_ne!(a, UploadId::random().unwrap());
+    }
+
+    #[test]
+    fn name_candidates_keep_the_extension() {
+        assert_eq!(name_candidate("report.pdf", 0), "report.pdf");
+        assert_eq!(name_candidate("report.pdf", 1), "report (1).pdf");
+        assert_eq!(name_candidate("a.tar.gz", 2), "a.tar (2).gz");
+        assert_eq!(name_candidate("README", 3), "README (3)");
+        assert_eq!(name_candidate(".env", 1), ".env (1)");
+    }
+
+    #[test]
+    fn info_round_trips_and_refuses_other_versions() {
+        let id = UploadId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let mut info = UploadInfo::new(
+            &id,
+            Some(10),
+            Some("filename YQ==".into()),
+            Concat::Final {
+                parts: vec!["x".into()],
+            },
+        );
+        info.state = UploadState::Published {
+            path: "a/b.txt".into(),
+        };
+        assert_eq!(UploadInfo::decode(&info.encode()).unwrap(), info);
+        let v2 = String::from_utf8(info.encode())
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 2");
+        let err = UploadInfo::decode(v2.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected upload info version 1, got 2"),
+            "{err}"
+        );
+        assert!(UploadInfo::decode(b"{").is_err());
+    }
+}

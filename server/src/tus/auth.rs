@@ -1,0 +1,85 @@
+//! Bearer tokens (RFC 6750 §2.1): uploads (POST, PATCH, DELETE) need the upload token, reads
+//! (HEAD, GET) the read token when one is configured. Tokens are compared in constant time.
+
+use http::{header, HeaderMap, Method, StatusCode};
+
+use super::TusConfig;
+use crate::error::{Error, Result};
+
+/// Compares two byte strings in time that depends only on their lengths, never on where they
+/// first differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= u64::from(std::hint::black_box(x ^ y));
+    }
+    diff == 0
+}
+
+/// Whether `Authorization: Bearer <token>` carries `token`.
+pub fn bearer_ok(h: &HeaderMap, token: &str) -> bool {
+    let Some(value) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut parts = value.trim().splitn(2, ' ');
+    let scheme = parts.next().unwrap_or("");
+    let given = parts.next().unwrap_or("").trim();
+    scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(given.as_bytes(), token.as_bytes())
+}
+
+/// 401 unless the request carries the token its method needs.
+pub fn check(cfg: &TusConfig, method: &Method, h: &HeaderMap) -> Result<()> {
+    let (token, what) = match *method {
+        Method::POST | Method::PATCH | Method::DELETE => (cfg.upload_token.as_deref(), "upload"),
+        _ => (cfg.read_token.as_deref(), "read"),
+    };
+    match token {
+        Some(t) if !bearer_ok(h, t) => Err(Error::client(
+            StatusCode::UNAUTHORIZED,
+            format!("expected Authorization: Bearer <{what} token>"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A fresh 256-bit token, hex-encoded, for a server started without one.
+pub fn generate_token() -> std::io::Result<String> {
+    crate::store::upload::random_hex(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_token_is_not() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert!(bearer_ok(&h, "abc"));
+        assert!(!bearer_ok(&h, "ABC"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert!(!bearer_ok(&h, "abc"));
+    }
+
+    #[test]
+    fn reads_are_public_unless_a_read_token_is_set() {
+        let mut cfg = TusConfig { upload_token: Some("u".into()), ..TusConfig::default() };
+        let none = HeaderMap::new();
+        assert!(check(&cfg, &Method::HEAD, &none).is_ok());
+        assert_eq!(check(&cfg, &Method::PATCH, &none).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        cfg.read_token = Some("r".into());
+        assert!(check(&cfg, &Method::GET, &none).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The concatenation and concatenation-unfinished extensions: partial uploads are created
+//! with `Upload-Concat: partial`, and a final upload with `Upload-Concat: final;<url> <url>`
+//! joins them in order. A final upload created before its parts finish is concatenated as soon
+//! as a HEAD (or GET) finds them all complete.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use super::{publish, Tus};
+use crate::error::{Error, Result};
+use crate::store::upload::{Concat, UploadId, UploadInfo, UploadState};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConcatRequest {
+    None,
+    Partial,
+    Final(Vec<UploadId>),
+}
+
+/// Parses `Upload-Concat` (pure). Part URLs may be absolute or paths; they must name uploads
+/// under `base`.
+pub fn parse(value: &str, base: &str) -> Result<ConcatRequest> {
+    let value = value.trim();
+    if value == "partial" {
+        return Ok(ConcatRequest::Partial);
+    }
+    let Some(list) = value.strip_prefix("final;") else {
+        return Err(Error::bad_request(format!("expected Upload-Concat partial or final;<urls>, got {value:?}")));
+    };
+    let ids = list
+        .split_whitespace()
+        .map(|url| {
+            id_from_url(url, base).ok_or_else(|| Error::bad_request(format!("expected an upload URL under {base}, got {url:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if ids.is_empty() {
+        return Err(Error::bad_request("expected at least one partial upload in Upload-Concat final"));
+    }
+    Ok(ConcatRequest::Final(ids))
+}
+
+fn id_from_url(url: &str, base: &str) -> Option<UploadId> {
+    let path = match url.split_once("://") {
+        Some((_, rest)) => &rest[rest.find('/')?..],
+        None => url,
+    };
+    let path = path.split(['?', '#']).next()?;
+    UploadId::parse(path.strip_prefix(base)?.trim_end_matches('/'))
+}
+
+/// Loads the parts of a final upload; each must be a live partial upload.
+async fn load_parts(tus: &Tus, ids: &[String]) -> Result<Vec<UploadInfo>> {
+    let mut parts = Vec::with_capacity(ids.len());
+    for raw in ids {
+        let id = UploadId::parse(raw).ok_or(Error::NotFound)?;
+        let part = super::core::load_live(tus, &id).await.map_err(|e| match e.status() {
+            StatusCode::NOT_FOUND | StatusCode::GONE => Error::bad_request(format!("partial upload {id} does not exist")),
+            _ => e,
+        })?;
+        if part.concat != Concat::Partial {
+            return Err(Error::bad_request(format!("upload {id} is not a partial upload")));
+        }
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+/// Creates a final upload and concatenates at once if every part is complete.
+pub async fn create_final(tus: &Arc<Tus>, ids: Vec<UploadId>, metadata: Option<String>) -> Result<UploadInfo> {
+    publish::target(metadata.as_deref(), "")?;
+    let names: Vec<String> = ids.iter().map(|i| i.as_str().to_string()).collect();
+    let parts = load_parts(tus, &names).await?;
+    let length = parts.iter().map(|p| p.length).sum::<Option<u64>>();
+    if let Some(l) = length {
+        super::patch::too_large(tus, l)?;
+    }
+    let id = UploadId::random()?;
+    let _guard = tus.locks.acquire(&id).await;
+    let mut info = UploadInfo::new(&id, length, metadata, Concat::Final { parts: names });
+    tus.uploads()?.create(&info).await?;
+    try_finish(tus, &mut info).await?;
+    Ok(info)
+}
+
+/// Concatenates and publishes a final upload whose parts are all complete (caller holds the
+/// final upload's lock). A no-op for other uploads or while a part is still open.
+pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
+    let Concat::Final { parts: ids } = &info.concat else {
+        return Ok(());
+    };
+    if info.is_complete() || info.state != UploadState::Active {
+        return Ok(());
+    }
+    let parts = load_parts(tus, ids).await?;
+    if !parts.iter().all(UploadInfo::is_complete) {
+        return Ok(());
+    }
+    let total = parts.iter().filter_map(|p| p.length).sum::<u64>();
+    super::patch::too_large(tus, total)?;
+    tus.uploads()?.concatenate(info, &parts).await?;
+    publish::complete(tus, info).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const B: &str = "fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn parses_partial_and_final_with_paths_or_urls() {
+        assert_eq!(parse("partial", "/files/").unwrap(), ConcatRequest::Partial);
+        let v = format!("final;/files/{A} http://h:1/files/{B}/");
+        let ids = vec![UploadId::parse(A).unwrap(), UploadId::parse(B).unwrap()];
+        assert_eq!(parse(&v, "/files/").unwrap(), ConcatRequest::Final(ids));
+    }
+
+    #[test]
+    fn refuses_foreign_or_empty_lists() {
+        for bad in ["final;", "final;/other/x", "whole", &format!("final;/files/{A}/../x")] {
+            assert_eq!(parse(bad, "/files/").unwrap_err().status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! tus core HEAD and OPTIONS, termination (DELETE) and `GET {base}/{id}`.
+
+use std::sync::Arc;
+
+use ferry_proto::disposition::Disposition;
+use ferry_proto::tus::*;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+
+use super::headers::{meta_value, FERRY_PUBLISHED};
+use super::{checksum, concat, expiration, publish, Tus};
+use crate::body::{self, Body};
+use crate::error::{Error, Result};
+use crate::files::{self, set};
+use crate::path::RelPath;
+use crate::store::upload::{unix_now_ms, Concat, UploadId, UploadInfo, UploadState};
+use crate::store::{Object, StoreError};
+
+/// The tus extensions this endpoint offers, derived from the store's capabilities.
+pub fn extensions(caps: crate::store::upload::UploadCaps) -> Vec<&'static str> {
+    let mut v = vec!["creation", "creation-with-upload", "creation-defer-length"];
+    if caps.expiration {
+        v.push("expiration");
+    }
+    v.extend(["checksum", "checksum-trailer"]);
+    if caps.termination {
+        v.push("termination");
+    }
+    if caps.concatenation {
+        v.extend(["concatenation", "concatenation-unfinished"]);
+    }
+    v
+}
+
+pub fn options(tus: &Tus) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
+    set(h, TUS_EXTENSION, extensions(tus.caps()).join(","));
+    if let Some(max) = tus.cfg.max_size {
+        set(h, TUS_MAX_SIZE, max.to_string());
+    }
+    h.insert(TUS_CHECKSUM_ALGORITHM, HeaderValue::from_static(checksum::ALGORITHMS));
+    resp
+}
+
+/// Loads an upload that may still be used: 404 if unknown, 410 once terminated or expired.
+pub async fn load_live(tus: &Tus, id: &UploadId) -> Result<UploadInfo> {
+    let info = match tus.uploads()?.load(id).await {
+        Err(StoreError::NotFound) => return Err(Error::client(StatusCode::NOT_FOUND, format!("no upload {id}"))),
+        r => r?,
+    };
+    let gone = matches!(info.state, UploadState::Terminated | UploadState::Expired)
+        || (tus.caps().expiration && expiration::is_expired(&info, unix_now_ms()));
+    if gone {
+        return Err(Error::client(StatusCode::GONE, format!("upload {id} was terminated or has expired")));
+    }
+    Ok(info)
+}
+
+/// Headers describing an upload's progress, shared by HEAD, PATCH and POST answers.
+pub fn progress_headers(tus: &Tus, info: &UploadInfo, h: &mut HeaderMap) {
+    let unfinished_final = matches!(info.concat, Concat::Final { .. }) && !info.is_complete();
+    // concatenation: no Upload-Offset for a final upload until it is concatenated.
+    if !unfinished_final {
+        set(h, UPLOAD_OFFSET, info.offset.to_string());
+    }
+    if tus.caps().expiration {
+        if let Some(v) = expiration::header_value(info) {
+            set(h, UPLOAD_EXPIRES, v);
+        }
+    }
+    if let UploadState::Published { path } = &info.state {
+        let url: String = path.split('/').map(|s| format!("/{}", encode_segment(s))).collect();
+        set(h, FERRY_PUBLISHED, url);
+    }
+}
+
+fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// HEAD {base}/{id}: interrupts a streaming PATCH, then reports the durable offset.
+pub async fn head(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
+    let _guard = tus.locks.acquire(id).await;
+    let mut info = load_live(tus, id).await?;
+    concat::try_finish(tus, &mut info).await?;
+    publish::complete(tus, &mut info).await?;
+    let mut resp = Response::new(body::empty());
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    progress_headers(tus, &info, h);
+    match info.length {
+        Some(l) => set(h, UPLOAD_LENGTH, l.to_string()),
+        None if matches!(info.concat, Concat::Final { .. }) => {}
+        None => {
+            h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
+        }
+    }
+    if let Some(m) = &info.metadata {
+        set(h, UPLOAD_METADATA, m.clone());
+    }
+    match &info.concat {
+        Concat::None => {}
+        Concat::Partial => {
+            h.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
+        }
+        Concat::Final { parts } => {
+            let urls: Vec<String> = parts.iter().map(|p| tus.location(p)).collect();
+            set(h, UPLOAD_CONCAT, format!("final;{}", urls.join(" ")));
+        }
+    }
+    Ok(resp)
+}
+
+/// DELETE {base}/{id} (termination): frees the staging data; later requests get 410. A
+/// published file stays where it is: it belongs to the served tree now.
+pub async fn delete(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
+    let _guard = tus.locks.acquire(id).await;
+    let mut info = load_live(tus, id).await?;
+    info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
+    tus.uploads()?.discard(&mut info, UploadState::Terminated).await?;
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+/// GET {base}/{id}: the published file, with Range and conditional requests, named by the
+/// upload's `filename` metadata.
+pub async fn get(tus: &Arc<Tus>, id: &UploadId, headers: &HeaderMap) -> Result<Response<Body>> {
+    let info = load_live(tus, id).await?;
+    let UploadState::Published { path } = &info.state else {
+        return Err(Error::client(StatusCode::NOT_FOUND, format!("upload {id} is not complete")));
+    };
+    let rel = RelPath::from_segments(path.split('/'))?;
+    let Object::File(file) = tus.store.open(&rel).await? else {
+        return Err(Error::NotFound);
+    };
+    let name = meta_value(info.metadata.as_deref(), META_FILENAME)
+        .and_then(|n| ferry_proto::disposition::sanitize_file_name(&n))
+        .or_else(|| rel.file_name().map(str::to_string))
+        .unwrap_or_else(|| id.to_string());
+    files::serve_file(file, &name, Disposition::Inline, &Method::GET, headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::upload::UploadCaps;
+
+    #[test]
+    fn extensions_follow_capabilities() {
+        let none = extensions(UploadCaps::default()).join(",");
+        assert_eq!(none, "creation,creation-with-upload,creation-defer-length,checksum,checksum-trailer");
+        let all = UploadCaps { termination: true, concatenation: true, expiration: true, content_index: true };
+        let all = extensions(all).join(",");
+        for e in ["expiration", "termination", "concatenation", "concatenation-unfinished"] {
+            assert!(all.split(',').any(|x| x == e), "{e}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! POST {base} (creation, creation-with-upload, creation-defer-length, and instant upload).
+//!
+//! Steps: metadata (400), concatenation role, length or deferral (400/413), target check
+//! (400), create, instant upload if the content is already held, optional first chunk
+//! (creation-with-upload), respond 201 with `Location`.
+
+use std::sync::Arc;
+
+use ferry_proto::tus::UPLOAD_CONCAT;
+use http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::concat::{self, ConcatRequest};
+use super::core::progress_headers;
+use super::headers::{is_offset_stream, length_or_defer, metadata};
+use super::patch::{self, ChecksumSpec};
+use super::{expiration, publish, Tus};
+use crate::body::{self, Body};
+use crate::error::{Error, Result};
+use crate::files::set;
+use crate::store::upload::{Concat, UploadId, UploadInfo};
+
+pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let h = &parts.headers;
+    let metadata = metadata(h)?;
+    let role = match h.get(UPLOAD_CONCAT) {
+        Some(_) if !tus.caps().concatenation => return Err(Error::bad_request("concatenation is not supported")),
+        Some(v) => concat::parse(v.to_str().unwrap_or(""), &tus.cfg.base)?,
+        None => ConcatRequest::None,
+    };
+    if let ConcatRequest::Final(ids) = role {
+        let info = concat::create_final(tus, ids, metadata).await?;
+        return Ok(created(tus, &info));
+    }
+    let length = length_or_defer(h)?;
+    if let Some(l) = length {
+        patch::too_large(tus, l)?;
+    }
+    publish::target(metadata.as_deref(), "")?;
+    let concat = match role {
+        ConcatRequest::Partial => Concat::Partial,
+        _ => Concat::None,
+    };
+    let id = UploadId::random()?;
+    let mut info = UploadInfo::new(&id, length, metadata, concat);
+    info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
+    let guard = tus.locks.acquire(&id).await;
+    tus.uploads()?.create(&info).await?;
+    if publish::try_instant(tus, &mut info).await? {
+        return Ok(created(tus, &info));
+    }
+    publish::complete(tus, &mut info).await?; // an empty file is finished at once
+    if is_offset_stream(h) {
+        let sum = ChecksumSpec::from_headers(h)?;
+        let body_len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let (Some(n), Some(l)) = (body_len, info.length) {
+            if n > l {
+                return Err(Error::client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("expected at most Upload-Length {l} bytes, got Content-Length {n}"),
+                ));
+            }
+        }
+        info = patch::receive(tus, info, body, sum, guard).await?;
+    }
+    Ok(created(tus, &info))
+}
+
+/// 201 with `Location` (a path, resolved by clients against the endpoint URL) and progress.
+fn created(tus: &Tus, info: &UploadInfo) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::CREATED;
+    let h = resp.headers_mut();
+    set(h, header::LOCATION, tus.location(&info.id));
+    progress_headers(tus, info, h);
+    resp
+}

@@ -1,0 +1,113 @@
+//! The expiration extension: an unfinished upload expires `expiry` after its last write;
+//! `Upload-Expires` (an HTTP date) says when. Requests for an expired upload get 410 at once;
+//! a background reaper frees the space and, one more `expiry` later, forgets the tombstone.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+
+use super::Tus;
+use crate::error::Result;
+use crate::store::upload::{unix_now_ms, UploadId, UploadInfo, UploadState};
+
+/// When an upload written now expires.
+pub fn deadline(expiry: Duration) -> u64 {
+    unix_now_ms().saturating_add(expiry.as_millis() as u64)
+}
+
+/// Whether an unfinished upload is past its deadline at `now_ms`. Published uploads never
+/// expire.
+pub fn is_expired(info: &UploadInfo, now_ms: u64) -> bool {
+    info.state == UploadState::Active && info.expires_ms.is_some_and(|e| now_ms >= e)
+}
+
+/// The `Upload-Expires` value for an upload that is still open.
+pub fn header_value(info: &UploadInfo) -> Option<String> {
+    if info.state != UploadState::Active {
+        return None;
+    }
+    let at = UNIX_EPOCH + Duration::from_millis(info.expires_ms?);
+    Some(httpdate::fmt_http_date(at))
+}
+
+/// How often the reaper looks: a quarter of the expiry, between 100 ms and a minute.
+fn period(expiry: Duration) -> Duration {
+    (expiry / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+impl Tus {
+    /// Starts the reaper; it stops when the `Tus` is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>) -> JoinHandle<()> {
+        let weak: Weak<Tus> = Arc::downgrade(self);
+        let every = period(self.cfg.expiry);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(tus) = weak.upgrade() else { return };
+                match tus.reap_once().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(count = n, "reaped expired uploads"),
+                    Err(e) => tracing::warn!(error = %e, "reaper failed"),
+                }
+            }
+        })
+    }
+
+    /// One reaper pass: frees expired uploads (never one a client holds) and forgets old
+    /// tombstones. Returns how many records changed.
+    pub async fn reap_once(&self) -> Result<usize> {
+        if !self.caps().expiration {
+            return Ok(0);
+        }
+        let store = self.uploads()?;
+        let now = unix_now_ms();
+        let mut changed = 0;
+        for info in store.list().await? {
+            let Some(id) = UploadId::parse(&info.id) else { continue };
+            let tombstone = matches!(info.state, UploadState::Terminated | UploadState::Expired);
+            let due = info.expires_ms.is_some_and(|e| now >= e);
+            if !due || !(tombstone || info.state == UploadState::Active) {
+                continue;
+            }
+            let Some(_guard) = self.locks.try_acquire(&id) else { continue };
+            let mut info = store.load(&id).await?; // re-read under the lock
+            if tombstone {
+                store.purge(&id).await?;
+            } else if is_expired(&info, now) {
+                info.expires_ms = Some(deadline(self.cfg.expiry));
+                store.discard(&mut info, UploadState::Expired).await?;
+            } else {
+                continue;
+            }
+            changed += 1;
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::upload::Concat;
+
+    #[test]
+    fn only_open_uploads_expire() {
+        let id = UploadId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let mut info = UploadInfo::new(&id, Some(1), None, Concat::None);
+        info.expires_ms = Some(1000);
+        assert!(!is_expired(&info, 999));
+        assert!(is_expired(&info, 1000));
+        assert_eq!(header_value(&info).as_deref(), Some("Thu, 01 Jan 1970 00:00:01 GMT"));
+        info.state = UploadState::Published { path: "x".into() };
+        assert!(!is_expired(&info, 5000));
+        assert_eq!(header_value(&info), None);
+    }
+
+    #[test]
+    fn reaper_period_is_bounded() {
+        assert_eq!(period(Duration::from_secs(24 * 3600)), Duration::from_secs(60));
+        assert_eq!(period(Duration::from_millis(10)), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,256 @@
+//! PATCH {base}/{id} (tus core) and the body streaming it shares with creation-with-upload.
+//!
+//! Steps: content type (415), typed headers (400), lock (interrupting a streaming PATCH),
+//! load (404/410), role (403 for a final upload), offset (409), length (413), stream, respond
+//! 204 with the new `Upload-Offset`.
+//!
+//! Streaming runs in its own task so that a client disconnecting mid-body (hyper then drops
+//! the request future) still gets what it sent written, synced and checkpointed. Bytes are
+//! checkpointed every [`CHECKPOINT_EVERY`] and at the end, unless a checksum must first be
+//! verified: then nothing of the chunk counts until it matches.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferry_proto::tus::{UPLOAD_CHECKSUM, UPLOAD_LENGTH, UPLOAD_OFFSET};
+use http::{header, HeaderMap, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+
+use super::checksum::{self, Digests, Expected};
+use super::core::{load_live, progress_headers};
+use super::headers::{is_offset_stream, u64_header};
+use super::lock::Guard;
+use super::{expiration, publish, Tus};
+use crate::body::{self, Body};
+use crate::error::{Error, Result};
+use crate::store::upload::{Appender, Concat, UploadId, UploadInfo};
+
+/// Bytes gathered before one positional write.
+const WRITE_CHUNK: usize = 1 << 20;
+/// Bytes between two durable checkpoints inside one long PATCH.
+const CHECKPOINT_EVERY: u64 = 64 << 20;
+
+/// What a PATCH (or creation-with-upload) says about its body's checksum.
+pub enum ChecksumSpec {
+    None,
+    Header(Expected),
+    /// `Trailer: Upload-Checksum` (checksum-trailer): the digest arrives after the body.
+    Trailer,
+}
+
+impl ChecksumSpec {
+    pub fn from_headers(h: &HeaderMap) -> Result<Self> {
+        if let Some(v) = h.get(UPLOAD_CHECKSUM) {
+            let v = v.to_str().map_err(|_| Error::bad_request("Upload-Checksum is not ASCII"))?;
+            return Ok(ChecksumSpec::Header(checksum::parse(v)?));
+        }
+        let announced = h
+            .get_all(header::TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|n| n.trim().eq_ignore_ascii_case(UPLOAD_CHECKSUM.as_str()));
+        Ok(if announced { ChecksumSpec::Trailer } else { ChecksumSpec::None })
+    }
+}
+
+pub async fn patch(tus: &Arc<Tus>, id: UploadId, req: http::Request<Incoming>) -> Result<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    if !is_offset_stream(&parts.headers) {
+        return Err(Error::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("expected Content-Type {}", ferry_proto::tus::OFFSET_OCTET_STREAM),
+        ));
+    }
+    let offset = u64_header(&parts.headers, &UPLOAD_OFFSET)?
+        .ok_or_else(|| Error::bad_request("expected an Upload-Offset header, got none"))?;
+    let declared = u64_header(&parts.headers, &UPLOAD_LENGTH)?;
+    let sum = ChecksumSpec::from_headers(&parts.headers)?;
+    let guard = tus.locks.acquire(&id).await;
+    let mut info = load_live(tus, &id).await?;
+    if matches!(info.concat, Concat::Final { .. }) {
+        return Err(Error::client(StatusCode::FORBIDDEN, "a final upload cannot be patched"));
+    }
+    if offset != info.offset {
+        return Err(Error::client(
+            StatusCode::CONFLICT,
+            format!("expected Upload-Offset {}, got {offset}", info.offset),
+        ));
+    }
+    declare_length(tus, &mut info, declared)?;
+    check_fits(tus, &info, content_length(&parts.headers))?;
+    let info = receive(tus, info, body, sum, guard).await?;
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    progress_headers(tus, &info, resp.headers_mut());
+    Ok(resp)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// creation-defer-length: the first `Upload-Length` on a PATCH fixes the length; it may not
+/// change later.
+fn declare_length(tus: &Tus, info: &mut UploadInfo, declared: Option<u64>) -> Result<()> {
+    match (info.length, declared) {
+        (_, None) => Ok(()),
+        (Some(l), Some(d)) if l == d => Ok(()),
+        (Some(l), Some(d)) => Err(Error::bad_request(format!("expected Upload-Length {l} as declared, got {d}"))),
+        (None, Some(d)) if d < info.offset => Err(Error::bad_request(format!(
+            "expected Upload-Length of at least the offset {}, got {d}",
+            info.offset
+        ))),
+        (None, Some(d)) => {
+            too_large(tus, d)?;
+            info.length = Some(d);
+            Ok(())
+        }
+    }
+}
+
+/// 413 when `len` exceeds `Tus-Max-Size`.
+pub fn too_large(tus: &Tus, len: u64) -> Result<()> {
+    match tus.cfg.max_size {
+        Some(max) if len > max => Err(Error::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("expected at most Tus-Max-Size {max} bytes, got {len}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The most bytes an upload may hold: its length, else the server's limit.
+fn limit(tus: &Tus, info: &UploadInfo) -> u64 {
+    info.length.or(tus.cfg.max_size).unwrap_or(u64::MAX)
+}
+
+/// 413 before reading a byte when `Content-Length` already says the body is too long.
+fn check_fits(tus: &Tus, info: &UploadInfo, body_len: Option<u64>) -> Result<()> {
+    let room = limit(tus, info) - info.offset;
+    match body_len {
+        Some(n) if n > room => Err(Error::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("expected at most {room} more bytes (Upload-Length), got Content-Length {n}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Streams `body` into the upload in a task of its own, then publishes a finished upload.
+pub async fn receive(
+    tus: &Arc<Tus>,
+    mut info: UploadInfo,
+    body: Incoming,
+    sum: ChecksumSpec,
+    guard: Guard,
+) -> Result<UploadInfo> {
+    info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
+    let tus = tus.clone();
+    let task = tokio::spawn(async move {
+        let mut guard = guard;
+        let info = stream(&tus, info, body, sum, &mut guard).await?;
+        let mut info = info;
+        publish::complete(&tus, &mut info).await?;
+        Ok(info)
+    });
+    task.await.map_err(|e| Error::Internal(std::io::Error::other(e)))?
+}
+
+/// How reading the body ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Complete,
+    Interrupted,
+    Disconnected,
+    TooLong,
+}
+
+struct Sink {
+    app: Box<dyn Appender>,
+    buf: BytesMut,
+    digests: Option<Digests>,
+    trailer: Option<Expected>,
+}
+
+async fn stream(tus: &Tus, mut info: UploadInfo, mut body: Incoming, sum: ChecksumSpec, guard: &mut Guard) -> Result<UploadInfo> {
+    let start = info.offset;
+    let limit = limit(tus, &info);
+    let (expected, digests) = match sum {
+        ChecksumSpec::None => (None, None),
+        ChecksumSpec::Header(e) => {
+            let d = Digests::one(e.algorithm);
+            (Some(e), Some(d))
+        }
+        ChecksumSpec::Trailer => (None, Some(Digests::all())),
+    };
+    let verify = digests.is_some();
+    let app = tus.uploads()?.append(&info).await?;
+    let mut sink = Sink { app, buf: BytesMut::with_capacity(WRITE_CHUNK), digests, trailer: None };
+    let mut checkpointed = start;
+    let end = loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = &mut guard.interrupted => break End::Interrupted,
+        };
+        let frame = match frame {
+            None => break End::Complete,
+            Some(Err(_)) => break End::Disconnected,
+            Some(Ok(f)) => f,
+        };
+        let data = match frame.into_data() {
+            Ok(d) => d,
+            Err(f) => {
+                if let Some(v) = f.trailers_ref().and_then(|t| t.get(UPLOAD_CHECKSUM)) {
+                    sink.trailer = Some(checksum::parse(v.to_str().unwrap_or(""))?);
+                }
+                continue;
+            }
+        };
+        let room = limit - sink.app.position() - sink.buf.len() as u64;
+        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if let Some(d) = sink.digests.as_mut() {
+            d.update(&data[..take]);
+        }
+        sink.buf.extend_from_slice(&data[..take]);
+        if take < data.len() {
+            break End::TooLong;
+        }
+        if sink.buf.len() >= WRITE_CHUNK {
+            sink.app.write(sink.buf.split().freeze()).await?;
+        }
+        if !verify && sink.app.position() - checkpointed >= CHECKPOINT_EVERY {
+            sink.app.checkpoint(&mut info).await?;
+            checkpointed = info.offset;
+        }
+    };
+    finish(sink, info, start, expected, end).await
+}
+
+/// Writes what is buffered, verifies a checksum (discarding the chunk on mismatch), and
+/// checkpoints. A body that went past the length keeps its valid prefix and answers 413.
+async fn finish(mut sink: Sink, mut info: UploadInfo, start: u64, expected: Option<Expected>, end: End) -> Result<UploadInfo> {
+    if !sink.buf.is_empty() {
+        sink.app.write(sink.buf.split().freeze()).await?;
+    }
+    if let Some(digests) = sink.digests.take() {
+        let verdict = match (expected.or(sink.trailer.take()), &end) {
+            (_, End::Disconnected | End::Interrupted) => Err(checksum::mismatch("the body ended early, the chunk cannot be verified")),
+            (None, _) => Err(checksum::mismatch("expected an Upload-Checksum trailer, got none")),
+            (Some(e), _) => digests.verify(&e),
+        };
+        if let Err(e) = verdict {
+            sink.app.rollback(start).await?;
+            return Err(e);
+        }
+    }
+    sink.app.checkpoint(&mut info).await?;
+    if end == End::TooLong {
+        return Err(Error::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body goes past Upload-Length {}; kept the first {} bytes", info.length.unwrap_or(0), info.offset),
+        ));
+    }
+    Ok(info)
+}

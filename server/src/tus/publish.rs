@@ -1,0 +1,120 @@
+//! Publishing a finished upload into the served tree, and instant upload.
+//!
+//! Target: the `filename` metadata, sanitized to one path component (a leading `.` becomes
+//! `_` so the file is not hidden), inside the directory named by the `dir` metadata (ferry
+//! extension; relative to the root, validated like a request path, never hidden). Without a
+//! name the upload id is used. A taken name is never replaced: the store picks `name (1).ext`
+//! and the chosen path is returned in `Ferry-Published` and by `GET {base}/{id}`.
+//!
+//! Instant upload (ferry extension): the metadata key `sha256` carries the lowercase hex
+//! SHA-256 of the whole file, base64-encoded like every metadata value. When the content
+//! index holds a file with that digest and the announced `Upload-Length` (and the file still
+//! has the size and ETag it had when hashed), the upload is complete at creation: offset =
+//! length, published like any other as a link to (or copy of) the existing content.
+
+use std::sync::Arc;
+
+use ferry_proto::disposition::sanitize_file_name;
+use ferry_proto::tus::{META_FILENAME, META_SHA256};
+
+use super::headers::{meta_value, META_DIR};
+use super::Tus;
+use crate::error::{Error, Result};
+use crate::path::RelPath;
+use crate::store::upload::{Concat, UploadInfo, UploadState};
+use crate::store::Store;
+
+/// Where a finished upload goes: directory and file name (pure; 400 for a bad directory).
+pub fn target(metadata: Option<&str>, id: &str) -> Result<(RelPath, String)> {
+    let dir = match meta_value(metadata, META_DIR) {
+        Some(d) => {
+            let p = RelPath::from_segments(d.split('/'))?;
+            if p.is_hidden() {
+                return Err(Error::bad_request(format!("expected a visible target directory, got {d:?}")));
+            }
+            p
+        }
+        None => RelPath::root(),
+    };
+    let name = meta_value(metadata, META_FILENAME)
+        .and_then(|n| sanitize_file_name(&n))
+        .map(|n| match n.strip_prefix('.') {
+            Some(rest) => format!("_{rest}"),
+            None => n,
+        })
+        .unwrap_or_else(|| id.to_string());
+    Ok((dir, name))
+}
+
+/// Publishes `info` if it is a finished plain or final upload not yet published (also the
+/// recovery path after a crash between the last checkpoint and the publish).
+pub async fn complete(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
+    if info.concat == Concat::Partial || info.state != UploadState::Active || !info.is_complete() {
+        return Ok(());
+    }
+    let (dir, name) = target(info.metadata.as_deref(), &info.id)?;
+    let path = tus.uploads()?.publish(info, &dir, &name).await?;
+    tracing::info!(id = %info.id, path = %path.as_str(), "upload published");
+    if tus.caps().content_index {
+        index_later(tus.store.clone(), path);
+    }
+    Ok(())
+}
+
+/// Hashes a published file in the background and records it in the content index.
+fn index_later(store: Arc<dyn Store>, path: RelPath) {
+    tokio::spawn(async move {
+        let Some(up) = store.uploads() else { return };
+        let result = match up.hash_file(&path).await {
+            Ok((sha, entry)) => up.index_put(&sha, &entry).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(path = %path.as_str(), error = %e, "could not index a published file");
+        }
+    });
+}
+
+/// Completes a just-created upload from existing content, if the metadata names a digest the
+/// index holds with the same length. Returns whether it did.
+pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
+    let (Some(len), Some(sha)) = (info.length, meta_value(info.metadata.as_deref(), META_SHA256)) else {
+        return Ok(false);
+    };
+    if info.concat != Concat::None || !tus.caps().content_index {
+        return Ok(false);
+    }
+    let store = tus.uploads()?;
+    let Some(entry) = store.index_get(sha.trim()).await? else {
+        return Ok(false);
+    };
+    if entry.len != len {
+        return Ok(false);
+    }
+    let src = RelPath::from_segments(entry.path.split('/'))?;
+    let (dir, name) = target(info.metadata.as_deref(), &info.id)?;
+    info.offset = len;
+    let path = store.publish_copy(info, &src, &dir, &name).await?;
+    tracing::info!(id = %info.id, from = %src.as_str(), path = %path.as_str(), "instant upload");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::tus::encode_metadata;
+
+    #[test]
+    fn target_sanitizes_names_and_validates_dirs() {
+        let m = encode_metadata([("filename", Some(&b"../../etc/passwd"[..])), ("dir", Some(&b"a/b"[..]))]);
+        let (dir, name) = target(Some(&m), "id").unwrap();
+        assert_eq!((dir.as_str(), name.as_str()), ("a/b", "passwd"));
+        let m = encode_metadata([("filename", Some(&b".bashrc"[..]))]);
+        assert_eq!(target(Some(&m), "id").unwrap().1, "_bashrc");
+        assert_eq!(target(None, "abc").unwrap(), (RelPath::root(), "abc".to_string()));
+        for bad in ["../x", ".ferry", "a/.git", "a\\b"] {
+            let m = encode_metadata([("dir", Some(bad.as_bytes()))]);
+            assert_eq!(target(Some(&m), "id").unwrap_err().status(), http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+}
