@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use ferryd::router::App;
 use ferryd::server::{self, ServerOptions};
 use ferryd::store::fs::{FsOptions, FsStore};
+use ferryd::tus::{Tus, TusConfig};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -61,6 +62,28 @@ struct Args {
     /// Seconds in-flight responses get to finish on shutdown.
     #[arg(long, env = "FERRY_GRACE_PERIOD", default_value_t = 10)]
     grace_period: u64,
+    /// URL path of the tus upload endpoint.
+    #[arg(long, env = "FERRY_TUS_BASE", default_value = "/files/")]
+    tus_base: String,
+    /// Bearer token for creating, patching and terminating uploads; one is generated and
+    /// printed when none is given (unless --public-uploads).
+    #[arg(long, env = "FERRY_UPLOAD_TOKEN", hide_env_values = true)]
+    upload_token: Option<String>,
+    /// Accept uploads from anyone (no token).
+    #[arg(long, env = "FERRY_PUBLIC_UPLOADS", conflicts_with = "upload_token")]
+    public_uploads: bool,
+    /// Bearer token required for every read (files and uploads); reads are public without it.
+    #[arg(long, env = "FERRY_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
+    /// Largest upload accepted, in bytes (Tus-Max-Size).
+    #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE")]
+    max_upload_size: Option<u64>,
+    /// Time after its last write an unfinished upload is removed (e.g. 24h, 30m, 90s).
+    #[arg(long, env = "FERRY_UPLOAD_EXPIRY", default_value = "24h", value_parser = ferryd::tus::expiration::parse_duration)]
+    upload_expiry: Duration,
+    /// Origin allowed to upload from a browser (repeatable; `*` for any).
+    #[arg(long = "cors-origin", env = "FERRY_CORS_ORIGIN", value_delimiter = ',')]
+    cors_origins: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -115,8 +138,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
         store.root().display()
     );
     let _ = std::io::stdout().flush();
-    let app = Arc::new(App::new(Arc::new(store)));
-    server::run(listener, app, opts, shutdown_signal()).await?;
+    let store: Arc<dyn ferryd::store::Store> = Arc::new(store);
+    let upload_token = match (&args.upload_token, args.public_uploads) {
+        (_, true) => None,
+        (Some(t), false) => Some(t.clone()),
+        (None, false) => {
+            let t = ferryd::tus::auth::generate_token().context("cannot generate an upload token")?;
+            println!("ferryd upload token: {t}");
+            Some(t)
+        }
+    };
+    let tus_cfg = TusConfig {
+        base: args.tus_base.clone(),
+        upload_token,
+        read_token: args.read_token.clone(),
+        max_size: args.max_upload_size,
+        expiry: args.upload_expiry,
+        cors_origins: args.cors_origins.clone(),
+    };
+    let tus = Arc::new(Tus::new(store.clone(), tus_cfg)?);
+    let _reaper = tus.spawn_reaper();
+    let mut app = App::new(store);
+    app.tus = Some(tus);
+    app.read_token = args.read_token.clone();
+    let _ = std::io::stdout().flush();
+    server::run(listener, Arc::new(app), opts, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -7,22 +7,27 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt as _;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::error::{error_response, Error, Result};
 use crate::files;
 use crate::store::Store;
+use crate::tus::Tus;
 
 /// Everything a request handler needs: the store and the per-feature settings.
 pub struct App {
     pub store: Arc<dyn Store>,
+    /// The tus endpoint, when uploads are enabled.
+    pub tus: Option<Arc<Tus>>,
+    /// Bearer token required for GET/HEAD of files (`--read-token`); `None` means public.
+    pub read_token: Option<String>,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, tus: None, read_token: None }
     }
 }
 
@@ -41,7 +46,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
 }
 
 async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
+    if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(req.uri().path())) {
+        return Ok(tus.handle(req).await);
+    }
     let (parts, _body) = req.into_parts();
+    if let Some(token) = app.read_token.as_deref().filter(|_| parts.method != Method::OPTIONS) {
+        if !crate::tus::auth::bearer_ok(&parts.headers, token) {
+            return Err(Error::client(StatusCode::UNAUTHORIZED, "expected Authorization: Bearer <read token>"));
+        }
+    }
     match parts.method {
         Method::GET | Method::HEAD => files::serve(app.store.as_ref(), &parts).await,
         Method::OPTIONS => Ok(files::options()),

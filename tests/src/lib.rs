@@ -53,6 +53,22 @@ impl TestServer {
         }
     }
 
+    /// Starts ferryd with the tus endpoint (and its reaper) configured by `cfg`.
+    pub async fn start_tus(cfg: ferryd::tus::TusConfig) -> (Self, Arc<ferryd::tus::Tus>) {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let keep = slot.clone();
+        let srv = Self::start_with(FsOptions::default(), ServerOptions::default(), move |mut app| {
+            let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
+            tus.spawn_reaper();
+            *keep.lock().expect("slot") = Some(tus.clone());
+            app.tus = Some(tus);
+            app
+        })
+        .await;
+        let tus = slot.lock().expect("slot").take().expect("configured");
+        (srv, tus)
+    }
+
     /// `http://127.0.0.1:PORT` followed by `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

@@ -76,8 +76,11 @@ pub fn progress_headers(tus: &Tus, info: &UploadInfo, h: &mut HeaderMap) {
     }
 }
 
+/// Percent-encodes one path segment, leaving RFC 3986 unreserved characters as they are.
 fn encode_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
 /// HEAD {base}/{id}: interrupts a streaming PATCH, then reports the durable offset.

@@ -31,6 +31,23 @@ pub fn header_value(info: &UploadInfo) -> Option<String> {
     Some(httpdate::fmt_http_date(at))
 }
 
+/// Parses `24h`, `30m`, `90s`, `500ms` or a plain number of seconds (`--upload-expiry`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("expected a duration like 24h, 30m or 90s, got {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "ms" => return Ok(Duration::from_millis(n)),
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("expected a unit of ms, s, m, h or d, got {unit:?}")),
+    };
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
 /// How often the reaper looks: a quarter of the expiry, between 100 ms and a minute.
 fn period(expiry: Duration) -> Duration {
     (expiry / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
@@ -103,6 +120,15 @@ mod tests {
         info.state = UploadState::Published { path: "x".into() };
         assert!(!is_expired(&info, 5000));
         assert_eq!(header_value(&info), None);
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
     }
 
     #[test]

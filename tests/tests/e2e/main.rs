@@ -4,3 +4,4 @@ mod files;
 mod hardening;
 mod interop;
 mod protocols;
+mod tus;
