@@ -213,18 +213,8 @@ struct ReadState {
 }
 
 impl ReadState {
-    /// Starts reading the next chunk in the background, if any is left.
-    async fn start_next(&mut self) -> io::Result<()> {
-        if self.pos >= self.end {
-            return Ok(());
-        }
-        let n = (self.end - self.pos).min(CHUNK as u64) as usize;
-        let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(n as u32)
-            .await
-            .map_err(io::Error::other)?;
+    /// Starts reading the next chunk in the background with the given permits.
+    fn spawn_read(&mut self, n: usize, permit: OwnedSemaphorePermit) {
         let (file, at) = (self.file.clone(), self.pos);
         self.pos += n as u64;
         self.ahead = Some(tokio::task::spawn_blocking(move || {
@@ -235,11 +225,40 @@ impl ReadState {
                 _permit: permit,
             }))
         }));
+    }
+
+    fn next_len(&self) -> usize {
+        (self.end - self.pos).min(CHUNK as u64) as usize
+    }
+
+    /// Waits for budget, then starts the next read. Only called while this response holds no
+    /// chunk of its own that the connection has not taken yet: waiting while holding one is
+    /// how responses deadlocked on a shared budget.
+    async fn start_next(&mut self) -> io::Result<()> {
+        let n = self.next_len();
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .map_err(io::Error::other)?;
+        self.spawn_read(n, permit);
         Ok(())
+    }
+
+    /// Reads ahead only if the budget has room right now.
+    fn try_start_next(&mut self) {
+        let n = self.next_len();
+        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(n as u32) {
+            self.spawn_read(n, permit);
+        }
     }
 
     async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
         if self.ahead.is_none() {
+            if self.pos >= self.end {
+                return None;
+            }
             if let Err(e) = self.start_next().await {
                 return Some(Err(e));
             }
@@ -249,10 +268,8 @@ impl ReadState {
             Ok(r) => r,
             Err(e) => Err(io::Error::other(e)),
         };
-        if chunk.is_ok() {
-            if let Err(e) = self.start_next().await {
-                return Some(Err(e));
-            }
+        if chunk.is_ok() && self.pos < self.end {
+            self.try_start_next();
         }
         Some(chunk)
     }
