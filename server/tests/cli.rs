@@ -1,0 +1,62 @@
+//! The `ferryd` binary as a person runs it: flags and FERRY_* variables, the printed URL,
+//! clean exit on SIGTERM, clear errors on bad arguments.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn ferryd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferryd"))
+}
+
+fn get(url_hostport: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(url_hostport).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn prints_bound_url_serves_and_stops_on_sigterm() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("hi.txt"), "hello from ferryd").unwrap();
+    let mut child = ferryd()
+        .arg(root.path())
+        .env("FERRY_LISTEN", "127.0.0.1:0") // the flag's env form
+        .env("FERRY_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect(&line);
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    assert!(!hostport.ends_with(":0"), "the real port is printed: {line}");
+    let resp = get(hostport, "/hi.txt");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("hello from ferryd"));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
+#[test]
+fn missing_root_is_a_clear_error_with_nonzero_exit() {
+    let out = ferryd().args(["/nonexistent/ferry-root", "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot serve /nonexistent/ferry-root"), "{err}");
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    let out = ferryd().args(["--listen", "not-an-address"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap exits 2 on usage errors");
+    let out = ferryd().args(["--tls-cert", "x.pem"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--tls-cert requires --tls-key");
+}
