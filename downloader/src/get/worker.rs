@@ -78,8 +78,8 @@ async fn work(round: &Round, id: usize) -> Outcome {
         };
         let mut written_to = range.start;
         let result = fetch(round, id, range, &mut written_to).await;
-        // Without ranges a retry starts at 0 again, so requeue the whole segment.
-        let requeue_from = if round.ranged {
+        // Without ranges a retry starts at 0 again, so a failure requeues the whole segment.
+        let requeue_from = if round.ranged || result.is_ok() {
             written_to
         } else {
             range.start

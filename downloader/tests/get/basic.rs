@@ -12,24 +12,45 @@ async fn ranges_over_several_connections_with_if_range() {
     let data = random_bytes(3 << 20, 1);
     let server = Server::start(data.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = download(&server.url("/f.bin"), &fast_options(dir.path(), "out.bin")).await.unwrap();
+    let path = download(&server.url("/f.bin"), &fast_options(dir.path(), "out.bin"))
+        .await
+        .unwrap();
     assert_eq!(sha256(&fs::read(&path).unwrap()), sha256(&data));
-    let gets: Vec<_> = server.requests().into_iter().filter(|r| r.method == http::Method::GET).collect();
-    assert!(gets.len() >= 4, "expected one request per connection at least, got {gets:?}");
+    let gets: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == http::Method::GET)
+        .collect();
+    assert!(
+        gets.len() >= 4,
+        "expected one request per connection at least, got {gets:?}"
+    );
     for g in &gets {
         assert!(g.range.is_some(), "every GET is ranged: {g:?}");
-        assert_eq!(g.if_range.as_deref(), Some("\"v1\""), "every GET carries If-Range: {g:?}");
+        assert_eq!(
+            g.if_range.as_deref(),
+            Some("\"v1\""),
+            "every GET carries If-Range: {g:?}"
+        );
     }
     let conns: std::collections::HashSet<_> = gets.iter().map(|g| g.conn).collect();
-    assert!(conns.len() >= 4, "one TCP connection per worker, saw {}", conns.len());
+    assert!(
+        conns.len() >= 4,
+        "one TCP connection per worker, saw {}",
+        conns.len()
+    );
     let t = Target::for_path(path);
-    assert!(!t.part.exists() && !t.journal.exists(), "part file and journal are gone");
+    assert!(
+        !t.part.exists() && !t.journal.exists(),
+        "part file and journal are gone"
+    );
 }
 
 #[tokio::test]
 async fn name_comes_from_content_disposition_sanitized() {
     let server = Server::start(b"hello".to_vec()).await;
-    *server.content_disposition.lock().unwrap() = Some("attachment; filename=\"../x.txt\"; filename*=UTF-8''%C3%A9t%C3%A9.txt".into());
+    *server.content_disposition.lock().unwrap() =
+        Some("attachment; filename=\"../x.txt\"; filename*=UTF-8''%C3%A9t%C3%A9.txt".into());
     let dir = tempfile::tempdir().unwrap();
     let mut opts = fast_options(dir.path(), "unused");
     opts.output = None;
@@ -42,11 +63,19 @@ async fn name_comes_from_content_disposition_sanitized() {
 async fn head_refused_falls_back_to_ranged_get() {
     let data = random_bytes(300_000, 2);
     let server = Server::start(data.clone()).await;
-    server.head_refused.store(true, std::sync::atomic::Ordering::SeqCst);
+    server
+        .head_refused
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
-    let path = download(&server.url("/f"), &fast_options(dir.path(), "f")).await.unwrap();
+    let path = download(&server.url("/f"), &fast_options(dir.path(), "f"))
+        .await
+        .unwrap();
     assert_eq!(fs::read(path).unwrap(), data);
-    let first_get = server.requests().into_iter().find(|r| r.method == http::Method::GET).unwrap();
+    let first_get = server
+        .requests()
+        .into_iter()
+        .find(|r| r.method == http::Method::GET)
+        .unwrap();
     assert_eq!(first_get.range.as_deref(), Some("bytes=0-0"));
 }
 
@@ -54,7 +83,9 @@ async fn head_refused_falls_back_to_ranged_get() {
 async fn empty_file_downloads() {
     let server = Server::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = download(&server.url("/e"), &fast_options(dir.path(), "e")).await.unwrap();
+    let path = download(&server.url("/e"), &fast_options(dir.path(), "e"))
+        .await
+        .unwrap();
     assert_eq!(fs::read(path).unwrap(), b"");
 }
 
@@ -80,9 +111,21 @@ async fn resume_fetches_only_missing_ranges() {
     opts.connections = 3;
     download(&server.url("/r.bin"), &opts).await.unwrap();
     assert_eq!(sha256(&fs::read(&t.path).unwrap()), sha256(&data));
-    for r in server.requests().iter().filter(|r| r.method == http::Method::GET) {
-        let first: u64 = r.range.as_deref().unwrap()["bytes=".len()..].split('-').next().unwrap().parse().unwrap();
-        assert!(first >= 600_000, "fetched bytes the journal already had: {r:?}");
+    for r in server
+        .requests()
+        .iter()
+        .filter(|r| r.method == http::Method::GET)
+    {
+        let first: u64 = r.range.as_deref().unwrap()["bytes=".len()..]
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            first >= 600_000,
+            "fetched bytes the journal already had: {r:?}"
+        );
     }
 }
 
@@ -94,7 +137,9 @@ async fn part_file_without_journal_is_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let t = Target::for_path(dir.path().join("p"));
     fs::write(&t.part, vec![0xAA; data.len()]).unwrap();
-    download(&server.url("/p"), &fast_options(dir.path(), "p")).await.unwrap();
+    download(&server.url("/p"), &fast_options(dir.path(), "p"))
+        .await
+        .unwrap();
     assert_eq!(fs::read(&t.path).unwrap(), data);
 }
 
@@ -103,7 +148,9 @@ async fn existing_file_is_not_clobbered_without_overwrite() {
     let server = Server::start(b"new".to_vec()).await;
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("x"), b"old").unwrap();
-    let err = download(&server.url("/x"), &fast_options(dir.path(), "x")).await.unwrap_err();
+    let err = download(&server.url("/x"), &fast_options(dir.path(), "x"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("--overwrite"), "{err}");
     assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"old");
     let mut opts = fast_options(dir.path(), "x");
@@ -117,10 +164,14 @@ async fn checksum_mismatch_fails_and_keeps_the_final_name_free() {
     let server = Server::start(b"abc".to_vec()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut opts = fast_options(dir.path(), "c");
-    opts.checksum = Some(ferry::get::checksum::parse_checksum_arg(&format!("sha256={}", sha256(b"abd"))).unwrap());
+    opts.checksum = Some(
+        ferry::get::checksum::parse_checksum_arg(&format!("sha256={}", sha256(b"abd"))).unwrap(),
+    );
     let err = download(&server.url("/c"), &opts).await.unwrap_err();
     assert!(err.to_string().contains("mismatch"), "{err}");
     assert!(!dir.path().join("c").exists());
-    opts.checksum = Some(ferry::get::checksum::parse_checksum_arg(&format!("sha256={}", sha256(b"abc"))).unwrap());
+    opts.checksum = Some(
+        ferry::get::checksum::parse_checksum_arg(&format!("sha256={}", sha256(b"abc"))).unwrap(),
+    );
     download(&server.url("/c"), &opts).await.unwrap();
 }

@@ -118,7 +118,13 @@ impl Server {
         resp
     }
 
-    fn answer(&self, method: &Method, range: Option<&str>, if_range: Option<&str>, conn: usize) -> Response<Body> {
+    fn answer(
+        &self,
+        method: &Method,
+        range: Option<&str>,
+        if_range: Option<&str>,
+        conn: usize,
+    ) -> Response<Body> {
         let data = Arc::clone(&self.data.lock().unwrap());
         let etag = self.etag.lock().unwrap().clone();
         let len = data.len() as u64;
@@ -152,8 +158,19 @@ impl Server {
         };
         let shift = u64::from(take_one(&self.wrong_content_range));
         let (s, e) = ((start + shift).min(len - 1), (end + shift).min(len));
-        h.insert(header::CONTENT_RANGE, format!("bytes {}-{}/{len}", s, e - 1).parse().unwrap());
-        self.body(method, h, StatusCode::PARTIAL_CONTENT, data, s..e, conn, true)
+        h.insert(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{len}", s, e - 1).parse().unwrap(),
+        );
+        self.body(
+            method,
+            h,
+            StatusCode::PARTIAL_CONTENT,
+            data,
+            s..e,
+            conn,
+            true,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -168,7 +185,10 @@ impl Server {
         with_length: bool,
     ) -> Response<Body> {
         if with_length {
-            h.insert(header::CONTENT_LENGTH, (span.end - span.start).to_string().parse().unwrap());
+            h.insert(
+                header::CONTENT_LENGTH,
+                (span.end - span.start).to_string().parse().unwrap(),
+            );
         }
         if method == Method::HEAD {
             return empty(status, h);
@@ -187,12 +207,15 @@ impl Server {
                     return None;
                 }
                 if drop_at.is_some_and(|d| pos - span.start >= d) {
+                    // Let hyper flush what was sent, so the drop really happens mid-body.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
                     return Some((Err(std::io::Error::other("dropped on purpose")), span.end));
                 }
                 let chunk = 16 * 1024;
                 let next = (pos + chunk).min(span.end);
                 if rate > 0 {
-                    tokio::time::sleep(Duration::from_secs_f64((next - pos) as f64 / rate as f64)).await;
+                    tokio::time::sleep(Duration::from_secs_f64((next - pos) as f64 / rate as f64))
+                        .await;
                 }
                 let bytes = Bytes::copy_from_slice(&data[pos as usize..next as usize]);
                 Some((Ok(Frame::data(bytes)), next))
@@ -206,7 +229,9 @@ impl Server {
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
-    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 fn empty(status: StatusCode, h: HeaderMap) -> Response<Body> {

@@ -1,0 +1,273 @@
+//! Uploads against the in-test tus server: single stream, parallel parts, instant upload,
+//! checksum and offset faults, resume, vanished uploads, restart, tokens.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::{wait_for, Scratch};
+use crate::tus_server::{Config, TusServer};
+
+fn full() -> Config {
+    Config {
+        concatenation: true,
+        checksum: true,
+        instant: true,
+        token: None,
+    }
+}
+
+#[tokio::test]
+async fn single_stream_upload_is_byte_identical_and_prints_the_published_location() {
+    let server = TusServer::start(Config {
+        checksum: true,
+        ..Config::default()
+    })
+    .await;
+    let s = Scratch::new((1 << 20) + 12345, 1);
+    let location = s
+        .put(&server.endpoint(), &["--chunk-size", "256K"])
+        .await
+        .unwrap();
+    assert!(
+        location.contains("/done/"),
+        "expected the Content-Location, got {location}"
+    );
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(
+        server.patches.load(Ordering::SeqCst),
+        5,
+        "one PATCH per chunk"
+    );
+    assert_eq!(
+        server.patch_bytes.load(Ordering::SeqCst),
+        s.data.len() as u64
+    );
+    assert_eq!(s.entries(), 0, "a finished upload leaves no resume entry");
+}
+
+#[tokio::test]
+async fn parallel_upload_concatenates_parts_byte_identically() {
+    let server = TusServer::start(full()).await;
+    let s = Scratch::new((3 << 20) + 7, 2);
+    let location = s
+        .put(&server.endpoint(), &["-x", "4", "--chunk-size", "128K"])
+        .await
+        .unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(
+        server.patch_bytes.load(Ordering::SeqCst),
+        s.data.len() as u64,
+        "no byte sent twice"
+    );
+    // instant probe (deleted again) + 4 partial uploads + the final concatenation
+    assert_eq!(server.creations.load(Ordering::SeqCst), 6);
+    assert_eq!(server.upload_count(), 5, "the probe was terminated");
+}
+
+#[tokio::test]
+async fn small_file_with_many_parts_uses_one_part_per_chunk_at_most() {
+    let server = TusServer::start(full()).await;
+    let s = Scratch::new(300, 3);
+    let location = s
+        .put(
+            &server.endpoint(),
+            &["-x", "8", "--chunk-size", "128", "--no-instant"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(
+        server.creations.load(Ordering::SeqCst),
+        3,
+        "2 parts of >= 128 bytes + final"
+    );
+}
+
+#[tokio::test]
+async fn empty_file_uploads() {
+    let server = TusServer::start(full()).await;
+    let s = Scratch::new(0, 4);
+    let location = s.put(&server.endpoint(), &["-x", "4"]).await.unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&[][..]));
+    assert_eq!(server.patches.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn instant_upload_sends_no_patch_body() {
+    for flags in [
+        &["--chunk-size", "64K"][..],
+        &["-x", "4", "--chunk-size", "64K"],
+    ] {
+        let server = TusServer::start(full()).await;
+        let s = Scratch::new(1 << 20, 5);
+        server.seed(&s.data);
+        let location = s.put(&server.endpoint(), flags).await.unwrap();
+        assert_eq!(
+            server.content(&location).as_deref(),
+            Some(&s.data[..]),
+            "{flags:?}"
+        );
+        assert_eq!(server.patches.load(Ordering::SeqCst), 0, "{flags:?}");
+        assert_eq!(server.patch_bytes.load(Ordering::SeqCst), 0, "{flags:?}");
+        assert_eq!(server.creations.load(Ordering::SeqCst), 1, "{flags:?}");
+    }
+}
+
+#[tokio::test]
+async fn instant_upload_is_skipped_with_no_instant() {
+    let server = TusServer::start(full()).await;
+    let s = Scratch::new(100_000, 6);
+    server.seed(&s.data);
+    let location = s.put(&server.endpoint(), &["--no-instant"]).await.unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(
+        server.patch_bytes.load(Ordering::SeqCst),
+        s.data.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn checksum_mismatch_resends_and_conflict_resyncs() {
+    // 460: tus checksum extension; 409: tus core PATCH offset mismatch; 503: transient.
+    let server = TusServer::start(full()).await;
+    server.faults.lock().unwrap().extend([460, 409, 503, 460]);
+    let s = Scratch::new(600_000, 7);
+    let location = s
+        .put(&server.endpoint(), &["--chunk-size", "100K"])
+        .await
+        .unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(server.patches.load(Ordering::SeqCst), 6 + 4);
+}
+
+#[tokio::test]
+async fn persistent_failures_give_up_after_max_tries() {
+    let server = TusServer::start(full()).await;
+    server.fail_from.store(0, Ordering::SeqCst);
+    let s = Scratch::new(10_000, 8);
+    let err = s
+        .put(&server.endpoint(), &["--max-tries", "3"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(server.patches.load(Ordering::SeqCst), 3);
+    assert_eq!(s.entries(), 1, "the resume entry stays for the next run");
+}
+
+#[tokio::test]
+async fn rerun_resumes_at_the_server_offset_without_resending() {
+    let server = TusServer::start(full()).await;
+    server.fail_from.store(3, Ordering::SeqCst);
+    let s = Scratch::new(1 << 20, 9);
+    let flags = ["-x", "2", "--chunk-size", "64K", "--max-tries", "1"];
+    assert!(s.put(&server.endpoint(), &flags).await.is_err());
+    let sent_before = server.patch_bytes.load(Ordering::SeqCst);
+    assert!(sent_before > 0 && sent_before < s.data.len() as u64);
+    server.fail_from.store(usize::MAX, Ordering::SeqCst);
+    let location = s.put(&server.endpoint(), &flags).await.unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(
+        server.patch_bytes.load(Ordering::SeqCst),
+        s.data.len() as u64,
+        "resume resends nothing"
+    );
+    assert_eq!(
+        server.creations.load(Ordering::SeqCst),
+        1 + 2 + 1,
+        "probe + 2 parts + final, none again"
+    );
+}
+
+#[tokio::test]
+async fn vanished_upload_starts_over() {
+    let server = TusServer::start(full()).await;
+    server.fail_from.store(2, Ordering::SeqCst);
+    let s = Scratch::new(500_000, 10);
+    let flags = ["--chunk-size", "64K", "--max-tries", "1", "--no-instant"];
+    assert!(s.put(&server.endpoint(), &flags).await.is_err());
+    server.forget_all(); // tus core: HEAD of an unknown upload is 404
+    server.fail_from.store(usize::MAX, Ordering::SeqCst);
+    let location = s.put(&server.endpoint(), &flags).await.unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(server.creations.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn server_restart_mid_upload_resumes_in_the_same_run() {
+    let server = TusServer::start(full()).await;
+    server.patch_delay_ms.store(10, Ordering::SeqCst);
+    let s = Arc::new(Scratch::new(2 << 20, 11));
+    let endpoint = server.endpoint();
+    let task = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.put(
+                &endpoint,
+                &["-x", "2", "--chunk-size", "64K", "--max-tries", "20"],
+            )
+            .await
+        })
+    };
+    wait_for(|| server.patch_bytes.load(Ordering::SeqCst) > 256 << 10).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await; // down long enough for requests to fail
+    let during = server.patch_bytes.load(Ordering::SeqCst);
+    assert!(
+        during < s.data.len() as u64,
+        "the upload finished before the restart"
+    );
+    server.restart().await;
+    let location = task.await.unwrap().unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+}
+
+#[tokio::test]
+async fn token_is_sent_as_bearer_and_a_refusal_is_final() {
+    let server = TusServer::start(Config {
+        token: Some("s3cret".into()),
+        ..full()
+    })
+    .await;
+    let s = Scratch::new(1000, 12);
+    let err = s
+        .put(&server.endpoint(), &["--token", "wrong"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let location = s
+        .put(&server.endpoint(), &["--token", "s3cret"])
+        .await
+        .unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_prints_the_location_and_uses_exit_codes() {
+    let server = TusServer::start(full()).await;
+    let s = Scratch::new(70_000, 13);
+    let out = s.command(&server.endpoint(), &["-q"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let location = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        server.content(location.trim()).as_deref(),
+        Some(&s.data[..])
+    );
+    let usage = s.command("not-a-url", &[]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("expected http"));
+    server.fail_from.store(0, Ordering::SeqCst);
+    let t = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(t.path(), b"other content").unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["put", "-q", "--max-tries", "1"])
+        .arg(t.path())
+        .arg(server.endpoint());
+    let failed = cmd.env("FERRY_DATA_DIR", s.data_dir()).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+}

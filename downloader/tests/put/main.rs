@@ -1,0 +1,9 @@
+//! Integration tests for `ferry put`: real HTTP on 127.0.0.1 against an in-test tus server
+//! (concatenation, checksum, instant upload, faults, restart) and against @tus/server under
+//! node, plus a SIGKILL loop of the real binary.
+
+mod basic;
+mod kill;
+mod node;
+mod support;
+mod tus_server;
