@@ -36,6 +36,14 @@ pub struct Tus {
     pub timeout: Duration,
 }
 
+/// Counts the bytes of a PATCH body as they are handed to the connection: into `sent` (so a
+/// failed request can be taken back) and into connection `id` of `progress`.
+pub struct Meter {
+    pub progress: Arc<Progress>,
+    pub id: usize,
+    pub sent: Arc<AtomicU64>,
+}
+
 /// What a creation request returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
@@ -183,10 +191,9 @@ impl Tus {
         offset: u64,
         data: Bytes,
         checksum: Option<String>,
-        progress: Arc<Progress>,
-        id: usize,
-        sent: Arc<AtomicU64>,
+        meter: Meter,
     ) -> Result<(u64, Option<String>)> {
+        let Meter { progress, id, sent } = meter;
         let len = data.len();
         let slices: Vec<Bytes> = (0..len)
             .step_by(BODY_SLICE)

@@ -269,7 +269,7 @@ impl Uploader {
         let plan = if self.caps.can_concatenate() {
             split(size, self.opts.parallel, self.opts.chunk)
         } else {
-            vec![0..size]
+            split(size, 1, 1)
         };
         let whole = Creation {
             length: Some(size),

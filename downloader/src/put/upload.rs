@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::client::Tus;
+use super::client::{Meter, Tus};
 use super::digest::upload_checksum;
 use super::plan::{next_chunk, Algo};
 use crate::error::{Error, Result};
@@ -76,6 +76,14 @@ impl Sender {
         let result = loop {
             if resync {
                 match self.tus.head(&part.url).await {
+                    Ok(h) if h.offset > len => {
+                        let msg =
+                            format!("expected Upload-Offset <= {len} on HEAD, got {}", h.offset);
+                        break Err(Error::Protocol {
+                            url: part.url.clone(),
+                            msg,
+                        });
+                    }
                     Ok(h) => {
                         self.reposition(&part, h.offset);
                         part.offset = h.offset;
@@ -137,17 +145,14 @@ impl Sender {
             .map_err(|e| (e, 0))?;
         let checksum = self.checksum.map(|a| upload_checksum(a, &data));
         let sent = Arc::new(AtomicU64::new(0));
+        let meter = Meter {
+            progress: Arc::clone(&self.progress),
+            id: part.id,
+            sent: Arc::clone(&sent),
+        };
         let res = self
             .tus
-            .patch(
-                &part.url,
-                chunk.start,
-                data,
-                checksum,
-                Arc::clone(&self.progress),
-                part.id,
-                Arc::clone(&sent),
-            )
+            .patch(&part.url, chunk.start, data, checksum, meter)
             .await;
         res.map_err(|e| (e, sent.load(Ordering::Relaxed)))
     }
