@@ -13,10 +13,8 @@ use ferry_proto::tus::{
     OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE,
     TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
-use http::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
-};
-use http::{HeaderMap, Method};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, Method};
 use reqwest::{Client, RequestBuilder, Response, Url};
 
 use super::plan::{parse_list, Capabilities};
@@ -51,7 +49,7 @@ pub struct Created {
     pub url: String,
     /// `Upload-Offset` when the server sent one (ferryd does; an instant upload is complete).
     pub offset: Option<u64>,
-    /// Where the finished file can be downloaded, when the server says (`Content-Location`).
+    /// Where the finished file can be downloaded, when the server says (`Ferry-Published`).
     pub published: Option<String>,
 }
 
@@ -244,9 +242,14 @@ pub fn resolve(base: &str, location: &str) -> Option<String> {
     matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
 
-/// `Content-Location` of a completed upload: where ferryd published the file.
+/// ferry extension: the URL path a finished upload was published as (ferryd sends it on the
+/// answers that report progress). Same name as ferryd's `tus::headers::FERRY_PUBLISHED`; it
+/// belongs in ferry-proto so the two cannot drift.
+pub const FERRY_PUBLISHED: HeaderName = HeaderName::from_static("ferry-published");
+
+/// Where a completed upload can be downloaded, when the server says (`Ferry-Published`).
 fn published(base: &str, h: &HeaderMap) -> Option<String> {
-    header(h, &CONTENT_LOCATION).and_then(|l| resolve(base, l))
+    header(h, &FERRY_PUBLISHED).and_then(|l| resolve(base, l))
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {

@@ -31,7 +31,7 @@ async fn single_stream_upload_is_byte_identical_and_prints_the_published_locatio
         .unwrap();
     assert!(
         location.contains("/done/"),
-        "expected the Content-Location, got {location}"
+        "expected Ferry-Published, got {location}"
     );
     assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
     assert_eq!(

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use ferry::put::client::FERRY_PUBLISHED;
 use ferry_proto::tus::{
     decode_metadata, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_RESUMABLE, TUS_VERSION,
     UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
-use http::header::{AUTHORIZATION, CONTENT_LOCATION, LOCATION};
+use http::header::{AUTHORIZATION, LOCATION};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -254,7 +255,7 @@ impl TusServer {
     fn complete(&self, id: &str, u: &Upload, h: &mut HeaderMap) {
         if u.data.len() as u64 == u.length {
             self.seed(&u.data);
-            h.insert(CONTENT_LOCATION, format!("/done/{id}").parse().unwrap());
+            h.insert(FERRY_PUBLISHED, format!("/done/{id}").parse().unwrap());
         }
     }
 

@@ -4,4 +4,5 @@ mod files;
 mod hardening;
 mod interop;
 mod protocols;
+mod put;
 mod tus;

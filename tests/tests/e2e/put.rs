@@ -1,0 +1,239 @@
+//! `ferry put` (the library the binary runs) against ferryd's tus endpoint over real HTTP:
+//! parallel parts joined by concatenation, per-chunk checksums, tokens, instant upload
+//! measured on the wire, resume after a failed run, and where the file was published.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry::progress::{Mode, Ui};
+use ferry::put::args::{PutArgs, PutPlan};
+use ferry::put::fingerprint::Store;
+use ferry::put::Uploader;
+use ferry_tests::{client, pattern, sha256_hex, TestServer};
+use ferryd::tus::TusConfig;
+use tokio::net::{TcpListener, TcpStream};
+
+const TOKEN: &str = "put-e2e-token";
+
+async fn ferryd() -> TestServer {
+    let cfg = TusConfig {
+        upload_token: Some(TOKEN.into()),
+        ..TusConfig::default()
+    };
+    TestServer::start_tus(cfg).await.0
+}
+
+fn args(files: &[&Path], endpoint: &str, parallel: u16, chunk: u64) -> PutArgs {
+    let mut paths: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    paths.push(endpoint.to_string());
+    PutArgs {
+        paths,
+        token: Some(TOKEN.into()),
+        parallel,
+        chunk_size: chunk,
+        metadata: Vec::new(),
+        max_tries: 3,
+        retry_wait: Duration::from_millis(20),
+        timeout: Duration::from_secs(10),
+        no_instant: false,
+        restart: false,
+    }
+}
+
+/// Uploads `file` in-process with its resume store in `data_dir`; returns the location.
+async fn put(args: PutArgs, data_dir: &Path) -> ferry::Result<String> {
+    let mut plan = PutPlan::from_args(args)?;
+    plan.options.store = Some(Store::open(data_dir).expect("store"));
+    let file = plan.files[0].clone();
+    let up = Uploader::connect(plan.tus, plan.options).await?;
+    up.put(&file, &Ui::with_mode(Mode::Quiet, false)).await
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).expect("write");
+    p
+}
+
+async fn download(url: &str) -> Vec<u8> {
+    let resp = client().get(url).send().await.expect("GET");
+    assert_eq!(resp.status(), 200, "{url}");
+    resp.bytes().await.expect("body").to_vec()
+}
+
+#[tokio::test]
+async fn parallel_put_into_ferryd_is_published_byte_identical() {
+    let srv = ferryd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern((5 << 20) + 321, 51);
+    let file = write(dir.path(), "parallel.bin", &data);
+    let endpoint = srv.url("/files/");
+    let location = put(
+        args(&[&file], &endpoint, 4, 256 << 10),
+        &dir.path().join("d"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        location,
+        srv.url("/parallel.bin"),
+        "ferry prints the published URL"
+    );
+    assert_eq!(sha256_hex(&download(&location).await), sha256_hex(&data));
+    assert_eq!(
+        std::fs::read(srv.root.path().join("parallel.bin")).unwrap(),
+        data
+    );
+}
+
+#[tokio::test]
+async fn wrong_token_fails_without_retrying_forever() {
+    let srv = ferryd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "t.bin", b"hello");
+    let mut a = args(&[&file], &srv.url("/files/"), 1, 1 << 20);
+    a.token = Some("wrong".into());
+    let err = put(a, &dir.path().join("d")).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn failed_run_resumes_into_the_same_upload() {
+    let srv = ferryd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(3 << 20, 52);
+    let file = write(dir.path(), "resume.bin", &data);
+    // A proxy that cuts the connection after ~1 MiB of request bytes makes the first run fail.
+    let proxy = Proxy::start(srv.addr.to_string(), Some(1 << 20)).await;
+    let mut a = args(
+        &[&file],
+        &format!("http://{}/files/", proxy.addr),
+        2,
+        128 << 10,
+    );
+    a.max_tries = 1;
+    assert!(put(a, &dir.path().join("d")).await.is_err());
+    // The same endpoint string (the fingerprint includes it), through a proxy that no longer
+    // cuts; count only this run's bytes.
+    proxy.limit.store(u64::MAX, Ordering::SeqCst);
+    proxy.sent.store(0, Ordering::SeqCst);
+    let a = args(
+        &[&file],
+        &format!("http://{}/files/", proxy.addr),
+        2,
+        128 << 10,
+    );
+    let location = put(a, &dir.path().join("d")).await.unwrap();
+    assert_eq!(download(&location).await, data);
+    let sent = proxy.sent.load(Ordering::SeqCst);
+    assert!(
+        sent < data.len() as u64,
+        "resume must not resend everything: {sent} bytes"
+    );
+}
+
+#[tokio::test]
+async fn instant_upload_into_ferryd_sends_no_body() {
+    let srv = ferryd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(2 << 20, 53);
+    let first = write(dir.path(), "first.bin", &data);
+    put(
+        args(&[&first], &srv.url("/files/"), 1, 1 << 20),
+        &dir.path().join("d"),
+    )
+    .await
+    .unwrap();
+    // ferryd indexes published files in the background; wait for the index entry.
+    let index = srv
+        .root
+        .path()
+        .join(".ferry/index")
+        .join(format!("{}.json", sha256_hex(&data)));
+    for _ in 0..400 {
+        if index.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(index.exists(), "ferryd never indexed the first upload");
+    let proxy = Proxy::start(srv.addr.to_string(), None).await;
+    let second = write(dir.path(), "second.bin", &data);
+    let a = args(
+        &[&second],
+        &format!("http://{}/files/", proxy.addr),
+        4,
+        256 << 10,
+    );
+    let location = put(a, &dir.path().join("d")).await.unwrap();
+    assert!(location.ends_with("/second.bin"), "{location}");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("second.bin")).unwrap(),
+        data
+    );
+    let sent = proxy.sent.load(Ordering::SeqCst);
+    assert!(
+        sent < 8 << 10,
+        "instant upload sent {sent} request bytes for a 2 MiB file"
+    );
+}
+
+/// A TCP proxy counting client-to-server bytes, optionally closing every connection once the
+/// total passes `limit`.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    sent: Arc<AtomicU64>,
+    limit: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(upstream: String, limit: Option<u64>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicU64::new(0));
+        let limit = Arc::new(AtomicU64::new(limit.unwrap_or(u64::MAX)));
+        let (s, l) = (Arc::clone(&sent), Arc::clone(&limit));
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let (s, l, upstream) = (Arc::clone(&s), Arc::clone(&l), upstream.clone());
+                tokio::spawn(async move {
+                    if let Ok(up) = TcpStream::connect(upstream).await {
+                        pipe(down, up, s, l).await;
+                    }
+                });
+            }
+        });
+        Self { addr, sent, limit }
+    }
+}
+
+async fn pipe(down: TcpStream, up: TcpStream, sent: Arc<AtomicU64>, limit: Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut dr, mut dw) = down.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    let upstream = async move {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let n = match dr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit.load(Ordering::SeqCst)
+            {
+                return;
+            }
+            if uw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = async move {
+        let _ = tokio::io::copy(&mut ur, &mut dw).await;
+    };
+    tokio::select! { _ = upstream => {}, _ = downstream => {} }
+}
