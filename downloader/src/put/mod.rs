@@ -90,7 +90,7 @@ impl Uploader {
             .unwrap_or_default();
         let progress = ui.transfer(&name);
         progress.set_total(Some(fp.size));
-        let result = self.put_tracked(path, &fp, &progress).await;
+        let result = self.put_tracked(path, &fp, &progress, ui).await;
         match &result {
             Ok(_) => progress.finish(true, &format!("uploaded {}", format_size(fp.size))),
             Err(_) => progress.finish(false, "failed; run the same command again to resume"),
@@ -103,16 +103,11 @@ impl Uploader {
         path: &Path,
         fp: &Fingerprint,
         progress: &Arc<Progress>,
+        ui: &Ui,
     ) -> Result<String> {
         let mut entry = self.load(fp, progress);
         if entry.sha256.is_none() && self.opts.instant {
-            progress.verbose("computing sha256 for instant upload");
-            let (p, pr) = (path.to_path_buf(), Arc::clone(progress));
-            let sha = tokio::task::spawn_blocking(move || digest::file_sha256(&p, &pr))
-                .await
-                .map_err(|e| Error::io(path, std::io::Error::other(e)))??;
-            progress.set_done(0);
-            entry.sha256 = Some(sha);
+            entry.sha256 = Some(self.hash(path, fp.size, ui).await?);
             self.save(&entry)?;
         }
         for _ in 0..MAX_RESTARTS {
@@ -135,6 +130,22 @@ impl Uploader {
             url: self.opts.endpoint.clone(),
             msg: format!("upload vanished {MAX_RESTARTS} times; giving up"),
         })
+    }
+
+    /// The whole file's sha256 for instant upload, streamed with its own progress line.
+    async fn hash(&self, path: &Path, size: u64, ui: &Ui) -> Result<String> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let progress = ui.transfer(&format!("{name} (sha256)"));
+        progress.set_total(Some(size));
+        let (p, pr) = (path.to_path_buf(), Arc::clone(&progress));
+        let sha = tokio::task::spawn_blocking(move || digest::file_sha256(&p, &pr))
+            .await
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+        progress.finish(sha.is_ok(), "hashed");
+        sha
     }
 
     /// The stored entry, or a fresh one (a bad entry is reported and replaced).
@@ -169,6 +180,7 @@ impl Uploader {
         entry: &mut Entry,
         progress: &Arc<Progress>,
     ) -> Result<String> {
+        let mut resumed_published = None;
         let parts = if entry.parts.is_empty() {
             match self.create(path, entry).await? {
                 Started::Done(location) => {
@@ -179,10 +191,13 @@ impl Uploader {
                 Started::Parts(parts) => parts,
             }
         } else {
-            self.resume(entry).await?
+            let (parts, published) = self.resume(entry).await?;
+            resumed_published = published;
+            parts
         };
         progress.set_done(parts.iter().map(|p| p.offset).sum());
-        let published = self.send_parts(path, &parts, progress).await?;
+        let sent = self.send_parts(path, &parts, progress).await?;
+        let published = sent.or(resumed_published);
         if Fingerprint::of(&self.opts.endpoint, path)? != entry.fingerprint {
             let msg = format!(
                 "{} changed during the upload; run the command again to upload the new version",
@@ -237,11 +252,14 @@ impl Uploader {
         Ok(published)
     }
 
-    /// HEADs every stored part for its offset (tus core, HEAD).
-    async fn resume(&self, entry: &Entry) -> Result<Vec<Part>> {
+    /// HEADs every stored part for its offset (tus core, HEAD); also returns where a
+    /// single upload that was already complete got published.
+    async fn resume(&self, entry: &Entry) -> Result<(Vec<Part>, Option<String>)> {
+        let mut published = None;
         let mut parts = Vec::with_capacity(entry.parts.len());
         for (id, p) in entry.parts.iter().enumerate() {
             let head = self.tus.head(&p.url).await?;
+            published = head.published.or(published);
             let len = p.end - p.start;
             if head.offset > len || head.length.is_some_and(|l| l != len) {
                 let msg = format!(
@@ -260,7 +278,7 @@ impl Uploader {
                 offset: head.offset,
             });
         }
-        Ok(parts)
+        Ok((parts, published))
     }
 
     /// Creates the upload(s), recording each in the resume store before any byte is sent.
