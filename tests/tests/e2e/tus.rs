@@ -2,6 +2,8 @@
 //! extensions, publish into the served tree, instant upload, auth and CORS. Third-party
 //! clients (tuspy, tus-js-client) and the kill/restart test are in `tus_interop`.
 
+mod interop;
+
 use std::time::Duration;
 
 use ferry_proto::tus::encode_metadata;

@@ -1,0 +1,34 @@
+//! ferryd with the tus endpoint as a process of its own, for the test that SIGKILLs the server
+//! mid-upload and restarts it on the same root (the `ferryd` binary of the server crate is not
+//! built for another crate's tests). Same library, store and tus code as `ferryd`.
+//!
+//! Usage: ferryd_tus ROOT TOKEN. Prints `listening on http://ADDR/` once bound.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ferryd::router::App;
+use ferryd::server::{self, ServerOptions};
+use ferryd::store::fs::{FsOptions, FsStore};
+use ferryd::tus::{Tus, TusConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (root, token) = match args.as_slice() {
+        [_, root, token] => (root, token),
+        _ => anyhow::bail!("usage: ferryd_tus ROOT TOKEN"),
+    };
+    let store: Arc<dyn ferryd::store::Store> = Arc::new(FsStore::new(root.as_ref(), FsOptions::default()).context("root")?);
+    let cfg = TusConfig { upload_token: Some(token.clone()), ..TusConfig::default() };
+    let tus = Arc::new(Tus::new(store.clone(), cfg)?);
+    tus.spawn_reaper();
+    let mut app = App::new(store);
+    app.tus = Some(tus);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening on http://{}/", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    server::run(listener, Arc::new(app), ServerOptions::default(), std::future::pending()).await?;
+    Ok(())
+}
