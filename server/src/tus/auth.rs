@@ -66,7 +66,10 @@ mod tests {
     #[test]
     fn bearer_scheme_is_case_insensitive_token_is_not() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
         assert!(bearer_ok(&h, "abc"));
         assert!(!bearer_ok(&h, "ABC"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
@@ -75,10 +78,16 @@ mod tests {
 
     #[test]
     fn reads_are_public_unless_a_read_token_is_set() {
-        let mut cfg = TusConfig { upload_token: Some("u".into()), ..TusConfig::default() };
+        let mut cfg = TusConfig {
+            upload_token: Some("u".into()),
+            ..TusConfig::default()
+        };
         let none = HeaderMap::new();
         assert!(check(&cfg, &Method::HEAD, &none).is_ok());
-        assert_eq!(check(&cfg, &Method::PATCH, &none).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            check(&cfg, &Method::PATCH, &none).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
         cfg.read_token = Some("r".into());
         assert!(check(&cfg, &Method::GET, &none).is_err());
     }

@@ -14,7 +14,10 @@ pub const ALGORITHMS: &str = "sha1,md5,sha256,crc32";
 
 /// tus checksum: "460 Checksum Mismatch".
 pub fn mismatch(reason: impl Into<String>) -> Error {
-    Error::client(StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST), reason)
+    Error::client(
+        StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+        reason,
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,12 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 4] = [Algorithm::Sha1, Algorithm::Md5, Algorithm::Sha256, Algorithm::Crc32];
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::Sha1,
+        Algorithm::Md5,
+        Algorithm::Sha256,
+        Algorithm::Crc32,
+    ];
 
     fn parse(name: &str) -> Option<Self> {
         Some(match name.to_ascii_lowercase().as_str() {
@@ -50,8 +58,11 @@ pub struct Expected {
 /// Parses `Upload-Checksum` (400 for an unknown algorithm or bad base64).
 pub fn parse(value: &str) -> Result<Expected> {
     let (name, b64) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
-    let algorithm = Algorithm::parse(name)
-        .ok_or_else(|| Error::bad_request(format!("expected a checksum algorithm of {ALGORITHMS}, got {name:?}")))?;
+    let algorithm = Algorithm::parse(name).ok_or_else(|| {
+        Error::bad_request(format!(
+            "expected a checksum algorithm of {ALGORITHMS}, got {name:?}"
+        ))
+    })?;
     let digest = STANDARD
         .decode(b64.trim())
         .map_err(|_| Error::bad_request("expected a base64 digest in Upload-Checksum"))?;
@@ -123,7 +134,10 @@ impl Digests {
 
     /// Checks `expected`; 460 on mismatch.
     pub fn verify(self, expected: &Expected) -> Result<()> {
-        let hasher = self.0.into_iter().find(|h| h.algorithm() == expected.algorithm);
+        let hasher = self
+            .0
+            .into_iter()
+            .find(|h| h.algorithm() == expected.algorithm);
         match hasher.map(Hasher::finalize) {
             Some(d) if d == expected.digest => Ok(()),
             Some(d) => Err(mismatch(format!(
@@ -132,7 +146,9 @@ impl Digests {
                 STANDARD.encode(&expected.digest),
                 STANDARD.encode(d)
             ))),
-            None => Err(mismatch("the Upload-Checksum trailer names another algorithm than the header")),
+            None => Err(mismatch(
+                "the Upload-Checksum trailer names another algorithm than the header",
+            )),
         }
     }
 }
@@ -153,16 +169,35 @@ mod tests {
         // Digests of "hello" from sha1sum, md5sum, sha256sum and crc32 (IEEE 0x3610a686).
         check("sha1", b"hello", "qvTGHdzF6KLavt4PO0gs2a6pQ00=").unwrap();
         check("md5", b"hello", "XUFAKrxLKna5cZ2REBfFkg==").unwrap();
-        check("sha256", b"hello", "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=").unwrap();
+        check(
+            "sha256",
+            b"hello",
+            "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=",
+        )
+        .unwrap();
         check("crc32", b"hello", "NhCmhg==").unwrap();
-        check("SHA1", b"he", "qvTGHdzF6KLavt4PO0gs2a6pQ00=").map(|_| ()).unwrap_err();
+        check("SHA1", b"he", "qvTGHdzF6KLavt4PO0gs2a6pQ00=")
+            .map(|_| ())
+            .unwrap_err();
     }
 
     #[test]
     fn unknown_algorithm_is_400_mismatch_is_460() {
-        assert_eq!(parse("blake3 AAAA").unwrap_err().status(), StatusCode::BAD_REQUEST);
-        assert_eq!(parse("sha1 !!").unwrap_err().status(), StatusCode::BAD_REQUEST);
-        assert_eq!(check("md5", b"x", "XUFAKrxLKna5cZ2REBfFkg==").unwrap_err().status().as_u16(), 460);
+        assert_eq!(
+            parse("blake3 AAAA").unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse("sha1 !!").unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("md5", b"x", "XUFAKrxLKna5cZ2REBfFkg==")
+                .unwrap_err()
+                .status()
+                .as_u16(),
+            460
+        );
     }
 
     #[test]

@@ -26,16 +26,22 @@ pub fn parse(value: &str, base: &str) -> Result<ConcatRequest> {
         return Ok(ConcatRequest::Partial);
     }
     let Some(list) = value.strip_prefix("final;") else {
-        return Err(Error::bad_request(format!("expected Upload-Concat partial or final;<urls>, got {value:?}")));
+        return Err(Error::bad_request(format!(
+            "expected Upload-Concat partial or final;<urls>, got {value:?}"
+        )));
     };
     let ids = list
         .split_whitespace()
         .map(|url| {
-            id_from_url(url, base).ok_or_else(|| Error::bad_request(format!("expected an upload URL under {base}, got {url:?}")))
+            id_from_url(url, base).ok_or_else(|| {
+                Error::bad_request(format!("expected an upload URL under {base}, got {url:?}"))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     if ids.is_empty() {
-        return Err(Error::bad_request("expected at least one partial upload in Upload-Concat final"));
+        return Err(Error::bad_request(
+            "expected at least one partial upload in Upload-Concat final",
+        ));
     }
     Ok(ConcatRequest::Final(ids))
 }
@@ -54,12 +60,18 @@ async fn load_parts(tus: &Tus, ids: &[String]) -> Result<Vec<UploadInfo>> {
     let mut parts = Vec::with_capacity(ids.len());
     for raw in ids {
         let id = UploadId::parse(raw).ok_or(Error::NotFound)?;
-        let part = super::core::load_live(tus, &id).await.map_err(|e| match e.status() {
-            StatusCode::NOT_FOUND | StatusCode::GONE => Error::bad_request(format!("partial upload {id} does not exist")),
-            _ => e,
-        })?;
+        let part = super::core::load_live(tus, &id)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::NOT_FOUND | StatusCode::GONE => {
+                    Error::bad_request(format!("partial upload {id} does not exist"))
+                }
+                _ => e,
+            })?;
         if part.concat != Concat::Partial {
-            return Err(Error::bad_request(format!("upload {id} is not a partial upload")));
+            return Err(Error::bad_request(format!(
+                "upload {id} is not a partial upload"
+            )));
         }
         parts.push(part);
     }
@@ -67,7 +79,11 @@ async fn load_parts(tus: &Tus, ids: &[String]) -> Result<Vec<UploadInfo>> {
 }
 
 /// Creates a final upload and concatenates at once if every part is complete.
-pub async fn create_final(tus: &Arc<Tus>, ids: Vec<UploadId>, metadata: Option<String>) -> Result<UploadInfo> {
+pub async fn create_final(
+    tus: &Arc<Tus>,
+    ids: Vec<UploadId>,
+    metadata: Option<String>,
+) -> Result<UploadInfo> {
     publish::target(metadata.as_deref(), "")?;
     let names: Vec<String> = ids.iter().map(|i| i.as_str().to_string()).collect();
     let parts = load_parts(tus, &names).await?;
@@ -119,8 +135,17 @@ mod tests {
 
     #[test]
     fn refuses_foreign_or_empty_lists() {
-        for bad in ["final;", "final;/other/x", "whole", &format!("final;/files/{A}/../x")] {
-            assert_eq!(parse(bad, "/files/").unwrap_err().status(), StatusCode::BAD_REQUEST, "{bad}");
+        for bad in [
+            "final;",
+            "final;/other/x",
+            "whole",
+            &format!("final;/files/{A}/../x"),
+        ] {
+            assert_eq!(
+                parse(bad, "/files/").unwrap_err().status(),
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
         }
     }
 }

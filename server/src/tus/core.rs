@@ -40,20 +40,31 @@ pub fn options(tus: &Tus) -> Response<Body> {
     if let Some(max) = tus.cfg.max_size {
         set(h, TUS_MAX_SIZE, max.to_string());
     }
-    h.insert(TUS_CHECKSUM_ALGORITHM, HeaderValue::from_static(checksum::ALGORITHMS));
+    h.insert(
+        TUS_CHECKSUM_ALGORITHM,
+        HeaderValue::from_static(checksum::ALGORITHMS),
+    );
     resp
 }
 
 /// Loads an upload that may still be used: 404 if unknown, 410 once terminated or expired.
 pub async fn load_live(tus: &Tus, id: &UploadId) -> Result<UploadInfo> {
     let info = match tus.uploads()?.load(id).await {
-        Err(StoreError::NotFound) => return Err(Error::client(StatusCode::NOT_FOUND, format!("no upload {id}"))),
+        Err(StoreError::NotFound) => {
+            return Err(Error::client(
+                StatusCode::NOT_FOUND,
+                format!("no upload {id}"),
+            ))
+        }
         r => r?,
     };
     let gone = matches!(info.state, UploadState::Terminated | UploadState::Expired)
         || (tus.caps().expiration && expiration::is_expired(&info, unix_now_ms()));
     if gone {
-        return Err(Error::client(StatusCode::GONE, format!("upload {id} was terminated or has expired")));
+        return Err(Error::client(
+            StatusCode::GONE,
+            format!("upload {id} was terminated or has expired"),
+        ));
     }
     Ok(info)
 }
@@ -71,15 +82,21 @@ pub fn progress_headers(tus: &Tus, info: &UploadInfo, h: &mut HeaderMap) {
         }
     }
     if let UploadState::Published { path } = &info.state {
-        let url: String = path.split('/').map(|s| format!("/{}", encode_segment(s))).collect();
+        let url: String = path
+            .split('/')
+            .map(|s| format!("/{}", encode_segment(s)))
+            .collect();
         set(h, FERRY_PUBLISHED, url);
     }
 }
 
 /// Percent-encodes one path segment, leaving RFC 3986 unreserved characters as they are.
 fn encode_segment(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
@@ -122,7 +139,9 @@ pub async fn delete(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
     let _guard = tus.locks.acquire(id).await;
     let mut info = load_live(tus, id).await?;
     info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
-    tus.uploads()?.discard(&mut info, UploadState::Terminated).await?;
+    tus.uploads()?
+        .discard(&mut info, UploadState::Terminated)
+        .await?;
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
@@ -133,7 +152,10 @@ pub async fn delete(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
 pub async fn get(tus: &Arc<Tus>, id: &UploadId, headers: &HeaderMap) -> Result<Response<Body>> {
     let info = load_live(tus, id).await?;
     let UploadState::Published { path } = &info.state else {
-        return Err(Error::client(StatusCode::NOT_FOUND, format!("upload {id} is not complete")));
+        return Err(Error::client(
+            StatusCode::NOT_FOUND,
+            format!("upload {id} is not complete"),
+        ));
     };
     let rel = RelPath::from_segments(path.split('/'))?;
     let Object::File(file) = tus.store.open(&rel).await? else {
@@ -154,10 +176,23 @@ mod tests {
     #[test]
     fn extensions_follow_capabilities() {
         let none = extensions(UploadCaps::default()).join(",");
-        assert_eq!(none, "creation,creation-with-upload,creation-defer-length,checksum,checksum-trailer");
-        let all = UploadCaps { termination: true, concatenation: true, expiration: true, content_index: true };
+        assert_eq!(
+            none,
+            "creation,creation-with-upload,creation-defer-length,checksum,checksum-trailer"
+        );
+        let all = UploadCaps {
+            termination: true,
+            concatenation: true,
+            expiration: true,
+            content_index: true,
+        };
         let all = extensions(all).join(",");
-        for e in ["expiration", "termination", "concatenation", "concatenation-unfinished"] {
+        for e in [
+            "expiration",
+            "termination",
+            "concatenation",
+            "concatenation-unfinished",
+        ] {
             assert!(all.split(',').any(|x| x == e), "{e}");
         }
     }

@@ -25,7 +25,9 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     let h = &parts.headers;
     let metadata = metadata(h)?;
     let role = match h.get(UPLOAD_CONCAT) {
-        Some(_) if !tus.caps().concatenation => return Err(Error::bad_request("concatenation is not supported")),
+        Some(_) if !tus.caps().concatenation => {
+            return Err(Error::bad_request("concatenation is not supported"))
+        }
         Some(v) => concat::parse(v.to_str().unwrap_or(""), &tus.cfg.base)?,
         None => ConcatRequest::None,
     };
@@ -53,7 +55,9 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     publish::complete(tus, &mut info).await?; // an empty file is finished at once
     if is_offset_stream(h) {
         let sum = ChecksumSpec::from_headers(h)?;
-        let body_len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let body_len = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if let (Some(n), Some(l)) = (body_len, info.length) {
             if n > l {
                 return Err(Error::client(

@@ -36,7 +36,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("expected a duration like 24h, 30m or 90s, got {s:?}"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 24h, 30m or 90s, got {s:?}"))?;
     let secs = match unit {
         "" | "s" => 1,
         "ms" => return Ok(Duration::from_millis(n)),
@@ -45,7 +47,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => 86400,
         _ => return Err(format!("expected a unit of ms, s, m, h or d, got {unit:?}")),
     };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("duration {s:?} is too long"))
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 /// How often the reaper looks: a quarter of the expiry, between 100 ms and a minute.
@@ -82,13 +86,17 @@ impl Tus {
         let now = unix_now_ms();
         let mut changed = 0;
         for info in store.list().await? {
-            let Some(id) = UploadId::parse(&info.id) else { continue };
+            let Some(id) = UploadId::parse(&info.id) else {
+                continue;
+            };
             let tombstone = matches!(info.state, UploadState::Terminated | UploadState::Expired);
             let due = info.expires_ms.is_some_and(|e| now >= e);
             if !due || !(tombstone || info.state == UploadState::Active) {
                 continue;
             }
-            let Some(_guard) = self.locks.try_acquire(&id) else { continue };
+            let Some(_guard) = self.locks.try_acquire(&id) else {
+                continue;
+            };
             let mut info = store.load(&id).await?; // re-read under the lock
             if tombstone {
                 store.purge(&id).await?;
@@ -116,7 +124,10 @@ mod tests {
         info.expires_ms = Some(1000);
         assert!(!is_expired(&info, 999));
         assert!(is_expired(&info, 1000));
-        assert_eq!(header_value(&info).as_deref(), Some("Thu, 01 Jan 1970 00:00:01 GMT"));
+        assert_eq!(
+            header_value(&info).as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:01 GMT")
+        );
         info.state = UploadState::Published { path: "x".into() };
         assert!(!is_expired(&info, 5000));
         assert_eq!(header_value(&info), None);
@@ -133,7 +144,13 @@ mod tests {
 
     #[test]
     fn reaper_period_is_bounded() {
-        assert_eq!(period(Duration::from_secs(24 * 3600)), Duration::from_secs(60));
-        assert_eq!(period(Duration::from_millis(10)), Duration::from_millis(100));
+        assert_eq!(
+            period(Duration::from_secs(24 * 3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            period(Duration::from_millis(10)),
+            Duration::from_millis(100)
+        );
     }
 }

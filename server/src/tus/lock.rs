@@ -67,7 +67,13 @@ impl Locks {
         let (tx, rx) = oneshot::channel();
         *slot.cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let (id, map) = (id.as_str().to_string(), self.map.clone());
-        Guard { _held: held, slot, id, map, interrupted: rx }
+        Guard {
+            _held: held,
+            slot,
+            id,
+            map,
+            interrupted: rx,
+        }
     }
 }
 
@@ -94,12 +100,17 @@ mod tests {
         assert!(locks.try_acquire(&id).is_none(), "held");
         let second = async { locks.acquire(&id).await };
         let holder = async move {
-            (&mut first.interrupted).await.expect("interrupted, not dropped");
+            (&mut first.interrupted)
+                .await
+                .expect("interrupted, not dropped");
             drop(first);
         };
         let (g, ()) = tokio::join!(second, holder);
         drop(g);
-        assert!(locks.map.lock().unwrap().is_empty(), "slot forgotten once free");
+        assert!(
+            locks.map.lock().unwrap().is_empty(),
+            "slot forgotten once free"
+        );
         assert!(locks.try_acquire(&id).is_some());
     }
 }

@@ -97,7 +97,11 @@ impl Tus {
         if !cfg.base.ends_with('/') {
             cfg.base.push('/');
         }
-        Ok(Self { store, cfg, locks: lock::Locks::default() })
+        Ok(Self {
+            store,
+            cfg,
+            locks: lock::Locks::default(),
+        })
     }
 
     pub fn config(&self) -> &TusConfig {
@@ -110,9 +114,9 @@ impl Tus {
     }
 
     pub(crate) fn uploads(&self) -> Result<&dyn UploadStore> {
-        self.store
-            .uploads()
-            .ok_or_else(|| Error::Internal(std::io::Error::other("store lost its upload capability")))
+        self.store.uploads().ok_or_else(|| {
+            Error::Internal(std::io::Error::other("store lost its upload capability"))
+        })
     }
 
     pub(crate) fn caps(&self) -> UploadCaps {
@@ -129,7 +133,10 @@ impl Tus {
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let method = effective_method(&req);
-        let preflight = method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let preflight = method == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         let mut resp = match self.route(&method, req).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
@@ -142,7 +149,10 @@ impl Tus {
                 h.insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
             }
             StatusCode::UNAUTHORIZED => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ferry\""));
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"ferry\""),
+                );
             }
             StatusCode::METHOD_NOT_ALLOWED => {
                 h.insert(header::ALLOW, HeaderValue::from_static(cors::ALLOW_METHODS));
@@ -153,8 +163,17 @@ impl Tus {
         resp
     }
 
-    async fn route(self: &Arc<Self>, method: &Method, req: Request<Incoming>) -> Result<Response<Body>> {
-        let rest = req.uri().path().strip_prefix(&self.cfg.base).unwrap_or("").trim_end_matches('/');
+    async fn route(
+        self: &Arc<Self>,
+        method: &Method,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>> {
+        let rest = req
+            .uri()
+            .path()
+            .strip_prefix(&self.cfg.base)
+            .unwrap_or("")
+            .trim_end_matches('/');
         if method == Method::OPTIONS {
             return Ok(core::options(self));
         }
@@ -195,7 +214,10 @@ mod tests {
 
     #[test]
     fn method_override_wins_over_the_request_line() {
-        let req = Request::post("/files/x").header("x-http-method-override", "patch").body(()).unwrap();
+        let req = Request::post("/files/x")
+            .header("x-http-method-override", "patch")
+            .body(())
+            .unwrap();
         assert_eq!(effective_method(&req), Method::PATCH);
         let req = Request::post("/files/x").body(()).unwrap();
         assert_eq!(effective_method(&req), Method::POST);

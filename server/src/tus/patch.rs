@@ -42,7 +42,9 @@ pub enum ChecksumSpec {
 impl ChecksumSpec {
     pub fn from_headers(h: &HeaderMap) -> Result<Self> {
         if let Some(v) = h.get(UPLOAD_CHECKSUM) {
-            let v = v.to_str().map_err(|_| Error::bad_request("Upload-Checksum is not ASCII"))?;
+            let v = v
+                .to_str()
+                .map_err(|_| Error::bad_request("Upload-Checksum is not ASCII"))?;
             return Ok(ChecksumSpec::Header(checksum::parse(v)?));
         }
         let announced = h
@@ -51,16 +53,27 @@ impl ChecksumSpec {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|n| n.trim().eq_ignore_ascii_case(UPLOAD_CHECKSUM.as_str()));
-        Ok(if announced { ChecksumSpec::Trailer } else { ChecksumSpec::None })
+        Ok(if announced {
+            ChecksumSpec::Trailer
+        } else {
+            ChecksumSpec::None
+        })
     }
 }
 
-pub async fn patch(tus: &Arc<Tus>, id: UploadId, req: http::Request<Incoming>) -> Result<Response<Body>> {
+pub async fn patch(
+    tus: &Arc<Tus>,
+    id: UploadId,
+    req: http::Request<Incoming>,
+) -> Result<Response<Body>> {
     let (parts, body) = req.into_parts();
     if !is_offset_stream(&parts.headers) {
         return Err(Error::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("expected Content-Type {}", ferry_proto::tus::OFFSET_OCTET_STREAM),
+            format!(
+                "expected Content-Type {}",
+                ferry_proto::tus::OFFSET_OCTET_STREAM
+            ),
         ));
     }
     let offset = u64_header(&parts.headers, &UPLOAD_OFFSET)?
@@ -70,7 +83,10 @@ pub async fn patch(tus: &Arc<Tus>, id: UploadId, req: http::Request<Incoming>) -
     let guard = tus.locks.acquire(&id).await;
     let mut info = load_live(tus, &id).await?;
     if matches!(info.concat, Concat::Final { .. }) {
-        return Err(Error::client(StatusCode::FORBIDDEN, "a final upload cannot be patched"));
+        return Err(Error::client(
+            StatusCode::FORBIDDEN,
+            "a final upload cannot be patched",
+        ));
     }
     if offset != info.offset {
         return Err(Error::client(
@@ -97,7 +113,9 @@ fn declare_length(tus: &Tus, info: &mut UploadInfo, declared: Option<u64>) -> Re
     match (info.length, declared) {
         (_, None) => Ok(()),
         (Some(l), Some(d)) if l == d => Ok(()),
-        (Some(l), Some(d)) => Err(Error::bad_request(format!("expected Upload-Length {l} as declared, got {d}"))),
+        (Some(l), Some(d)) => Err(Error::bad_request(format!(
+            "expected Upload-Length {l} as declared, got {d}"
+        ))),
         (None, Some(d)) if d < info.offset => Err(Error::bad_request(format!(
             "expected Upload-Length of at least the offset {}, got {d}",
             info.offset
@@ -155,7 +173,8 @@ pub async fn receive(
         publish::complete(&tus, &mut info).await?;
         Ok(info)
     });
-    task.await.map_err(|e| Error::Internal(std::io::Error::other(e)))?
+    task.await
+        .map_err(|e| Error::Internal(std::io::Error::other(e)))?
 }
 
 /// How reading the body ended.
@@ -174,7 +193,13 @@ struct Sink {
     trailer: Option<Expected>,
 }
 
-async fn stream(tus: &Tus, mut info: UploadInfo, mut body: Incoming, sum: ChecksumSpec, guard: &mut Guard) -> Result<UploadInfo> {
+async fn stream(
+    tus: &Tus,
+    mut info: UploadInfo,
+    mut body: Incoming,
+    sum: ChecksumSpec,
+    guard: &mut Guard,
+) -> Result<UploadInfo> {
     let start = info.offset;
     let limit = limit(tus, &info);
     let (expected, digests) = match sum {
@@ -187,7 +212,12 @@ async fn stream(tus: &Tus, mut info: UploadInfo, mut body: Incoming, sum: Checks
     };
     let verify = digests.is_some();
     let app = tus.uploads()?.append(&info).await?;
-    let mut sink = Sink { app, buf: BytesMut::with_capacity(WRITE_CHUNK), digests, trailer: None };
+    let mut sink = Sink {
+        app,
+        buf: BytesMut::with_capacity(WRITE_CHUNK),
+        digests,
+        trailer: None,
+    };
     let mut checkpointed = start;
     let end = loop {
         let frame = tokio::select! {
@@ -230,14 +260,24 @@ async fn stream(tus: &Tus, mut info: UploadInfo, mut body: Incoming, sum: Checks
 
 /// Writes what is buffered, verifies a checksum (discarding the chunk on mismatch), and
 /// checkpoints. A body that went past the length keeps its valid prefix and answers 413.
-async fn finish(mut sink: Sink, mut info: UploadInfo, start: u64, expected: Option<Expected>, end: End) -> Result<UploadInfo> {
+async fn finish(
+    mut sink: Sink,
+    mut info: UploadInfo,
+    start: u64,
+    expected: Option<Expected>,
+    end: End,
+) -> Result<UploadInfo> {
     if !sink.buf.is_empty() {
         sink.app.write(sink.buf.split().freeze()).await?;
     }
     if let Some(digests) = sink.digests.take() {
         let verdict = match (expected.or(sink.trailer.take()), &end) {
-            (_, End::Disconnected | End::Interrupted) => Err(checksum::mismatch("the body ended early, the chunk cannot be verified")),
-            (None, _) => Err(checksum::mismatch("expected an Upload-Checksum trailer, got none")),
+            (_, End::Disconnected | End::Interrupted) => Err(checksum::mismatch(
+                "the body ended early, the chunk cannot be verified",
+            )),
+            (None, _) => Err(checksum::mismatch(
+                "expected an Upload-Checksum trailer, got none",
+            )),
             (Some(e), _) => digests.verify(&e),
         };
         if let Err(e) = verdict {
@@ -249,7 +289,11 @@ async fn finish(mut sink: Sink, mut info: UploadInfo, start: u64, expected: Opti
     if end == End::TooLong {
         return Err(Error::client(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body goes past Upload-Length {}; kept the first {} bytes", info.length.unwrap_or(0), info.offset),
+            format!(
+                "body goes past Upload-Length {}; kept the first {} bytes",
+                info.length.unwrap_or(0),
+                info.offset
+            ),
         ));
     }
     Ok(info)

@@ -30,7 +30,9 @@ pub fn target(metadata: Option<&str>, id: &str) -> Result<(RelPath, String)> {
         Some(d) => {
             let p = RelPath::from_segments(d.split('/'))?;
             if p.is_hidden() {
-                return Err(Error::bad_request(format!("expected a visible target directory, got {d:?}")));
+                return Err(Error::bad_request(format!(
+                    "expected a visible target directory, got {d:?}"
+                )));
             }
             p
         }
@@ -78,7 +80,10 @@ fn index_later(store: Arc<dyn Store>, path: RelPath) {
 /// Completes a just-created upload from existing content, if the metadata names a digest the
 /// index holds with the same length. Returns whether it did.
 pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
-    let (Some(len), Some(sha)) = (info.length, meta_value(info.metadata.as_deref(), META_SHA256)) else {
+    let (Some(len), Some(sha)) = (
+        info.length,
+        meta_value(info.metadata.as_deref(), META_SHA256),
+    ) else {
         return Ok(false);
     };
     if info.concat != Concat::None || !tus.caps().content_index {
@@ -106,15 +111,25 @@ mod tests {
 
     #[test]
     fn target_sanitizes_names_and_validates_dirs() {
-        let m = encode_metadata([("filename", Some(&b"../../etc/passwd"[..])), ("dir", Some(&b"a/b"[..]))]);
+        let m = encode_metadata([
+            ("filename", Some(&b"../../etc/passwd"[..])),
+            ("dir", Some(&b"a/b"[..])),
+        ]);
         let (dir, name) = target(Some(&m), "id").unwrap();
         assert_eq!((dir.as_str(), name.as_str()), ("a/b", "passwd"));
         let m = encode_metadata([("filename", Some(&b".bashrc"[..]))]);
         assert_eq!(target(Some(&m), "id").unwrap().1, "_bashrc");
-        assert_eq!(target(None, "abc").unwrap(), (RelPath::root(), "abc".to_string()));
+        assert_eq!(
+            target(None, "abc").unwrap(),
+            (RelPath::root(), "abc".to_string())
+        );
         for bad in ["../x", ".ferry", "a/.git", "a\\b"] {
             let m = encode_metadata([("dir", Some(bad.as_bytes()))]);
-            assert_eq!(target(Some(&m), "id").unwrap_err().status(), http::StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(
+                target(Some(&m), "id").unwrap_err().status(),
+                http::StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
         }
     }
 }
