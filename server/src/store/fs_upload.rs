@@ -435,7 +435,7 @@ impl UploadStore for FsStore {
         })
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>> {
+    fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>> {
         let root = self.root().to_path_buf();
         Box::pin(blocking(move || list_blocking(&root)))
     }
@@ -536,3 +536,7 @@ impl Appender for FsAppender {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "fs_upload_tests.rs"]
+mod tests;

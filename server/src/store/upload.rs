@@ -246,7 +246,7 @@ pub trait UploadStore: Send + Sync {
         parts: &'a [UploadInfo],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Every upload record (for the reaper).
-    fn list(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
+    fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
     /// SHA-256 (lowercase hex) of a served file, and the [`IndexEntry`] it had while hashed.
     fn hash_file<'a>(
         &'a self,

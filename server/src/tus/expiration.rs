@@ -85,7 +85,7 @@ impl Tus {
         let store = self.uploads()?;
         let now = unix_now_ms();
         let mut changed = 0;
-        for info in store.list().await? {
+        for info in store.list_uploads().await? {
             let Some(id) = UploadId::parse(&info.id) else {
                 continue;
             };

@@ -1,0 +1,180 @@
+//! Unit tests of the fs upload capability: durable offsets, cut-off of unsynced bytes,
+//! no-clobber publish, concatenation and the verified content index.
+
+use super::*;
+use crate::store::Store;
+
+fn store() -> (tempfile::TempDir, FsStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::new(dir.path(), crate::store::fs::FsOptions::default()).unwrap();
+    (dir, s)
+}
+
+async fn new_upload(s: &FsStore, len: Option<u64>, concat: Concat) -> UploadInfo {
+    let info = UploadInfo::new(&UploadId::random().unwrap(), len, None, concat);
+    s.create(&info).await.unwrap();
+    info
+}
+
+fn staged_len(s: &FsStore, info: &UploadInfo) -> u64 {
+    fs::metadata(data_path(s.root(), &info.id)).unwrap().len()
+}
+
+#[tokio::test]
+async fn offset_is_the_checkpoint_and_unsynced_bytes_are_cut_on_next_append() {
+    let (_d, s) = store();
+    let mut info = new_upload(&s, Some(1000), Concat::None).await;
+    let mut app = s.append(&info).await.unwrap();
+    app.write(Bytes::from_static(&[1; 100])).await.unwrap();
+    app.checkpoint(&mut info).await.unwrap();
+    assert_eq!(info.offset, 100);
+    // Bytes written but never checkpointed (as if the process died here).
+    app.write(Bytes::from_static(&[9; 50])).await.unwrap();
+    app.rollback(150).await.unwrap(); // drains the write without checkpointing
+    drop(app);
+    let id = UploadId::parse(&info.id).unwrap();
+    assert_eq!(
+        s.load(&id).await.unwrap().offset,
+        100,
+        "offset from the durable record"
+    );
+    assert_eq!(staged_len(&s, &info), 150);
+    let app = s.append(&s.load(&id).await.unwrap()).await.unwrap();
+    assert_eq!(app.position(), 100);
+    assert_eq!(
+        staged_len(&s, &info),
+        100,
+        "garbage past the checkpoint is gone"
+    );
+}
+
+#[tokio::test]
+async fn rollback_discards_a_chunk() {
+    let (_d, s) = store();
+    let mut info = new_upload(&s, Some(10), Concat::None).await;
+    let mut app = s.append(&info).await.unwrap();
+    app.write(Bytes::from_static(b"abcde")).await.unwrap();
+    app.rollback(0).await.unwrap();
+    app.checkpoint(&mut info).await.unwrap();
+    assert_eq!(info.offset, 0);
+    assert_eq!(staged_len(&s, &info), 0);
+}
+
+#[tokio::test]
+async fn publish_never_clobbers_and_cuts_bytes_past_the_length() {
+    let (d, s) = store();
+    fs::create_dir(d.path().join("in")).unwrap();
+    fs::write(d.path().join("in/a.txt"), b"keep me").unwrap();
+    let mut info = new_upload(&s, Some(3), Concat::None).await;
+    fs::write(data_path(s.root(), &info.id), b"newJUNK").unwrap(); // junk past the length
+    info.offset = 3;
+    let dir = RelPath::from_segments(["in"]).unwrap();
+    let path = s.publish(&mut info, &dir, "a.txt").await.unwrap();
+    assert_eq!(path.as_str(), "in/a (1).txt");
+    assert_eq!(fs::read(d.path().join("in/a.txt")).unwrap(), b"keep me");
+    assert_eq!(fs::read(d.path().join("in/a (1).txt")).unwrap(), b"new");
+    assert_eq!(
+        info.state,
+        UploadState::Published {
+            path: "in/a (1).txt".into()
+        }
+    );
+    assert!(
+        !data_path(s.root(), &info.id).exists(),
+        "staging name freed"
+    );
+    let id = UploadId::parse(&info.id).unwrap();
+    assert_eq!(
+        s.load(&id).await.unwrap().state,
+        info.state,
+        "recorded durably"
+    );
+}
+
+#[tokio::test]
+async fn publish_refuses_a_symlinked_directory_leading_out_of_the_root() {
+    let (d, s) = store();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), d.path().join("out")).unwrap();
+    let mut info = new_upload(&s, Some(0), Concat::None).await;
+    let dir = RelPath::from_segments(["out"]).unwrap();
+    assert!(matches!(
+        s.publish(&mut info, &dir, "x").await,
+        Err(StoreError::Forbidden)
+    ));
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn concatenate_joins_complete_parts_in_order() {
+    let (_d, s) = store();
+    let mut parts = Vec::new();
+    for chunk in [&b"hello "[..], b"world"] {
+        let mut p = new_upload(&s, Some(chunk.len() as u64), Concat::Partial).await;
+        let mut app = s.append(&p).await.unwrap();
+        app.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        app.checkpoint(&mut p).await.unwrap();
+        parts.push(p);
+    }
+    let mut fin = new_upload(&s, None, Concat::Final { parts: vec![] }).await;
+    s.concatenate(&mut fin, &parts).await.unwrap();
+    assert_eq!((fin.length, fin.offset), (Some(11), 11));
+    assert_eq!(
+        fs::read(data_path(s.root(), &fin.id)).unwrap(),
+        b"hello world"
+    );
+    parts[1].offset = 0; // an incomplete part is refused
+    assert!(s.concatenate(&mut fin, &parts).await.is_err());
+}
+
+#[tokio::test]
+async fn index_is_trusted_only_while_the_file_is_unchanged() {
+    let (d, s) = store();
+    fs::write(d.path().join("f.bin"), b"content").unwrap();
+    let path = RelPath::from_segments(["f.bin"]).unwrap();
+    let (sha, entry) = s.hash_file(&path).await.unwrap();
+    assert_eq!(sha, hex::encode(Sha256::digest(b"content")));
+    s.index_put(&sha, &entry).await.unwrap();
+    assert_eq!(s.index_get(&sha).await.unwrap(), Some(entry));
+    assert_eq!(
+        s.index_get(&sha.to_uppercase())
+            .await
+            .unwrap()
+            .map(|e| e.len),
+        Some(7)
+    );
+    assert_eq!(s.index_get("../../etc/passwd").await.unwrap(), None);
+    fs::write(d.path().join("f.bin"), b"CONTENT").unwrap(); // same size and inode ...
+    let f = File::options()
+        .write(true)
+        .open(d.path().join("f.bin"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap(); // ... another mtime
+    assert_eq!(s.index_get(&sha).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn discard_leaves_a_tombstone_purge_forgets_it_and_staging_stays_hidden() {
+    let (_d, s) = store();
+    let mut info = new_upload(&s, Some(5), Concat::None).await;
+    s.discard(&mut info, UploadState::Terminated).await.unwrap();
+    let id = UploadId::parse(&info.id).unwrap();
+    assert_eq!(s.load(&id).await.unwrap().state, UploadState::Terminated);
+    assert!(!data_path(s.root(), &info.id).exists());
+    assert_eq!(s.list_uploads().await.unwrap().len(), 1);
+    s.purge(&id).await.unwrap();
+    assert!(matches!(s.load(&id).await, Err(StoreError::NotFound)));
+    let listing = s.list_root_names().await;
+    assert!(!listing.iter().any(|n| n == STAGING_DIR), "{listing:?}");
+}
+
+impl FsStore {
+    async fn list_root_names(&self) -> Vec<String> {
+        Store::list(self, &RelPath::root())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+}
