@@ -93,6 +93,15 @@ fn target_dir(root: &Path, dir: &RelPath) -> Result<PathBuf, StoreError> {
     Ok(real)
 }
 
+/// Whether two paths name the same inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// Hard-links `src` into `dir` under the first free candidate of `name`. `link(2)` fails with
 /// `EEXIST` instead of replacing, so a concurrent writer of the same name is never clobbered.
 fn link_no_clobber(
@@ -106,6 +115,14 @@ fn link_no_clobber(
         let candidate = name_candidate(name, n);
         match fs::hard_link(src, full_dir.join(&candidate)) {
             Ok(()) => {
+                sync_dir(&full_dir)?;
+                return dir.join(&candidate).map_err(|_| StoreError::Forbidden);
+            }
+            // Already linked by an earlier attempt that crashed before recording it.
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    && same_file(src, &full_dir.join(&candidate)) =>
+            {
                 sync_dir(&full_dir)?;
                 return dir.join(&candidate).map_err(|_| StoreError::Forbidden);
             }

@@ -178,3 +178,19 @@ impl FsStore {
             .collect()
     }
 }
+
+#[tokio::test]
+async fn publish_again_after_a_crash_before_the_record_reuses_its_own_link() {
+    let (d, s) = store();
+    let mut info = new_upload(&s, Some(2), Concat::None).await;
+    fs::write(data_path(s.root(), &info.id), b"ok").unwrap();
+    info.offset = 2;
+    // The link of an earlier attempt exists, but the record still says Active.
+    fs::hard_link(data_path(s.root(), &info.id), d.path().join("n.txt")).unwrap();
+    let path = s
+        .publish(&mut info, &RelPath::root(), "n.txt")
+        .await
+        .unwrap();
+    assert_eq!(path.as_str(), "n.txt", "no duplicate 'n (1).txt'");
+    assert!(!d.path().join("n (1).txt").exists());
+}

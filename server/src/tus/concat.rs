@@ -94,6 +94,7 @@ pub async fn create_final(
     let id = UploadId::random()?;
     let _guard = tus.locks.acquire(&id).await;
     let mut info = UploadInfo::new(&id, length, metadata, Concat::Final { parts: names });
+    info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
     tus.uploads()?.create(&info).await?;
     try_finish(tus, &mut info).await?;
     Ok(info)

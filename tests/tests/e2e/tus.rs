@@ -16,7 +16,11 @@ const TOKEN: &str = "s3cret-token";
 const OCTETS: &str = "application/offset+octet-stream";
 
 fn cfg() -> TusConfig {
-    TusConfig { upload_token: Some(TOKEN.into()), max_size: Some(1 << 30), ..TusConfig::default() }
+    TusConfig {
+        upload_token: Some(TOKEN.into()),
+        max_size: Some(1 << 30),
+        ..TusConfig::default()
+    }
 }
 
 async fn server() -> (TestServer, std::sync::Arc<ferryd::tus::Tus>) {
@@ -32,7 +36,10 @@ fn tus(srv: &TestServer, method: Method, path: &str) -> RequestBuilder {
 }
 
 fn h(resp: &Response, name: &str) -> String {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 fn meta(name: &str) -> String {
@@ -70,7 +77,11 @@ async fn head(srv: &TestServer, loc: &str) -> Response {
 #[tokio::test]
 async fn options_advertises_version_extensions_limits_and_algorithms() {
     let (srv, _) = server().await;
-    let resp = client().request(Method::OPTIONS, srv.url("/files/")).send().await.unwrap();
+    let resp = client()
+        .request(Method::OPTIONS, srv.url("/files/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(h(&resp, "tus-version"), "1.0.0");
     let ext = h(&resp, "tus-extension");
@@ -95,7 +106,12 @@ async fn options_advertises_version_extensions_limits_and_algorithms() {
 async fn unsupported_version_is_412_with_tus_version_for_every_method() {
     let (srv, _) = server().await;
     let loc = create(&srv, 10, &meta("v.bin")).await;
-    for (m, path) in [(Method::POST, "/files/"), (Method::HEAD, &loc), (Method::PATCH, &loc), (Method::DELETE, &loc)] {
+    for (m, path) in [
+        (Method::POST, "/files/"),
+        (Method::HEAD, &loc),
+        (Method::PATCH, &loc),
+        (Method::DELETE, &loc),
+    ] {
         let resp = client()
             .request(m.clone(), srv.url(path))
             .header("tus-resumable", "0.2.2")
@@ -131,34 +147,84 @@ async fn upload_in_chunks_publishes_a_file_served_with_ranges() {
     assert_eq!(h(&r, "upload-offset"), "300000");
     assert_eq!(h(&r, "ferry-published"), "/report.pdf");
     // The served tree has it at once, with Range.
-    let got = client().get(srv.url("/report.pdf")).header("range", "bytes=1000-1999").send().await.unwrap();
+    let got = client()
+        .get(srv.url("/report.pdf"))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 206);
     assert_eq!(got.bytes().await.unwrap(), data[1000..2000]);
     // And GET {base}/{id} serves it too.
-    let got = client().get(srv.url(&loc)).header("range", "bytes=-10").send().await.unwrap();
+    let got = client()
+        .get(srv.url(&loc))
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), 206);
     assert!(h(&got, "content-disposition").contains("report.pdf"));
     assert_eq!(got.bytes().await.unwrap(), data[data.len() - 10..]);
-    let whole = client().get(srv.url(&loc)).send().await.unwrap().bytes().await.unwrap();
+    let whole = client()
+        .get(srv.url(&loc))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(sha256_hex(&whole), sha256_hex(&data));
     // Staging is never served or listed.
-    let listing = client().get(srv.url("/?json")).send().await.unwrap().text().await.unwrap();
+    let listing = client()
+        .get(srv.url("/?json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!listing.contains(".ferry"), "{listing}");
-    assert_eq!(client().get(srv.url("/.ferry/")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client()
+            .get(srv.url("/.ferry/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }
 
 #[tokio::test]
 async fn an_existing_name_is_never_clobbered() {
     let (srv, _) = server().await;
     srv.put_file("docs/a.txt", b"original");
-    let m = encode_metadata([("filename", Some(&b"a.txt"[..])), ("dir", Some(&b"docs"[..]))]);
+    let m = encode_metadata([
+        ("filename", Some(&b"a.txt"[..])),
+        ("dir", Some(&b"docs"[..])),
+    ]);
     let loc = create(&srv, 3, &m).await;
     let r = patch(&srv, &loc, 0, b"new").await;
     assert_eq!(r.status(), 204);
     assert_eq!(h(&r, "ferry-published"), "/docs/a%20%281%29.txt");
-    assert_eq!(std::fs::read(srv.root.path().join("docs/a.txt")).unwrap(), b"original");
-    assert_eq!(std::fs::read(srv.root.path().join("docs/a (1).txt")).unwrap(), b"new");
-    assert_eq!(h(&head(&srv, &loc).await, "ferry-published"), "/docs/a%20%281%29.txt");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("docs/a.txt")).unwrap(),
+        b"original"
+    );
+    assert_eq!(
+        std::fs::read(srv.root.path().join("docs/a (1).txt")).unwrap(),
+        b"new"
+    );
+    assert_eq!(
+        h(&head(&srv, &loc).await, "ferry-published"),
+        "/docs/a%20%281%29.txt"
+    );
+    // An empty PATCH at the end of a finished upload is a no-op success (a client retrying).
+    let r = patch(&srv, &loc, 3, b"").await;
+    assert_eq!(
+        (r.status().as_u16(), h(&r, "upload-offset")),
+        (204, "3".into())
+    );
 }
 
 #[tokio::test]
@@ -175,15 +241,32 @@ async fn patch_errors_415_409_413_and_nothing_past_the_length_is_stored() {
     assert_eq!(r.status(), 415);
     let r = patch(&srv, &loc, 5, b"abc").await;
     assert_eq!(r.status(), 409);
-    assert!(r.text().await.unwrap().contains("expected Upload-Offset 0, got 5"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("expected Upload-Offset 0, got 5"));
     let r = patch(&srv, &loc, 0, b"0123456789AB").await;
     assert_eq!(r.status(), 413);
-    assert_eq!(h(&head(&srv, &loc).await, "upload-offset"), "0", "nothing stored");
+    assert_eq!(
+        h(&head(&srv, &loc).await, "upload-offset"),
+        "0",
+        "nothing stored"
+    );
     // Creation above Tus-Max-Size.
-    let r = tus(&srv, Method::POST, "/files/").header("upload-length", (2u64 << 30).to_string()).send().await.unwrap();
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-length", (2u64 << 30).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     // Missing/garbage headers.
-    let r = tus(&srv, Method::PATCH, &loc).header("content-type", OCTETS).body("a").send().await.unwrap();
+    let r = tus(&srv, Method::PATCH, &loc)
+        .header("content-type", OCTETS)
+        .body("a")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let r = tus(&srv, Method::POST, "/files/").send().await.unwrap();
     assert_eq!(r.status(), 400, "neither length nor defer");
@@ -200,18 +283,35 @@ async fn chunked_body_past_the_length_keeps_the_prefix_and_answers_413() {
     let reply = raw(&srv, &head_text, b"6\r\nabcdef\r\n0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert_eq!(h(&head(&srv, &loc).await, "upload-offset"), "4");
-    assert_eq!(std::fs::read(srv.root.path().join("c.bin")).unwrap(), b"abcd");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("c.bin")).unwrap(),
+        b"abcd"
+    );
 }
 
 #[tokio::test]
 async fn malformed_metadata_is_400() {
     let (srv, _) = server().await;
-    for bad in ["filename !!!notbase64", "a YQ==,a YQ==", "filename YQ== extra"] {
-        let r = tus(&srv, Method::POST, "/files/").header("upload-length", "1").header("upload-metadata", bad).send().await.unwrap();
+    for bad in [
+        "filename !!!notbase64",
+        "a YQ==,a YQ==",
+        "filename YQ== extra",
+    ] {
+        let r = tus(&srv, Method::POST, "/files/")
+            .header("upload-length", "1")
+            .header("upload-metadata", bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{bad}");
     }
     let dir = encode_metadata([("dir", Some(&b"../../etc"[..]))]);
-    let r = tus(&srv, Method::POST, "/files/").header("upload-length", "1").header("upload-metadata", dir).send().await.unwrap();
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-length", "1")
+        .header("upload-metadata", dir)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -230,16 +330,26 @@ async fn checksum_400_unknown_460_mismatch_keeps_offset_then_match_succeeds() {
     assert_eq!(send("blake3 AAAA").await.unwrap().status(), 400);
     let r = send("sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=").await.unwrap();
     assert_eq!(r.status().as_u16(), 460);
-    assert_eq!(h(&head(&srv, &loc).await, "upload-offset"), "0", "chunk discarded");
+    assert_eq!(
+        h(&head(&srv, &loc).await, "upload-offset"),
+        "0",
+        "chunk discarded"
+    );
     let r = send("sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00=").await.unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(std::fs::read(srv.root.path().join("h.txt")).unwrap(), b"hello");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("h.txt")).unwrap(),
+        b"hello"
+    );
 }
 
 #[tokio::test]
 async fn checksum_trailer_is_verified() {
     let (srv, _) = server().await;
-    for (digest, status, offset) in [("crc32 AAAAAA==", "460", "0"), ("crc32 NhCmhg==", "204", "5")] {
+    for (digest, status, offset) in [
+        ("crc32 AAAAAA==", "460", "0"),
+        ("crc32 NhCmhg==", "204", "5"),
+    ] {
         let loc = create(&srv, 5, &meta("t.txt")).await;
         let head_text = format!(
             "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {TOKEN}\r\n\
@@ -248,7 +358,10 @@ async fn checksum_trailer_is_verified() {
         );
         let body = format!("5\r\nhello\r\n0\r\nUpload-Checksum: {digest}\r\n\r\n");
         let reply = raw(&srv, &head_text, body.as_bytes()).await;
-        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{digest}: {reply}");
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "{digest}: {reply}"
+        );
         assert_eq!(h(&head(&srv, &loc).await, "upload-offset"), offset);
     }
 }
@@ -258,25 +371,52 @@ async fn termination_then_410_unknown_404() {
     let (srv, _) = server().await;
     let loc = create(&srv, 10, &meta("d.bin")).await;
     assert_eq!(patch(&srv, &loc, 0, b"12345").await.status(), 204);
-    assert_eq!(tus(&srv, Method::DELETE, &loc).send().await.unwrap().status(), 204);
+    assert_eq!(
+        tus(&srv, Method::DELETE, &loc)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     assert_eq!(head(&srv, &loc).await.status(), 410);
     assert_eq!(patch(&srv, &loc, 5, b"6").await.status(), 410);
-    assert_eq!(head(&srv, "/files/0123456789abcdef0123456789abcdef").await.status(), 404);
+    assert_eq!(
+        head(&srv, "/files/0123456789abcdef0123456789abcdef")
+            .await
+            .status(),
+        404
+    );
     assert_eq!(head(&srv, "/files/not-an-id").await.status(), 404);
     let staged = std::fs::read_dir(srv.root.path().join(".ferry/uploads")).unwrap();
-    assert!(staged.filter_map(|e| e.ok()).all(|e| !e.file_name().to_string_lossy().ends_with(".bin")), "data freed");
+    assert!(
+        staged
+            .filter_map(|e| e.ok())
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".bin")),
+        "data freed"
+    );
 }
 
 #[tokio::test]
 async fn expired_upload_is_410_and_the_reaper_frees_it() {
-    let (srv, tus_) = TestServer::start_tus(TusConfig { expiry: Duration::from_millis(300), ..cfg() }).await;
+    let (srv, tus_) = TestServer::start_tus(TusConfig {
+        expiry: Duration::from_millis(300),
+        ..cfg()
+    })
+    .await;
     let loc = create(&srv, 10, &meta("e.bin")).await;
     assert_eq!(patch(&srv, &loc, 0, b"12").await.status(), 204);
     tokio::time::sleep(Duration::from_millis(400)).await; // real time: expiry is wall-clock based
     assert_eq!(head(&srv, &loc).await.status(), 410);
     tus_.reap_once().await.unwrap();
     let id = loc.trim_start_matches("/files/");
-    assert!(!srv.root.path().join(format!(".ferry/uploads/{id}.bin")).exists(), "space freed");
+    assert!(
+        !srv.root
+            .path()
+            .join(format!(".ferry/uploads/{id}.bin"))
+            .exists(),
+        "space freed"
+    );
     assert_eq!(patch(&srv, &loc, 2, b"3").await.status(), 410);
 }
 
@@ -303,13 +443,21 @@ async fn creation_with_upload_and_method_override() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(std::fs::read(srv.root.path().join("cwu.txt")).unwrap(), b"abcdef");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("cwu.txt")).unwrap(),
+        b"abcdef"
+    );
 }
 
 #[tokio::test]
 async fn deferred_length_is_declared_on_a_later_patch() {
     let (srv, _) = server().await;
-    let r = tus(&srv, Method::POST, "/files/").header("upload-defer-length", "1").header("upload-metadata", meta("defer.bin")).send().await.unwrap();
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-defer-length", "1")
+        .header("upload-metadata", meta("defer.bin"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let loc = h(&r, "location");
     assert_eq!(h(&head(&srv, &loc).await, "upload-defer-length"), "1");
@@ -324,12 +472,23 @@ async fn deferred_length_is_declared_on_a_later_patch() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let hd = head(&srv, &loc).await;
-    assert_eq!((h(&hd, "upload-length"), h(&hd, "upload-offset")), ("5".into(), "5".into()));
-    assert_eq!(std::fs::read(srv.root.path().join("defer.bin")).unwrap(), b"abcde");
+    assert_eq!(
+        (h(&hd, "upload-length"), h(&hd, "upload-offset")),
+        ("5".into(), "5".into())
+    );
+    assert_eq!(
+        std::fs::read(srv.root.path().join("defer.bin")).unwrap(),
+        b"abcde"
+    );
 }
 
 async fn create_partial(srv: &TestServer, len: usize) -> String {
-    let r = tus(srv, Method::POST, "/files/").header("upload-length", len.to_string()).header("upload-concat", "partial").send().await.unwrap();
+    let r = tus(srv, Method::POST, "/files/")
+        .header("upload-length", len.to_string())
+        .header("upload-concat", "partial")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     h(&r, "location")
 }
@@ -338,7 +497,10 @@ async fn create_partial(srv: &TestServer, len: usize) -> String {
 async fn concatenation_final_is_403_for_patch_and_unfinished_parts_complete_later() {
     let (srv, _) = server().await;
     let data = pattern(50_000, 3);
-    let (a, b) = (create_partial(&srv, 20_000).await, create_partial(&srv, 30_000).await);
+    let (a, b) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
     assert_eq!(patch(&srv, &a, 0, &data[..20_000]).await.status(), 204);
     assert_eq!(h(&head(&srv, &a).await, "upload-concat"), "partial");
     // concatenation-unfinished: b is still empty.
@@ -352,29 +514,69 @@ async fn concatenation_final_is_403_for_patch_and_unfinished_parts_complete_late
     let fin = h(&r, "location");
     let hd = head(&srv, &fin).await;
     assert_eq!(h(&hd, "upload-concat"), format!("final;{a} {b}"));
-    assert_eq!(h(&hd, "upload-offset"), "", "no offset before concatenation");
+    assert_eq!(
+        h(&hd, "upload-offset"),
+        "",
+        "no offset before concatenation"
+    );
     assert_eq!(patch(&srv, &fin, 0, b"x").await.status(), 403);
     assert_eq!(patch(&srv, &b, 0, &data[20_000..]).await.status(), 204);
     let hd = head(&srv, &fin).await;
-    assert_eq!((h(&hd, "upload-offset"), h(&hd, "upload-length")), ("50000".into(), "50000".into()));
-    let got = client().get(srv.url("/joined.bin")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        (h(&hd, "upload-offset"), h(&hd, "upload-length")),
+        ("50000".into(), "50000".into())
+    );
+    let got = client()
+        .get(srv.url("/joined.bin"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(got, data);
     // A final upload naming something that is not a partial upload.
     let plain = create(&srv, 1, &meta("p")).await;
-    let r = tus(&srv, Method::POST, "/files/").header("upload-concat", format!("final;{plain}")).send().await.unwrap();
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{plain}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
 #[tokio::test]
 async fn auth_401_without_token_reads_public_cors_preflight() {
-    let (srv, _) = TestServer::start_tus(TusConfig { cors_origins: vec!["https://app.example".into()], ..cfg() }).await;
-    let r = client().post(srv.url("/files/")).header("tus-resumable", "1.0.0").header("upload-length", "1").send().await.unwrap();
+    let (srv, _) = TestServer::start_tus(TusConfig {
+        cors_origins: vec!["https://app.example".into()],
+        ..cfg()
+    })
+    .await;
+    let r = client()
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(h(&r, "www-authenticate").starts_with("Bearer"));
-    let r = client().post(srv.url("/files/")).header("tus-resumable", "1.0.0").header("upload-length", "1").bearer_auth("s3cret-tokem").send().await.unwrap();
+    let r = client()
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "1")
+        .bearer_auth("s3cret-tokem")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "one character off");
     let loc = create(&srv, 1, &meta("pub.txt")).await;
-    let r = client().head(srv.url(&loc)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    let r = client()
+        .head(srv.url(&loc))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "reads are public");
     let r = client()
         .request(Method::OPTIONS, srv.url("/files/"))
@@ -386,17 +588,37 @@ async fn auth_401_without_token_reads_public_cors_preflight() {
     assert_eq!(h(&r, "access-control-allow-origin"), "https://app.example");
     assert!(h(&r, "access-control-expose-headers").contains("Upload-Offset"));
     assert!(h(&r, "access-control-allow-headers").contains("Upload-Metadata"));
-    let r = client().request(Method::OPTIONS, srv.url("/files/")).header("origin", "https://evil.example").send().await.unwrap();
+    let r = client()
+        .request(Method::OPTIONS, srv.url("/files/"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h(&r, "access-control-allow-origin"), "");
 }
 
 #[tokio::test]
 async fn read_token_protects_heads_and_downloads() {
-    let (srv, _) = TestServer::start_tus(TusConfig { read_token: Some("r".into()), ..cfg() }).await;
+    let (srv, _) = TestServer::start_tus(TusConfig {
+        read_token: Some("r".into()),
+        ..cfg()
+    })
+    .await;
     let loc = create(&srv, 1, &meta("r.txt")).await;
-    let r = client().head(srv.url(&loc)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    let r = client()
+        .head(srv.url(&loc))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = client().head(srv.url(&loc)).header("tus-resumable", "1.0.0").bearer_auth("r").send().await.unwrap();
+    let r = client()
+        .head(srv.url(&loc))
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth("r")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -407,11 +629,19 @@ async fn instant_upload_completes_at_creation_for_known_content() {
     let loc = create(&srv, data.len() as u64, &meta("first.bin")).await;
     assert_eq!(patch(&srv, &loc, 0, &data).await.status(), 204);
     let sha = sha256_hex(&data);
-    let m = encode_metadata([("filename", Some(&b"second.bin"[..])), ("sha256", Some(sha.as_bytes()))]);
+    let m = encode_metadata([
+        ("filename", Some(&b"second.bin"[..])),
+        ("sha256", Some(sha.as_bytes())),
+    ]);
     // Indexing runs in the background after publish: poll creation (bounded).
     let mut done = None;
     for _ in 0..100 {
-        let r = tus(&srv, Method::POST, "/files/").header("upload-length", "70000").header("upload-metadata", &m).send().await.unwrap();
+        let r = tus(&srv, Method::POST, "/files/")
+            .header("upload-length", "70000")
+            .header("upload-metadata", &m)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
         if h(&r, "upload-offset") == "70000" {
             done = Some(r);
@@ -421,14 +651,27 @@ async fn instant_upload_completes_at_creation_for_known_content() {
     }
     let r = done.expect("instant upload within 2 s");
     assert_eq!(h(&r, "ferry-published"), "/second.bin");
-    assert_eq!(std::fs::read(srv.root.path().join("second.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(srv.root.path().join("second.bin")).unwrap(),
+        data
+    );
     // Same digest, other length: an ordinary upload.
-    let r = tus(&srv, Method::POST, "/files/").header("upload-length", "5").header("upload-metadata", &m).send().await.unwrap();
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-length", "5")
+        .header("upload-metadata", &m)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h(&r, "upload-offset"), "0");
     // A file changed in place is no longer trusted.
     std::fs::write(srv.root.path().join("first.bin"), b"changed").unwrap();
     std::fs::write(srv.root.path().join("second.bin"), b"changed").unwrap();
-    let r = tus(&srv, Method::POST, "/files/").header("upload-length", "70000").header("upload-metadata", &m).send().await.unwrap();
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-length", "70000")
+        .header("upload-metadata", &m)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h(&r, "upload-offset"), "0");
 }
 
@@ -450,10 +693,20 @@ async fn head_interrupts_a_streaming_patch_which_keeps_what_it_received() {
     let hd = head(&srv, &loc).await;
     assert_eq!(h(&hd, "upload-offset"), "80000");
     let first = pending.await.unwrap().unwrap();
-    assert_eq!(h(&first, "upload-offset"), "80000", "the interrupted PATCH reports what it kept");
+    assert_eq!(
+        h(&first, "upload-offset"),
+        "80000",
+        "the interrupted PATCH reports what it kept"
+    );
     drop(tx);
-    assert_eq!(patch(&srv, &loc, 80_000, &data[80_000..]).await.status(), 204);
-    assert_eq!(std::fs::read(srv.root.path().join("int.bin")).unwrap(), data);
+    assert_eq!(
+        patch(&srv, &loc, 80_000, &data[80_000..]).await.status(),
+        204
+    );
+    assert_eq!(
+        std::fs::read(srv.root.path().join("int.bin")).unwrap(),
+        data
+    );
 }
 
 #[tokio::test]
@@ -489,7 +742,10 @@ async fn raw(srv: &TestServer, head_text: &str, body: &[u8]) -> String {
     s.write_all(head_text.as_bytes()).await.unwrap();
     s.write_all(body).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
 
