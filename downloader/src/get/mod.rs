@@ -11,6 +11,7 @@ pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod ranges;
+pub mod speed;
 pub mod worker;
 
 use std::fs::File;
@@ -103,6 +104,7 @@ pub struct Round {
     pub written: Mutex<RangeSet>,
     pub progress: Arc<Progress>,
     pub shedder: Shedder,
+    pub speeds: speed::SpeedBoard,
     pub cancel: watch::Receiver<bool>,
     pub opts: WorkerOptions,
 }
@@ -320,6 +322,7 @@ async fn run_round(
         written: Mutex::new(state.done.clone()),
         progress: Arc::clone(progress),
         shedder: Shedder::new(),
+        speeds: speed::SpeedBoard::new(connections),
         cancel,
         opts: opts.worker.clone(),
     });

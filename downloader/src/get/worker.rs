@@ -8,20 +8,19 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use ferry_proto::{ByteRange, ContentRange};
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, IF_RANGE, RANGE};
 use http::StatusCode;
 use reqwest::Response;
 
 use super::probe::{header_str, header_u64, status_error};
-use super::{Restart, Round};
+use super::{speed, Restart, Round};
 use crate::error::Error;
 
 /// Bytes gathered in memory before one positional write.
-const WRITE_BUFFER: usize = 256 * 1024;
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// How a worker ended.
 #[derive(Debug)]
@@ -39,6 +38,8 @@ pub enum Outcome {
 enum Fault {
     Restart(Restart),
     Cancelled,
+    /// Far slower than the other connections: retry on a fresh one.
+    Slow,
     Error(Error),
 }
 
@@ -62,6 +63,7 @@ pub async fn run(round: Arc<Round>, id: usize) -> Outcome {
 
 async fn work(round: &Round, id: usize) -> Outcome {
     let mut failures = 0u32;
+    let mut slow_retries = 0u32;
     let mut rng = fastrand::Rng::new();
     let mut cancel = round.cancel.clone();
     loop {
@@ -77,7 +79,9 @@ async fn work(round: &Round, id: usize) -> Outcome {
             return Outcome::Done;
         };
         let mut written_to = range.start;
-        let result = fetch(round, id, range, &mut written_to).await;
+        let judge = slow_retries < speed::MAX_SLOW_RETRIES;
+        let result = fetch(round, id, range, &mut written_to, judge).await;
+        round.speeds.set(id, 0);
         // Without ranges a retry starts at 0 again, so a failure requeues the whole segment.
         let requeue_from = if round.ranged || result.is_ok() {
             written_to
@@ -95,6 +99,13 @@ async fn work(round: &Round, id: usize) -> Outcome {
         let err = match result {
             Ok(()) => continue,
             Err(Fault::Cancelled) => return Outcome::Cancelled,
+            Err(Fault::Slow) => {
+                slow_retries += 1;
+                round.progress.verbose(&format!(
+                    "connection {id}: far slower than the others, reconnecting"
+                ));
+                continue;
+            }
             Err(Fault::Restart(r)) => return Outcome::Restart(r),
             Err(Fault::Error(e)) => e,
         };
@@ -139,6 +150,7 @@ async fn fetch(
     id: usize,
     range: ByteRange,
     written_to: &mut u64,
+    judge: bool,
 ) -> Result<(), Fault> {
     let mut req = round.client.get(&round.url);
     if round.ranged {
@@ -155,7 +167,7 @@ async fn fetch(
         _ = super::cancelled(&mut cancel) => return Err(Fault::Cancelled),
     };
     check_response(round, &resp, range)?;
-    stream_body(round, id, resp, range, written_to).await
+    stream_body(round, id, resp, range, written_to, judge).await
 }
 
 async fn stream_body(
@@ -164,9 +176,11 @@ async fn stream_body(
     mut resp: Response,
     range: ByteRange,
     written_to: &mut u64,
+    judge: bool,
 ) -> Result<(), Fault> {
     let mut cancel = round.cancel.clone();
-    let mut buf = BytesMut::with_capacity(WRITE_BUFFER);
+    let mut meter = speed::Meter::new(Instant::now());
+    let mut buf = Vec::with_capacity(WRITE_BUFFER);
     let mut offset = range.start;
     let result = loop {
         let next = tokio::select! {
@@ -184,18 +198,48 @@ async fn stream_body(
             offset,
             chunk.len() as u64,
         );
-        buf.extend_from_slice(&chunk[..allowed as usize]);
+        // Copy through a fixed-size buffer: hyper hands out chunks of up to ~400 KiB, and a
+        // growing Vec would keep a MiB per connection.
+        let mut piece = &chunk[..allowed as usize];
+        while !piece.is_empty() {
+            let (now, rest) = piece.split_at((WRITE_BUFFER - buf.len()).min(piece.len()));
+            buf.extend_from_slice(now);
+            piece = rest;
+            if buf.len() == WRITE_BUFFER {
+                flush(round, id, &mut buf, written_to).await?;
+            }
+        }
         offset += allowed;
         if allowed < chunk.len() as u64 {
             break Ok(()); // segment complete (perhaps shortened by a steal): drop the response
         }
-        if buf.len() >= WRITE_BUFFER {
-            flush(round, id, &mut buf, written_to).await?;
+        if let Some(speed) = meter.feed(allowed, Instant::now()) {
+            round.speeds.set(id, speed);
+            if judge
+                && meter.windows >= speed::WARM_UP_WINDOWS
+                && is_straggler(round, id, speed, offset)
+            {
+                break Err(Fault::Slow);
+            }
         }
     };
     // Bytes already received are good even when the connection failed: keep them.
     flush(round, id, &mut buf, written_to).await?;
     result
+}
+
+/// Far below the others' median speed, with enough left to be worth a fresh connection.
+fn is_straggler(round: &Round, id: usize, mine: u64, offset: u64) -> bool {
+    let Some(median) = round.speeds.median_of_others(id) else {
+        return false;
+    };
+    let end = round
+        .plan
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .end_of(id);
+    let remaining = end.unwrap_or(offset).saturating_sub(offset);
+    speed::is_straggler(mine, median) && speed::worth_retrying(remaining, mine)
 }
 
 /// The body ended: fine when the segment is complete, otherwise the server sent too little.
@@ -229,21 +273,27 @@ fn end_of_body(round: &Round, id: usize, offset: u64) -> Result<(), Fault> {
 async fn flush(
     round: &Round,
     id: usize,
-    buf: &mut BytesMut,
+    buf: &mut Vec<u8>,
     written_to: &mut u64,
 ) -> Result<(), Fault> {
     if buf.is_empty() {
         return Ok(());
     }
-    let data = buf.split().freeze();
+    // The buffer travels to the blocking thread and back, so it is allocated once per worker.
+    let mut data = std::mem::take(buf);
     let (file, at) = (Arc::clone(&round.file), *written_to);
     let res = tokio::task::spawn_blocking(move || {
-        file.write_all_at(&data, at).map(|()| data.len() as u64)
+        let res = file.write_all_at(&data, at).map(|()| data.len() as u64);
+        data.clear();
+        (res, data)
     })
     .await;
     let n = match res {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => return Err(Error::io(&round.part_path, e).into()),
+        Ok((Ok(n), data)) => {
+            *buf = data;
+            n
+        }
+        Ok((Err(e), _)) => return Err(Error::io(&round.part_path, e).into()),
         Err(e) => return Err(Error::io(&round.part_path, std::io::Error::other(e)).into()),
     };
     if let Some(r) = ByteRange::new(at, at + n) {
