@@ -59,13 +59,13 @@ pub async fn serve(store: &dyn Store, req: &Parts) -> Result<Response<Body>> {
             } else {
                 Disposition::Inline
             };
-            serve_file(file, name, disposition, &req.method, &req.headers)
+            serve_file(file, name, disposition, &req.method, &req.headers).await
         }
     }
 }
 
 /// Serves one opened file, honouring preconditions and `Range`.
-pub fn serve_file(
+pub async fn serve_file(
     file: Arc<dyn FileHandle>,
     name: &str,
     disposition: Disposition,
@@ -89,8 +89,8 @@ pub fn serve_file(
     };
     let content_type = content_type(name);
     let mut resp = match outcome {
-        RangeOutcome::Full => whole(&file, meta.len),
-        RangeOutcome::Single(r) => partial(&file, r, meta.len),
+        RangeOutcome::Full => whole(&file, meta.len, method).await?,
+        RangeOutcome::Single(r) => partial(&file, r, meta.len, method).await?,
         RangeOutcome::Multi(ranges) => {
             let boundary = format!("{:016x}", fastrand_u64());
             let m = multipart::multipart(file.clone(), &ranges, &content_type, &boundary);
@@ -133,18 +133,41 @@ pub fn serve_file(
     Ok(resp)
 }
 
-fn whole(file: &Arc<dyn FileHandle>, len: u64) -> Response<Body> {
-    let body = match ByteRange::new(0, len) {
-        Some(all) => body::stream(file.clone().read(all)),
-        None => body::empty(),
-    };
-    let mut resp = Response::new(body);
-    set(resp.headers_mut(), header::CONTENT_LENGTH, len.to_string());
-    resp
+/// The body for `range`: small ones are read now and sent as one buffer with the head, larger
+/// ones streamed. HEAD reads nothing.
+async fn range_body(
+    file: &Arc<dyn FileHandle>,
+    range: Option<ByteRange>,
+    method: &Method,
+) -> Result<Body> {
+    match range {
+        Some(r) if method != Method::HEAD => {
+            if r.len() <= SMALL_BODY {
+                Ok(body::full(file.clone().read_bytes(r).await?))
+            } else {
+                Ok(body::stream(file.clone().read(r)))
+            }
+        }
+        _ => Ok(body::empty()),
+    }
 }
 
-fn partial(file: &Arc<dyn FileHandle>, r: ByteRange, len: u64) -> Response<Body> {
-    let mut resp = Response::new(body::stream(file.clone().read(r)));
+/// Responses up to this size are read before the head is sent.
+const SMALL_BODY: u64 = 64 * 1024;
+
+async fn whole(file: &Arc<dyn FileHandle>, len: u64, method: &Method) -> Result<Response<Body>> {
+    let mut resp = Response::new(range_body(file, ByteRange::new(0, len), method).await?);
+    set(resp.headers_mut(), header::CONTENT_LENGTH, len.to_string());
+    Ok(resp)
+}
+
+async fn partial(
+    file: &Arc<dyn FileHandle>,
+    r: ByteRange,
+    len: u64,
+    method: &Method,
+) -> Result<Response<Body>> {
+    let mut resp = Response::new(range_body(file, Some(r), method).await?);
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     set(
         resp.headers_mut(),
@@ -156,7 +179,7 @@ fn partial(file: &Arc<dyn FileHandle>, r: ByteRange, len: u64) -> Response<Body>
         header::CONTENT_RANGE,
         r.content_range(len),
     );
-    resp
+    Ok(resp)
 }
 
 /// A 304 or 412: validators, no body (RFC 9110 §15.4.5 lists what a 304 carries).

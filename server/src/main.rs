@@ -89,7 +89,13 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(&args);
-    let rt = match tokio::runtime::Runtime::new() {
+    // File reads of 256 KiB run on the blocking pool; a bounded pool keeps thread stacks and
+    // allocator arenas (and so RSS) small under hundreds of concurrent downloads.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferryd: cannot start the runtime: {e}");
@@ -143,7 +149,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (_, true) => None,
         (Some(t), false) => Some(t.clone()),
         (None, false) => {
-            let t = ferryd::tus::auth::generate_token().context("cannot generate an upload token")?;
+            let t =
+                ferryd::tus::auth::generate_token().context("cannot generate an upload token")?;
             println!("ferryd upload token: {t}");
             Some(t)
         }

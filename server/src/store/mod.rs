@@ -55,6 +55,23 @@ pub trait FileHandle: Send + Sync {
     fn meta(&self) -> &Meta;
     /// Streams exactly `range` (which lies within `meta().len`).
     fn read(self: Arc<Self>, range: ByteRange) -> ByteStream;
+
+    /// Reads a small `range` into one buffer, so a small response goes out as a single write
+    /// with its head. Backends with a cheaper path than collecting [`FileHandle::read`]
+    /// override it.
+    fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
+        Box::pin(collect(self.read(range), range.len()))
+    }
+}
+
+/// Concatenates a stream of `len` bytes into one buffer.
+pub async fn collect(mut stream: ByteStream, len: u64) -> io::Result<Bytes> {
+    use futures_util::StreamExt as _;
+    let mut out = bytes::BytesMut::with_capacity(len.min(1 << 20) as usize);
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out.freeze())
 }
 
 pub enum Object {

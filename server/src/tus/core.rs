@@ -165,7 +165,7 @@ pub async fn get(tus: &Arc<Tus>, id: &UploadId, headers: &HeaderMap) -> Result<R
         .and_then(|n| ferry_proto::disposition::sanitize_file_name(&n))
         .or_else(|| rel.file_name().map(str::to_string))
         .unwrap_or_else(|| id.to_string());
-    files::serve_file(file, &name, Disposition::Inline, &Method::GET, headers)
+    files::serve_file(file, &name, Disposition::Inline, &Method::GET, headers).await
 }
 
 #[cfg(test)]
