@@ -253,7 +253,7 @@ fn hash_blocking(root: &Path, path: &RelPath) -> Result<(String, IndexEntry), St
     let mut f = File::open(&full)?;
     let before = meta_of(&f.metadata()?);
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {

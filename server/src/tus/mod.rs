@@ -76,6 +76,8 @@ pub struct Tus {
     store: Arc<dyn Store>,
     cfg: TusConfig,
     locks: lock::Locks,
+    /// Published files hashed for the content index at once (bounds memory and CPU).
+    indexing: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,7 @@ impl Tus {
             store,
             cfg,
             locks: lock::Locks::default(),
+            indexing: Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
 

@@ -26,8 +26,9 @@ use crate::body::{self, Body};
 use crate::error::{Error, Result};
 use crate::store::upload::{Appender, Concat, UploadId, UploadInfo};
 
-/// Bytes gathered before one positional write.
-const WRITE_CHUNK: usize = 1 << 20;
+/// Bytes gathered before one positional write (two per upload in memory at most: one being
+/// filled, one being written).
+const WRITE_CHUNK: usize = 256 << 10;
 /// Bytes between two durable checkpoints inside one long PATCH.
 const CHECKPOINT_EVERY: u64 = 64 << 20;
 

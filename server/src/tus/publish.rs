@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use ferry_proto::disposition::sanitize_file_name;
 use ferry_proto::tus::{META_FILENAME, META_SHA256};
 
@@ -58,14 +60,17 @@ pub async fn complete(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     let path = tus.uploads()?.publish(info, &dir, &name).await?;
     tracing::info!(id = %info.id, path = %path.as_str(), "upload published");
     if tus.caps().content_index {
-        index_later(tus.store.clone(), path);
+        index_later(tus.store.clone(), tus.indexing.clone(), path);
     }
     Ok(())
 }
 
 /// Hashes a published file in the background and records it in the content index.
-fn index_later(store: Arc<dyn Store>, path: RelPath) {
+fn index_later(store: Arc<dyn Store>, permits: Arc<Semaphore>, path: RelPath) {
     tokio::spawn(async move {
+        let Ok(_permit) = permits.acquire_owned().await else {
+            return;
+        };
         let Some(up) = store.uploads() else { return };
         let result = match up.hash_file(&path).await {
             Ok((sha, entry)) => up.index_put(&sha, &entry).await,
