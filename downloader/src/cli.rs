@@ -167,15 +167,30 @@ async fn run_get(args: GetArgs, ui: &Ui) -> u8 {
     };
     let (tx, interrupt) = watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = tx.send(true);
-        }
+        interrupted().await;
+        let _ = tx.send(true);
     });
     let failures = plan.run(ui, interrupt).await;
     if failures == 0 {
         EXIT_OK
     } else {
         EXIT_FAILED
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, so that progress is recorded before exiting.
+pub async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -68,3 +68,22 @@ impl Error {
         matches!(self, Error::Usage(_))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_and_edquot_are_disk_full_and_not_retryable() {
+        for code in [28, 122] {
+            let e = Error::io("/x/y.part", io::Error::from_raw_os_error(code));
+            assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
+            assert!(e.to_string().contains("journal is kept"));
+            assert!(!e.is_retryable());
+        }
+        assert!(matches!(
+            Error::io("/x", io::Error::from_raw_os_error(13)),
+            Error::Io { .. }
+        ));
+    }
+}

@@ -135,7 +135,7 @@ impl Plan {
             if let Some(rest) = ByteRange::new(written.clamp(a.start, a.pos), a.end) {
                 self.pending.push(rest);
                 // Keep lowest offsets at the back (served first).
-                self.pending.sort_by(|x, y| y.start.cmp(&x.start));
+                self.pending.sort_by_key(|r| std::cmp::Reverse(r.start));
             }
         }
     }

@@ -175,8 +175,7 @@ pub fn file_name(disposition: Option<&str>, url: &str) -> Option<String> {
         let parsed = reqwest::Url::parse(url).ok()?;
         let segment = parsed
             .path_segments()?
-            .filter(|s| !s.is_empty())
-            .next_back()?
+            .rfind(|s| !s.is_empty())?
             .to_string();
         let decoded = percent_encoding::percent_decode_str(&segment).decode_utf8_lossy();
         sanitize_file_name(&decoded)

@@ -175,3 +175,23 @@ async fn checksum_mismatch_fails_and_keeps_the_final_name_free() {
     );
     download(&server.url("/c"), &opts).await.unwrap();
 }
+
+/// Redirects are followed, but every request starts at the user's URL (signed URLs expire).
+#[tokio::test]
+async fn every_request_starts_at_the_original_url() {
+    let data = random_bytes(1 << 20, 5);
+    let server = Server::start(data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = download(&server.url("/go/f"), &fast_options(dir.path(), "f"))
+        .await
+        .unwrap();
+    assert_eq!(fs::read(path).unwrap(), data);
+    let log = server.requests();
+    let to_original = log.iter().filter(|r| r.path == "/go/f").count();
+    let to_target = log.iter().filter(|r| r.path == "/f").count();
+    assert!(to_target >= 4, "{log:?}");
+    assert_eq!(
+        to_original, to_target,
+        "each request went through the original URL first: {log:?}"
+    );
+}

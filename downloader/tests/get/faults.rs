@@ -231,3 +231,18 @@ async fn not_found_is_a_clear_failure() {
         .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
 }
+
+/// A connection that stops sending is dropped after `--timeout` and its range requeued.
+#[tokio::test]
+async fn stalled_connections_are_dropped_and_requeued() {
+    let data = random_bytes(1 << 20, 22);
+    let server = Server::start(data.clone()).await;
+    server.slow_every.store(3, SeqCst);
+    server.slow_rate.store(1, SeqCst); // one byte a second: a stall
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = fast_options(dir.path(), "st");
+    opts.worker.timeout = Duration::from_millis(300);
+    opts.worker.max_tries = 10;
+    let path = download(&server.url("/st"), &opts).await.unwrap();
+    assert_eq!(sha256(&fs::read(path).unwrap()), sha256(&data));
+}

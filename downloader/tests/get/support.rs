@@ -26,6 +26,7 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub method: Method,
+    pub path: String,
     pub conn: usize,
     pub range: Option<String>,
     pub if_range: Option<String>,
@@ -99,17 +100,23 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn connections(&self) -> usize {
-        self.conns.load(Ordering::SeqCst)
-    }
-
     fn respond(&self, req: Request<hyper::body::Incoming>, conn: usize) -> Response<Body> {
         let h = req.headers();
         let text = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(String::from);
         let (range, if_range) = (text(header::RANGE), text(header::IF_RANGE));
-        let resp = self.answer(req.method(), range.as_deref(), if_range.as_deref(), conn);
+        let path = req.uri().path().to_string();
+        let resp = match path.strip_prefix("/go") {
+            // A redirect, like a signed-URL service: /go/x -> /x.
+            Some(rest) => {
+                let mut h = HeaderMap::new();
+                h.insert(header::LOCATION, rest.parse().unwrap());
+                empty(StatusCode::FOUND, h)
+            }
+            None => self.answer(req.method(), range.as_deref(), if_range.as_deref(), conn),
+        };
         self.log.lock().unwrap().push(Logged {
             method: req.method().clone(),
+            path,
             conn,
             range,
             if_range,
