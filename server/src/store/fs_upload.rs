@@ -10,15 +10,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
-
-use super::fs::{meta_of, FsStore, STAGING_DIR};
+use super::fs::{FsStore, STAGING_DIR};
 use super::upload::*;
 use super::{BoxFuture, StoreError};
 use crate::path::RelPath;
@@ -26,12 +21,16 @@ use crate::path::RelPath;
 /// How many `name (n).ext` candidates publish tries before giving up with a conflict.
 const MAX_CANDIDATES: u32 = 1000;
 
+mod append;
+mod index;
+#[cfg(test)]
+mod tests;
+
+use append::FsAppender;
+use index::{hash_blocking, index_dir, index_get_blocking};
+
 fn uploads_dir(root: &Path) -> PathBuf {
     root.join(STAGING_DIR).join("uploads")
-}
-
-fn index_dir(root: &Path) -> PathBuf {
-    root.join(STAGING_DIR).join("index")
 }
 
 fn data_path(root: &Path, id: &str) -> PathBuf {
@@ -248,61 +247,6 @@ fn list_blocking(root: &Path) -> Result<Vec<UploadInfo>, StoreError> {
     Ok(out)
 }
 
-fn hash_blocking(root: &Path, path: &RelPath) -> Result<(String, IndexEntry), StoreError> {
-    let full = root.join(path.as_str());
-    let mut f = File::open(&full)?;
-    let before = meta_of(&f.metadata()?);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let after = meta_of(&fs::metadata(&full)?);
-    if after != before {
-        return Err(io::Error::other("file changed while it was hashed").into());
-    }
-    let entry = IndexEntry {
-        version: INFO_VERSION,
-        path: path.as_str().to_string(),
-        len: before.len,
-        etag: before.etag,
-    };
-    Ok((hex::encode(hasher.finalize()), entry))
-}
-
-fn index_get_blocking(root: &Path, sha256: &str) -> Result<Option<IndexEntry>, StoreError> {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
-    let raw = match fs::read(index_dir(root).join(format!("{sha256}.json"))) {
-        Ok(r) => r,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let Ok(entry) = serde_json::from_slice::<IndexEntry>(&raw) else {
-        return Ok(None);
-    };
-    if entry.version != INFO_VERSION {
-        return Ok(None);
-    }
-    let Ok(rel) = RelPath::from_segments(entry.path.split('/')) else {
-        return Ok(None);
-    };
-    // Trusted only while the file is still the same version: a regular file (not a symlink)
-    // with the recorded size and ETag.
-    match fs::symlink_metadata(root.join(rel.as_str())) {
-        Ok(md) if md.is_file() => {
-            let meta = meta_of(&md);
-            Ok((meta.len == entry.len && meta.etag == entry.etag).then_some(entry))
-        }
-        _ => Ok(None),
-    }
-}
-
 impl UploadStore for FsStore {
     fn caps(&self) -> UploadCaps {
         UploadCaps {
@@ -487,73 +431,3 @@ impl UploadStore for FsStore {
         Box::pin(blocking(move || index_get_blocking(&root, &sha)))
     }
 }
-
-/// Positional writes on the blocking pool, one in flight while the next chunk is received.
-struct FsAppender {
-    root: PathBuf,
-    file: Arc<File>,
-    pos: u64,
-    pending: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl FsAppender {
-    async fn drain(&mut self) -> io::Result<()> {
-        match self.pending.take() {
-            Some(h) => h.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Appender for FsAppender {
-    fn write(&mut self, data: Bytes) -> BoxFuture<'_, io::Result<()>> {
-        Box::pin(async move {
-            self.drain().await?;
-            let (file, at) = (self.file.clone(), self.pos);
-            self.pos += data.len() as u64;
-            self.pending = Some(tokio::task::spawn_blocking(move || {
-                file.write_all_at(&data, at)
-            }));
-            Ok(())
-        })
-    }
-
-    fn position(&self) -> u64 {
-        self.pos
-    }
-
-    fn checkpoint<'a>(
-        &'a mut self,
-        info: &'a mut UploadInfo,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.drain().await?;
-            let (file, root, mut next) = (self.file.clone(), self.root.clone(), info.clone());
-            next.offset = self.pos;
-            let saved = blocking(move || {
-                file.sync_data()?; // data first ...
-                save_info(&root, &next)?; // ... then the offset that claims it
-                Ok(next)
-            })
-            .await?;
-            *info = saved;
-            Ok(())
-        })
-    }
-
-    fn rollback(&mut self, offset: u64) -> BoxFuture<'_, io::Result<()>> {
-        Box::pin(async move {
-            self.drain().await?;
-            let file = self.file.clone();
-            tokio::task::spawn_blocking(move || file.set_len(offset))
-                .await
-                .map_err(io::Error::other)??;
-            self.pos = offset;
-            Ok(())
-        })
-    }
-}
-
-#[cfg(test)]
-#[path = "fs_upload_tests.rs"]
-mod tests;

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::store::Store;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 fn store() -> (tempfile::TempDir, FsStore) {
     let dir = tempfile::tempdir().unwrap();

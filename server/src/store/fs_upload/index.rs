@@ -1,0 +1,78 @@
+//! The content index of the fs upload store: one small versioned JSON file per SHA-256
+//! under `.ferry/index/`, trusted only while the file it names is unchanged.
+
+use std::fs::{self, File};
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::super::fs::{meta_of, STAGING_DIR};
+use super::super::upload::{IndexEntry, INFO_VERSION};
+use super::super::StoreError;
+use crate::path::RelPath;
+
+pub(super) fn index_dir(root: &Path) -> PathBuf {
+    root.join(STAGING_DIR).join("index")
+}
+
+pub(super) fn hash_blocking(
+    root: &Path,
+    path: &RelPath,
+) -> Result<(String, IndexEntry), StoreError> {
+    let full = root.join(path.as_str());
+    let mut f = File::open(&full)?;
+    let before = meta_of(&f.metadata()?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let after = meta_of(&fs::metadata(&full)?);
+    if after != before {
+        return Err(io::Error::other("file changed while it was hashed").into());
+    }
+    let entry = IndexEntry {
+        version: INFO_VERSION,
+        path: path.as_str().to_string(),
+        len: before.len,
+        etag: before.etag,
+    };
+    Ok((hex::encode(hasher.finalize()), entry))
+}
+
+pub(super) fn index_get_blocking(
+    root: &Path,
+    sha256: &str,
+) -> Result<Option<IndexEntry>, StoreError> {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let raw = match fs::read(index_dir(root).join(format!("{sha256}.json"))) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Ok(entry) = serde_json::from_slice::<IndexEntry>(&raw) else {
+        return Ok(None);
+    };
+    if entry.version != INFO_VERSION {
+        return Ok(None);
+    }
+    let Ok(rel) = RelPath::from_segments(entry.path.split('/')) else {
+        return Ok(None);
+    };
+    // Trusted only while the file is still the same version: a regular file (not a symlink)
+    // with the recorded size and ETag.
+    match fs::symlink_metadata(root.join(rel.as_str())) {
+        Ok(md) if md.is_file() => {
+            let meta = meta_of(&md);
+            Ok((meta.len == entry.len && meta.etag == entry.etag).then_some(entry))
+        }
+        _ => Ok(None),
+    }
+}
