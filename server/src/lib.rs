@@ -24,5 +24,5 @@ pub mod path;
 pub mod range;
 pub mod router;
 pub mod server;
-pub mod tus;
 pub mod store;
+pub mod tus;

@@ -27,7 +27,11 @@ pub struct App {
 
 impl App {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, tus: None, read_token: None }
+        Self {
+            store,
+            tus: None,
+            read_token: None,
+        }
     }
 }
 
@@ -50,9 +54,16 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
         return Ok(tus.handle(req).await);
     }
     let (parts, _body) = req.into_parts();
-    if let Some(token) = app.read_token.as_deref().filter(|_| parts.method != Method::OPTIONS) {
+    if let Some(token) = app
+        .read_token
+        .as_deref()
+        .filter(|_| parts.method != Method::OPTIONS)
+    {
         if !crate::tus::auth::bearer_ok(&parts.headers, token) {
-            return Err(Error::client(StatusCode::UNAUTHORIZED, "expected Authorization: Bearer <read token>"));
+            return Err(Error::client(
+                StatusCode::UNAUTHORIZED,
+                "expected Authorization: Bearer <read token>",
+            ));
         }
     }
     match parts.method {

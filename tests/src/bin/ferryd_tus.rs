@@ -20,8 +20,12 @@ async fn main() -> anyhow::Result<()> {
         [_, root, token] => (root, token),
         _ => anyhow::bail!("usage: ferryd_tus ROOT TOKEN"),
     };
-    let store: Arc<dyn ferryd::store::Store> = Arc::new(FsStore::new(root.as_ref(), FsOptions::default()).context("root")?);
-    let cfg = TusConfig { upload_token: Some(token.clone()), ..TusConfig::default() };
+    let store: Arc<dyn ferryd::store::Store> =
+        Arc::new(FsStore::new(root.as_ref(), FsOptions::default()).context("root")?);
+    let cfg = TusConfig {
+        upload_token: Some(token.clone()),
+        ..TusConfig::default()
+    };
     let tus = Arc::new(Tus::new(store.clone(), cfg)?);
     tus.spawn_reaper();
     let mut app = App::new(store);
@@ -29,6 +33,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening on http://{}/", listener.local_addr()?);
     std::io::stdout().flush()?;
-    server::run(listener, Arc::new(app), ServerOptions::default(), std::future::pending()).await?;
+    server::run(
+        listener,
+        Arc::new(app),
+        ServerOptions::default(),
+        std::future::pending(),
+    )
+    .await?;
     Ok(())
 }

@@ -28,10 +28,20 @@ fn fixture(name: &str, data: &[u8]) -> (tempfile::TempDir, PathBuf) {
 /// Runs a client to completion off the runtime (the server under test shares it) and returns
 /// the upload URL it printed.
 async fn run_client(mut cmd: Command) -> String {
-    let out = tokio::task::spawn_blocking(move || cmd.current_dir(interop_dir()).output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || cmd.current_dir(interop_dir()).output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let url = stdout.lines().find_map(|l| l.strip_prefix("URL ")).expect("client printed its upload URL");
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("URL "))
+        .expect("client printed its upload URL");
     url.to_string()
 }
 
@@ -42,18 +52,43 @@ fn js(node: &Path, opts: serde_like::Json) -> Command {
 }
 
 /// Checks the published file and `GET {upload url}` both have `data`.
-async fn assert_served(srv_url: impl Fn(&str) -> String, name: &str, upload_url: &str, data: &[u8]) {
-    let published = client().get(srv_url(&format!("/{name}"))).send().await.unwrap();
+async fn assert_served(
+    srv_url: impl Fn(&str) -> String,
+    name: &str,
+    upload_url: &str,
+    data: &[u8],
+) {
+    let published = client()
+        .get(srv_url(&format!("/{name}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(published.status(), 200, "{name} published");
-    assert_eq!(sha256_hex(&published.bytes().await.unwrap()), sha256_hex(data));
-    let via_upload = client().get(upload_url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        sha256_hex(&published.bytes().await.unwrap()),
+        sha256_hex(data)
+    );
+    let via_upload = client()
+        .get(upload_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(sha256_hex(&via_upload), sha256_hex(data));
 }
 
 #[tokio::test]
 async fn tuspy_uploads_in_chunks_with_upload_checksum() {
-    let Some(python) = tool("python3") else { return };
-    let (srv, _) = TestServer::start_tus(TusConfig { upload_token: Some(TOKEN.into()), ..TusConfig::default() }).await;
+    let Some(python) = tool("python3") else {
+        return;
+    };
+    let (srv, _) = TestServer::start_tus(TusConfig {
+        upload_token: Some(TOKEN.into()),
+        ..TusConfig::default()
+    })
+    .await;
     let data = pattern(3 * 1024 * 1024 + 17, 21);
     let (_dir, file) = fixture("tuspy.bin", &data);
     let mut cmd = Command::new(python);
@@ -70,7 +105,11 @@ async fn tuspy_uploads_in_chunks_with_upload_checksum() {
 #[tokio::test]
 async fn tus_js_client_parallel_uploads_use_concatenation() {
     let Some(node) = tool("node") else { return };
-    let (srv, _) = TestServer::start_tus(TusConfig { upload_token: Some(TOKEN.into()), ..TusConfig::default() }).await;
+    let (srv, _) = TestServer::start_tus(TusConfig {
+        upload_token: Some(TOKEN.into()),
+        ..TusConfig::default()
+    })
+    .await;
     let data = pattern(5 * 1024 * 1024 + 3, 22);
     let (_dir, file) = fixture("parallel.bin", &data);
     let opts = serde_like::obj(&[
@@ -82,15 +121,30 @@ async fn tus_js_client_parallel_uploads_use_concatenation() {
     let url = run_client(js(&node, opts)).await;
     assert_served(|p| srv.url(p), "parallel.bin", &url, &data).await;
     // The upload really was a final upload of three partial ones.
-    let head = client().head(&url).header("tus-resumable", "1.0.0").send().await.unwrap();
-    let concat = head.headers()["upload-concat"].to_str().unwrap().to_string();
-    assert!(concat.starts_with("final;") && concat.split(' ').count() == 3, "{concat}");
+    let head = client()
+        .head(&url)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let concat = head.headers()["upload-concat"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        concat.starts_with("final;") && concat.split(' ').count() == 3,
+        "{concat}"
+    );
 }
 
 #[tokio::test]
 async fn tus_js_client_streams_with_upload_length_deferred() {
     let Some(node) = tool("node") else { return };
-    let (srv, _) = TestServer::start_tus(TusConfig { upload_token: Some(TOKEN.into()), ..TusConfig::default() }).await;
+    let (srv, _) = TestServer::start_tus(TusConfig {
+        upload_token: Some(TOKEN.into()),
+        ..TusConfig::default()
+    })
+    .await;
     let data = pattern(2 * 1024 * 1024 + 100, 23);
     let (_dir, file) = fixture("deferred.bin", &data);
     let opts = serde_like::obj(&[
@@ -116,8 +170,15 @@ impl Proc {
             .spawn()
             .expect("spawn ferryd_tus");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().strip_prefix("listening on ").expect("bound URL").trim_end_matches('/').to_string();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("bound URL")
+            .trim_end_matches('/')
+            .to_string();
         Proc(child, base)
     }
 
@@ -141,10 +202,17 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
     let (_dir, file) = fixture("killed.bin", &data);
     let first = Proc::start(root.path());
     let http = client();
-    let tus = |m: reqwest::Method, url: String| http.request(m, url).header("tus-resumable", "1.0.0").bearer_auth(TOKEN);
+    let tus = |m: reqwest::Method, url: String| {
+        http.request(m, url)
+            .header("tus-resumable", "1.0.0")
+            .bearer_auth(TOKEN)
+    };
     let created = tus(reqwest::Method::POST, first.url("/files/"))
         .header("upload-length", data.len().to_string())
-        .header("upload-metadata", encode_metadata([("filename", Some(&b"killed.bin"[..]))]))
+        .header(
+            "upload-metadata",
+            encode_metadata([("filename", Some(&b"killed.bin"[..]))]),
+        )
         .send()
         .await
         .unwrap();
@@ -170,15 +238,30 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
     .unwrap();
     sock.write_all(&data[2 << 20..3 << 20]).unwrap();
     drop(first); // SIGKILL
-    // A torn write past the checkpoint must never be exposed: add junk to the staging data.
+                 // A torn write past the checkpoint must never be exposed: add junk to the staging data.
     let id = loc.trim_start_matches("/files/");
     let staged = root.path().join(format!(".ferry/uploads/{id}.bin"));
-    std::fs::OpenOptions::new().append(true).open(&staged).unwrap().write_all(&[0xEE; 4096]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&staged)
+        .unwrap()
+        .write_all(&[0xEE; 4096])
+        .unwrap();
 
     let second = Proc::start(root.path());
-    let head = tus(reqwest::Method::HEAD, second.url(&loc)).send().await.unwrap();
-    let offset: u64 = head.headers()["upload-offset"].to_str().unwrap().parse().unwrap();
-    assert!(offset >= 2 << 20, "acknowledged bytes survive: offset {offset}");
+    let head = tus(reqwest::Method::HEAD, second.url(&loc))
+        .send()
+        .await
+        .unwrap();
+    let offset: u64 = head.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        offset >= 2 << 20,
+        "acknowledged bytes survive: offset {offset}"
+    );
     let opts = serde_like::obj(&[
         ("endpoint", serde_like::s(&second.url("/files/"))),
         ("token", serde_like::s(TOKEN)),
