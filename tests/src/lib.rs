@@ -57,13 +57,17 @@ impl TestServer {
     pub async fn start_tus(cfg: ferryd::tus::TusConfig) -> (Self, Arc<ferryd::tus::Tus>) {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let keep = slot.clone();
-        let srv = Self::start_with(FsOptions::default(), ServerOptions::default(), move |mut app| {
-            let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
-            tus.spawn_reaper();
-            *keep.lock().expect("slot") = Some(tus.clone());
-            app.tus = Some(tus);
-            app
-        })
+        let srv = Self::start_with(
+            FsOptions::default(),
+            ServerOptions::default(),
+            move |mut app| {
+                let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
+                tus.spawn_reaper();
+                *keep.lock().expect("slot") = Some(tus.clone());
+                app.tus = Some(tus);
+                app
+            },
+        )
         .await;
         let tus = slot.lock().expect("slot").take().expect("configured");
         (srv, tus)
