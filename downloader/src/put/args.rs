@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::client::Tus;
 use super::fingerprint::{default_data_dir, Store};
-use super::plan::parse_metadata_arg;
+use super::plan::{parse_metadata_arg, ChecksumChoice};
 use super::{Options, Uploader};
 use crate::cli::{install_crypto_provider, parse_duration, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::error::Error;
@@ -48,6 +48,10 @@ pub struct PutArgs {
     /// Forget earlier uploads of these files and start over.
     #[arg(long)]
     pub restart: bool,
+    /// Upload-Checksum per PATCH: auto (best the server offers: sha256, sha1, md5, crc32),
+    /// none, or one algorithm.
+    #[arg(long, value_name = "ALGO", default_value = "auto", value_parser = ChecksumChoice::parse)]
+    pub checksum: ChecksumChoice,
 }
 
 fn parse_chunk(s: &str) -> Result<u64, String> {
@@ -108,6 +112,7 @@ impl PutPlan {
             metadata: args.metadata,
             instant: !args.no_instant,
             restart: args.restart,
+            checksum: args.checksum,
             backoff: Backoff::new(args.retry_wait),
             max_tries: args.max_tries,
             store,

@@ -29,7 +29,7 @@ use crate::retry::Backoff;
 use crate::size::format_size;
 use client::{Created, Creation, Tus};
 use fingerprint::{Entry, Fingerprint, PartEntry, Store};
-use plan::{concat_final, split, Capabilities};
+use plan::{concat_final, split, Algo, Capabilities, ChecksumChoice};
 use upload::{is_gone, Part, Sender};
 
 /// Times one file may start over because the server forgot its upload(s).
@@ -49,6 +49,8 @@ pub struct Options {
     pub instant: bool,
     /// Forget stored uploads for these files and start over.
     pub restart: bool,
+    /// `--checksum`: which `Upload-Checksum` to send with each PATCH.
+    pub checksum: ChecksumChoice,
     pub backoff: Backoff,
     pub max_tries: u32,
     /// `None` when no data directory exists: uploads then cannot resume.
@@ -60,6 +62,8 @@ pub struct Uploader {
     pub tus: Tus,
     pub opts: Options,
     pub caps: Capabilities,
+    /// The `Upload-Checksum` algorithm chosen from the options and the capabilities.
+    pub checksum: Option<Algo>,
 }
 
 impl Uploader {
@@ -67,7 +71,18 @@ impl Uploader {
     pub async fn connect(tus: Tus, opts: Options) -> Result<Self> {
         let caps = tus.options(&opts.endpoint).await?;
         tracing::debug!(?caps, "tus server capabilities");
-        Ok(Self { tus, opts, caps })
+        let checksum = caps
+            .checksum_for(opts.checksum)
+            .map_err(|msg| Error::Protocol {
+                url: opts.endpoint.clone(),
+                msg,
+            })?;
+        Ok(Self {
+            tus,
+            opts,
+            caps,
+            checksum,
+        })
     }
 
     /// Uploads `path`; returns where it can be downloaded.
@@ -196,7 +211,9 @@ impl Uploader {
             parts
         };
         progress.set_done(parts.iter().map(|p| p.offset).sum());
-        let sent = self.send_parts(path, &parts, progress).await?;
+        let sent = self
+            .send_parts(path, &entry.fingerprint, &parts, progress)
+            .await?;
         let published = sent.or(resumed_published);
         if Fingerprint::of(&self.opts.endpoint, path)? != entry.fingerprint {
             let msg = format!(
@@ -225,6 +242,7 @@ impl Uploader {
     async fn send_parts(
         &self,
         path: &Path,
+        fp: &Fingerprint,
         parts: &[Part],
         progress: &Arc<Progress>,
     ) -> Result<Option<String>> {
@@ -234,10 +252,11 @@ impl Uploader {
             file: Arc::new(file),
             path: path.to_path_buf(),
             chunk: self.opts.chunk,
-            checksum: self.caps.checksum(),
+            checksum: self.checksum,
             backoff: self.opts.backoff,
             max_tries: self.opts.max_tries,
             progress: Arc::clone(progress),
+            stamp: (fp.size, fp.mtime_s, fp.mtime_ns),
         };
         let mut set = tokio::task::JoinSet::new();
         for part in parts.iter().cloned() {

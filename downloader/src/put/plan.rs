@@ -49,10 +49,32 @@ impl Algo {
         }
     }
 
-    fn parse(name: &str) -> Option<Self> {
+    pub fn parse(name: &str) -> Option<Self> {
         [Algo::Sha256, Algo::Sha1, Algo::Md5, Algo::Crc32]
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+/// `--checksum`: which `Upload-Checksum` algorithm to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChecksumChoice {
+    /// The best the server advertises (sha256, then sha1, md5, crc32), none if it has none.
+    #[default]
+    Auto,
+    None,
+    Only(Algo),
+}
+
+impl ChecksumChoice {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "none" => Ok(Self::None),
+            other => Algo::parse(other).map(Self::Only).ok_or_else(|| {
+                format!("invalid checksum {s:?}: expected auto, none, sha256, sha1, md5 or crc32")
+            }),
+        }
     }
 }
 
@@ -91,6 +113,35 @@ impl Capabilities {
             .iter()
             .filter_map(|n| Algo::parse(n))
             .min()
+    }
+
+    /// The algorithm to use for `choice`; an explicit algorithm the server does not offer is
+    /// an error (sending it would get 400 on every PATCH).
+    pub fn checksum_for(&self, choice: ChecksumChoice) -> Result<Option<Algo>, String> {
+        match choice {
+            ChecksumChoice::Auto => Ok(self.checksum()),
+            ChecksumChoice::None => Ok(None),
+            ChecksumChoice::Only(a) => {
+                let offered = self.has("checksum")
+                    && self
+                        .checksum_algorithms
+                        .iter()
+                        .any(|n| Algo::parse(n) == Some(a));
+                if offered {
+                    Ok(Some(a))
+                } else {
+                    Err(format!(
+                        "expected the server to offer checksum {}, it offers {:?}",
+                        a.name(),
+                        if self.has("checksum") {
+                            self.checksum_algorithms.join(",")
+                        } else {
+                            "none".into()
+                        }
+                    ))
+                }
+            }
+        }
     }
 
     /// Whether `-x N` may split into parts: the server must concatenate them.
@@ -209,6 +260,44 @@ mod tests {
         assert_eq!(caps("crc32").checksum(), Some(Algo::Crc32));
         assert_eq!(caps("blake3,sha512").checksum(), None);
         assert_eq!(caps("").checksum(), None);
+    }
+
+    #[test]
+    fn explicit_checksum_choice_must_be_offered() {
+        let caps = Capabilities {
+            extensions: parse_list("checksum"),
+            checksum_algorithms: parse_list("sha1,crc32"),
+            max_size: None,
+        };
+        assert_eq!(
+            caps.checksum_for(ChecksumChoice::Auto),
+            Ok(Some(Algo::Sha1))
+        );
+        assert_eq!(caps.checksum_for(ChecksumChoice::None), Ok(None));
+        assert_eq!(
+            caps.checksum_for(ChecksumChoice::Only(Algo::Crc32)),
+            Ok(Some(Algo::Crc32))
+        );
+        let err = caps
+            .checksum_for(ChecksumChoice::Only(Algo::Sha256))
+            .unwrap_err();
+        assert!(
+            err.contains("expected the server to offer checksum sha256"),
+            "{err}"
+        );
+        let bare = Capabilities::default();
+        assert!(bare
+            .checksum_for(ChecksumChoice::Only(Algo::Crc32))
+            .unwrap_err()
+            .contains("none"));
+        assert_eq!(
+            ChecksumChoice::parse("CRC32"),
+            Ok(ChecksumChoice::Only(Algo::Crc32))
+        );
+        assert_eq!(ChecksumChoice::parse("none"), Ok(ChecksumChoice::None));
+        assert!(ChecksumChoice::parse("blake3")
+            .unwrap_err()
+            .contains("expected auto"));
     }
 
     #[test]

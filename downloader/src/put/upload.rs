@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +35,9 @@ pub struct Sender {
     /// Failed attempts in a row before giving up (reset whenever the server takes bytes).
     pub max_tries: u32,
     pub progress: Arc<Progress>,
+    /// (size, mtime seconds, mtime nanoseconds) the upload was planned for; a chunk read
+    /// after the file changed is never sent.
+    pub stamp: (u64, i64, i64),
 }
 
 /// One upload: `url` holds bytes `range` of the file; the server already has `offset` of them.
@@ -157,13 +160,21 @@ impl Sender {
         res.map_err(|e| (e, sent.load(Ordering::Relaxed)))
     }
 
+    /// Reads `len` bytes at `at`, then checks (fstat) that the file still has the size and
+    /// mtime it was planned with, so bytes of a changed file never reach the server.
     async fn read(&self, at: u64, len: u64) -> Result<Bytes> {
-        let (file, path) = (Arc::clone(&self.file), self.path.clone());
+        let (file, path, stamp) = (Arc::clone(&self.file), self.path.clone(), self.stamp);
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len as usize];
             file.read_exact_at(&mut buf, at)
-                .map(|()| Bytes::from(buf))
-                .map_err(|e| Error::io(&path, e))
+                .map_err(|e| Error::io(&path, e))?;
+            let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+            if (meta.len(), meta.mtime(), meta.mtime_nsec()) != stamp {
+                let msg =
+                    "changed during the upload; run the command again to upload the new version";
+                return Err(Error::io(&path, std::io::Error::other(msg)));
+            }
+            Ok(Bytes::from(buf))
         });
         read.await
             .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ferry::progress::{Mode, Ui};
 use ferry::put::args::{PutArgs, PutPlan};
 use ferry::put::fingerprint::Store;
+use ferry::put::plan::ChecksumChoice;
 use ferry::put::Uploader;
 use ferry_tests::{client, pattern, sha256_hex, TestServer};
 use ferryd::tus::TusConfig;
@@ -42,6 +43,7 @@ fn args(files: &[&Path], endpoint: &str, parallel: u16, chunk: u64) -> PutArgs {
         timeout: Duration::from_secs(10),
         no_instant: false,
         restart: false,
+        checksum: ChecksumChoice::Auto,
     }
 }
 
