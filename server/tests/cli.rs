@@ -13,7 +13,11 @@ fn ferryd() -> Command {
 fn get(url_hostport: &str, path: &str) -> String {
     let mut s = TcpStream::connect(url_hostport).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -32,30 +36,51 @@ fn prints_bound_url_serves_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect(&line);
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect(&line);
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
-    assert!(!hostport.ends_with(":0"), "the real port is printed: {line}");
+    assert!(
+        !hostport.ends_with(":0"),
+        "the real port is printed: {line}"
+    );
     let resp = get(hostport, "/hi.txt");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("hello from ferryd"));
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = child.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
 }
 
 #[test]
 fn missing_root_is_a_clear_error_with_nonzero_exit() {
-    let out = ferryd().args(["/nonexistent/ferry-root", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = ferryd()
+        .args(["/nonexistent/ferry-root", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot serve /nonexistent/ferry-root"), "{err}");
+    assert!(
+        err.contains("cannot serve /nonexistent/ferry-root"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_flag_values_are_usage_errors() {
-    let out = ferryd().args(["--listen", "not-an-address"]).output().unwrap();
+    let out = ferryd()
+        .args(["--listen", "not-an-address"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap exits 2 on usage errors");
     let out = ferryd().args(["--tls-cert", "x.pem"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--tls-cert requires --tls-key");

@@ -161,7 +161,10 @@ async fn graceful_shutdown_lets_in_flight_responses_finish() {
 async fn many_downloads_share_a_small_read_budget_without_deadlock() {
     // Regression: a response held its current chunk while waiting for read-ahead permits, so
     // once the budget was spread across enough responses every one of them waited forever.
-    let fs = FsOptions { read_budget: 2 * ferryd::store::fs::CHUNK, ..Default::default() };
+    let fs = FsOptions {
+        read_budget: 2 * ferryd::store::fs::CHUNK,
+        ..Default::default()
+    };
     let srv = TestServer::start_with(fs, ServerOptions::default(), |a| a).await;
     let data = ferry_tests::pattern(3 * ferryd::store::fs::CHUNK + 5, 21);
     srv.put_file("big.bin", &data);
@@ -169,14 +172,17 @@ async fn many_downloads_share_a_small_read_budget_without_deadlock() {
         let url = srv.url("/big.bin");
         tokio::spawn(async move { ferry_tests::client().get(url).send().await?.bytes().await })
     });
-    let all = tokio::time::timeout(Duration::from_secs(20), futures_join(downloads.collect())).await;
+    let all =
+        tokio::time::timeout(Duration::from_secs(20), futures_join(downloads.collect())).await;
     let bodies = all.expect("downloads deadlocked on the read budget");
     for b in bodies {
         assert_eq!(b.unwrap().unwrap(), data);
     }
 }
 
-async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+async fn futures_join<T>(
+    handles: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
     let mut out = Vec::new();
     for h in handles {
         out.push(h.await);
