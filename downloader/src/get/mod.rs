@@ -294,8 +294,12 @@ async fn run_round(
     target: &Target,
     state: &mut State,
     progress: &Arc<Progress>,
-    mut interrupt: watch::Receiver<bool>,
+    interrupt: watch::Receiver<bool>,
 ) -> Result<Option<Restart>> {
+    if !state.ranged {
+        // A plain GET always starts at byte 0: earlier bytes are fetched (and written) again.
+        state.done = RangeSet::new();
+    }
     let length = state.probe.length;
     let file = target.open_part(length, state.done.covered() > 0)?;
     let missing = match length {
@@ -333,51 +337,93 @@ async fn run_round(
         last_modified: state.probe.validator.last_modified.clone(),
         done: Vec::new(),
     };
-    let mut workers = tokio::task::JoinSet::new();
-    for id in 0..connections {
-        workers.spawn(worker::run(Arc::clone(&round), id));
+    let mut book = Bookkeeping {
+        path: &target.journal,
+        journal: &mut journal,
+        last: state.done.clone(),
+    };
+    let ended = supervise(&round, connections, &cancel_tx, &mut book, opts, interrupt).await;
+    book.flush(&round).await?;
+    state.done = round
+        .written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match ended? {
+        Some(end) => end,
+        None => complete_or_error(&round, state),
     }
+}
+
+/// Durable-progress records of one round.
+struct Bookkeeping<'a> {
+    path: &'a std::path::Path,
+    journal: &'a mut Journal,
+    /// What the journal last recorded.
+    last: RangeSet,
+}
+
+impl Bookkeeping<'_> {
+    /// fdatasync, then journal (without a known length there is nothing to resume: sync only).
+    async fn flush(&mut self, round: &Arc<Round>) -> Result<()> {
+        if round.length.is_none() {
+            return sync_data(round).await;
+        }
+        self.last = flush_journal(round, self.path, self.journal, &self.last).await?;
+        Ok(())
+    }
+}
+
+/// How many times a round re-opens its connections after all of them left with work
+/// remaining (they shed on 429/503 while another one was about to finish).
+const MAX_RESPAWNS: usize = 8;
+
+/// Runs the workers, records progress every `journal_interval`, refreshes the display.
+/// `Ok(None)`: every worker ended normally; `Ok(Some(end))`: the round ended early.
+async fn supervise(
+    round: &Arc<Round>,
+    connections: usize,
+    cancel_tx: &watch::Sender<bool>,
+    book: &mut Bookkeeping<'_>,
+    opts: &Options,
+    mut interrupt: watch::Receiver<bool>,
+) -> Result<Option<Result<Option<Restart>>>> {
+    let mut workers = tokio::task::JoinSet::new();
+    let spawn_all = |workers: &mut tokio::task::JoinSet<Outcome>| {
+        for id in 0..connections {
+            workers.spawn(worker::run(Arc::clone(round), id));
+        }
+    };
+    spawn_all(&mut workers);
     let mut journal_tick = tokio::time::interval(opts.journal_interval);
     let mut display_tick = tokio::time::interval(Duration::from_millis(200));
-    let mut ended: Option<Result<Option<Restart>>> = None;
-    let mut last_flushed = state.done.clone();
+    let (mut ended, mut respawns) = (None, 0);
     loop {
         tokio::select! {
             joined = workers.join_next() => match joined {
-                None => break,
+                None if ended.is_none() && !round_plan_done(round) && respawns < MAX_RESPAWNS => {
+                    respawns += 1;
+                    spawn_all(&mut workers);
+                }
+                None => return Ok(ended),
                 Some(res) => {
-                    let outcome = res.unwrap_or_else(|e| Outcome::Failed(Error::Protocol { url: url.to_string(), msg: format!("worker panicked: {e}") }));
+                    let outcome = res.unwrap_or_else(|e| Outcome::Failed(Error::Protocol {
+                        url: round.url.clone(),
+                        msg: format!("worker panicked: {e}"),
+                    }));
                     if let Some(end) = outcome_end(outcome) {
                         ended.get_or_insert(end);
                         let _ = cancel_tx.send(true);
                     }
                 }
             },
-            _ = journal_tick.tick() => {
-                if length.is_some() {
-                    last_flushed = flush_journal(&round, &target.journal, &mut journal, &last_flushed).await?;
-                }
-            }
-            _ = display_tick.tick() => progress.tick(),
+            _ = journal_tick.tick() => book.flush(round).await?,
+            _ = display_tick.tick() => round.progress.tick(),
             _ = cancelled(&mut interrupt), if ended.is_none() => {
                 ended = Some(Err(Error::Interrupted));
                 let _ = cancel_tx.send(true);
             }
         }
-    }
-    if length.is_some() {
-        flush_journal(&round, &target.journal, &mut journal, &last_flushed).await?;
-    } else {
-        sync_data(&round).await?;
-    }
-    state.done = round
-        .written
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    match ended {
-        Some(end) => end,
-        None => complete_or_error(&round, state),
     }
 }
 
@@ -386,6 +432,14 @@ pub async fn cancelled(flag: &mut watch::Receiver<bool>) {
     if flag.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+fn round_plan_done(round: &Round) -> bool {
+    round
+        .plan
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_done()
 }
 
 /// Maps a worker outcome to the end of the round, if it ends it.

@@ -152,6 +152,13 @@ async fn fetch(
     written_to: &mut u64,
     judge: bool,
 ) -> Result<(), Fault> {
+    if !round.ranged && range.start != 0 {
+        // A plain GET delivers the body from byte 0; it can only fill a segment starting there.
+        return Err(protocol(
+            round,
+            format!("cannot fetch {range} without Range support"),
+        ));
+    }
     let mut req = round.client.get(&round.url);
     if round.ranged {
         req = req.header(RANGE, range.to_range_header());

@@ -195,3 +195,34 @@ async fn every_request_starts_at_the_original_url() {
         "each request went through the original URL first: {log:?}"
     );
 }
+
+/// Regression: a journal from a server that has since stopped offering ranges
+/// (`Accept-Ranges: none`) must not make a plain GET's bytes land at the journal's offsets.
+#[tokio::test]
+async fn resume_against_a_server_without_ranges_refetches_from_zero() {
+    let data = random_bytes(500_000, 6);
+    let server = Server::start(data.clone()).await;
+    server
+        .ranges_none
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    server
+        .ignore_range
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let t = Target::for_path(dir.path().join("n"));
+    let mut part = vec![0u8; data.len()];
+    part[..100_000].copy_from_slice(&data[..100_000]);
+    fs::write(&t.part, &part).unwrap();
+    let j = Journal {
+        url: server.url("/n"),
+        length: data.len() as u64,
+        etag: Some("\"v1\"".into()),
+        last_modified: None,
+        done: vec![[0, 100_000]],
+    };
+    fs::write(&t.journal, journal::encode(&j)).unwrap();
+    download(&server.url("/n"), &fast_options(dir.path(), "n"))
+        .await
+        .unwrap();
+    assert_eq!(sha256(&fs::read(&t.path).unwrap()), sha256(&data));
+}

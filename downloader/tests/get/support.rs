@@ -41,6 +41,8 @@ pub struct Server {
     pub addr: Mutex<Option<SocketAddr>>,
     /// Answer 200 with the whole body to ranged requests.
     pub ignore_range: AtomicBool,
+    /// Send `Accept-Ranges: none`.
+    pub ranges_none: AtomicBool,
     /// Send a Content-Range (and body) shifted by one byte for this many responses.
     pub wrong_content_range: AtomicUsize,
     /// Drop the connection after this many body bytes, for `drops_left` responses.
@@ -155,7 +157,12 @@ impl Server {
             return self.body(method, h, StatusCode::OK, data, 0..len, conn, false);
         }
         h.insert(header::ETAG, etag.parse().unwrap());
-        h.insert(header::ACCEPT_RANGES, "bytes".parse().unwrap());
+        let accept = if self.ranges_none.load(Ordering::SeqCst) {
+            "none"
+        } else {
+            "bytes"
+        };
+        h.insert(header::ACCEPT_RANGES, accept.parse().unwrap());
         let ranged = range
             .filter(|_| !self.ignore_range.load(Ordering::SeqCst))
             .filter(|_| if_range.is_none_or(|v| v == etag))
