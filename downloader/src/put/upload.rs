@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,37 +61,30 @@ pub fn is_gone(e: &Error) -> bool {
     )
 }
 
-/// What a PATCH failure asks for next.
-enum Next {
-    Resend,
-    Resync,
+/// A chunk read and checksummed, ready to PATCH.
+struct Prepared {
+    data: Bytes,
+    checksum: Option<String>,
+}
+
+/// The next chunk being read and checksummed on a blocking thread while the current PATCH
+/// is on the wire, so the disk read and the hashing overlap the network and the server.
+struct Ahead {
+    range: Range<u64>,
+    task: tokio::task::JoinHandle<Result<Prepared>>,
 }
 
 impl Sender {
     /// Uploads the rest of `part`; returns the published location if the server sent one.
     pub async fn send(&self, mut part: Part) -> Result<Option<String>> {
         let len = part.range.end - part.range.start;
-        let mut failures = 0u32;
-        let mut published = None;
-        let mut resync = false;
-        let mut rng = fastrand::Rng::new();
+        let (mut failures, mut rng) = (0u32, fastrand::Rng::new());
+        let (mut published, mut resync, mut ahead) = (None, false, None);
         self.progress.connection_opened();
         let result = loop {
             if resync {
-                match self.tus.head(&part.url).await {
-                    Ok(h) if h.offset > len => {
-                        let msg =
-                            format!("expected Upload-Offset <= {len} on HEAD, got {}", h.offset);
-                        break Err(Error::Protocol {
-                            url: part.url.clone(),
-                            msg,
-                        });
-                    }
-                    Ok(h) => {
-                        self.reposition(&part, h.offset);
-                        part.offset = h.offset;
-                        resync = false;
-                    }
+                match self.resync(&mut part, len).await {
+                    Ok(()) => resync = false,
                     Err(e) => match self.fail(e, &mut failures, &mut rng).await {
                         Ok(()) => continue,
                         Err(e) => break Err(e),
@@ -101,7 +94,12 @@ impl Sender {
             let Some(chunk) = next_chunk(part.offset, len, self.chunk) else {
                 break Ok(published);
             };
-            match self.patch(&part, chunk.clone()).await {
+            let prepared = match self.take(&mut ahead, &part, &chunk).await {
+                Ok(p) => p,
+                Err(e) => break Err(e),
+            };
+            ahead = next_chunk(chunk.end, len, self.chunk).map(|n| self.prepare(&part, n));
+            match self.patch(&part, chunk.clone(), prepared).await {
                 Ok((offset, p)) if offset > chunk.start && offset <= chunk.end => {
                     self.reposition_after(chunk.end, offset);
                     part.offset = offset;
@@ -109,10 +107,9 @@ impl Sender {
                     failures = 0;
                 }
                 Ok((offset, _)) => {
+                    let (first, last) = (chunk.start + 1, chunk.end);
                     let msg = format!(
-                        "expected Upload-Offset in {}..={} after PATCH, got {offset}",
-                        chunk.start + 1,
-                        chunk.end
+                        "expected Upload-Offset in {first}..={last} after PATCH, got {offset}"
                     );
                     break Err(Error::Protocol {
                         url: part.url.clone(),
@@ -121,14 +118,11 @@ impl Sender {
                 }
                 Err((e, sent)) => {
                     self.unsend(sent);
-                    let next = match &e {
-                        Error::Status { status: 460, .. } => Next::Resend,
-                        _ => Next::Resync,
-                    };
+                    // 460: the chunk was discarded, send it again; anything else: ask first.
+                    resync = !matches!(e, Error::Status { status: 460, .. });
                     if let Err(e) = self.fail(e, &mut failures, &mut rng).await {
                         break Err(e);
                     }
-                    resync = matches!(next, Next::Resync);
                 }
             }
         };
@@ -136,17 +130,66 @@ impl Sender {
         result
     }
 
-    /// Reads the chunk and PATCHes it; on failure also returns how many bytes were counted.
+    /// HEAD: learn what the server kept (tus core: the client resumes from `Upload-Offset`).
+    async fn resync(&self, part: &mut Part, len: u64) -> Result<()> {
+        let h = self.tus.head(&part.url).await?;
+        if h.offset > len {
+            let msg = format!("expected Upload-Offset <= {len} on HEAD, got {}", h.offset);
+            // Not retryable: the server holds more than this part has.
+            return Err(Error::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("{}: {msg}", part.url)),
+            });
+        }
+        self.reposition(part, h.offset);
+        part.offset = h.offset;
+        Ok(())
+    }
+
+    /// The prepared `chunk`: the read-ahead if it is that chunk, else read now.
+    async fn take(
+        &self,
+        ahead: &mut Option<Ahead>,
+        part: &Part,
+        chunk: &Range<u64>,
+    ) -> Result<Prepared> {
+        let task = match ahead.take() {
+            Some(a) if a.range == *chunk => a.task,
+            stale => {
+                if let Some(a) = stale {
+                    a.task.abort();
+                }
+                self.prepare(part, chunk.clone()).task
+            }
+        };
+        task.await
+            .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?
+    }
+
+    /// Starts reading and checksumming `chunk` (offsets within `part`) on a blocking thread.
+    fn prepare(&self, part: &Part, chunk: Range<u64>) -> Ahead {
+        let (at, len) = (part.range.start + chunk.start, chunk.end - chunk.start);
+        let (file, path, stamp, algo) = (
+            Arc::clone(&self.file),
+            self.path.clone(),
+            self.stamp,
+            self.checksum,
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            let data = read_unchanged(&file, &path, stamp, at, len)?;
+            let checksum = algo.map(|a| upload_checksum(a, &data));
+            Ok(Prepared { data, checksum })
+        });
+        Ahead { range: chunk, task }
+    }
+
+    /// PATCHes one prepared chunk; on failure also returns how many bytes were counted.
     async fn patch(
         &self,
         part: &Part,
         chunk: Range<u64>,
+        prepared: Prepared,
     ) -> std::result::Result<(u64, Option<String>), (Error, u64)> {
-        let data = self
-            .read(part.range.start + chunk.start, chunk.end - chunk.start)
-            .await
-            .map_err(|e| (e, 0))?;
-        let checksum = self.checksum.map(|a| upload_checksum(a, &data));
         let sent = Arc::new(AtomicU64::new(0));
         let meter = Meter {
             progress: Arc::clone(&self.progress),
@@ -155,29 +198,15 @@ impl Sender {
         };
         let res = self
             .tus
-            .patch(&part.url, chunk.start, data, checksum, meter)
+            .patch(
+                &part.url,
+                chunk.start,
+                prepared.data,
+                prepared.checksum,
+                meter,
+            )
             .await;
         res.map_err(|e| (e, sent.load(Ordering::Relaxed)))
-    }
-
-    /// Reads `len` bytes at `at`, then checks (fstat) that the file still has the size and
-    /// mtime it was planned with, so bytes of a changed file never reach the server.
-    async fn read(&self, at: u64, len: u64) -> Result<Bytes> {
-        let (file, path, stamp) = (Arc::clone(&self.file), self.path.clone(), self.stamp);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, at)
-                .map_err(|e| Error::io(&path, e))?;
-            let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
-            if (meta.len(), meta.mtime(), meta.mtime_nsec()) != stamp {
-                let msg =
-                    "changed during the upload; run the command again to upload the new version";
-                return Err(Error::io(&path, std::io::Error::other(msg)));
-            }
-            Ok(Bytes::from(buf))
-        });
-        read.await
-            .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?
     }
 
     /// Counts a failure; returns the error when it is final, otherwise waits before the retry.
@@ -229,4 +258,24 @@ impl Sender {
         self.progress
             .set_done((done + offset).saturating_sub(part.offset));
     }
+}
+
+/// Reads `len` bytes at `at`, then checks (fstat) that the file still has the size and mtime
+/// it was planned with, so bytes of a changed file never reach the server.
+fn read_unchanged(
+    file: &File,
+    path: &Path,
+    stamp: (u64, i64, i64),
+    at: u64,
+    len: u64,
+) -> Result<Bytes> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, at)
+        .map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if (meta.len(), meta.mtime(), meta.mtime_nsec()) != stamp {
+        let msg = "changed during the upload; run the command again to upload the new version";
+        return Err(Error::io(path, std::io::Error::other(msg)));
+    }
+    Ok(Bytes::from(buf))
 }

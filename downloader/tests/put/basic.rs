@@ -271,3 +271,34 @@ async fn binary_prints_the_location_and_uses_exit_codes() {
     let failed = cmd.env("FERRY_DATA_DIR", s.data_dir()).output().unwrap();
     assert_eq!(failed.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn file_changed_during_upload_stops_before_sending_its_new_bytes() {
+    let server = TusServer::start(full()).await;
+    server.patch_delay_ms.store(20, Ordering::SeqCst);
+    let s = Arc::new(Scratch::new(1 << 20, 14));
+    let endpoint = server.endpoint();
+    let task = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.put(&endpoint, &["--chunk-size", "64K", "--no-instant"])
+                .await
+        })
+    };
+    wait_for(|| server.patch_bytes.load(Ordering::SeqCst) > 0).await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.file)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"appended").unwrap();
+    let err = task.await.unwrap().unwrap_err();
+    assert!(
+        err.to_string().contains("changed during the upload"),
+        "{err}"
+    );
+    let sent = server.patch_bytes.load(Ordering::SeqCst);
+    assert!(
+        sent < s.data.len() as u64,
+        "kept sending after the change: {sent}"
+    );
+}
