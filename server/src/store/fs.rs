@@ -54,6 +54,8 @@ impl Default for FsOptions {
 
 pub struct FsStore {
     root: PathBuf,
+    /// The root held open: `openat2` resolves request paths relative to it.
+    root_dir: File,
     opts: FsOptions,
     budget: Arc<Semaphore>,
 }
@@ -70,6 +72,7 @@ impl FsStore {
         }
         let permits = opts.read_budget.max(2 * CHUNK);
         Ok(Self {
+            root_dir: File::open(&root)?,
             root,
             budget: Arc::new(Semaphore::new(permits)),
             opts,
@@ -80,13 +83,40 @@ impl FsStore {
         &self.root
     }
 
-    /// Maps a validated path to a filesystem path, enforcing the visibility policy.
-    fn resolve(&self, path: &RelPath) -> Result<PathBuf, StoreError> {
+    /// Opens a validated path read-only under the visibility policy. Unless symlinks may
+    /// leave the root, the kernel confines the whole resolution to the root in one step
+    /// (`openat2` with `RESOLVE_BENEATH`), so no symlink swapped in between a check and the
+    /// open can escape. A path the kernel refuses that way (an absolute symlink, or a kernel
+    /// without `openat2`) takes the slower check-then-open path, which still refuses targets
+    /// outside the root.
+    fn open_file(&self, path: &RelPath) -> Result<File, StoreError> {
+        self.check_visible(path)?;
+        if !self.opts.allow_symlinks_outside {
+            match open_beneath(&self.root_dir, path.as_str()) {
+                Ok(f) => return Ok(f),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::ENOSYS | libc::EPERM)
+                    ) => {}
+                Err(e) => return Err(StoreError::from_io(e)),
+            }
+        }
+        File::open(self.resolve(path)?).map_err(StoreError::from_io)
+    }
+
+    fn check_visible(&self, path: &RelPath) -> Result<(), StoreError> {
         if path.segments().next() == Some(STAGING_DIR)
             || (!self.opts.allow_hidden && path.is_hidden())
         {
             return Err(StoreError::NotFound);
         }
+        Ok(())
+    }
+
+    /// Maps a validated path to a filesystem path, enforcing the visibility policy.
+    fn resolve(&self, path: &RelPath) -> Result<PathBuf, StoreError> {
+        self.check_visible(path)?;
         let full = self.root.join(path.as_str());
         if !self.opts.allow_symlinks_outside && self.has_symlink(path)? {
             let real = full.canonicalize().map_err(StoreError::from_io)?;
@@ -145,6 +175,35 @@ fn list_dir(root: &Path, opts: &FsOptions, dir: &Path) -> Result<Vec<Entry>, Sto
     Ok(out)
 }
 
+/// `openat2(root, rel, O_RDONLY | O_CLOEXEC, RESOLVE_BENEATH)`: fails with `EXDEV` if any
+/// step of the resolution (`..`, a symlink, an absolute symlink) would leave `root`.
+fn open_beneath(root: &File, rel: &str) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let rel = if rel.is_empty() { "." } else { rel };
+    let c = std::ffi::CString::new(rel).map_err(io::Error::other)?; // RelPath has no NUL
+                                                                    // SAFETY: `open_how` is plain old data; all-zero is a valid value (no flags) and the fields
+                                                                    // we need are set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH;
+    // SAFETY: the pointers are valid for the call: `c` is NUL-terminated and `how` is an
+    // `open_how` of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd as i32) })
+}
+
 /// Strong validator from size, mtime in nanoseconds and inode: any rewrite in place changes
 /// the size or mtime, any replacement by rename changes the inode.
 pub fn meta_of(md: &std::fs::Metadata) -> Meta {
@@ -166,8 +225,7 @@ impl Store for FsStore {
         // them in its event loop: on a local filesystem they are microseconds, and a trip to
         // the blocking pool per request cost more than the request itself for small ranges.
         Box::pin(async move {
-            let full = self.resolve(path)?;
-            let file = File::open(&full).map_err(StoreError::from_io)?;
+            let file = self.open_file(path)?;
             let md = file.metadata()?;
             if md.is_dir() {
                 return Ok(Object::Dir(meta_of(&md)));

@@ -410,6 +410,11 @@ async fn paths_outside_root_or_malformed_are_refused() {
         srv.root.path().join("inside"),
     )
     .unwrap();
+    // Relative symlinks: one climbing out of the root, one staying inside it.
+    let up = "../".repeat(srv.root.path().components().count());
+    let target = format!("{up}{}", outside.path().join("secret").display());
+    std::os::unix::fs::symlink(&target, srv.root.path().join("rel-leak")).unwrap();
+    std::os::unix::fs::symlink("ok.txt", srv.root.path().join("rel-inside")).unwrap();
     std::fs::create_dir_all(srv.root.path().join(".ferry")).unwrap();
     std::fs::write(srv.root.path().join(".ferry/state"), b"internal").unwrap();
     for (path, status) in [
@@ -420,6 +425,8 @@ async fn paths_outside_root_or_malformed_are_refused() {
         ("/%ff", 400),
         ("/a%5cb", 400),
         ("/leak", 404),
+        ("/rel-leak", 404),
+        ("/rel-inside", 200),
         ("/.env", 404),
         ("/.ferry/state", 404),
         ("/inside", 200),
