@@ -5,13 +5,14 @@
 //! - [`get`]: the downloader. [`get::probe`] (HEAD / ranged GET), [`get::plan`] (segment
 //!   split and work stealing, pure), [`get::journal`] (versioned, CRC'd progress file),
 //!   [`get::worker`] (one HTTP/1.1 connection, the never-a-wrong-byte checks),
-//!   [`get::ranges`] (range sets), [`get::checksum`], [`get::output`] (part file, publish).
+//!   [`get::speed`] (straggler detection), [`get::ranges`] (range sets), [`get::checksum`],
+//!   [`get::output`] (part file, publish); rounds and resume are private submodules.
 //! - [`put`]: tus uploads: [`put::plan`] (parts, chunks, capabilities, pure),
 //!   [`put::fingerprint`] (resume store), [`put::client`] (tus requests), [`put::upload`].
 //! - [`progress`]: bar on a TTY, lines otherwise, quiet mode (shared with `put`).
 //! - [`retry`]: backoff with jitter, `Retry-After`, connection shedding (shared with `put`).
 //! - [`size`]: human sizes (`4M`) in and out.
-//! - [`error`]: the crate's error type; [`run`] maps a command to an exit code.
+//! - [`error`]: the crate's error type; [`cli::run`] maps a command to an exit code.
 
 pub mod cli;
 pub mod error;

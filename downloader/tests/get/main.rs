@@ -2,6 +2,7 @@
 //! that misbehave on purpose, plus a SIGKILL loop against the real binary.
 
 mod basic;
+mod cli;
 mod faults;
 mod kill;
 mod support;

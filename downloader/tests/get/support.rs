@@ -59,6 +59,8 @@ pub struct Server {
     pub no_length: AtomicBool,
     pub head_refused: AtomicBool,
     pub content_disposition: Mutex<Option<String>>,
+    /// An RFC 9530 `Repr-Digest` value to send.
+    pub repr_digest: Mutex<Option<String>>,
     pub log: Mutex<Vec<Logged>>,
     conns: AtomicUsize,
 }
@@ -152,6 +154,9 @@ impl Server {
         let mut h = HeaderMap::new();
         if let Some(cd) = self.content_disposition.lock().unwrap().clone() {
             h.insert(header::CONTENT_DISPOSITION, cd.parse().unwrap());
+        }
+        if let Some(d) = self.repr_digest.lock().unwrap().clone() {
+            h.insert("repr-digest", d.parse().unwrap());
         }
         if self.no_length.load(Ordering::SeqCst) {
             return self.body(method, h, StatusCode::OK, data, 0..len, conn, false);

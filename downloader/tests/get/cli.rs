@@ -1,0 +1,98 @@
+//! The `ferry` binary: exit codes, `-i`/`-j`, and the server's `Repr-Digest`.
+
+use std::fs;
+use std::process::Command;
+
+use base64::Engine;
+use sha2::Digest;
+
+use crate::support::*;
+
+fn ferry(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_plain_message() {
+    for args in [
+        &["get", "-x", "100", "http://127.0.0.1:1/"][..],
+        &["get", "-k", "4Q", "http://127.0.0.1:1/"],
+        &["get", "--checksum", "sha256=xyz", "http://127.0.0.1:1/"],
+        &["get"],
+        &[
+            "get",
+            "-o",
+            "one",
+            "http://127.0.0.1:1/a",
+            "http://127.0.0.1:1/b",
+        ],
+        &["get", "ftp://127.0.0.1/x"],
+    ] {
+        let out = ferry(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_file_downloads_several_at_once_and_failures_exit_1() {
+    let a = random_bytes(300_000, 40);
+    let server = Server::start(a.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    fs::write(
+        &list,
+        format!(
+            "# two names for one file\n{}\n\n{}\n",
+            server.url("/a.bin"),
+            server.url("/b.bin")
+        ),
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let l = list.to_str().unwrap().to_string();
+    let out =
+        tokio::task::spawn_blocking(move || ferry(&["get", "-q", "-i", &l, "-j", "2", "-d", &d]))
+            .await
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(dir.path().join("a.bin")).unwrap(), a);
+    assert_eq!(fs::read(dir.path().join("b.bin")).unwrap(), a);
+    // Run again: both files exist now, so both fail without --overwrite.
+    let d = dir.path().to_str().unwrap().to_string();
+    let l = list.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || ferry(&["get", "-q", "-i", &l, "-d", &d]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+}
+
+/// RFC 9530: a `Repr-Digest` from the server is checked before the file gets its name.
+#[tokio::test]
+async fn repr_digest_is_verified() {
+    let data = random_bytes(200_000, 41);
+    let server = Server::start(data.clone()).await;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(d));
+    *server.repr_digest.lock().unwrap() = Some(format!("sha-256=:{}:", b64(b"something else")));
+    let dir = tempfile::tempdir().unwrap();
+    let err = download(&server.url("/d"), &fast_options(dir.path(), "d"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Repr-Digest"), "{err}");
+    assert!(!dir.path().join("d").exists());
+    *server.repr_digest.lock().unwrap() = Some(format!("sha-256=:{}:", b64(&data)));
+    let dir = tempfile::tempdir().unwrap();
+    download(&server.url("/d"), &fast_options(dir.path(), "d"))
+        .await
+        .unwrap();
+}
