@@ -185,12 +185,86 @@ async fn instant_upload_into_ferryd_sends_no_body() {
     );
 }
 
+/// A `ferryd_tus` process (ferryd with the tus endpoint, this crate's helper binary) on a
+/// root that outlives it; SIGKILLed when dropped.
+struct Ferryd(std::process::Child, String);
+
+impl Ferryd {
+    fn start(root: &Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferryd_tus"))
+            .arg(root)
+            .arg(TOKEN)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ferryd_tus");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .expect("bound URL")
+            .trim_end_matches('/');
+        Self(child, addr.to_string())
+    }
+}
+
+impl Drop for Ferryd {
+    fn drop(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferryd_sigkilled_and_restarted_mid_upload_then_the_same_run_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(24 << 20, 54);
+    let file = write(dir.path(), "restart.bin", &data);
+    let first = Ferryd::start(root.path());
+    // The proxy keeps the endpoint's port fixed across the restart, as a real deployment would.
+    let proxy = Proxy::start(first.1.clone(), None).await;
+    let mut a = args(
+        &[&file],
+        &format!("http://{}/files/", proxy.addr),
+        2,
+        256 << 10,
+    );
+    a.max_tries = 30;
+    let data_dir = dir.path().join("d");
+    let task = tokio::spawn(async move { put(a, &data_dir).await });
+    for _ in 0..2000 {
+        if proxy.sent.load(Ordering::SeqCst) > 4 << 20 || task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(first); // SIGKILL mid-upload
+    assert!(
+        !task.is_finished(),
+        "the upload finished before ferryd was killed"
+    );
+    let second = Ferryd::start(root.path());
+    *proxy.upstream.lock().unwrap() = second.1.clone();
+    let location = task.await.unwrap().unwrap();
+    assert!(location.ends_with("/restart.bin"), "{location}");
+    assert_eq!(
+        std::fs::read(root.path().join("restart.bin")).unwrap(),
+        data
+    );
+}
+
 /// A TCP proxy counting client-to-server bytes, optionally closing every connection once the
 /// total passes `limit`.
 struct Proxy {
     addr: std::net::SocketAddr,
     sent: Arc<AtomicU64>,
     limit: Arc<AtomicU64>,
+    /// Where new connections go (changed when the server restarts on another port).
+    upstream: Arc<std::sync::Mutex<String>>,
 }
 
 impl Proxy {
@@ -199,10 +273,12 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let sent = Arc::new(AtomicU64::new(0));
         let limit = Arc::new(AtomicU64::new(limit.unwrap_or(u64::MAX)));
-        let (s, l) = (Arc::clone(&sent), Arc::clone(&limit));
+        let upstream = Arc::new(std::sync::Mutex::new(upstream));
+        let (s, l, u) = (Arc::clone(&sent), Arc::clone(&limit), Arc::clone(&upstream));
         tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
-                let (s, l, upstream) = (Arc::clone(&s), Arc::clone(&l), upstream.clone());
+                let upstream = u.lock().unwrap().clone();
+                let (s, l) = (Arc::clone(&s), Arc::clone(&l));
                 tokio::spawn(async move {
                     if let Ok(up) = TcpStream::connect(upstream).await {
                         pipe(down, up, s, l).await;
@@ -210,7 +286,12 @@ impl Proxy {
                 });
             }
         });
-        Self { addr, sent, limit }
+        Self {
+            addr,
+            sent,
+            limit,
+            upstream,
+        }
     }
 }
 
