@@ -14,6 +14,7 @@ fn full() -> Config {
         checksum: true,
         instant: true,
         token: None,
+        max_size: None,
     }
 }
 
@@ -301,4 +302,49 @@ async fn file_changed_during_upload_stops_before_sending_its_new_bytes() {
         sent < s.data.len() as u64,
         "kept sending after the change: {sent}"
     );
+}
+
+#[tokio::test]
+async fn metadata_carries_filename_user_pairs_and_sha256() {
+    let server = TusServer::start(full()).await;
+    let s = Scratch::new(5000, 15);
+    let flags = [
+        "-x",
+        "2",
+        "--chunk-size",
+        "1K",
+        "--metadata",
+        "filename=renamed.bin",
+        "--metadata",
+        "owner=me",
+    ];
+    let location = s.put(&server.endpoint(), &flags).await.unwrap();
+    let meta = server.metadata(&location);
+    let value = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert_eq!(value("filename").as_deref(), Some(&b"renamed.bin"[..]));
+    assert_eq!(value("owner").as_deref(), Some(&b"me"[..]));
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&s.data));
+    assert_eq!(value("sha256"), Some(sha.into_bytes()));
+    assert_eq!(meta.len(), 3, "{meta:?}");
+}
+
+#[tokio::test]
+async fn file_above_tus_max_size_is_refused_before_creating_anything() {
+    let server = TusServer::start(Config {
+        max_size: Some(1000),
+        ..full()
+    })
+    .await;
+    let s = Scratch::new(1001, 16);
+    let err = s
+        .put(&server.endpoint(), &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 1000 (Tus-Max-Size)"), "{err}");
+    assert_eq!(server.creations.load(Ordering::SeqCst), 0);
 }

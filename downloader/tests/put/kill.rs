@@ -15,6 +15,7 @@ async fn sigkill_loop_then_resume_is_byte_identical() {
         checksum: true,
         instant: true,
         token: None,
+        max_size: None,
     })
     .await;
     server.patch_delay_ms.store(30, Ordering::SeqCst);

@@ -17,8 +17,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use ferry::put::client::FERRY_PUBLISHED;
 use ferry_proto::tus::{
-    decode_metadata, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_RESUMABLE, TUS_VERSION,
-    UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    decode_metadata, MetadataPair, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE,
+    TUS_RESUMABLE, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA,
+    UPLOAD_OFFSET,
 };
 use http::header::{AUTHORIZATION, LOCATION};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -35,6 +36,8 @@ pub struct Config {
     pub checksum: bool,
     pub instant: bool,
     pub token: Option<String>,
+    /// Advertised as `Tus-Max-Size`.
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +133,17 @@ impl TusServer {
             .map(|u| u.data.clone())
     }
 
+    /// The decoded `Upload-Metadata` of the upload a location points at.
+    pub fn metadata(&self, location: &str) -> Vec<MetadataPair> {
+        let id = location.trim().rsplit('/').next().unwrap_or_default();
+        let uploads = self.uploads.lock().unwrap();
+        let m = uploads
+            .get(id)
+            .and_then(|u| u.metadata.clone())
+            .unwrap_or_default();
+        decode_metadata(&m).expect("valid metadata")
+    }
+
     /// Makes `data` known to the instant-upload index, as if uploaded before.
     pub fn seed(&self, data: &[u8]) {
         self.known
@@ -177,6 +191,9 @@ impl TusServer {
         let mut r = status(204);
         r.headers_mut()
             .insert(TUS_EXTENSION, ext.join(",").parse().unwrap());
+        if let Some(max) = cfg.max_size {
+            r.headers_mut().insert(TUS_MAX_SIZE, max.into());
+        }
         if cfg.checksum {
             r.headers_mut()
                 .insert(TUS_CHECKSUM_ALGORITHM, "crc32,sha256".parse().unwrap());
