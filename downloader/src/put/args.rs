@@ -54,6 +54,10 @@ pub struct PutArgs {
     pub checksum: ChecksumChoice,
 }
 
+/// Resume entries untouched this long are removed at start (uploads expire on servers long
+/// before: 24 h in tusd and ferryd).
+const PRUNE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn parse_chunk(s: &str) -> Result<u64, String> {
     match parse_size(s)? {
         0 => Err("invalid chunk size 0: expected at least 1 byte".into()),
@@ -104,7 +108,17 @@ impl PutPlan {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))?;
-        let store = default_data_dir().map(|d| Store::open(&d)).transpose()?;
+        // Without a usable data directory uploads still work, they just cannot resume.
+        let store = match default_data_dir().map(|d| Store::open(&d)).transpose() {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!("resume store unavailable: {e}");
+                None
+            }
+        };
+        if let Some(store) = &store {
+            store.prune(PRUNE_AFTER);
+        }
         let options = Options {
             endpoint,
             chunk: args.chunk_size,
@@ -144,7 +158,7 @@ pub async fn run(args: PutArgs, ui: &Ui) -> u8 {
     };
     if plan.options.store.is_none() {
         ui.error(
-            "ferry put: no data directory (set FERRY_DATA_DIR or HOME); uploads cannot resume",
+            "ferry put: no usable data directory (set FERRY_DATA_DIR or HOME); uploads cannot resume",
         );
     }
     let uploader = match Uploader::connect(plan.tus, plan.options).await {

@@ -17,6 +17,7 @@ use std::io::{self, Write as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -199,6 +200,25 @@ impl Store {
             _ => Ok(()),
         }
     }
+
+    /// Removes entries and leftover temporary files not written for `max_age`: their uploads
+    /// have expired on any server with expiration (24 h in tusd and ferryd), and a file that
+    /// changed leaves its old fingerprint behind. Best effort; returns how many were removed.
+    pub fn prune(&self, max_age: Duration) -> usize {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let old = |e: &fs::DirEntry| {
+            let modified = e.metadata().and_then(|m| m.modified()).ok();
+            modified
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > max_age)
+        };
+        dir.flatten()
+            .filter(|e| old(e) && fs::remove_file(e.path()).is_ok())
+            .count()
+    }
 }
 
 mod hex_bytes {
@@ -269,6 +289,33 @@ mod tests {
             assert_ne!(base.id(), other.id(), "{other:?}");
         }
         assert_eq!(base.id(), fp("/a/b", 20, 1).id());
+    }
+
+    #[test]
+    fn prune_removes_only_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (fresh, stale) = (
+            entry(fp("/fresh", 1, 1), &["u"]),
+            entry(fp("/stale", 1, 1), &["u"]),
+        );
+        store.save(&fresh).unwrap();
+        store.save(&stale).unwrap();
+        let leftover = dir.path().join("uploads/.x.1.2.tmp");
+        fs::write(&leftover, b"torn").unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(30 * 86400);
+        for p in [store.path(&stale.fingerprint), leftover.clone()] {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        assert_eq!(store.prune(Duration::from_secs(7 * 86400)), 2);
+        assert_eq!(store.load(&fresh.fingerprint).unwrap(), Some(fresh));
+        assert_eq!(store.load(&stale.fingerprint).unwrap(), None);
+        assert!(!leftover.exists());
     }
 
     #[test]
