@@ -42,11 +42,14 @@ async fn whole_file_with_validators() {
     assert_eq!(body, data);
 }
 
-/// RFC 9110 §14.1.2 and §14.2: (Range header, status, Content-Range, served slice).
+/// One row of the range table: Range header, status, Content-Range, served slice.
+type RangeCase<'a> = (&'a str, u16, Option<&'a str>, Option<(usize, usize)>);
+
+/// RFC 9110 §14.1.2 and §14.2.
 #[tokio::test]
 async fn range_table() {
     let (srv, data) = fixture().await;
-    let cases: &[(&str, u16, Option<&str>, Option<(usize, usize)>)] = &[
+    let cases: &[RangeCase] = &[
         ("bytes=0-", 206, Some("bytes 0-999/1000"), Some((0, 1000))),
         ("bytes=0-99", 206, Some("bytes 0-99/1000"), Some((0, 100))),
         (
@@ -300,7 +303,7 @@ async fn head_sends_the_headers_of_get_without_body() {
         Some("bytes=0-9,20-29"),
         Some("bytes=5000-"),
     ] {
-        let mut req = format!("GET /f.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        let mut req = String::from("GET /f.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
         if let Some(r) = range {
             req.push_str(&format!("Range: {r}\r\n"));
         }
