@@ -16,12 +16,11 @@ cargo build --release -q -p ferryd
 FERRYD=target/release/ferryd
 
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/ferry-bench-tus.XXXXXX")
-cleanup() { kill "${SRV_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { kill ${SRV_PID:-} ${FERRY_PID:-} ${NODE_PID:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 head -c "${SIZE_MIB}M" /dev/urandom > "$WORK/src.bin"
 BYTES=$(stat -c %s "$WORK/src.bin")
 now() { date +%s.%N; }
-mbps() { python3 -c "print(f'{$BYTES/1048576/($2-$1):.0f}')"; }
 
 # Starts a server command in the background; sets SRV_PID and ENDPOINT (from "listening on URL").
 start() {
@@ -52,17 +51,26 @@ js_upload() {
   python3 -c "print($(now)-$t0)"
 }
 
-sync; t0=$(now); dd if="$WORK/src.bin" of="$WORK/dd.bin" bs=1M conv=fdatasync status=none; t1=$(now)
-DD=$(mbps "$t0" "$t1"); rm -f "$WORK/dd.bin"
-
+# ROUNDS interleaved rounds (disk, ferryd, @tus/server) so load elsewhere on the machine hits
+# all three alike; medians are reported.
+ROUNDS=${ROUNDS:-3}
 mkdir -p "$WORK/ferry" "$WORK/node"
 start "$FERRYD" "$WORK/ferry" --listen 127.0.0.1:0 --public-uploads --log-level warn
-sync; FC=$(curl_upload "$ENDPOINT/files/" a.bin); cmp "$WORK/src.bin" "$WORK/ferry/a.bin"
-sync; FJ=$(js_upload "$ENDPOINT/files/"); rm -f "$WORK"/ferry/src*.bin "$WORK/ferry/a.bin"
-stop
-start node bench/tus/tus_node_server.mjs "$WORK/node"; ENDPOINT="$ENDPOINT/"
-sync; NC=$(curl_upload "$ENDPOINT" a.bin)
-sync; NJ=$(js_upload "$ENDPOINT"); stop; rm -rf "$WORK/node"
+FERRY_EP="$ENDPOINT/files/"; FERRY_PID=$SRV_PID
+start node bench/tus/tus_node_server.mjs "$WORK/node"
+NODE_EP="$ENDPOINT/"; NODE_PID=$SRV_PID; SRV_PID=
+DDS=(); FCS=(); NCS=()
+for r in $(seq "$ROUNDS"); do
+  sync; t0=$(now); dd if="$WORK/src.bin" of="$WORK/dd.bin" bs=1M conv=fdatasync status=none
+  DDS+=("$(python3 -c "print($(now)-$t0)")"); rm -f "$WORK/dd.bin"
+  sync; FCS+=("$(curl_upload "$FERRY_EP" "a$r.bin")"); cmp "$WORK/src.bin" "$WORK/ferry/a$r.bin"; rm -f "$WORK/ferry/a$r.bin"
+  sync; NCS+=("$(curl_upload "$NODE_EP" "a$r.bin")"); rm -f "$WORK"/node/*
+done
+sync; FJ=$(js_upload "$FERRY_EP"); rm -f "$WORK"/ferry/src*.bin
+sync; NJ=$(js_upload "$NODE_EP"); rm -f "$WORK"/node/*
+kill "$FERRY_PID" "$NODE_PID"; wait "$FERRY_PID" "$NODE_PID" 2>/dev/null || true
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+DD_S=$(median "${DDS[@]}"); FC=$(median "${FCS[@]}"); NC=$(median "${NCS[@]}")
 
 # 16 concurrent uploads into ferryd; peak RSS from VmHWM.
 start "$FERRYD" "$WORK/ferry" --listen 127.0.0.1:0 --public-uploads --log-level warn
@@ -74,8 +82,9 @@ stop
 
 rate() { python3 -c "print(f'{$BYTES/1048576/$1:.0f}')"; }
 echo "size: $SIZE_MIB MiB on $(df --output=source "$WORK" | tail -1)"
-echo "disk  dd bs=1M conv=fdatasync      : $DD MB/s"
-echo "ferryd        (curl PATCH)          : $(rate "$FC") MB/s  = $(python3 -c "print(f'{$(rate "$FC")/$DD:.2f}')")x disk"
+echo "rounds: $ROUNDS (medians; seconds dd ${DDS[*]} / ferryd ${FCS[*]} / @tus/server ${NCS[*]})"
+echo "disk  dd bs=1M conv=fdatasync      : $(rate "$DD_S") MB/s"
+echo "ferryd        (curl PATCH)          : $(rate "$FC") MB/s  = $(python3 -c "print(f'{$DD_S/$FC:.2f}')")x disk"
 echo "@tus/server   (curl PATCH)          : $(rate "$NC") MB/s"
 echo "ferryd        (tus-js-client)       : $(rate "$FJ") MB/s"
 echo "@tus/server   (tus-js-client)       : $(rate "$NJ") MB/s"

@@ -284,6 +284,16 @@ struct ReadState {
 }
 
 impl ReadState {
+    fn new(file: &FsFile, range: ByteRange) -> Self {
+        Self {
+            file: file.file.clone(),
+            budget: file.budget.clone(),
+            pos: range.start,
+            end: range.end,
+            ahead: None,
+        }
+    }
+
     /// Starts reading the next chunk in the background with the given permits.
     fn spawn_read(&mut self, n: usize, permit: OwnedSemaphorePermit) {
         let (file, at) = (self.file.clone(), self.pos);
@@ -298,6 +308,15 @@ impl ReadState {
         }));
     }
 
+    /// Budget permits for `n` bytes, waiting until they are free.
+    async fn acquire(&self, n: usize) -> io::Result<OwnedSemaphorePermit> {
+        self.budget
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .map_err(io::Error::other)
+    }
+
     fn next_len(&self) -> usize {
         (self.end - self.pos).min(CHUNK as u64) as usize
     }
@@ -307,12 +326,7 @@ impl ReadState {
     /// how responses deadlocked on a shared budget.
     async fn start_next(&mut self) -> io::Result<()> {
         let n = self.next_len();
-        let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(n as u32)
-            .await
-            .map_err(io::Error::other)?;
+        let permit = self.acquire(n).await?;
         self.spawn_read(n, permit);
         Ok(())
     }
@@ -321,12 +335,7 @@ impl ReadState {
     /// less than handing it to the blocking pool and back.
     async fn read_inline(&mut self) -> io::Result<Bytes> {
         let n = self.next_len();
-        let permit = self
-            .budget
-            .clone()
-            .acquire_many_owned(n as u32)
-            .await
-            .map_err(io::Error::other)?;
+        let permit = self.acquire(n).await?;
         let mut buf = vec![0u8; n];
         self.file.read_exact_at(&mut buf, self.pos)?;
         self.pos += n as u64;
@@ -374,13 +383,7 @@ impl FileHandle for FsFile {
     }
 
     fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
-        let mut state = ReadState {
-            file: self.file.clone(),
-            budget: self.budget.clone(),
-            pos: range.start,
-            end: range.end,
-            ahead: None,
-        };
+        let mut state = ReadState::new(&self, range);
         if range.len() <= INLINE_READ as u64 {
             return Box::pin(async move { state.read_inline().await });
         }
@@ -388,13 +391,7 @@ impl FileHandle for FsFile {
     }
 
     fn read(self: Arc<Self>, range: ByteRange) -> ByteStream {
-        let state = ReadState {
-            file: self.file.clone(),
-            budget: self.budget.clone(),
-            pos: range.start,
-            end: range.end,
-            ahead: None,
-        };
+        let state = ReadState::new(&self, range);
         Box::pin(futures_util::stream::unfold(state, |mut s| async move {
             let item = s.next_chunk().await?;
             let failed = item.is_err();

@@ -303,6 +303,7 @@ impl UploadStore for FsStore {
                 file: Arc::new(file),
                 pos: offset,
                 pending: None,
+                behind: None,
             }) as Box<dyn Appender>)
         })
     }

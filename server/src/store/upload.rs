@@ -193,6 +193,13 @@ pub trait Appender: Send {
         &'a mut self,
         info: &'a mut UploadInfo,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Starts a checkpoint of every byte queued so far in the background, so receiving goes
+    /// on while the disk flushes; does nothing while the previous one still runs. Background
+    /// checkpoints are recorded in order and always before a [`Appender::checkpoint`].
+    fn checkpoint_behind<'a>(
+        &'a mut self,
+        info: &'a UploadInfo,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Drops everything past `offset` (a chunk whose checksum did not match).
     fn rollback(&mut self, offset: u64) -> BoxFuture<'_, io::Result<()>>;
 }

@@ -29,8 +29,9 @@ use crate::store::upload::{Appender, Concat, UploadId, UploadInfo};
 /// Bytes gathered before one positional write (two per upload in memory at most: one being
 /// filled, one being written).
 const WRITE_CHUNK: usize = 256 << 10;
-/// Bytes between two durable checkpoints inside one long PATCH.
-const CHECKPOINT_EVERY: u64 = 64 << 20;
+/// Bytes between two durable checkpoints inside one long PATCH (taken in the background, so
+/// receiving goes on while the disk flushes).
+const CHECKPOINT_EVERY: u64 = 32 << 20;
 
 /// What a PATCH (or creation-with-upload) says about its body's checksum.
 pub enum ChecksumSpec {
@@ -201,7 +202,7 @@ struct Sink {
 
 async fn stream(
     tus: &Tus,
-    mut info: UploadInfo,
+    info: UploadInfo,
     mut body: Incoming,
     sum: ChecksumSpec,
     guard: &mut Guard,
@@ -257,8 +258,8 @@ async fn stream(
             sink.app.write(sink.buf.split().freeze()).await?;
         }
         if !verify && sink.app.position() - checkpointed >= CHECKPOINT_EVERY {
-            sink.app.checkpoint(&mut info).await?;
-            checkpointed = info.offset;
+            sink.app.checkpoint_behind(&info).await?;
+            checkpointed = sink.app.position();
         }
     };
     finish(sink, info, start, expected, end).await

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::super::upload::{Appender, UploadInfo};
 use super::super::{BoxFuture, StoreError};
-use super::{blocking, save_info};
+use super::save_info;
 
 /// Positional writes on the blocking pool, one in flight while the next chunk is received.
 pub(super) struct FsAppender {
@@ -20,6 +20,8 @@ pub(super) struct FsAppender {
     pub(super) file: Arc<File>,
     pub(super) pos: u64,
     pub(super) pending: Option<JoinHandle<io::Result<()>>>,
+    /// A background checkpoint (sync + record) still running or not yet collected.
+    pub(super) behind: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
 impl FsAppender {
@@ -28,6 +30,25 @@ impl FsAppender {
             Some(h) => h.await.map_err(io::Error::other)?,
             None => Ok(()),
         }
+    }
+
+    /// Waits for the background checkpoint, if any, and reports its failure.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        match self.behind.take() {
+            Some(h) => h.await.map_err(|e| StoreError::Io(io::Error::other(e)))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Syncs the data, then records `info` with the current position (blocking pool).
+    fn sync_then_record(&self, info: &UploadInfo) -> JoinHandle<Result<UploadInfo, StoreError>> {
+        let (file, root, mut next) = (self.file.clone(), self.root.clone(), info.clone());
+        next.offset = self.pos;
+        tokio::task::spawn_blocking(move || {
+            file.sync_data()?; // data first ...
+            save_info(&root, &next)?; // ... then the offset that claims it
+            Ok(next)
+        })
     }
 }
 
@@ -53,22 +74,40 @@ impl Appender for FsAppender {
         info: &'a mut UploadInfo,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            self.settle().await?;
             self.drain().await?;
-            let (file, root, mut next) = (self.file.clone(), self.root.clone(), info.clone());
-            next.offset = self.pos;
-            let saved = blocking(move || {
-                file.sync_data()?; // data first ...
-                save_info(&root, &next)?; // ... then the offset that claims it
-                Ok(next)
-            })
-            .await?;
+            let saved = self
+                .sync_then_record(info)
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e)))??;
             *info = saved;
+            Ok(())
+        })
+    }
+
+    fn checkpoint_behind<'a>(
+        &'a mut self,
+        info: &'a UploadInfo,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.behind.as_ref().is_some_and(|h| !h.is_finished()) {
+                return Ok(());
+            }
+            self.settle().await?;
+            self.drain().await?; // only bytes already written can be synced
+            let job = self.sync_then_record(info);
+            self.behind = Some(tokio::spawn(async move {
+                job.await
+                    .map_err(|e| StoreError::Io(io::Error::other(e)))?
+                    .map(|_| ())
+            }));
             Ok(())
         })
     }
 
     fn rollback(&mut self, offset: u64) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
+            self.settle().await.map_err(io::Error::other)?;
             self.drain().await?;
             let file = self.file.clone();
             tokio::task::spawn_blocking(move || file.set_len(offset))

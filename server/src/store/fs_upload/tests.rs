@@ -196,3 +196,28 @@ async fn publish_again_after_a_crash_before_the_record_reuses_its_own_link() {
     assert_eq!(path.as_str(), "n.txt", "no duplicate 'n (1).txt'");
     assert!(!d.path().join("n (1).txt").exists());
 }
+
+#[tokio::test]
+async fn background_checkpoints_are_recorded_in_order_before_the_final_one() {
+    let (_d, s) = store();
+    let mut info = new_upload(&s, Some(300), Concat::None).await;
+    let id = UploadId::parse(&info.id).unwrap();
+    let mut app = s.append(&info).await.unwrap();
+    app.write(Bytes::from_static(&[1; 100])).await.unwrap();
+    app.checkpoint_behind(&info).await.unwrap();
+    app.write(Bytes::from_static(&[2; 100])).await.unwrap();
+    app.checkpoint_behind(&info).await.unwrap(); // skipped or queued after the first
+    app.write(Bytes::from_static(&[3; 100])).await.unwrap();
+    app.checkpoint(&mut info).await.unwrap();
+    assert_eq!(info.offset, 300);
+    assert_eq!(
+        s.load(&id).await.unwrap().offset,
+        300,
+        "the final record is the last one"
+    );
+    let data = fs::read(data_path(s.root(), &info.id)).unwrap();
+    assert_eq!(
+        (&data[..100], &data[200..]),
+        (&[1u8; 100][..], &[3u8; 100][..])
+    );
+}
