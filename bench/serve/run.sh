@@ -21,6 +21,7 @@ cleanup() { kill "${NGINX_PID:-}" "${FERRYD_PID:-}" 2>/dev/null || true; wait 2>
 trap cleanup EXIT
 mkdir -p "$WORK/www" "$WORK/nginx"
 head -c 1G /dev/urandom > "$WORK/www/big.bin"
+chmod 755 "$WORK" "$WORK/www"; chmod 644 "$WORK/www/big.bin"   # nginx workers run as nobody
 cat "$WORK/www/big.bin" > /dev/null   # both servers read from the page cache
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -49,7 +50,8 @@ sleep 0.3
 best_speed() { # best of 3 curl runs, bytes/s
   local best=0
   for _ in 1 2 3; do
-    s=$(curl -s -o /dev/null -w '%{speed_download}' "$1/big.bin")
+    read -r s n < <(curl -sf -o /dev/null -w '%{speed_download} %{size_download}\n' "$1/big.bin")
+    [ "$n" = 1073741824 ] || { echo "$1 served $n bytes, not 1 GiB" >&2; exit 1; }
     best=$(python3 -c "print(max($best, $s))")
   done
   echo "$best"
@@ -64,6 +66,7 @@ request = function()
   return wrk.format("GET", "/big.bin", { Range = "bytes=" .. off .. "-" .. (off + 4095) })
 end
 LUA
+curl -sf -r 0-4095 -o /dev/null "$NURL/big.bin" && curl -sf -r 0-4095 -o /dev/null "$FURL/big.bin"
 rps() { wrk -t2 -c64 -d"${DUR}s" -s "$WORK/ranges.lua" "$1" | awk '/Requests\/sec/ {print $2}'; }
 NR=$(rps "$NURL"); FR=$(rps "$FURL")
 echo "4 KiB random ranges, wrk -c64 ${DUR}s: nginx $NR req/s, ferryd $FR req/s, ratio ferryd/nginx = $(python3 -c "print(f'{$FR/$NR:.2f}')")"
