@@ -7,6 +7,7 @@ use clap::Parser;
 use ferry::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = Cli::parse(); // exits with code 2 on usage errors
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -33,4 +34,25 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(cli::run(cli)))
+}
+
+/// glibc raises its mmap threshold after big buffers are freed, after which hyper's read
+/// buffers (up to ~400 KiB per connection) are carved from per-thread arenas and stay
+/// resident. A fixed threshold and two arenas keep peak RSS near live memory (target:
+/// 32 MiB at 16 connections). No effect on other C libraries.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_MMAP_THRESHOLD: i32 = -3;
+        const M_ARENA_MAX: i32 = -8;
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        // SAFETY: mallopt only sets allocator parameters; it is called before any other
+        // thread exists.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+            mallopt(M_ARENA_MAX, 2);
+        }
+    }
 }
