@@ -84,7 +84,11 @@ fn target_dir(root: &Path, dir: &RelPath) -> Result<PathBuf, StoreError> {
         return Err(StoreError::Forbidden);
     }
     let full = root.join(dir.as_str());
-    fs::create_dir_all(&full)?;
+    // A file where a directory should be: the directory cannot be used.
+    fs::create_dir_all(&full).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => StoreError::Forbidden,
+        _ => StoreError::Io(e),
+    })?;
     let real = full.canonicalize()?;
     if !real.starts_with(root) {
         return Err(StoreError::Forbidden);

@@ -273,17 +273,26 @@ pub trait UploadStore: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<IndexEntry>, StoreError>>;
 }
 
+/// Longest file name (bytes) a candidate may have: the common `NAME_MAX`.
+pub const MAX_NAME: usize = 255;
+
 /// The `n`-th name to try when publishing `name`: the name itself, then `stem (n).ext`
 /// (`report.pdf`, `report (1).pdf`, ...; a dotless or leading-dot name gets the suffix at
-/// the end).
+/// the end). The stem is shortened so the result stays within [`MAX_NAME`] bytes.
 pub fn name_candidate(name: &str, n: u32) -> String {
     if n == 0 {
         return name.to_string();
     }
-    match name.rfind('.') {
-        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
-        _ => format!("{name} ({n})"),
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot < 64 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let suffix = format!(" ({n}){ext}");
+    let mut cut = stem.len().min(MAX_NAME.saturating_sub(suffix.len()));
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
     }
+    format!("{}{suffix}", &stem[..cut])
 }
 
 #[cfg(test)]
@@ -308,6 +317,9 @@ mod tests {
         assert_eq!(name_candidate("a.tar.gz", 2), "a.tar (2).gz");
         assert_eq!(name_candidate("README", 3), "README (3)");
         assert_eq!(name_candidate(".env", 1), ".env (1)");
+        let long = format!("{}.txt", "é".repeat(125)); // 254 bytes
+        let c = name_candidate(&long, 12);
+        assert!(c.len() <= MAX_NAME && c.ends_with("é (12).txt"), "{c}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::Tus;
 use crate::error::{Error, Result};
 use crate::path::RelPath;
 use crate::store::upload::{Concat, UploadInfo, UploadState};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Where a finished upload goes: directory and file name (pure; 400 for a bad directory).
 pub fn target(metadata: Option<&str>, id: &str) -> Result<(RelPath, String)> {
@@ -57,7 +57,17 @@ pub async fn complete(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
         return Ok(());
     }
     let (dir, name) = target(info.metadata.as_deref(), &info.id)?;
-    let path = tus.uploads()?.publish(info, &dir, &name).await?;
+    let store = tus.uploads()?;
+    let path = match store.publish(info, &dir, &name).await {
+        // The directory became unusable while the bytes arrived (a file took its name, or a
+        // symlink now leads out): the data is complete, so publish at the root instead of
+        // failing forever. `Ferry-Published` tells the client where it went.
+        Err(StoreError::Forbidden) if !dir.is_root() => {
+            tracing::warn!(id = %info.id, dir = %dir.as_str(), "target directory unusable, publishing at the root");
+            store.publish(info, &RelPath::root(), &name).await?
+        }
+        r => r?,
+    };
     tracing::info!(id = %info.id, path = %path.as_str(), "upload published");
     if tus.caps().content_index {
         index_later(tus.store.clone(), tus.indexing.clone(), path);

@@ -757,3 +757,54 @@ fn tokio_stream(
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn an_unusable_target_directory_publishes_at_the_root_instead_of_failing() {
+    let (srv, _) = server().await;
+    srv.put_file("taken", b"a file, not a directory");
+    let m = encode_metadata([
+        ("filename", Some(&b"f.txt"[..])),
+        ("dir", Some(&b"taken"[..])),
+    ]);
+    let loc = create(&srv, 2, &m).await;
+    let r = patch(&srv, &loc, 0, b"ok").await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(h(&r, "ferry-published"), "/f.txt");
+    assert_eq!(std::fs::read(srv.root.path().join("f.txt")).unwrap(), b"ok");
+}
+
+#[tokio::test]
+async fn uploads_work_over_http2() {
+    let (srv, _) = server().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let data = pattern(500_000, 9);
+    let r = h2
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth(TOKEN)
+        .header("upload-length", data.len().to_string())
+        .header("upload-metadata", meta("h2.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.version(), r.status().as_u16()),
+        (reqwest::Version::HTTP_2, 201)
+    );
+    let loc = h(&r, "location");
+    let r = h2
+        .patch(srv.url(&loc))
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth(TOKEN)
+        .header("content-type", OCTETS)
+        .header("upload-offset", "0")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(std::fs::read(srv.root.path().join("h2.bin")).unwrap(), data);
+}
