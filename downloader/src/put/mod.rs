@@ -1,8 +1,8 @@
 //! `ferry put`: resumable, parallel, instant tus uploads.
 //!
 //! Per file: fingerprint it, find earlier uploads in the resume store ([`fingerprint`]), hash
-//! it for instant upload ([`digest`]), create the upload(s) or HEAD the stored ones
-//! ([`client`]), send chunks over one connection per part ([`upload`]), concatenate the parts
+//! it for instant upload ([`digest`]), create the upload(s) (`create`) or HEAD the stored
+//! ones ([`client`]), send chunks over one connection per part ([`upload`]), concatenate the parts
 //! (tus concatenation extension) and print where the file can be downloaded. Splitting and
 //! capability parsing are pure ([`plan`]); [`args`] holds the command line.
 //!
@@ -11,25 +11,23 @@
 
 pub mod args;
 pub mod client;
+mod create;
 pub mod digest;
 pub mod fingerprint;
 pub mod plan;
 pub mod upload;
 
-use std::ops::Range;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::sync::Arc;
-
-use ferry_proto::tus::{encode_metadata, META_FILENAME, META_SHA256};
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Ui};
 use crate::retry::Backoff;
 use crate::size::format_size;
-use client::{Created, Creation, Tus};
-use fingerprint::{Entry, Fingerprint, PartEntry, Store};
-use plan::{concat_final, split, Algo, Capabilities, ChecksumChoice};
+use client::{Creation, Tus};
+use create::Started;
+use fingerprint::{Entry, Fingerprint, Store};
+use plan::{concat_final, Algo, Capabilities, ChecksumChoice};
 use upload::{is_gone, Part, Sender};
 
 /// Times one file may start over because the server forgot its upload(s).
@@ -299,115 +297,4 @@ impl Uploader {
         }
         Ok((parts, published))
     }
-
-    /// Creates the upload(s), recording each in the resume store before any byte is sent.
-    async fn create(&self, path: &Path, entry: &mut Entry) -> Result<Started> {
-        let size = entry.fingerprint.size;
-        let plan = if self.caps.can_concatenate() {
-            split(size, self.opts.parallel, self.opts.chunk)
-        } else {
-            split(size, 1, 1)
-        };
-        let whole = Creation {
-            length: Some(size),
-            metadata: Some(self.metadata(path, entry)),
-            concat: None,
-        };
-        let instant = entry.sha256.is_some();
-        if plan.len() == 1 {
-            let c = self.tus.create(&self.opts.endpoint, &whole).await?;
-            self.record(entry, vec![(0..size, c.url.clone())])?;
-            if let Some(location) = self.instant_done(&c, size, instant).await? {
-                return Ok(Started::Done(location));
-            }
-            return Ok(Started::Parts(vec![Part {
-                id: 0,
-                url: c.url,
-                range: 0..size,
-                offset: c.offset.unwrap_or(0),
-            }]));
-        }
-        if instant {
-            // Instant upload needs the sha256 on a whole-file creation; partial uploads carry
-            // none. Ask once, and remove the probe again if the server lacks the content.
-            let probe = self.tus.create(&self.opts.endpoint, &whole).await?;
-            if let Some(location) = self.instant_done(&probe, size, true).await? {
-                return Ok(Started::Done(location));
-            }
-            if self.caps.has("termination") {
-                let _ = self.tus.delete(&probe.url).await;
-            }
-        }
-        let mut created = Vec::with_capacity(plan.len());
-        for range in plan {
-            let partial = Creation {
-                length: Some(range.end - range.start),
-                metadata: None,
-                concat: Some("partial".into()),
-            };
-            created.push((
-                range,
-                self.tus.create(&self.opts.endpoint, &partial).await?.url,
-            ));
-        }
-        self.record(entry, created.clone())?;
-        let parts = created
-            .into_iter()
-            .enumerate()
-            .map(|(id, (range, url))| Part {
-                id,
-                url,
-                range,
-                offset: 0,
-            });
-        Ok(Started::Parts(parts.collect()))
-    }
-
-    fn record(&self, entry: &mut Entry, parts: Vec<(Range<u64>, String)>) -> Result<()> {
-        entry.parts = parts
-            .into_iter()
-            .map(|(r, url)| PartEntry {
-                start: r.start,
-                end: r.end,
-                url,
-            })
-            .collect();
-        self.save(entry)
-    }
-
-    /// Whether a fresh upload is already complete (instant upload): the creation answer's
-    /// `Upload-Offset`, else a HEAD when we sent a sha256.
-    async fn instant_done(&self, c: &Created, size: u64, ask: bool) -> Result<Option<String>> {
-        let (offset, published) = match c.offset {
-            Some(o) => (o, c.published.clone()),
-            None if ask => {
-                let h = self.tus.head(&c.url).await?;
-                (h.offset, h.published.or(c.published.clone()))
-            }
-            None => return Ok(None),
-        };
-        Ok((offset == size).then(|| published.unwrap_or_else(|| c.url.clone())))
-    }
-
-    /// `Upload-Metadata`: `filename` from the path, the user's pairs (which may replace it),
-    /// and `sha256` for instant upload.
-    fn metadata(&self, path: &Path, entry: &Entry) -> String {
-        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-        let mut pairs: Vec<(&str, Option<&[u8]>)> = vec![(META_FILENAME, Some(name))];
-        for (k, v) in &self.opts.metadata {
-            pairs.retain(|(key, _)| key != k);
-            pairs.push((k, Some(v.as_bytes())));
-        }
-        if let Some(sha) = &entry.sha256 {
-            pairs.retain(|(key, _)| *key != META_SHA256);
-            pairs.push((META_SHA256, Some(sha.as_bytes())));
-        }
-        encode_metadata(pairs)
-    }
-}
-
-enum Started {
-    /// Instant upload: nothing to send; where the file is.
-    Done(String),
-    Parts(Vec<Part>),
 }
