@@ -66,15 +66,34 @@ pub struct Uploader {
 
 impl Uploader {
     /// Asks the endpoint what it supports (OPTIONS).
+    /// OPTIONS is optional in tus core ("the Server MAY"): a refusal other than 401/403
+    /// means "assume core + creation", as tus-js-client and tuspy do (they never ask).
     pub async fn connect(tus: Tus, opts: Options) -> Result<Self> {
-        let caps = tus.options(&opts.endpoint).await?;
+        let caps = match tus.options(&opts.endpoint).await {
+            Ok(caps) => caps,
+            Err(Error::Status { status, .. })
+                if (400..500).contains(&status) && status != 401 && status != 403 =>
+            {
+                tracing::warn!("OPTIONS answered {status}; assuming tus core with creation only");
+                Capabilities {
+                    extensions: vec!["creation".into()],
+                    ..Capabilities::default()
+                }
+            }
+            Err(e) => return Err(e),
+        };
         tracing::debug!(?caps, "tus server capabilities");
-        let checksum = caps
-            .checksum_for(opts.checksum)
-            .map_err(|msg| Error::Protocol {
-                url: opts.endpoint.clone(),
-                msg,
-            })?;
+        let protocol = |msg: String| Error::Protocol {
+            url: opts.endpoint.clone(),
+            msg,
+        };
+        if !caps.extensions.is_empty() && !caps.has("creation") {
+            let offered = caps.extensions.join(",");
+            return Err(protocol(format!(
+                "expected the tus creation extension, the server offers {offered}"
+            )));
+        }
+        let checksum = caps.checksum_for(opts.checksum).map_err(protocol)?;
         Ok(Self {
             tus,
             opts,

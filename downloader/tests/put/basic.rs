@@ -15,6 +15,7 @@ fn full() -> Config {
         instant: true,
         token: None,
         max_size: None,
+        options_status: None,
     }
 }
 
@@ -347,4 +348,37 @@ async fn file_above_tus_max_size_is_refused_before_creating_anything() {
         .to_string();
     assert!(err.contains("at most 1000 (Tus-Max-Size)"), "{err}");
     assert_eq!(server.creations.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn refused_options_falls_back_to_core_with_creation() {
+    // tus core: OPTIONS support is optional; tus-js-client and tuspy never send it.
+    let server = TusServer::start(Config {
+        options_status: Some(405),
+        ..full()
+    })
+    .await;
+    let s = Scratch::new(300_000, 17);
+    let location = s
+        .put(&server.endpoint(), &["-x", "4", "--chunk-size", "64K"])
+        .await
+        .unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(
+        server.creations.load(Ordering::SeqCst),
+        1,
+        "no concatenation without OPTIONS"
+    );
+    let s = Scratch::new(10, 18);
+    let refused = TusServer::start(Config {
+        options_status: Some(403),
+        ..full()
+    })
+    .await;
+    assert!(s
+        .put(&refused.endpoint(), &[])
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("403"));
 }

@@ -16,6 +16,7 @@ async fn sigkill_loop_then_resume_is_byte_identical() {
         instant: true,
         token: None,
         max_size: None,
+        options_status: None,
     })
     .await;
     server.patch_delay_ms.store(30, Ordering::SeqCst);

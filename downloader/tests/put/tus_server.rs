@@ -38,6 +38,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Advertised as `Tus-Max-Size`.
     pub max_size: Option<u64>,
+    /// Answer OPTIONS with this status instead (405: a proxy that refuses OPTIONS).
+    pub options_status: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +186,9 @@ impl TusServer {
     }
 
     fn options(&self) -> Response<Empty<Bytes>> {
+        if let Some(code) = self.cfg.options_status {
+            return status(code);
+        }
         let mut ext = vec!["creation", "termination"];
         let cfg = &self.cfg;
         ext.extend(cfg.checksum.then_some("checksum"));
