@@ -34,7 +34,7 @@ impl Backoff {
     }
 }
 
-/// Longest `Retry-After` we honour; a server asking for more is treated as refusing.
+/// Longest `Retry-After` we wait; a longer one is capped to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Parses `Retry-After`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3). A date in the past

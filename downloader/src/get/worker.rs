@@ -70,12 +70,7 @@ async fn work(round: &Round, id: usize) -> Outcome {
         if *cancel.borrow() {
             return Outcome::Cancelled;
         }
-        let Some(range) = round
-            .plan
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next(id)
-        else {
+        let Some(range) = lock_plan(round).next(id) else {
             return Outcome::Done;
         };
         let mut written_to = range.start;
@@ -88,11 +83,7 @@ async fn work(round: &Round, id: usize) -> Outcome {
         } else {
             range.start
         };
-        round
-            .plan
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .release(id, requeue_from);
+        lock_plan(round).release(id, requeue_from);
         if written_to > range.start {
             failures = 0;
         }
@@ -110,37 +101,57 @@ async fn work(round: &Round, id: usize) -> Outcome {
             Err(Fault::Error(e)) => e,
         };
         failures += 1;
-        if !err.is_retryable() || failures >= round.opts.max_tries {
-            return Outcome::Failed(err);
-        }
-        let refused = matches!(
-            err,
-            Error::Status {
-                status: 429 | 503,
-                ..
-            }
-        );
-        if refused && round.shedder.try_shed() {
-            round.progress.note(&format!(
-                "server refused a connection ({err}); continuing with fewer"
-            ));
-            return Outcome::Shed;
-        }
-        let delay = match &err {
-            Error::Status {
-                retry_after: Some(after),
-                ..
-            } => (*after).min(crate::retry::MAX_RETRY_AFTER),
-            _ => round.opts.backoff.delay(failures - 1, &mut rng),
+        let delay = match retry_delay(round, id, err, failures, &mut rng) {
+            Ok(delay) => delay,
+            Err(outcome) => return outcome,
         };
-        round.progress.verbose(&format!(
-            "connection {id}: {err}; retry {failures} in {delay:.1?}"
-        ));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = super::cancelled(&mut cancel) => return Outcome::Cancelled,
         }
     }
+}
+
+fn lock_plan(round: &Round) -> std::sync::MutexGuard<'_, super::plan::Plan> {
+    round.plan.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// After the `failures`-th failure in a row: how long to wait before retrying, or how the
+/// worker ends (error not retryable, tries used up, or shed on 429/503).
+fn retry_delay(
+    round: &Round,
+    id: usize,
+    err: Error,
+    failures: u32,
+    rng: &mut fastrand::Rng,
+) -> Result<Duration, Outcome> {
+    if !err.is_retryable() || failures >= round.opts.max_tries {
+        return Err(Outcome::Failed(err));
+    }
+    let refused = matches!(
+        err,
+        Error::Status {
+            status: 429 | 503,
+            ..
+        }
+    );
+    if refused && round.shedder.try_shed() {
+        round.progress.verbose(&format!(
+            "connection {id}: server refused it ({err}); continuing with fewer"
+        ));
+        return Err(Outcome::Shed);
+    }
+    let delay = match &err {
+        Error::Status {
+            retry_after: Some(after),
+            ..
+        } => (*after).min(crate::retry::MAX_RETRY_AFTER),
+        _ => round.opts.backoff.delay(failures - 1, rng),
+    };
+    round.progress.verbose(&format!(
+        "connection {id}: {err}; retry {failures} in {delay:.1?}"
+    ));
+    Ok(delay)
 }
 
 /// Fetches `range` (or the whole body when the server ignores ranges), writing as it goes;
@@ -200,11 +211,7 @@ async fn stream_body(
             Ok(Ok(None)) => break end_of_body(round, id, offset),
             Ok(Ok(Some(chunk))) => chunk,
         };
-        let allowed = round.plan.lock().unwrap_or_else(|p| p.into_inner()).claim(
-            id,
-            offset,
-            chunk.len() as u64,
-        );
+        let allowed = lock_plan(round).claim(id, offset, chunk.len() as u64);
         // Copy through a fixed-size buffer: hyper hands out chunks of up to ~400 KiB, and a
         // growing Vec would keep a MiB per connection.
         let mut piece = &chunk[..allowed as usize];
@@ -240,22 +247,14 @@ fn is_straggler(round: &Round, id: usize, mine: u64, offset: u64) -> bool {
     let Some(median) = round.speeds.median_of_others(id) else {
         return false;
     };
-    let end = round
-        .plan
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .end_of(id);
+    let end = lock_plan(round).end_of(id);
     let remaining = end.unwrap_or(offset).saturating_sub(offset);
     speed::is_straggler(mine, median) && speed::worth_retrying(remaining, mine)
 }
 
 /// The body ended: fine when the segment is complete, otherwise the server sent too little.
 fn end_of_body(round: &Round, id: usize, offset: u64) -> Result<(), Fault> {
-    let end = round
-        .plan
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .end_of(id);
+    let end = lock_plan(round).end_of(id);
     match end {
         Some(end) if round.length.is_some() && offset < end => Err(Error::Protocol {
             url: round.url.clone(),
@@ -265,11 +264,7 @@ fn end_of_body(round: &Round, id: usize, offset: u64) -> Result<(), Fault> {
         _ => {
             if round.length.is_none() {
                 // Unknown length: the end of the body is the end of the file.
-                round
-                    .plan
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .end_at(offset);
+                lock_plan(round).end_at(offset);
             }
             Ok(())
         }
