@@ -1,0 +1,146 @@
+//! tus checksum (header and trailer), expiration and concatenation.
+
+use std::time::Duration;
+
+use ferry_tests::{client, pattern, TestServer};
+use ferryd::tus::TusConfig;
+use reqwest::Method;
+
+use super::*;
+
+async fn create_partial(srv: &TestServer, len: usize) -> String {
+    let r = tus(srv, Method::POST, "/files/")
+        .header("upload-length", len.to_string())
+        .header("upload-concat", "partial")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    h(&r, "location")
+}
+
+#[tokio::test]
+async fn checksum_400_unknown_460_mismatch_keeps_offset_then_match_succeeds() {
+    let (srv, _) = server().await;
+    let loc = create(&srv, 5, &meta("h.txt")).await;
+    let send = |sum: &'static str| {
+        tus(&srv, Method::PATCH, &loc)
+            .header("content-type", OCTETS)
+            .header("upload-offset", "0")
+            .header("upload-checksum", sum)
+            .body("hello")
+            .send()
+    };
+    assert_eq!(send("blake3 AAAA").await.unwrap().status(), 400);
+    let r = send("sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=").await.unwrap();
+    assert_eq!(r.status().as_u16(), 460);
+    assert_eq!(
+        h(&head(&srv, &loc).await, "upload-offset"),
+        "0",
+        "chunk discarded"
+    );
+    let r = send("sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00=").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        std::fs::read(srv.root.path().join("h.txt")).unwrap(),
+        b"hello"
+    );
+}
+
+#[tokio::test]
+async fn checksum_trailer_is_verified() {
+    let (srv, _) = server().await;
+    for (digest, status, offset) in [
+        ("crc32 AAAAAA==", "460", "0"),
+        ("crc32 NhCmhg==", "204", "5"),
+    ] {
+        let loc = create(&srv, 5, &meta("t.txt")).await;
+        let head_text = format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: {OCTETS}\r\nUpload-Offset: 0\r\nTransfer-Encoding: chunked\r\n\
+             Trailer: Upload-Checksum\r\nConnection: close\r\n\r\n"
+        );
+        let body = format!("5\r\nhello\r\n0\r\nUpload-Checksum: {digest}\r\n\r\n");
+        let reply = raw(&srv, &head_text, body.as_bytes()).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "{digest}: {reply}"
+        );
+        assert_eq!(h(&head(&srv, &loc).await, "upload-offset"), offset);
+    }
+}
+
+#[tokio::test]
+async fn expired_upload_is_410_and_the_reaper_frees_it() {
+    let (srv, tus_) = TestServer::start_tus(TusConfig {
+        expiry: Duration::from_millis(1000),
+        ..cfg()
+    })
+    .await;
+    let loc = create(&srv, 10, &meta("e.bin")).await;
+    assert_eq!(patch(&srv, &loc, 0, b"12").await.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // real time: expiry is wall-clock based
+    assert_eq!(head(&srv, &loc).await.status(), 410);
+    tus_.reap_once().await.unwrap();
+    let id = loc.trim_start_matches("/files/");
+    assert!(
+        !srv.root
+            .path()
+            .join(format!(".ferry/uploads/{id}.bin"))
+            .exists(),
+        "space freed"
+    );
+    assert_eq!(patch(&srv, &loc, 2, b"3").await.status(), 410);
+}
+
+#[tokio::test]
+async fn concatenation_final_is_403_for_patch_and_unfinished_parts_complete_later() {
+    let (srv, _) = server().await;
+    let data = pattern(50_000, 3);
+    let (a, b) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    assert_eq!(patch(&srv, &a, 0, &data[..20_000]).await.status(), 204);
+    assert_eq!(h(&head(&srv, &a).await, "upload-concat"), "partial");
+    // concatenation-unfinished: b is still empty.
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{a} {}", srv.url(&b)))
+        .header("upload-metadata", meta("joined.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let fin = h(&r, "location");
+    let hd = head(&srv, &fin).await;
+    assert_eq!(h(&hd, "upload-concat"), format!("final;{a} {b}"));
+    assert_eq!(
+        h(&hd, "upload-offset"),
+        "",
+        "no offset before concatenation"
+    );
+    assert_eq!(patch(&srv, &fin, 0, b"x").await.status(), 403);
+    assert_eq!(patch(&srv, &b, 0, &data[20_000..]).await.status(), 204);
+    let hd = head(&srv, &fin).await;
+    assert_eq!(
+        (h(&hd, "upload-offset"), h(&hd, "upload-length")),
+        ("50000".into(), "50000".into())
+    );
+    let got = client()
+        .get(srv.url("/joined.bin"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, data);
+    // A final upload naming something that is not a partial upload.
+    let plain = create(&srv, 1, &meta("p")).await;
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{plain}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
