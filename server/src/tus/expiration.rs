@@ -28,7 +28,7 @@ pub fn header_value(info: &UploadInfo) -> Option<String> {
         return None;
     }
     let at = UNIX_EPOCH + Duration::from_millis(info.expires_ms?);
-    Some(httpdate::fmt_http_date(at))
+    Some(crate::store::fs::http_date(at)) // clamped: a huge --upload-expiry must not panic
 }
 
 /// Parses `24h`, `30m`, `90s`, `500ms` or a plain number of seconds (`--upload-expiry`).
@@ -127,6 +127,11 @@ mod tests {
         assert_eq!(
             header_value(&info).as_deref(),
             Some("Thu, 01 Jan 1970 00:00:01 GMT")
+        );
+        info.expires_ms = Some(u64::MAX);
+        assert_eq!(
+            header_value(&info).as_deref(),
+            Some("Fri, 31 Dec 9999 23:59:59 GMT")
         );
         info.state = UploadState::Published { path: "x".into() };
         assert!(!is_expired(&info, 5000));

@@ -153,7 +153,7 @@ fn limit(tus: &Tus, info: &UploadInfo) -> u64 {
 
 /// 413 before reading a byte when `Content-Length` already says the body is too long.
 fn check_fits(tus: &Tus, info: &UploadInfo, body_len: Option<u64>) -> Result<()> {
-    let room = limit(tus, info) - info.offset;
+    let room = limit(tus, info).saturating_sub(info.offset);
     match body_len {
         Some(n) if n > room => Err(Error::client(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -245,7 +245,7 @@ async fn stream(
                 continue;
             }
         };
-        let room = limit - sink.app.position() - sink.buf.len() as u64;
+        let room = limit.saturating_sub(sink.app.position() + sink.buf.len() as u64);
         let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         if let Some(d) = sink.digests.as_mut() {
             d.update(&data[..take]);
