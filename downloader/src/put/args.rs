@@ -18,9 +18,12 @@ use crate::size::parse_size;
 
 #[derive(Debug, Clone, Args)]
 pub struct PutArgs {
-    /// Files to upload, then the tus endpoint URL (e.g. http://host:8080/files/).
-    #[arg(required = true, num_args = 2.., value_name = "FILE... URL")]
-    pub paths: Vec<String>,
+    /// Files to upload.
+    #[arg(required = true, num_args = 1.., value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The tus endpoint (creation URL), e.g. http://host:8080/files/
+    #[arg(required = true, value_name = "URL")]
+    pub url: String,
     /// Bearer token for the upload endpoint.
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -77,10 +80,7 @@ pub struct PutPlan {
 
 impl PutPlan {
     pub fn from_args(args: PutArgs) -> Result<Self, Error> {
-        let mut paths = args.paths;
-        let endpoint = paths
-            .pop()
-            .ok_or_else(|| Error::Usage("expected FILE... URL".into()))?;
+        let endpoint = args.url;
         let url = reqwest::Url::parse(&endpoint).map_err(|e| {
             Error::Usage(format!(
                 "invalid URL {endpoint:?} ({e}): expected http:// or https:// after the files"
@@ -91,7 +91,7 @@ impl PutPlan {
                 "unsupported URL {endpoint:?}: expected http:// or https:// (the URL comes last)"
             )));
         }
-        let files: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+        let files = args.files;
         for f in &files {
             if !f.is_file() {
                 return Err(Error::Usage(format!(
@@ -220,7 +220,10 @@ mod tests {
             a.metadata,
             vec![("a".into(), "1".into()), ("b".into(), "2".into())]
         );
-        assert_eq!(a.paths, vec!["f", "http://h/files/"]);
+        assert_eq!(
+            (a.files, a.url),
+            (vec![PathBuf::from("f")], "http://h/files/".to_string())
+        );
     }
 
     #[test]

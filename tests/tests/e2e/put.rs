@@ -27,13 +27,9 @@ async fn ferryd() -> TestServer {
 }
 
 fn args(files: &[&Path], endpoint: &str, parallel: u16, chunk: u64) -> PutArgs {
-    let mut paths: Vec<String> = files
-        .iter()
-        .map(|f| f.to_string_lossy().into_owned())
-        .collect();
-    paths.push(endpoint.to_string());
     PutArgs {
-        paths,
+        files: files.iter().map(|f| f.to_path_buf()).collect(),
+        url: endpoint.to_string(),
         token: Some(TOKEN.into()),
         parallel,
         chunk_size: chunk,
