@@ -59,18 +59,21 @@ start "$FERRYD" "$WORK/ferry" --listen 127.0.0.1:0 --public-uploads --log-level 
 FERRY_EP="$ENDPOINT/files/"; FERRY_PID=$SRV_PID
 start node bench/tus/tus_node_server.mjs "$WORK/node"
 NODE_EP="$ENDPOINT/"; NODE_PID=$SRV_PID; SRV_PID=
-DDS=(); FCS=(); NCS=()
+DDS=(); FCS=(); NCS=(); NDS=()
 for r in $(seq "$ROUNDS"); do
   sync; t0=$(now); dd if="$WORK/src.bin" of="$WORK/dd.bin" bs=1M conv=fdatasync status=none
   DDS+=("$(python3 -c "print($(now)-$t0)")"); rm -f "$WORK/dd.bin"
   sync; FCS+=("$(curl_upload "$FERRY_EP" "a$r.bin")"); cmp "$WORK/src.bin" "$WORK/ferry/a$r.bin"; rm -f "$WORK/ferry/a$r.bin"
-  sync; NCS+=("$(curl_upload "$NODE_EP" "a$r.bin")"); rm -f "$WORK"/node/*
+  sync; t0=$(now); curl_upload "$NODE_EP" "a$r.bin" > /dev/null; NCS+=("$(python3 -c "print($(now)-$t0)")")
+  # @tus/server acknowledges before its data is on disk: also time until it is (fsync).
+  python3 -c "import os,glob; f=os.open(max(glob.glob('$WORK/node/*'), key=os.path.getsize), os.O_RDONLY); os.fsync(f)"
+  NDS+=("$(python3 -c "print($(now)-$t0)")"); rm -f "$WORK"/node/*
 done
 sync; FJ=$(js_upload "$FERRY_EP"); rm -f "$WORK"/ferry/src*.bin
 sync; NJ=$(js_upload "$NODE_EP"); rm -f "$WORK"/node/*
 kill "$FERRY_PID" "$NODE_PID"; wait "$FERRY_PID" "$NODE_PID" 2>/dev/null || true
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-DD_S=$(median "${DDS[@]}"); FC=$(median "${FCS[@]}"); NC=$(median "${NCS[@]}")
+DD_S=$(median "${DDS[@]}"); FC=$(median "${FCS[@]}"); NC=$(median "${NCS[@]}"); ND=$(median "${NDS[@]}")
 
 # 16 concurrent uploads into ferryd; peak RSS from VmHWM.
 start "$FERRYD" "$WORK/ferry" --listen 127.0.0.1:0 --public-uploads --log-level warn
@@ -82,11 +85,11 @@ stop
 
 rate() { python3 -c "print(f'{$BYTES/1048576/$1:.0f}')"; }
 echo "size: $SIZE_MIB MiB on $(df --output=source "$WORK" | tail -1)"
-echo "rounds: $ROUNDS (medians; seconds dd ${DDS[*]} / ferryd ${FCS[*]} / @tus/server ${NCS[*]})"
+echo "rounds: $ROUNDS (medians; seconds dd ${DDS[*]} / ferryd ${FCS[*]} / @tus/server ${NCS[*]}, synced ${NDS[*]})"
 echo "disk  dd bs=1M conv=fdatasync      : $(rate "$DD_S") MB/s"
 echo "ferryd        (curl PATCH)          : $(rate "$FC") MB/s  = $(python3 -c "print(f'{$DD_S/$FC:.2f}')")x disk"
-echo "@tus/server   (curl PATCH)          : $(rate "$NC") MB/s"
+echo "@tus/server   (curl PATCH)          : $(rate "$NC") MB/s acknowledged, $(rate "$ND") MB/s once fsynced"
 echo "ferryd        (tus-js-client)       : $(rate "$FJ") MB/s"
 echo "@tus/server   (tus-js-client)       : $(rate "$NJ") MB/s"
-echo "ferryd/@tus/server (curl)           : $(python3 -c "print(f'{$NC/$FC:.2f}')")x"
+echo "ferryd/@tus/server (curl)           : $(python3 -c "print(f'{$NC/$FC:.2f}')")x acknowledged, $(python3 -c "print(f'{$ND/$FC:.2f}')")x durable"
 echo "ferryd peak RSS, 16 x $SIZE_MIB MiB uploads: $((HWM / 1024)) MiB ($OK/16 published)"
