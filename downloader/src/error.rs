@@ -29,6 +29,8 @@ pub enum Error {
     DiskFull { path: PathBuf },
     #[error("{} already exists; use --overwrite to replace it", path.display())]
     Exists { path: PathBuf },
+    #[error("{} is already being downloaded from another URL of this run", path.display())]
+    InUse { path: PathBuf },
     #[error("{}: {source}", path.display())]
     Journal { path: PathBuf, source: JournalError },
     #[error("{algo} mismatch: expected {expected}, got {seen}")]

@@ -128,8 +128,9 @@ pub async fn download(
 ) -> Result<PathBuf> {
     let probe = probe_with_retries(client, url, &opts.worker).await?;
     let target = Target::resolve(opts, probe.file_name.as_deref())?;
-    let progress = ui.transfer(&target.display_name());
+    let _reservation = target.reserve()?;
     target.refuse_existing(opts.overwrite)?;
+    let progress = ui.transfer(&target.display_name());
     let mut state = resume_state(&target, url, probe, opts, &progress)?;
     let result = run_rounds(client, url, opts, &target, &mut state, &progress, interrupt).await;
     let result = match result {

@@ -1,9 +1,11 @@
 //! Where the download goes: `NAME.part` (positional writes), `NAME.ferry-journal` beside it,
 //! and the final `NAME`, published with a rename that never clobbers unless `--overwrite`.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::journal;
 use super::Options;
@@ -59,6 +61,19 @@ impl Target {
             .unwrap_or_default()
     }
 
+    /// Reserves this target for one download of this process (`-i` lists may name the same
+    /// file twice); the reservation ends when the returned guard is dropped. Two *processes*
+    /// downloading to the same file are not detected.
+    pub fn reserve(&self) -> Result<Reservation> {
+        let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+        if !active.insert(self.path.clone()) {
+            return Err(Error::InUse {
+                path: self.path.clone(),
+            });
+        }
+        Ok(Reservation(self.path.clone()))
+    }
+
     /// Fails early when the final file exists and may not be replaced.
     pub fn refuse_existing(&self, overwrite: bool) -> Result<()> {
         if !overwrite && self.path.exists() {
@@ -108,6 +123,21 @@ impl Target {
     }
 }
 
+static ACTIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A target reserved by [`Target::reserve`].
+#[derive(Debug)]
+pub struct Reservation(PathBuf);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        ACTIVE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
 /// link + unlink: the link fails if `to` exists, so nothing is clobbered even if another
 /// process creates `to` meanwhile.
 fn rename_no_clobber(from: &Path, to: &Path) -> Result<()> {
@@ -147,6 +177,15 @@ mod tests {
             Target::resolve(&Options::default(), None).unwrap().path,
             PathBuf::from(FALLBACK_NAME)
         );
+    }
+
+    #[test]
+    fn a_target_is_reserved_once_at_a_time() {
+        let t = Target::for_path("reserve-test-target".into());
+        let first = t.reserve().unwrap();
+        assert!(matches!(t.reserve(), Err(Error::InUse { .. })));
+        drop(first);
+        t.reserve().unwrap();
     }
 
     #[test]

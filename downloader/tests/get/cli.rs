@@ -96,3 +96,33 @@ async fn repr_digest_is_verified() {
         .await
         .unwrap();
 }
+
+/// Two URLs of one run that resolve to the same file name must not share a part file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_name_twice_in_one_run_is_refused_not_mixed() {
+    let data = random_bytes(2 << 20, 42);
+    let server = Server::start(data.clone()).await;
+    server
+        .rate
+        .store(4 << 20, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (d, a, b) = (
+        dir.path().to_str().unwrap().to_string(),
+        server.url("/x/same.bin"),
+        server.url("/y/same.bin"),
+    );
+    let out =
+        tokio::task::spawn_blocking(move || ferry(&["get", "-q", "-j", "2", "-d", &d, &a, &b]))
+            .await
+            .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already being downloaded") || err.contains("already exists"),
+        "{err}"
+    );
+    assert_eq!(
+        sha256(&fs::read(dir.path().join("same.bin")).unwrap()),
+        sha256(&data)
+    );
+}
