@@ -197,8 +197,9 @@ impl Drop for Proc {
 #[tokio::test]
 async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes() {
     let Some(node) = tool("node") else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default(); // no in-process server here
     let root = tempfile::tempdir().unwrap();
-    let data = pattern(6 << 20, 24);
+    let data = pattern(40 << 20, 24);
     let (_dir, file) = fixture("killed.bin", &data);
     let first = Proc::start(root.path());
     let http = client();
@@ -225,7 +226,8 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
         .await
         .unwrap();
     assert_eq!(acked.status(), 204);
-    // A second PATCH is streaming when the server dies.
+    // A second PATCH streams 36 of its 38 MiB; once the server has checkpointed mid-body (it
+    // does every 32 MiB, in the background), it dies.
     let addr = first.1.trim_start_matches("http://").to_string();
     let mut sock = std::net::TcpStream::connect(&addr).unwrap();
     write!(
@@ -233,13 +235,36 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
         "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Type: application/offset+octet-stream\r\nUpload-Offset: {}\r\nContent-Length: {}\r\n\r\n",
         2 << 20,
-        4 << 20
+        38 << 20
     )
     .unwrap();
-    sock.write_all(&data[2 << 20..3 << 20]).unwrap();
+    sock.write_all(&data[2 << 20..38 << 20]).unwrap();
+    let id = loc.trim_start_matches("/files/").to_string();
+    let info = root.path().join(format!(".ferry/uploads/{id}.info"));
+    let durable = || -> u64 {
+        let raw = std::fs::read_to_string(&info).unwrap_or_default();
+        let at = raw
+            .find("\"offset\":")
+            .map(|i| &raw[i + 9..])
+            .unwrap_or("0");
+        at.trim()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while durable() < 34 << 20 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await; // polling durable state
+    }
+    let checkpointed = durable();
+    assert!(
+        checkpointed >= 34 << 20,
+        "mid-body checkpoint on disk: {checkpointed}"
+    );
     drop(first); // SIGKILL
                  // A torn write past the checkpoint must never be exposed: add junk to the staging data.
-    let id = loc.trim_start_matches("/files/");
     let staged = root.path().join(format!(".ferry/uploads/{id}.bin"));
     std::fs::OpenOptions::new()
         .append(true)
@@ -259,8 +284,8 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
         .parse()
         .unwrap();
     assert!(
-        offset >= 2 << 20,
-        "acknowledged bytes survive: offset {offset}"
+        offset >= checkpointed,
+        "checkpointed bytes survive: offset {offset}"
     );
     let opts = serde_like::obj(&[
         ("endpoint", serde_like::s(&second.url("/files/"))),
