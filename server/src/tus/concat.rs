@@ -1,7 +1,7 @@
 //! The concatenation and concatenation-unfinished extensions: partial uploads are created
 //! with `Upload-Concat: partial`, and a final upload with `Upload-Concat: final;<url> <url>`
 //! joins them in order. A final upload created before its parts finish is concatenated as soon
-//! as a HEAD (or GET) finds them all complete.
+//! as its last part completes (or a HEAD finds them all complete).
 
 use std::sync::Arc;
 
@@ -117,6 +117,28 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     super::patch::too_large(tus, total)?;
     tus.uploads()?.concatenate(info, &parts).await?;
     publish::complete(tus, info).await
+}
+
+/// concatenation-unfinished: once the partial upload `part` is complete, concatenates every
+/// final upload that names it and now has all its parts (runs in the background after the
+/// partial's last PATCH; a HEAD of the final upload does the same on demand).
+pub async fn finish_waiting_finals(tus: Arc<Tus>, part: String) {
+    let result = async {
+        for info in tus.uploads()?.list_uploads().await? {
+            let waiting = matches!(&info.concat, Concat::Final { parts } if parts.contains(&part));
+            let Some(id) = UploadId::parse(&info.id).filter(|_| waiting && !info.is_complete())
+            else {
+                continue;
+            };
+            let _guard = tus.locks.acquire(&id).await;
+            let mut info = super::core::load_live(&tus, &id).await?;
+            try_finish(&tus, &mut info).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = result.await {
+        tracing::warn!(%part, error = %e, "could not finish final uploads waiting for a part");
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::checksum::{self, Digests, Expected};
 use super::core::{load_live, progress_headers};
 use super::headers::{is_offset_stream, u64_header};
 use super::lock::Guard;
-use super::{expiration, publish, Tus};
+use super::{concat, expiration, publish, Tus};
 use crate::body::{self, Body};
 use crate::error::{Error, Result};
 use crate::store::upload::{Appender, Concat, UploadId, UploadInfo};
@@ -175,9 +175,11 @@ pub async fn receive(
     let tus = tus.clone();
     let task = tokio::spawn(async move {
         let mut guard = guard;
-        let info = stream(&tus, info, body, sum, &mut guard).await?;
-        let mut info = info;
+        let mut info = stream(&tus, info, body, sum, &mut guard).await?;
         publish::complete(&tus, &mut info).await?;
+        if info.concat == Concat::Partial && info.is_complete() {
+            tokio::spawn(concat::finish_waiting_finals(tus.clone(), info.id.clone()));
+        }
         Ok(info)
     });
     task.await

@@ -121,6 +121,27 @@ async fn concatenation_final_is_403_for_patch_and_unfinished_parts_complete_late
     );
     assert_eq!(patch(&srv, &fin, 0, b"x").await.status(), 403);
     assert_eq!(patch(&srv, &b, 0, &data[20_000..]).await.status(), 204);
+    // The last part's completion concatenates the waiting final upload in the background:
+    // the file appears without anyone asking for the final upload (bounded poll).
+    let mut published = false;
+    for _ in 0..100 {
+        if client()
+            .head(srv.url("/joined.bin"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        published,
+        "final upload concatenated once its last part completed"
+    );
     let hd = head(&srv, &fin).await;
     assert_eq!(
         (h(&hd, "upload-offset"), h(&hd, "upload-length")),
