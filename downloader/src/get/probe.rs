@@ -16,12 +16,14 @@ use reqwest::{Client, Response};
 use super::checksum::{parse_digest_header, Expected};
 use crate::error::{Error, Result};
 
-/// What identifies one version of the remote file (RFC 9110 §8.8). Only a strong ETag is kept:
-/// a weak one may not be used in `If-Range` (RFC 9110 §13.1.5).
+/// What identifies one version of the remote file (RFC 9110 §8.8). `etag` holds only a strong
+/// ETag: a weak one may not be used in `If-Range` (RFC 9110 §13.1.5), but it still reveals a
+/// change, so `any_etag` keeps whatever the server sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validator {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    pub any_etag: Option<String>,
 }
 
 impl Validator {
@@ -31,26 +33,31 @@ impl Validator {
                 .and_then(|v: &http::HeaderValue| v.to_str().ok())
                 .map(str::to_string)
         };
-        let etag = text(ETAG).filter(|t| t.starts_with('"'));
+        let any_etag = text(ETAG);
         Self {
-            etag,
+            etag: any_etag.clone().filter(|t| t.starts_with('"')),
             last_modified: text(LAST_MODIFIED),
+            any_etag,
         }
     }
 
     /// The `If-Range` value: the strong ETag, else Last-Modified. We send Last-Modified without
-    /// checking it against `Date` as RFC 9110 §13.1.5 suggests; servers treat a date that is
-    /// not strong as a mismatch and answer 200, which we handle as a changed file anyway.
+    /// checking it against `Date` as RFC 9110 §13.1.5 suggests; a server that finds the date
+    /// too weak answers 200, and ferry then continues on one connection from byte 0.
     pub fn if_range(&self) -> Option<&str> {
         self.etag.as_deref().or(self.last_modified.as_deref())
     }
 
     /// Whether a response's validators contradict ours (a header absent from the response is
-    /// no contradiction).
+    /// no contradiction). ETags are compared weakly (RFC 9110 §8.8.3.2): `W/"a"` and `"a"`
+    /// agree, `"a"` and `"b"` do not.
     pub fn contradicts(&self, h: &HeaderMap) -> bool {
         let seen = Self::from_headers(h);
-        let differs = |ours: &Option<String>, theirs: &Option<String>| matches!((ours, theirs), (Some(a), Some(b)) if a != b);
-        differs(&self.etag, &seen.etag) || differs(&self.last_modified, &seen.last_modified)
+        let opaque =
+            |t: &Option<String>| t.as_deref().map(|t| t.trim_start_matches("W/").to_string());
+        let differs = |ours: Option<String>, theirs: Option<String>| matches!((ours, theirs), (Some(a), Some(b)) if a != b);
+        differs(opaque(&self.any_etag), opaque(&seen.any_etag))
+            || differs(self.last_modified.clone(), seen.last_modified)
     }
 }
 
@@ -244,15 +251,20 @@ mod tests {
 
     #[test]
     fn contradiction_needs_both_sides() {
-        let ours = Validator {
-            etag: Some("\"a\"".into()),
-            last_modified: None,
-        };
+        let ours = Validator::from_headers(
+            &[(ETAG, HeaderValue::from_static("\"a\""))]
+                .into_iter()
+                .collect(),
+        );
         let mut h = HeaderMap::new();
         assert!(!ours.contradicts(&h));
         h.insert(ETAG, HeaderValue::from_static("\"a\""));
         assert!(!ours.contradicts(&h));
+        h.insert(ETAG, HeaderValue::from_static("W/\"a\""));
+        assert!(!ours.contradicts(&h), "weak comparison: same opaque tag");
         h.insert(ETAG, HeaderValue::from_static("\"b\""));
         assert!(ours.contradicts(&h));
+        h.insert(ETAG, HeaderValue::from_static("W/\"b\""));
+        assert!(ours.contradicts(&h), "a weak ETag still reveals a change");
     }
 }
