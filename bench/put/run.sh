@@ -5,6 +5,8 @@
 #                          file first for instant upload, and that time is included)
 #   tus-js-client         parallelUploads: 4 (Node, file in a Buffer, default chunkSize)
 #   tuspy                 8 MiB PATCHes (tuspy has no parallel mode)
+# plus ferry variants that isolate the costs: -x 1; crc32 instead of sha256 per PATCH; no
+# whole-file hash; and -x 1 with neither (the same work as tuspy: no checksum, no hash).
 # Prints the best of RUNS wall-clock times per client and MiB/s.
 # The source file and ferryd's root live in BENCH_DIR, /dev/shm by default: on this VM the
 # disk's write rate swings by 2-3x from run to run and drowns the clients' differences. Set
@@ -46,6 +48,7 @@ add "ferry put -x 4" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q -x 4
 add "ferry put -x 1" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q --token $TOKEN $WORK/big.bin $ENDPOINT'
 add "ferry put -x 4 --checksum crc32" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q -x 4 --checksum crc32 --token $TOKEN $WORK/big.bin $ENDPOINT'
 add "ferry put -x 4 --no-instant" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q -x 4 --no-instant --token $TOKEN $WORK/big.bin $ENDPOINT'
+add "ferry put -x 1, no sums (= tuspy)" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q --no-instant --checksum none --token $TOKEN $WORK/big.bin $ENDPOINT'
 add "tus-js-client parallel 4" 'node bench/put/tusjs_put.mjs $ENDPOINT $TOKEN $WORK/big.bin 4'
 add "tuspy (8 MiB chunks)" 'python3 bench/put/tuspy_put.py $ENDPOINT $TOKEN $WORK/big.bin 8388608'
 
@@ -70,5 +73,5 @@ for _ in $(seq "$RUNS"); do
 done
 echo "upload of $(python3 -c "print(f'{$BYTES/2**20:.0f}')") MiB into ferryd (root in $BENCH_DIR), best of $RUNS, load average $(cut -d' ' -f1-3 /proc/loadavg):"
 for i in "${!CMDS[@]}"; do
-  python3 -c "print(f'{\"${NAMES[i]}\":<34} {${BEST[i]}:6.2f} s  {$BYTES/2**20/${BEST[i]}:7.0f} MiB/s')"
+  python3 -c 'import sys; n, t, b = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]); print(f"{n:<36} {t:6.2f} s  {b / 2**20 / t:7.0f} MiB/s")' "${NAMES[i]}" "${BEST[i]}" "$BYTES"
 done
