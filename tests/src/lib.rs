@@ -64,6 +64,7 @@ impl TestServer {
                 let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
                 tus.spawn_reaper();
                 *keep.lock().expect("slot") = Some(tus.clone());
+                app.read_token = tus.config().read_token.clone(); // as ferryd's main does
                 app.tus = Some(tus);
                 app
             },

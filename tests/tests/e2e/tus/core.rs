@@ -417,3 +417,19 @@ fn tokio_stream(
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn an_empty_upload_is_complete_and_published_at_creation() {
+    let (srv, _) = server().await;
+    let loc = create(&srv, 0, &meta("empty.txt")).await;
+    let hd = head(&srv, &loc).await;
+    assert_eq!(
+        (h(&hd, "upload-offset"), h(&hd, "upload-length")),
+        ("0".into(), "0".into())
+    );
+    assert_eq!(h(&hd, "ferry-published"), "/empty.txt");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("empty.txt")).unwrap(),
+        b""
+    );
+}

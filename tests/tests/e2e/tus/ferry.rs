@@ -131,6 +131,21 @@ async fn read_token_protects_heads_and_downloads() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let r = patch(&srv, &loc, 0, b"x").await;
+    assert_eq!(r.status(), 204);
+    let file = client().get(srv.url("/r.txt")).send().await.unwrap();
+    assert_eq!(
+        file.status(),
+        401,
+        "published files need the read token too"
+    );
+    let file = client()
+        .get(srv.url("/r.txt"))
+        .bearer_auth("r")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.bytes().await.unwrap(), &b"x"[..]);
 }
 
 #[tokio::test]
