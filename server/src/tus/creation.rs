@@ -2,7 +2,9 @@
 //!
 //! Steps: metadata (400), concatenation role, length or deferral (400/413), target check
 //! (400), create, instant upload if the content is already held, optional first chunk
-//! (creation-with-upload), respond 201 with `Location`.
+//! (creation-with-upload), respond 201 with `Location`. A refused first chunk (460, 413)
+//! still answers 201 with `Location` and the durable `Upload-Offset`: the upload exists, and
+//! the client must be able to resume it.
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
         patch::too_large(tus, l)?;
     }
     publish::target(metadata.as_deref(), "")?;
+    let first_chunk = first_chunk(h, length)?;
     let concat = match role {
         ConcatRequest::Partial => Concat::Partial,
         _ => Concat::None,
@@ -53,22 +56,40 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
         return Ok(created(tus, &info));
     }
     publish::complete(tus, &mut info).await?; // an empty file is finished at once
-    if is_offset_stream(h) {
-        let sum = ChecksumSpec::from_headers(h)?;
-        let body_len = h
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if let (Some(n), Some(l)) = (body_len, info.length) {
-            if n > l {
-                return Err(Error::client(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("expected at most Upload-Length {l} bytes, got Content-Length {n}"),
-                ));
+    if let Some(sum) = first_chunk.filter(|_| !info.is_complete()) {
+        info = match patch::receive(tus, info.clone(), body, sum, guard).await {
+            Ok(done) => done,
+            // The upload exists now: a client error in its first chunk (a checksum mismatch, a
+            // body past the length) must not hide its Location. Answer 201 with the durable
+            // offset (the refused chunk did not count) so the client resumes with PATCH.
+            Err(e) if e.status().is_client_error() => {
+                tracing::debug!(error = %e, "first chunk of a creation-with-upload refused");
+                tus.uploads()?.load(&id).await?
             }
-        }
-        info = patch::receive(tus, info, body, sum, guard).await?;
+            Err(e) => return Err(e),
+        };
     }
     Ok(created(tus, &info))
+}
+
+/// creation-with-upload: whether the POST carries a first chunk, and its checksum. Checked
+/// before the upload exists, so a refusal (400, 413) leaves nothing behind.
+fn first_chunk(h: &http::HeaderMap, length: Option<u64>) -> Result<Option<ChecksumSpec>> {
+    if !is_offset_stream(h) {
+        return Ok(None);
+    }
+    let body_len = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(n), Some(l)) = (body_len, length) {
+        if n > l {
+            return Err(Error::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("expected at most Upload-Length {l} bytes, got Content-Length {n}"),
+            ));
+        }
+    }
+    Ok(Some(ChecksumSpec::from_headers(h)?))
 }
 
 /// 201 with `Location` (a path, resolved by clients against the endpoint URL) and progress.

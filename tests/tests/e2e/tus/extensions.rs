@@ -165,3 +165,29 @@ async fn concatenation_final_is_403_for_patch_and_unfinished_parts_complete_late
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn creation_with_upload_and_a_bad_checksum_still_gives_the_location() {
+    let (srv, _) = server().await;
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-length", "5")
+        .header("upload-metadata", meta("cs.txt"))
+        .header("content-type", OCTETS)
+        .header("upload-checksum", "md5 AAAAAAAAAAAAAAAAAAAAAA==")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        h(&r, "upload-offset"),
+        "0",
+        "the refused chunk does not count"
+    );
+    let loc = h(&r, "location");
+    assert_eq!(patch(&srv, &loc, 0, b"hello").await.status(), 204);
+    assert_eq!(
+        std::fs::read(srv.root.path().join("cs.txt")).unwrap(),
+        b"hello"
+    );
+}
