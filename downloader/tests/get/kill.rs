@@ -56,9 +56,9 @@ fn check_journal(t: &Target, data: &[u8]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_never_corrupts() {
-    let data = random_bytes(8 << 20, 30);
+    let data = random_bytes(12 << 20, 30);
     let server = Server::start(data.clone()).await;
-    server.rate.store(512 << 10, SeqCst); // 2 MiB/s over 4 connections: 4 s per download
+    server.rate.store(512 << 10, SeqCst); // 2 MiB/s over 4 connections: 6 s per download
     let url = server.url("/k.bin");
     let seed = fastrand::u64(..);
     eprintln!("kill loop seed {seed}");
@@ -71,7 +71,14 @@ async fn sigkill_at_random_moments_never_corrupts() {
             let (mut claimed, mut kills_here) = (0, 0);
             while kills_here < KILLS_PER_DOWNLOAD {
                 let mut child = ferry(&url, dir.path()).spawn().unwrap();
-                std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+                // Early kills (before the first journal tick) and late ones (after it).
+                let late = rng.bool();
+                let wait = if late {
+                    rng.u64(1800..2400)
+                } else {
+                    rng.u64(200..900)
+                };
+                std::thread::sleep(Duration::from_millis(wait));
                 if child.try_wait().unwrap().is_none() {
                     child.kill().unwrap(); // SIGKILL
                     kills_here += 1;
@@ -84,6 +91,11 @@ async fn sigkill_at_random_moments_never_corrupts() {
                 assert!(
                     now >= claimed,
                     "durable progress went back from {claimed} to {now}"
+                );
+                // The journal is updated every second: a run that lived ~2 s recorded work.
+                assert!(
+                    !late || now > claimed,
+                    "{wait} ms run recorded nothing (seed {seed})"
                 );
                 claimed = now;
             }
