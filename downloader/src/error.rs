@@ -31,7 +31,7 @@ pub enum Error {
     Exists { path: PathBuf },
     #[error("{} is already being downloaded from another URL of this run", path.display())]
     InUse { path: PathBuf },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}; --restart discards it and starts from zero", path.display())]
     Journal { path: PathBuf, source: JournalError },
     #[error("{algo} mismatch: expected {expected}, got {seen}")]
     Checksum {

@@ -226,3 +226,35 @@ async fn resume_against_a_server_without_ranges_refetches_from_zero() {
         .unwrap();
     assert_eq!(sha256(&fs::read(&t.path).unwrap()), sha256(&data));
 }
+
+#[tokio::test]
+async fn damaged_journal_is_a_clear_error_and_restart_discards_it() {
+    let data = random_bytes(300_000, 7);
+    let server = Server::start(data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Target::for_path(dir.path().join("j"));
+    fs::write(&t.part, vec![0u8; data.len()]).unwrap();
+    let mut bytes = journal::encode(&Journal {
+        url: server.url("/j"),
+        length: data.len() as u64,
+        etag: Some("\"v1\"".into()),
+        last_modified: None,
+        done: vec![[0, 300_000]],
+    });
+    let last = bytes.len() - 2;
+    bytes[last] ^= 1; // the body no longer matches its CRC
+    fs::write(&t.journal, &bytes).unwrap();
+    let mut opts = fast_options(dir.path(), "j");
+    let err = download(&server.url("/j"), &opts).await.unwrap_err();
+    assert!(
+        err.to_string().contains("checksum expected") && err.to_string().contains("--restart"),
+        "{err}"
+    );
+    opts.restart = true;
+    download(&server.url("/j"), &opts).await.unwrap();
+    assert_eq!(
+        fs::read(&t.path).unwrap(),
+        data,
+        "the zeros the journal claimed were not trusted"
+    );
+}
