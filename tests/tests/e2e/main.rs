@@ -1,6 +1,7 @@
 //! End-to-end tests over real HTTP on 127.0.0.1. One test binary, a module per area.
 
 mod files;
+mod get;
 mod hardening;
 mod interop;
 mod protocols;
