@@ -202,6 +202,9 @@ pub trait Appender: Send {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Drops everything past `offset` (a chunk whose checksum did not match).
     fn rollback(&mut self, offset: u64) -> BoxFuture<'_, io::Result<()>>;
+    /// Waits for every write and background checkpoint still in flight. Call it before the
+    /// upload is released to another writer.
+    fn close(&mut self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// Upload staging, publish and (optionally) termination, concatenation, expiry and a content

@@ -31,7 +31,7 @@ use crate::store::upload::{Appender, Concat, UploadId, UploadInfo};
 const WRITE_CHUNK: usize = 256 << 10;
 /// Bytes between two durable checkpoints inside one long PATCH (taken in the background, so
 /// receiving goes on while the disk flushes).
-const CHECKPOINT_EVERY: u64 = 32 << 20;
+const CHECKPOINT_EVERY: u64 = 64 << 20;
 
 /// What a PATCH (or creation-with-upload) says about its body's checksum.
 pub enum ChecksumSpec {
@@ -219,7 +219,6 @@ async fn stream(
         }
         ChecksumSpec::Trailer => (None, Some(Digests::all())),
     };
-    let verify = digests.is_some();
     let app = tus.uploads()?.append(&info).await?;
     let mut sink = Sink {
         app,
@@ -227,15 +226,38 @@ async fn stream(
         digests,
         trailer: None,
     };
-    let mut checkpointed = start;
-    let end = loop {
+    let result = match read_body(&mut sink, &mut body, guard, &info, limit).await {
+        Ok(end) => finish(&mut sink, info, start, expected, end).await,
+        Err(e) => Err(e),
+    };
+    // Whatever happened, nothing may still be writing once the lock is released: a late write
+    // could land after the next PATCH's bytes.
+    if let Err(e) = sink.app.close().await {
+        tracing::warn!(error = %e, "could not finish the writes of an upload");
+    }
+    result
+}
+
+/// Reads the body into `sink` until it ends, the lock holder is interrupted, or the body goes
+/// past `limit`; checkpoints in the background every [`CHECKPOINT_EVERY`] unless a checksum
+/// must be verified first.
+async fn read_body(
+    sink: &mut Sink,
+    body: &mut Incoming,
+    guard: &mut Guard,
+    info: &UploadInfo,
+    limit: u64,
+) -> Result<End> {
+    let verify = sink.digests.is_some();
+    let mut checkpointed = info.offset;
+    loop {
         let frame = tokio::select! {
             f = body.frame() => f,
-            _ = &mut guard.interrupted => break End::Interrupted,
+            _ = &mut guard.interrupted => return Ok(End::Interrupted),
         };
         let frame = match frame {
-            None => break End::Complete,
-            Some(Err(_)) => break End::Disconnected,
+            None => return Ok(End::Complete),
+            Some(Err(_)) => return Ok(End::Disconnected),
             Some(Ok(f)) => f,
         };
         let data = match frame.into_data() {
@@ -254,23 +276,22 @@ async fn stream(
         }
         sink.buf.extend_from_slice(&data[..take]);
         if take < data.len() {
-            break End::TooLong;
+            return Ok(End::TooLong);
         }
         if sink.buf.len() >= WRITE_CHUNK {
             sink.app.write(sink.buf.split().freeze()).await?;
         }
         if !verify && sink.app.position() - checkpointed >= CHECKPOINT_EVERY {
-            sink.app.checkpoint_behind(&info).await?;
+            sink.app.checkpoint_behind(info).await?;
             checkpointed = sink.app.position();
         }
-    };
-    finish(sink, info, start, expected, end).await
+    }
 }
 
 /// Writes what is buffered, verifies a checksum (discarding the chunk on mismatch), and
 /// checkpoints. A body that went past the length keeps its valid prefix and answers 413.
 async fn finish(
-    mut sink: Sink,
+    sink: &mut Sink,
     mut info: UploadInfo,
     start: u64,
     expected: Option<Expected>,

@@ -117,4 +117,12 @@ impl Appender for FsAppender {
             Ok(())
         })
     }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let settled = self.settle().await;
+            self.drain().await?;
+            settled
+        })
+    }
 }

@@ -199,7 +199,7 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
     let Some(node) = tool("node") else { return };
     let _ = rustls::crypto::ring::default_provider().install_default(); // no in-process server here
     let root = tempfile::tempdir().unwrap();
-    let data = pattern(40 << 20, 24);
+    let data = pattern(72 << 20, 24);
     let (_dir, file) = fixture("killed.bin", &data);
     let first = Proc::start(root.path());
     let http = client();
@@ -226,8 +226,8 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
         .await
         .unwrap();
     assert_eq!(acked.status(), 204);
-    // A second PATCH streams 36 of its 38 MiB; once the server has checkpointed mid-body (it
-    // does every 32 MiB, in the background), it dies.
+    // A second PATCH streams 68 of its 70 MiB; once the server has checkpointed mid-body (it
+    // does every 64 MiB, in the background), it dies.
     let addr = first.1.trim_start_matches("http://").to_string();
     let mut sock = std::net::TcpStream::connect(&addr).unwrap();
     write!(
@@ -235,10 +235,10 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
         "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Type: application/offset+octet-stream\r\nUpload-Offset: {}\r\nContent-Length: {}\r\n\r\n",
         2 << 20,
-        38 << 20
+        70 << 20
     )
     .unwrap();
-    sock.write_all(&data[2 << 20..38 << 20]).unwrap();
+    sock.write_all(&data[2 << 20..70 << 20]).unwrap();
     let id = loc.trim_start_matches("/files/").to_string();
     let info = root.path().join(format!(".ferry/uploads/{id}.info"));
     let durable = || -> u64 {
@@ -255,12 +255,12 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
             .unwrap_or(0)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while durable() < 34 << 20 && std::time::Instant::now() < deadline {
+    while durable() < 66 << 20 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await; // polling durable state
     }
     let checkpointed = durable();
     assert!(
-        checkpointed >= 34 << 20,
+        checkpointed >= 66 << 20,
         "mid-body checkpoint on disk: {checkpointed}"
     );
     drop(first); // SIGKILL
