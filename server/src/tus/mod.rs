@@ -13,8 +13,12 @@
 //! - [`lock`]: one writer per upload; a newcomer interrupts a streaming PATCH.
 //! - [`headers`]: typed parsing of tus request headers (pure).
 //!
-//! Deviations from tusd, on purpose: 415 (not 400) for a PATCH with the wrong Content-Type,
-//! `Tus-Version` on every 412, and the extensions tusd lacks (checksum, expiration).
+//! Where ferryd differs from tusd, on purpose, it follows the spec: 415 (not 400) for a PATCH
+//! with the wrong Content-Type, `Tus-Version` on every 412. Choices where the spec is silent:
+//! a refused first chunk of creation-with-upload still answers 201 with `Location` (the upload
+//! exists); a chunked body running past `Upload-Length` keeps its valid prefix and answers 413;
+//! an interrupted PATCH answers 204 with the offset it kept; DELETE of a finished upload leaves
+//! the published file in place.
 
 pub mod auth;
 pub mod checksum;
