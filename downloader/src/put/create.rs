@@ -32,7 +32,7 @@ impl Uploader {
         };
         let instant = entry.sha256.is_some();
         if plan.len() == 1 {
-            let c = self.tus.create(&self.opts.endpoint, &whole).await?;
+            let c = self.create_upload(&whole).await?;
             self.record(entry, vec![(0..size, c.url.clone())])?;
             if let Some(location) = self.instant_done(&c, size, instant).await? {
                 return Ok(Started::Done(location));
@@ -47,7 +47,7 @@ impl Uploader {
         if instant {
             // Instant upload needs the sha256 on a whole-file creation; partial uploads carry
             // none. Ask once, and remove the probe again if the server lacks the content.
-            let probe = self.tus.create(&self.opts.endpoint, &whole).await?;
+            let probe = self.create_upload(&whole).await?;
             if let Some(location) = self.instant_done(&probe, size, true).await? {
                 return Ok(Started::Done(location));
             }
@@ -62,10 +62,7 @@ impl Uploader {
                 metadata: None,
                 concat: Some("partial".into()),
             };
-            created.push((
-                range,
-                self.tus.create(&self.opts.endpoint, &partial).await?.url,
-            ));
+            created.push((range, self.create_upload(&partial).await?.url));
         }
         self.record(entry, created.clone())?;
         let parts = created
@@ -98,7 +95,7 @@ impl Uploader {
         let (offset, published) = match c.offset {
             Some(o) => (o, c.published.clone()),
             None if ask => {
-                let h = self.tus.head(&c.url).await?;
+                let h = self.head_upload(&c.url).await?;
                 (h.offset, h.published.or(c.published.clone()))
             }
             None => return Ok(None),

@@ -24,11 +24,11 @@ use crate::error::{Error, Result};
 use crate::progress::{Progress, Ui};
 use crate::retry::Backoff;
 use crate::size::format_size;
-use client::{Creation, Tus};
+use client::{Created, Creation, Head, Tus};
 use create::Started;
 use fingerprint::{Entry, Fingerprint, Store};
 use plan::{concat_final, Algo, Capabilities, ChecksumChoice};
-use upload::{is_gone, Part, Sender};
+use upload::{is_gone, retrying, Part, Sender};
 
 /// Times one file may start over because the server forgot its upload(s).
 const MAX_RESTARTS: usize = 3;
@@ -69,7 +69,8 @@ impl Uploader {
     /// OPTIONS is optional in tus core ("the Server MAY"): a refusal other than 401/403
     /// means "assume core + creation", as tus-js-client and tuspy do (they never ask).
     pub async fn connect(tus: Tus, opts: Options) -> Result<Self> {
-        let caps = match tus.options(&opts.endpoint).await {
+        let options = retrying(opts.backoff, opts.max_tries, || tus.options(&opts.endpoint));
+        let caps = match options.await {
             Ok(caps) => caps,
             Err(Error::Status { status, .. })
                 if (400..500).contains(&status) && status != 401 && status != 403 =>
@@ -180,6 +181,20 @@ impl Uploader {
         sha
     }
 
+    /// POST to the endpoint, retried like every request.
+    async fn create_upload(&self, c: &Creation) -> Result<Created> {
+        let (backoff, tries) = (self.opts.backoff, self.opts.max_tries);
+        retrying(backoff, tries, || self.tus.create(&self.opts.endpoint, c)).await
+    }
+
+    /// HEAD of an upload, retried like every request (404/410 are not retried).
+    async fn head_upload(&self, url: &str) -> Result<Head> {
+        retrying(self.opts.backoff, self.opts.max_tries, || {
+            self.tus.head(url)
+        })
+        .await
+    }
+
     /// The stored entry, or a fresh one (a bad entry is reported and replaced).
     fn load(&self, fp: &Fingerprint, progress: &Progress) -> Entry {
         let Some(store) = &self.opts.store else {
@@ -251,7 +266,7 @@ impl Uploader {
             metadata: Some(self.metadata(path, entry)),
             concat: Some(concat_final(&urls)),
         };
-        let done = self.tus.create(&self.opts.endpoint, &creation).await?;
+        let done = self.create_upload(&creation).await?;
         Ok(done.published.unwrap_or(done.url))
     }
 
@@ -294,7 +309,7 @@ impl Uploader {
         let mut published = None;
         let mut parts = Vec::with_capacity(entry.parts.len());
         for (id, p) in entry.parts.iter().enumerate() {
-            let head = self.tus.head(&p.url).await?;
+            let head = self.head_upload(&p.url).await?;
             published = head.published.or(published);
             let len = p.end - p.start;
             if head.offset > len || head.length.is_some_and(|l| l != len) {

@@ -223,16 +223,7 @@ impl Sender {
         if !transient || *failures >= self.max_tries {
             return Err(e);
         }
-        let wait = match &e {
-            Error::Status {
-                retry_after: Some(d),
-                ..
-            } if *d <= MAX_RETRY_AFTER => *d,
-            Error::Status {
-                status: 409 | 460, ..
-            } => Duration::ZERO,
-            _ => self.backoff.delay(*failures - 1, rng),
-        };
+        let wait = retry_wait(&e, self.backoff, *failures, rng);
         self.progress.verbose(&format!(
             "{e}; retrying in {wait:?} ({failures}/{})",
             self.max_tries
@@ -278,4 +269,126 @@ fn read_unchanged(
         return Err(Error::io(path, std::io::Error::other(msg)));
     }
     Ok(Bytes::from(buf))
+}
+
+/// The wait before retry number `failures` (1-based) after `e`: the server's `Retry-After`
+/// when sane (RFC 9110 §10.2.3), none after 409/460 (the next request fixes the cause),
+/// else jittered exponential backoff.
+pub fn retry_wait(e: &Error, backoff: Backoff, failures: u32, rng: &mut fastrand::Rng) -> Duration {
+    match e {
+        Error::Status {
+            retry_after: Some(d),
+            ..
+        } if *d <= MAX_RETRY_AFTER => *d,
+        Error::Status {
+            status: 409 | 460, ..
+        } => Duration::ZERO,
+        _ => backoff.delay(failures.saturating_sub(1), rng),
+    }
+}
+
+/// Repeats a tus request other than PATCH (OPTIONS, HEAD, POST) while it fails with a
+/// retryable error, at most `max_tries` attempts. All are safe to repeat: a creation whose
+/// answer was lost leaves an unused upload that the server expires.
+pub async fn retrying<T, Fut>(
+    backoff: Backoff,
+    max_tries: u32,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut rng = fastrand::Rng::new();
+    let mut failures = 0u32;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && failures + 1 < max_tries => {
+                failures += 1;
+                let wait = retry_wait(&e, backoff, failures, &mut rng);
+                tracing::info!("{e}; retrying in {wait:?} ({failures}/{max_tries})");
+                tokio::time::sleep(wait).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Error {
+        Error::Status {
+            url: "u".into(),
+            status: code,
+            retry_after: None,
+        }
+    }
+
+    async fn count_calls(max_tries: u32, answers: &[u16]) -> (Result<u16>, usize) {
+        let backoff = Backoff::new(Duration::from_millis(1));
+        let calls = std::cell::Cell::new(0usize);
+        let res = retrying(backoff, max_tries, || {
+            let n = calls.get();
+            calls.set(n + 1);
+            let code = answers[n.min(answers.len() - 1)];
+            async move {
+                if code < 300 {
+                    Ok(code)
+                } else {
+                    Err(status(code))
+                }
+            }
+        })
+        .await;
+        (res, calls.get())
+    }
+
+    #[tokio::test]
+    async fn retrying_repeats_transient_failures_until_success() {
+        let (res, calls) = count_calls(5, &[503, 429, 200]).await;
+        assert_eq!((res.ok(), calls), (Some(200), 3));
+    }
+
+    #[tokio::test]
+    async fn retrying_gives_up_after_max_tries() {
+        let (res, calls) = count_calls(3, &[503]).await;
+        assert!(res.is_err_and(|e| e.to_string().contains("503")));
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test]
+    async fn retrying_never_repeats_a_final_answer() {
+        // 404/410: the upload is gone (tus core); 401: the token is wrong.
+        for code in [404, 410, 401, 413] {
+            let (res, calls) = count_calls(5, &[code]).await;
+            assert!(res.is_err());
+            assert_eq!(calls, 1, "{code}");
+        }
+    }
+
+    #[test]
+    fn retry_wait_honours_retry_after_and_skips_waiting_after_409_460() {
+        let b = Backoff::new(Duration::from_secs(1));
+        let mut rng = fastrand::Rng::with_seed(7);
+        let after = Error::Status {
+            url: "u".into(),
+            status: 503,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(retry_wait(&after, b, 1, &mut rng), Duration::from_secs(3));
+        let absurd = Error::Status {
+            url: "u".into(),
+            status: 503,
+            retry_after: Some(Duration::from_secs(99_999)),
+        };
+        assert!(retry_wait(&absurd, b, 1, &mut rng) <= Duration::from_secs(1));
+        assert_eq!(retry_wait(&status(409), b, 4, &mut rng), Duration::ZERO);
+        assert_eq!(retry_wait(&status(460), b, 4, &mut rng), Duration::ZERO);
+        let third = retry_wait(&status(503), b, 3, &mut rng);
+        assert!(
+            third >= Duration::from_secs(2) && third <= Duration::from_secs(4),
+            "{third:?}"
+        );
+    }
 }

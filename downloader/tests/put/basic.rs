@@ -382,3 +382,34 @@ async fn refused_options_falls_back_to_core_with_creation() {
         .to_string()
         .contains("403"));
 }
+
+/// Regression: a run that starts while the server is down (OPTIONS, then the resume HEAD)
+/// failed at once instead of retrying like PATCH does (seen as a flaky node restart test).
+#[tokio::test]
+async fn run_started_while_the_server_restarts_retries_options_and_head() {
+    let server = TusServer::start(full()).await;
+    server.fail_from.store(2, Ordering::SeqCst);
+    let s = Arc::new(Scratch::new(500_000, 19));
+    let flags = ["--chunk-size", "64K", "--max-tries", "1"];
+    assert!(s.put(&server.endpoint(), &flags).await.is_err());
+    assert_eq!(s.entries(), 1);
+    server.fail_from.store(usize::MAX, Ordering::SeqCst);
+    server.stop();
+    let endpoint = server.endpoint();
+    let task = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.put(&endpoint, &["--chunk-size", "64K", "--max-tries", "20"])
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await; // several refused connections
+    server.restart().await;
+    let location = task.await.unwrap().unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    assert_eq!(
+        server.creations.load(Ordering::SeqCst),
+        1,
+        "resumed, not recreated"
+    );
+}
