@@ -54,6 +54,11 @@ async fn server_restart_and_client_kill_then_resume() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
+    let stored = sent(&node_store);
+    assert!(
+        stored < s.data.len() as u64,
+        "the upload finished before the restart"
+    );
     let node = node.restart();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
