@@ -103,6 +103,59 @@ async fn tuspy_uploads_in_chunks_with_upload_checksum() {
 }
 
 #[tokio::test]
+async fn tuspy_resumes_an_upload_another_client_started() {
+    let Some(python) = tool("python3") else {
+        return;
+    };
+    let (srv, _) = TestServer::start_tus(TusConfig {
+        upload_token: Some(TOKEN.into()),
+        ..TusConfig::default()
+    })
+    .await;
+    let data = pattern(1_500_000, 25);
+    let (_dir, file) = fixture("resumed.bin", &data);
+    let http = client();
+    let created = http
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth(TOKEN)
+        .header("upload-length", data.len().to_string())
+        .header(
+            "upload-metadata",
+            encode_metadata([("filename", Some(&b"resumed.bin"[..]))]),
+        )
+        .send()
+        .await
+        .unwrap();
+    let url = srv.url(created.headers()["location"].to_str().unwrap());
+    let first = http
+        .patch(&url)
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(data[..600_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 204);
+    let mut cmd = Command::new(python);
+    cmd.arg(interop_dir().join("tuspy_upload.py"))
+        .arg(srv.url("/files/"))
+        .arg(TOKEN)
+        .arg(&file)
+        .arg("262144")
+        .arg("--resume")
+        .arg(&url);
+    assert_eq!(
+        run_client(cmd).await,
+        url,
+        "tuspy continued the same upload"
+    );
+    assert_served(|p| srv.url(p), "resumed.bin", &url, &data).await;
+}
+
+#[tokio::test]
 async fn tus_js_client_parallel_uploads_use_concatenation() {
     let Some(node) = tool("node") else { return };
     let (srv, _) = TestServer::start_tus(TusConfig {
