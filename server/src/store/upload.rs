@@ -326,6 +326,34 @@ mod tests {
     }
 
     #[test]
+    fn candidates_always_fit_and_keep_the_suffix_for_any_name() {
+        // Property over generated names: mixed 1-4 byte characters, dots anywhere, up to the
+        // 255-byte cap that sanitize_file_name leaves.
+        let alphabet = ['a', '.', 'é', '报', '😀', ' '];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2000 {
+            let mut name = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 90) as usize + 1;
+            for i in 0..len {
+                let c = alphabet[((x >> (i % 60)) as usize + i) % alphabet.len()];
+                if name.len() + c.len_utf8() > MAX_NAME {
+                    break;
+                }
+                name.push(c);
+            }
+            for n in [1, 9, 10, 999] {
+                let c = name_candidate(&name, n);
+                assert!(c.len() <= MAX_NAME, "{c:?}");
+                assert!(c.contains(&format!(" ({n})")), "{c:?}");
+                assert_ne!(c, name);
+            }
+        }
+    }
+
+    #[test]
     fn info_round_trips_and_refuses_other_versions() {
         let id = UploadId::parse("0123456789abcdef0123456789abcdef").unwrap();
         let mut info = UploadInfo::new(
