@@ -201,6 +201,27 @@ impl Store {
         }
     }
 
+    /// Takes the per-fingerprint lock (`<id>.lock`, flock): `None` when another process
+    /// holds it, i.e. another `ferry put` is uploading the same file to the same endpoint
+    /// and the two would fight over the same uploads. The kernel releases the lock when the
+    /// process dies, even by SIGKILL, so a crash never leaves it stale. Lock files stay (an
+    /// unlink could race with a process that just opened the old file); `prune` removes old,
+    /// unheld ones.
+    pub fn lock(&self, fp: &Fingerprint) -> Result<Option<EntryLock>> {
+        let path = self.dir.join(format!("{}.lock", fp.id()));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(EntryLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Removes entries and leftover temporary files not written for `max_age`: their uploads
     /// have expired on any server with expiration (24 h in tusd and ferryd), and a file that
     /// changed leaves its old fingerprint behind. Best effort; returns how many were removed.
@@ -215,10 +236,21 @@ impl Store {
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|age| age > max_age)
         };
+        // A lock file still held belongs to a running upload.
+        let unheld = |e: &fs::DirEntry| {
+            let is_lock = e.path().extension().is_some_and(|x| x == "lock");
+            !is_lock || fs::File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok())
+        };
         dir.flatten()
-            .filter(|e| old(e) && fs::remove_file(e.path()).is_ok())
+            .filter(|e| old(e) && unheld(e) && fs::remove_file(e.path()).is_ok())
             .count()
     }
+}
+
+/// Proof that this process uploads one fingerprint; dropping it releases the lock.
+#[derive(Debug)]
+pub struct EntryLock {
+    _file: fs::File,
 }
 
 mod hex_bytes {
@@ -316,6 +348,40 @@ mod tests {
         assert_eq!(store.load(&fresh.fingerprint).unwrap(), Some(fresh));
         assert_eq!(store.load(&stale.fingerprint).unwrap(), None);
         assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn lock_is_exclusive_until_dropped_and_old_held_locks_survive_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (fp("/a", 1, 1), fp("/b", 1, 1));
+        let held = store.lock(&a).unwrap().expect("first lock");
+        assert!(
+            store.lock(&a).unwrap().is_none(),
+            "a second holder must be refused"
+        );
+        let other = store
+            .lock(&b)
+            .unwrap()
+            .expect("other files lock independently");
+        drop(other);
+        let long_ago = SystemTime::now() - Duration::from_secs(30 * 86400);
+        for id in [a.id(), b.id()] {
+            let p = dir.path().join(format!("uploads/{id}.lock"));
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        assert_eq!(
+            store.prune(Duration::from_secs(86400)),
+            1,
+            "only the unheld lock file goes"
+        );
+        drop(held);
+        assert!(store.lock(&a).unwrap().is_some());
     }
 
     #[test]

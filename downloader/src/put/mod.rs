@@ -121,6 +121,16 @@ impl Uploader {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let _lock = match &self.opts.store {
+            Some(store) => Some(store.lock(&fp)?.ok_or_else(|| {
+                let msg = format!(
+                    "another ferry put is uploading this file to {}; wait for it or stop it",
+                    self.opts.endpoint
+                );
+                Error::io(path, std::io::Error::other(msg))
+            })?),
+            None => None,
+        };
         let progress = ui.transfer(&name);
         progress.set_total(Some(fp.size));
         let result = self.put_tracked(path, &fp, &progress, ui).await;

@@ -413,3 +413,31 @@ async fn run_started_while_the_server_restarts_retries_options_and_head() {
         "resumed, not recreated"
     );
 }
+
+#[tokio::test]
+async fn second_put_of_the_same_file_is_refused_while_the_first_runs() {
+    let server = TusServer::start(full()).await;
+    server.patch_delay_ms.store(20, Ordering::SeqCst);
+    let s = Arc::new(Scratch::new(1 << 20, 20));
+    let endpoint = server.endpoint();
+    let first = {
+        let (s, endpoint) = (Arc::clone(&s), endpoint.clone());
+        tokio::spawn(async move { s.put(&endpoint, &["--chunk-size", "64K"]).await })
+    };
+    wait_for(|| server.patches.load(Ordering::SeqCst) > 0).await;
+    let err = s
+        .put(&endpoint, &["--chunk-size", "64K"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another ferry put is uploading this file"),
+        "{err}"
+    );
+    let location = first.await.unwrap().unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    server.patch_delay_ms.store(0, Ordering::SeqCst);
+    s.put(&endpoint, &[])
+        .await
+        .expect("the lock is released when the first run ends");
+}

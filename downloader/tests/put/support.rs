@@ -45,11 +45,11 @@ impl Scratch {
         self.dir.path().join("data")
     }
 
-    /// Entries in the resume store.
+    /// Resume entries (`*.json`; lock files are not entries).
     pub fn entries(&self) -> usize {
-        std::fs::read_dir(self.data_dir().join("uploads"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        let dir = std::fs::read_dir(self.data_dir().join("uploads"));
+        let json = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().ends_with(".json");
+        dir.map(|d| d.flatten().filter(json).count()).unwrap_or(0)
     }
 
     /// `ferry put FLAGS FILE ENDPOINT` in-process with quick retries; returns the location.
