@@ -9,8 +9,13 @@
 //! Concurrent `ferry put` processes never corrupt the store: an entry is written to a unique
 //! temporary file, fsynced, renamed over the old one and the directory fsynced, so a reader
 //! sees either the old or the new entry, never a torn one; different files never share an
-//! entry file. Two processes uploading the *same* file at once each create uploads and the
-//! last to save wins; the other's uploads simply expire on the server.
+//! entry file. Two processes uploading the *same* file to the same endpoint are kept apart by
+//! a flock on `uploads/<id>.lock` ([`Store::lock`]): the second stops with a clear error.
+//!
+//! Entry format (version 1), JSON: `{"version": 1, "fingerprint": {"endpoint", "path" (hex of
+//! the path bytes), "size", "mtime_s", "mtime_ns"}, "sha256": hex or null, "parts": [{"start",
+//! "end", "url"}]}`; parts are half-open byte ranges of the file, one per tus upload. Another
+//! version is reported and replaced, never misread.
 
 use std::fs;
 use std::io::{self, Write as _};
