@@ -145,7 +145,6 @@ fn finish_publish(root: &Path, info: &mut UploadInfo, path: &RelPath) -> Result<
     info.state = UploadState::Published {
         path: path.as_str().to_string(),
     };
-    info.expires_ms = None;
     save_info(root, info)?;
     match fs::remove_file(data_path(root, &info.id)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),

@@ -1,6 +1,8 @@
 //! The expiration extension: an unfinished upload expires `expiry` after its last write;
 //! `Upload-Expires` (an HTTP date) says when. Requests for an expired upload get 410 at once;
 //! a background reaper frees the space and, one more `expiry` later, forgets the tombstone.
+//! The record of a published upload (what `GET {base}/{id}` and HEAD answer from) is also
+//! forgotten one `expiry` after publishing, so records do not pile up; the file stays.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
@@ -89,9 +91,10 @@ impl Tus {
             let Some(id) = UploadId::parse(&info.id) else {
                 continue;
             };
-            let tombstone = matches!(info.state, UploadState::Terminated | UploadState::Expired);
+            // Tombstones, and records of published uploads (the files stay), are forgotten.
+            let tombstone = !matches!(info.state, UploadState::Active);
             let due = info.expires_ms.is_some_and(|e| now >= e);
-            if !due || !(tombstone || info.state == UploadState::Active) {
+            if !due {
                 continue;
             }
             let Some(_guard) = self.locks.try_acquire(&id) else {

@@ -58,6 +58,7 @@ pub async fn complete(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     }
     let (dir, name) = target(info.metadata.as_deref(), &info.id)?;
     let store = tus.uploads()?;
+    info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry)); // when the record goes
     let path = match store.publish(info, &dir, &name).await {
         // The directory became unusable while the bytes arrived (a file took its name, or a
         // symlink now leads out): the data is complete, so publish at the root instead of
@@ -114,6 +115,7 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
     let src = RelPath::from_segments(entry.path.split('/'))?;
     let (dir, name) = target(info.metadata.as_deref(), &info.id)?;
     info.offset = len;
+    info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry)); // when the record goes
     let path = store.publish_copy(info, &src, &dir, &name).await?;
     tracing::info!(id = %info.id, from = %src.as_str(), path = %path.as_str(), "instant upload");
     Ok(true)

@@ -79,9 +79,17 @@ async fn expired_upload_is_410_and_the_reaper_frees_it() {
     .await;
     let loc = create(&srv, 10, &meta("e.bin")).await;
     assert_eq!(patch(&srv, &loc, 0, b"12").await.status(), 204);
+    let done = create(&srv, 2, &meta("done.bin")).await;
+    assert_eq!(patch(&srv, &done, 0, b"ok").await.status(), 204);
     tokio::time::sleep(Duration::from_millis(1100)).await; // real time: expiry is wall-clock based
     assert_eq!(head(&srv, &loc).await.status(), 410);
     tus_.reap_once().await.unwrap();
+    // A published upload's record is forgotten too; its file stays in the served tree.
+    assert_eq!(head(&srv, &done).await.status(), 404);
+    assert_eq!(
+        std::fs::read(srv.root.path().join("done.bin")).unwrap(),
+        b"ok"
+    );
     let id = loc.trim_start_matches("/files/");
     assert!(
         !srv.root
