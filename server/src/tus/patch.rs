@@ -280,6 +280,7 @@ async fn read_body(
         }
         if sink.buf.len() >= WRITE_CHUNK {
             sink.app.write(sink.buf.split().freeze()).await?;
+            sink.buf.reserve(WRITE_CHUNK); // one allocation per chunk, no regrowth copies
         }
         if !verify && sink.app.position() - checkpointed >= CHECKPOINT_EVERY {
             sink.app.checkpoint_behind(info).await?;
