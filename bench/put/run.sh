@@ -55,7 +55,9 @@ add "ferry put -x 1, no sums (= tuspy)" 'FERRY_DATA_DIR=$WORK/data target/releas
 add "tus-js-client parallel 4" 'node bench/put/tusjs_put.mjs $ENDPOINT $TOKEN $WORK/big.bin 4'
 add "tuspy (8 MiB chunks)" 'python3 bench/put/tuspy_put.py $ENDPOINT $TOKEN $WORK/big.bin 8388608'
 
-once() { # 'COMMAND' (evaluated once ENDPOINT is known): prints the wall time, verified
+once() { # 'COMMAND' (evaluated once ENDPOINT is known): sets T to the wall time, verified.
+  # Runs in this shell (not a $(...) subshell) so that a failure's exit reaches the trap
+  # with FERRYD_PID set and no ferryd is left behind.
   start_ferryd
   local t0 t1
   t0=$(date +%s.%N)
@@ -63,15 +65,15 @@ once() { # 'COMMAND' (evaluated once ENDPOINT is known): prints the wall time, v
   t1=$(date +%s.%N)
   cmp -s "$WORK/big.bin" "$ROOT/big.bin" || { echo "stored file differs from the source: $1" >&2; exit 1; }
   stop_ferryd
-  python3 -c "print($t1 - $t0)"
+  T=$(python3 -c "print($t1 - $t0)")
 }
 
 # Rounds interleave the clients so that load from elsewhere on the machine spreads evenly.
 declare -a BEST
 for _ in $(seq "$RUNS"); do
   for i in "${!CMDS[@]}"; do
-    t=$(once "${CMDS[$i]}")
-    BEST[i]=$(python3 -c "b='${BEST[i]:-}'; print($t if not b else min($t, float(b)))")
+    once "${CMDS[$i]}"
+    BEST[i]=$(python3 -c "b='${BEST[i]:-}'; print($T if not b else min($T, float(b)))")
   done
 done
 echo "upload of $(python3 -c "print(f'{$BYTES/2**20:.0f}')") MiB into ferryd (root in $BENCH_DIR), best of $RUNS, load average $(cut -d' ' -f1-3 /proc/loadavg):"
