@@ -84,16 +84,22 @@ struct Args {
     /// Origin allowed to upload from a browser (repeatable; `*` for any).
     #[arg(long = "cors-origin", env = "FERRY_CORS_ORIGIN", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// Worker threads, each running its own event loop on the shared listener (default: one
+    /// per CPU).
+    #[arg(long, env = "FERRY_WORKERS")]
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(&args);
-    // File reads of 256 KiB run on the blocking pool; a bounded pool keeps thread stacks and
-    // allocator arenas (and so RSS) small under hundreds of concurrent downloads.
+    // This runtime handles signals and background work (the tus reaper); connections are
+    // served by the workers of `server::run_workers`. A bounded blocking pool keeps thread
+    // stacks and allocator arenas (and so RSS) small.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
-        .max_blocking_threads(64)
+        .max_blocking_threads(16)
         .build();
     let rt = match rt {
         Ok(rt) => rt,
@@ -135,8 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         grace_period: Duration::from_secs(args.grace_period),
         tls,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!(
@@ -169,7 +174,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     app.tus = Some(tus);
     app.read_token = args.read_token.clone();
     let _ = std::io::stdout().flush();
-    server::run(listener, Arc::new(app), opts, shutdown_signal()).await?;
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    server::run_workers(listener, Arc::new(app), opts, workers, shutdown_signal()).await?;
     Ok(())
 }
 

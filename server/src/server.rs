@@ -99,6 +99,65 @@ pub async fn run(
     Ok(())
 }
 
+/// Serves `app` the way nginx runs worker processes: `workers` threads, each with its own
+/// single-threaded runtime accepting from the same listening socket, so a request is parsed,
+/// served and written on one thread with no cross-thread wake-ups. Measured on 2 cores this
+/// answers small ranged GETs faster than one work-stealing runtime (README, benchmarks).
+/// `max_connections` is shared out evenly between the workers. Returns once `shutdown`
+/// completed and every worker finished its graceful shutdown.
+pub async fn run_workers(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    opts: ServerOptions,
+    workers: usize,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let workers = workers.max(1);
+    listener.set_nonblocking(true)?;
+    let per_worker = ServerOptions {
+        max_connections: opts.max_connections.div_ceil(workers),
+        ..opts
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (listener, app, opts) = (listener.try_clone()?, app.clone(), per_worker.clone());
+        let mut stop = stop_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ferryd-worker-{i}"))
+            .spawn(move || -> io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .max_blocking_threads((64 / workers).max(4))
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    run(listener, app, opts, stopped).await
+                })
+            })?;
+        threads.push(thread);
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        for t in threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("a worker thread panicked")),
+            }
+        }
+        result
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     app: Arc<App>,

@@ -189,3 +189,46 @@ async fn futures_join<T>(
     }
     out
 }
+
+#[tokio::test]
+async fn per_core_workers_serve_and_stop_gracefully() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.txt"), b"hello").unwrap();
+    let store = ferryd::store::fs::FsStore::new(root.path(), FsOptions::default()).unwrap();
+    let app = std::sync::Arc::new(ferryd::router::App::new(std::sync::Arc::new(store)));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ferryd::server::run_workers(
+        listener,
+        app,
+        ServerOptions::default(),
+        3,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    // Enough connections that more than one worker takes some.
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(tokio::spawn(raw(
+            addr,
+            b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )));
+    }
+    for a in answers {
+        let r = a.await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    }
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("workers stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
