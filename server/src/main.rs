@@ -144,11 +144,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!(
-        "ferryd listening on {scheme}://{addr}/ serving {}",
-        store.root().display()
-    );
-    let _ = std::io::stdout().flush();
+    let root = store.root().display().to_string();
     let store: Arc<dyn ferryd::store::Store> = Arc::new(store);
     let upload_token = match (&args.upload_token, args.public_uploads) {
         (_, true) => None,
@@ -156,7 +152,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, false) => {
             let t =
                 ferryd::tus::auth::generate_token().context("cannot generate an upload token")?;
-            println!("ferryd upload token: {t}");
+            announce(&format!("ferryd upload token: {t}"));
             Some(t)
         }
     };
@@ -173,12 +169,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut app = App::new(store);
     app.tus = Some(tus);
     app.read_token = args.read_token.clone();
-    let _ = std::io::stdout().flush();
+    // Last, once everything is ready: scripts wait for this line and take the URL from it.
+    announce(&format!(
+        "ferryd listening on {scheme}://{addr}/ serving {root}"
+    ));
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     server::run_workers(listener, Arc::new(app), opts, workers, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Writes one start-up line to stdout. Best effort: a script that read the line it needed
+/// and closed the pipe must not take the server down (`println!` panics on a closed stdout).
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 async fn shutdown_signal() {

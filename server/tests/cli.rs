@@ -35,10 +35,13 @@ fn prints_bound_url_serves_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // Scripts read until the `listening` line (an upload-token line may come first), then
+    // close the pipe.
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("ferryd listening on "))
+        .expect("a listening line");
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -84,4 +87,39 @@ fn bad_flag_values_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "clap exits 2 on usage errors");
     let out = ferryd().args(["--tls-cert", "x.pem"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--tls-cert requires --tls-key");
+}
+
+#[test]
+fn closed_stdout_does_not_stop_the_server() {
+    // Regression: `println!` of the start-up lines panicked once the reader had closed stdout,
+    // taking the server down mid-request.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("hi.txt"), "still here").unwrap();
+    let mut child = ferryd()
+        .arg(root.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before ferryd writes a line
+    let hostport = format!("127.0.0.1:{port}");
+    let mut resp = String::new();
+    for _ in 0..100 {
+        if TcpStream::connect(&hostport).is_ok() {
+            resp = get(&hostport, "/hi.txt");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(resp.ends_with("still here"), "{resp}");
+    assert!(alive, "ferryd exited after its stdout was closed");
 }
