@@ -21,6 +21,7 @@ use ferry_proto::ByteRange;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::open_cache::{Identity, OpenCache};
 use super::{BoxFuture, ByteStream, Entry, FileHandle, Meta, Object, Store, StoreError};
 use crate::path::RelPath;
 
@@ -40,6 +41,8 @@ pub struct FsOptions {
     pub allow_symlinks_outside: bool,
     /// Total bytes of file data that responses may hold in memory at once.
     pub read_budget: usize,
+    /// Open files kept for reuse (each holds a descriptor); 0 disables the cache.
+    pub open_files: usize,
 }
 
 impl Default for FsOptions {
@@ -48,6 +51,7 @@ impl Default for FsOptions {
             allow_hidden: false,
             allow_symlinks_outside: false,
             read_budget: 16 * 1024 * 1024,
+            open_files: 128,
         }
     }
 }
@@ -56,6 +60,7 @@ pub struct FsStore {
     root: PathBuf,
     /// The root held open: `openat2` resolves request paths relative to it.
     root_dir: File,
+    open_files: OpenCache<Arc<FsFile>>,
     opts: FsOptions,
     budget: Arc<Semaphore>,
 }
@@ -73,6 +78,7 @@ impl FsStore {
         let permits = opts.read_budget.max(2 * CHUNK);
         Ok(Self {
             root_dir: File::open(&root)?,
+            open_files: OpenCache::new(opts.open_files),
             root,
             budget: Arc::new(Semaphore::new(permits)),
             opts,
@@ -103,6 +109,13 @@ impl FsStore {
             }
         }
         File::open(self.resolve(path)?).map_err(StoreError::from_io)
+    }
+
+    /// The cached open file for `path`, if one `stat` shows it is still the same file.
+    fn cached(&self, path: &RelPath) -> Option<Arc<FsFile>> {
+        self.check_visible(path).ok()?;
+        let md = std::fs::metadata(self.root.join(path.as_str())).ok()?;
+        self.open_files.get(path.as_str(), Identity::of(&md))
     }
 
     fn check_visible(&self, path: &RelPath) -> Result<(), StoreError> {
@@ -225,6 +238,9 @@ impl Store for FsStore {
         // them in its event loop: on a local filesystem they are microseconds, and a trip to
         // the blocking pool per request cost more than the request itself for small ranges.
         Box::pin(async move {
+            if let Some(hit) = self.cached(path) {
+                return Ok(Object::File(hit));
+            }
             let file = self.open_file(path)?;
             let md = file.metadata()?;
             if md.is_dir() {
@@ -233,11 +249,14 @@ impl Store for FsStore {
             if !md.is_file() {
                 return Err(StoreError::Forbidden); // fifo, device, socket
             }
-            Ok(Object::File(Arc::new(FsFile {
+            let opened = Arc::new(FsFile {
                 meta: meta_of(&md),
                 file: Arc::new(file),
                 budget: self.budget.clone(),
-            })))
+            });
+            self.open_files
+                .insert(path.as_str(), Identity::of(&md), opened.clone());
+            Ok(Object::File(opened))
         })
     }
 

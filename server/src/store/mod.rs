@@ -13,6 +13,7 @@
 
 pub mod fs;
 pub mod fs_upload;
+pub mod open_cache;
 pub mod upload;
 
 use std::future::Future;
