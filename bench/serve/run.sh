@@ -3,7 +3,7 @@
 #   1. 1 GiB GET with curl to /dev/null: throughput ferryd/nginx (goal >= 1.0)
 #   2. 4 KiB ranged GETs at random offsets, wrk -c64: requests/s ferryd/nginx (goal >= 1.0)
 #   3. ferryd peak RSS (VmHWM) during 256 concurrent range downloads of the 1 GiB file (goal <= 64 MiB)
-# Usage: bench/serve/run.sh [SECONDS_PER_WRK_RUN]
+# Usage: bench/serve/run.sh [SECONDS_PER_WRK_RUN]   (ROUNDS=5 interleaved rounds, medians reported)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10}
@@ -47,17 +47,13 @@ FURL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | sed 's:/$::')
 NURL="http://127.0.0.1:$NPORT"
 sleep 0.3
 
-best_speed() { # best of 3 curl runs, bytes/s
-  local best=0
-  for _ in 1 2 3; do
-    read -r s n < <(curl -sf -o /dev/null -w '%{speed_download} %{size_download}\n' "$1/big.bin")
-    [ "$n" = 1073741824 ] || { echo "$1 served $n bytes, not 1 GiB" >&2; exit 1; }
-    best=$(python3 -c "print(max($best, $s))")
-  done
-  echo "$best"
+ROUNDS=${ROUNDS:-5}
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+speed() { # one curl run, bytes/s; fails unless exactly 1 GiB arrived
+  read -r s n < <(curl -sf -o /dev/null -w '%{speed_download} %{size_download}\n' "$1/big.bin")
+  [ "$n" = 1073741824 ] || { echo "$1 served $n bytes, not 1 GiB" >&2; exit 1; }
+  echo "$s"
 }
-NS=$(best_speed "$NURL"); FS=$(best_speed "$FURL")
-echo "1 GiB GET: nginx $(python3 -c "print(f'{$NS/2**20:.0f}')") MiB/s, ferryd $(python3 -c "print(f'{$FS/2**20:.0f}')") MiB/s, ratio ferryd/nginx = $(python3 -c "print(f'{$FS/$NS:.2f}')")"
 
 cat > "$WORK/ranges.lua" <<'LUA'
 math.randomseed(os.time())
@@ -68,8 +64,17 @@ end
 LUA
 curl -sf -r 0-4095 -o /dev/null "$NURL/big.bin" && curl -sf -r 0-4095 -o /dev/null "$FURL/big.bin"
 rps() { wrk -t2 -c64 -d"${DUR}s" -s "$WORK/ranges.lua" "$1" | awk '/Requests\/sec/ {print $2}'; }
-NR=$(rps "$NURL"); FR=$(rps "$FURL")
-echo "4 KiB random ranges, wrk -c64 ${DUR}s: nginx $NR req/s, ferryd $FR req/s, ratio ferryd/nginx = $(python3 -c "print(f'{$FR/$NR:.2f}')")"
+
+# Interleaved rounds (nginx, ferryd, nginx, ...) and medians: on a shared 2-core machine a
+# single run says more about the neighbours than about the server.
+ns=(); fs=(); nr=(); fr=()
+for _ in $(seq "$ROUNDS"); do
+  ns+=("$(speed "$NURL")"); fs+=("$(speed "$FURL")")
+  nr+=("$(rps "$NURL")"); fr+=("$(rps "$FURL")")
+done
+NS=$(median "${ns[@]}"); FS=$(median "${fs[@]}"); NR=$(median "${nr[@]}"); FR=$(median "${fr[@]}")
+echo "1 GiB GET (median of $ROUNDS): nginx $(python3 -c "print(f'{$NS/2**20:.0f}')") MiB/s, ferryd $(python3 -c "print(f'{$FS/2**20:.0f}')") MiB/s, ratio ferryd/nginx = $(python3 -c "print(f'{$FS/$NS:.2f}')")"
+echo "4 KiB random ranges, wrk -t2 -c64 ${DUR}s (median of $ROUNDS): nginx $NR req/s, ferryd $FR req/s, ratio ferryd/nginx = $(python3 -c "print(f'{$FR/$NR:.2f}')")"
 
 # 256 concurrent downloads, each a distinct 4 MiB range of the 1 GiB file.
 pids=()
