@@ -27,7 +27,7 @@ use crate::path::RelPath;
 
 /// Bytes per positional read: large enough for throughput, small enough that the budget
 /// spreads across many connections.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 512 * 1024;
 /// Reads of at most this many bytes happen inline on the async worker.
 pub const INLINE_READ: usize = 64 * 1024;
 /// Name of the hidden directory under the root where backends keep their own state.
