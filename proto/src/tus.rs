@@ -27,6 +27,11 @@ pub const UPLOAD_CONCAT: HeaderName = HeaderName::from_static("upload-concat");
 pub const META_SHA256: &str = "sha256";
 /// Metadata key of the file name (the key tus-js-client, tuspy and Uppy use).
 pub const META_FILENAME: &str = "filename";
+/// Metadata key of the target directory, relative to the served root (a ferry extension).
+pub const META_DIR: &str = "dir";
+/// ferry extension: the URL path a finished upload was published as (it differs from the
+/// requested name when that name was taken). ferryd sends it; `ferry put` prints it.
+pub const FERRY_PUBLISHED: HeaderName = HeaderName::from_static("ferry-published");
 
 /// One `Upload-Metadata` pair: the key, and the decoded value (tus allows a key alone).
 pub type MetadataPair = (String, Option<Vec<u8>>);

@@ -154,6 +154,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 
 /// A reqwest client that speaks HTTP/1.1 only and never decompresses.
 pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .http1_only()
         .build()

@@ -14,7 +14,7 @@ use ferry_proto::tus::{
     TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, Method};
 use reqwest::{Client, RequestBuilder, Response, Url};
 
 use super::plan::{parse_list, Capabilities};
@@ -242,10 +242,7 @@ pub fn resolve(base: &str, location: &str) -> Option<String> {
     matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
 
-/// ferry extension: the URL path a finished upload was published as (ferryd sends it on the
-/// answers that report progress). Same name as ferryd's `tus::headers::FERRY_PUBLISHED`; it
-/// belongs in ferry-proto so the two cannot drift.
-pub const FERRY_PUBLISHED: HeaderName = HeaderName::from_static("ferry-published");
+pub use ferry_proto::tus::FERRY_PUBLISHED;
 
 /// Where a completed upload can be downloaded, when the server says (`Ferry-Published`).
 fn published(base: &str, h: &HeaderMap) -> Option<String> {

@@ -213,7 +213,7 @@ impl Server {
             return empty(status, h);
         }
         let slow_every = self.slow_every.load(Ordering::SeqCst);
-        let rate = if slow_every > 0 && conn % slow_every == 0 {
+        let rate = if slow_every > 0 && conn.is_multiple_of(slow_every) {
             self.slow_rate.load(Ordering::SeqCst)
         } else {
             self.rate.load(Ordering::SeqCst)

@@ -8,11 +8,7 @@ use http::{header, HeaderMap, HeaderName, StatusCode};
 
 use crate::error::{Error, Result};
 
-/// ferry extension: URL path of the file a finished upload was published as (it differs from
-/// the requested name when that name was taken).
-pub const FERRY_PUBLISHED: HeaderName = HeaderName::from_static("ferry-published");
-/// Metadata key of the target directory, relative to the root (a ferry extension).
-pub const META_DIR: &str = "dir";
+pub use ferry_proto::tus::{FERRY_PUBLISHED, META_DIR};
 
 /// tus core: every request but OPTIONS carries `Tus-Resumable: 1.0.0`, else 412.
 pub fn check_version(h: &HeaderMap) -> Result<()> {
