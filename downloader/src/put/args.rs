@@ -51,8 +51,8 @@ pub struct PutArgs {
     /// Forget earlier uploads of these files and start over.
     #[arg(long)]
     pub restart: bool,
-    /// Upload-Checksum per PATCH: auto (best the server offers: sha256, sha1, md5, crc32),
-    /// none, or one algorithm.
+    /// Upload-Checksum per PATCH: auto (the first the server offers of crc32, sha256, sha1,
+    /// md5), none, or one algorithm.
     #[arg(long, value_name = "ALGO", default_value = "auto", value_parser = ChecksumChoice::parse)]
     pub checksum: ChecksumChoice,
 }
