@@ -11,19 +11,19 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use ferry_proto::ByteRange;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 
 use super::open_cache::{Identity, OpenCache};
-use super::{BoxFuture, ByteStream, Entry, FileHandle, Meta, Object, Store, StoreError};
+use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
 use crate::path::RelPath;
+
+mod read;
+use read::FsFile;
 
 /// Bytes per positional read: large enough for throughput, small enough that the budget
 /// spreads across many connections.
@@ -249,11 +249,7 @@ impl Store for FsStore {
             if !md.is_file() {
                 return Err(StoreError::Forbidden); // fifo, device, socket
             }
-            let opened = Arc::new(FsFile {
-                meta: meta_of(&md),
-                file: Arc::new(file),
-                budget: self.budget.clone(),
-            });
+            let opened = Arc::new(FsFile::new(meta_of(&md), file, self.budget.clone()));
             self.open_files
                 .insert(path.as_str(), Identity::of(&md), opened.clone());
             Ok(Object::File(opened))
@@ -272,154 +268,6 @@ impl Store for FsStore {
 
     fn uploads(&self) -> Option<&dyn super::upload::UploadStore> {
         Some(self)
-    }
-}
-
-struct FsFile {
-    meta: Meta,
-    file: Arc<File>,
-    budget: Arc<Semaphore>,
-}
-
-/// Owner of one chunk's memory and of the budget permits it holds; both are released when the
-/// last `Bytes` pointing into it is dropped (after hyper has written it).
-struct Chunk {
-    buf: Vec<u8>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsRef<[u8]> for Chunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-struct ReadState {
-    file: Arc<File>,
-    budget: Arc<Semaphore>,
-    pos: u64,
-    end: u64,
-    ahead: Option<JoinHandle<io::Result<Bytes>>>,
-}
-
-impl ReadState {
-    fn new(file: &FsFile, range: ByteRange) -> Self {
-        Self {
-            file: file.file.clone(),
-            budget: file.budget.clone(),
-            pos: range.start,
-            end: range.end,
-            ahead: None,
-        }
-    }
-
-    /// Starts reading the next chunk in the background with the given permits.
-    fn spawn_read(&mut self, n: usize, permit: OwnedSemaphorePermit) {
-        let (file, at) = (self.file.clone(), self.pos);
-        self.pos += n as u64;
-        self.ahead = Some(tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; n];
-            file.read_exact_at(&mut buf, at)?; // a truncated file is an error, never a short body
-            Ok(Bytes::from_owner(Chunk {
-                buf,
-                _permit: permit,
-            }))
-        }));
-    }
-
-    /// Budget permits for `n` bytes, waiting until they are free.
-    async fn acquire(&self, n: usize) -> io::Result<OwnedSemaphorePermit> {
-        self.budget
-            .clone()
-            .acquire_many_owned(n as u32)
-            .await
-            .map_err(io::Error::other)
-    }
-
-    fn next_len(&self) -> usize {
-        (self.end - self.pos).min(CHUNK as u64) as usize
-    }
-
-    /// Waits for budget, then starts the next read. Only called while this response holds no
-    /// chunk of its own that the connection has not taken yet: waiting while holding one is
-    /// how responses deadlocked on a shared budget.
-    async fn start_next(&mut self) -> io::Result<()> {
-        let n = self.next_len();
-        let permit = self.acquire(n).await?;
-        self.spawn_read(n, permit);
-        Ok(())
-    }
-
-    /// Reads the small remainder on the worker itself: a page-cache `pread` of a few KiB costs
-    /// less than handing it to the blocking pool and back.
-    async fn read_inline(&mut self) -> io::Result<Bytes> {
-        let n = self.next_len();
-        let permit = self.acquire(n).await?;
-        let mut buf = vec![0u8; n];
-        self.file.read_exact_at(&mut buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(Bytes::from_owner(Chunk {
-            buf,
-            _permit: permit,
-        }))
-    }
-
-    /// Reads ahead only if the budget has room right now.
-    fn try_start_next(&mut self) {
-        let n = self.next_len();
-        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(n as u32) {
-            self.spawn_read(n, permit);
-        }
-    }
-
-    async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
-        if self.ahead.is_none() {
-            if self.pos >= self.end {
-                return None;
-            }
-            if self.end - self.pos <= INLINE_READ as u64 {
-                return Some(self.read_inline().await);
-            }
-            if let Err(e) = self.start_next().await {
-                return Some(Err(e));
-            }
-        }
-        let handle = self.ahead.take()?;
-        let chunk = match handle.await {
-            Ok(r) => r,
-            Err(e) => Err(io::Error::other(e)),
-        };
-        if chunk.is_ok() && self.pos < self.end {
-            self.try_start_next();
-        }
-        Some(chunk)
-    }
-}
-
-impl FileHandle for FsFile {
-    fn meta(&self) -> &Meta {
-        &self.meta
-    }
-
-    fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
-        let mut state = ReadState::new(&self, range);
-        if range.len() <= INLINE_READ as u64 {
-            return Box::pin(async move { state.read_inline().await });
-        }
-        Box::pin(super::collect(self.read(range), range.len()))
-    }
-
-    fn read(self: Arc<Self>, range: ByteRange) -> ByteStream {
-        let state = ReadState::new(&self, range);
-        Box::pin(futures_util::stream::unfold(state, |mut s| async move {
-            let item = s.next_chunk().await?;
-            let failed = item.is_err();
-            if failed {
-                s.pos = s.end; // stop after reporting the error
-                s.ahead = None;
-            }
-            Some((item, s))
-        }))
     }
 }
 
