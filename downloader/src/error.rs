@@ -15,7 +15,7 @@ pub enum Error {
     Network { url: String, source: reqwest::Error },
     #[error("{url}: no bytes received for {secs} s, dropping the connection", secs = .after.as_secs())]
     Stalled { url: String, after: Duration },
-    #[error("{url}: server answered {status}")]
+    #[error("{url}: server answered {}", describe_status(*.status))]
     Status {
         url: String,
         status: u16,
@@ -47,6 +47,24 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `404 Not Found`, with a hint where the user can do something about it.
+fn describe_status(status: u16) -> String {
+    let mut out = status.to_string();
+    if let Some(reason) = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+    {
+        out.push(' ');
+        out.push_str(reason);
+    }
+    out.push_str(match status {
+        401 => " (credentials needed: --token or FERRY_TOKEN for put, -H \"Authorization: ...\" for get)",
+        403 => " (the credentials were refused)",
+        _ => "",
+    });
+    out
+}
+
 impl Error {
     /// An I/O error on `path`, with ENOSPC/EDQUOT turned into the clear disk-full message.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -73,6 +91,14 @@ impl Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn statuses_are_named_and_auth_failures_say_what_to_do() {
+        assert_eq!(super::describe_status(404), "404 Not Found");
+        assert!(super::describe_status(401)
+            .starts_with("401 Unauthorized (credentials needed: --token"));
+        assert_eq!(super::describe_status(599), "599");
+    }
+
     use super::*;
 
     #[test]

@@ -135,7 +135,7 @@ impl Uploader {
         progress.set_total(Some(fp.size));
         let result = self.put_tracked(path, &fp, &progress, ui).await;
         match &result {
-            Ok(_) => progress.finish(true, &format!("uploaded {}", format_size(fp.size))),
+            Ok(_) => progress.finish(true, &format!("done, {}", format_size(fp.size))),
             Err(_) => progress.finish(false, "failed; run the same command again to resume"),
         }
         result
