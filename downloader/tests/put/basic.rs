@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{wait_for, Scratch};
+use crate::support::{succeeded, wait_for, Scratch};
 use crate::tus_server::{Config, TusServer};
 
 fn full() -> Config {
@@ -249,13 +249,7 @@ async fn binary_prints_the_location_and_uses_exit_codes() {
     let server = TusServer::start(full()).await;
     let s = Scratch::new(70_000, 13);
     let out = s.command(&server.endpoint(), &["-q"]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let location = String::from_utf8(out.stdout).unwrap();
+    let location = succeeded(&out);
     assert_eq!(
         server.content(location.trim()).as_deref(),
         Some(&s.data[..])

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::support::Scratch;
+use crate::support::{succeeded, Scratch};
 use crate::tus_server::{Config, TusServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,13 +61,7 @@ async fn sigkill_loop_then_resume_is_byte_identical() {
     server.patch_delay_ms.store(0, Ordering::SeqCst);
     let before = server.patch_bytes.load(Ordering::SeqCst);
     let out = s.command(&server.endpoint(), &flags).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let location = String::from_utf8(out.stdout).unwrap();
+    let location = succeeded(&out);
     assert_eq!(
         server.content(location.trim()).as_deref(),
         Some(&s.data[..])

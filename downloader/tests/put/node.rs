@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{NodeTus, Scratch};
+use crate::support::{succeeded, NodeTus, Scratch};
 
 #[tokio::test]
 async fn single_stream_upload_with_x4_falls_back_and_matches() {
@@ -64,12 +64,6 @@ async fn server_restart_and_client_kill_then_resume() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let location = String::from_utf8(out.stdout).unwrap();
+    let location = succeeded(&out);
     assert_eq!(node.content(&location), s.data);
 }

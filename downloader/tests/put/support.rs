@@ -181,6 +181,18 @@ impl Drop for NodeTus {
 }
 
 /// Polls `cond` every 5 ms for up to 10 s.
+/// The location a finished `ferry put` printed; fails the test, showing stderr, unless the run
+/// exited 0.
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 location")
+}
+
 pub async fn wait_for(mut cond: impl FnMut() -> bool) {
     for _ in 0..2000 {
         if cond() {
