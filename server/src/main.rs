@@ -141,6 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         grace_period: Duration::from_secs(args.grace_period),
         tls,
     };
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -176,7 +177,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    server::run_workers(listener, Arc::new(app), opts, workers, shutdown_signal()).await?;
+    server::run_workers(listener, Arc::new(app), opts, workers, shutdown).await?;
     Ok(())
 }
 
@@ -188,20 +189,19 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGINT/SIGTERM handlers now and returns the future that resolves on either.
+/// Installing them before the `listening` line matters: a script that reads the line and
+/// sends SIGTERM at once must get a graceful shutdown, not the default action.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }
 
 fn init_tracing(args: &Args) {

@@ -11,16 +11,19 @@ fn ferryd() -> Command {
 }
 
 fn get(url_hostport: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(url_hostport).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    try_get(url_hostport, path).expect("GET over a fresh connection")
+}
+
+fn try_get(url_hostport: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(url_hostport)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 #[test]
@@ -100,19 +103,29 @@ fn closed_stdout_does_not_stop_the_server() {
         .port();
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("hi.txt"), "still here").unwrap();
+    let log = root.path().join("ferryd.log");
     let mut child = ferryd()
         .arg(root.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     drop(child.stdout.take()); // the reader is gone before ferryd writes a line
     let hostport = format!("127.0.0.1:{port}");
+    // Poll until ferryd answers; a refused or reset connection only means "not yet" (the port
+    // was picked by bind-and-drop, so it is not ours until ferryd has bound it).
     let mut resp = String::new();
-    for _ in 0..100 {
-        if TcpStream::connect(&hostport).is_ok() {
-            resp = get(&hostport, "/hi.txt");
+    let mut last_error = String::new();
+    for _ in 0..200 {
+        match try_get(&hostport, "/hi.txt") {
+            Ok(r) => {
+                resp = r;
+                break;
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        if child.try_wait().unwrap().is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -120,6 +133,13 @@ fn closed_stdout_does_not_stop_the_server() {
     let alive = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(resp.ends_with("still here"), "{resp}");
-    assert!(alive, "ferryd exited after its stdout was closed");
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        resp.ends_with("still here"),
+        "response {resp:?}, last error {last_error}, ferryd log:\n{log}"
+    );
+    assert!(
+        alive,
+        "ferryd exited after its stdout was closed; log:\n{log}"
+    );
 }
