@@ -32,6 +32,13 @@ pub const META_DIR: &str = "dir";
 /// ferry extension: the URL path a finished upload was published as (it differs from the
 /// requested name when that name was taken). ferryd sends it; `ferry put` prints it.
 pub const FERRY_PUBLISHED: HeaderName = HeaderName::from_static("ferry-published");
+/// ferry extension, on OPTIONS: a client about to upload a file of this many bytes asks
+/// whether instant upload could apply before it spends the time hashing the file.
+pub const FERRY_INSTANT_LENGTH: HeaderName = HeaderName::from_static("ferry-instant-length");
+/// ferry extension, the answer to [`FERRY_INSTANT_LENGTH`] (an RFC 8941 boolean): `?1` when
+/// the content index holds a file of exactly that length (hash and send `sha256`), `?0` when
+/// it holds none (instant upload cannot apply). Absent: the server does not know.
+pub const FERRY_INSTANT_CANDIDATE: HeaderName = HeaderName::from_static("ferry-instant-candidate");
 
 /// One `Upload-Metadata` pair: the key, and the decoded value (tus allows a key alone).
 pub type MetadataPair = (String, Option<Vec<u8>>);

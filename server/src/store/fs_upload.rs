@@ -7,9 +7,10 @@
 //! - `.ferry/uploads/<id>.info`: the [`UploadInfo`], replaced atomically (temp, fsync,
 //!   rename, fsync dir) after every `fdatasync` of the data.
 //! - `.ferry/index/<sha256>.json`: an [`IndexEntry`].
+//! - `.ferry/index/by-length/<len>/<sha256>`: empty; which digests have that length.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ mod index;
 mod tests;
 
 use append::FsAppender;
-use index::{hash_blocking, index_dir, index_get_blocking};
+use index::{hash_blocking, index_get_blocking, index_has_length_blocking, index_put_blocking};
 
 fn uploads_dir(root: &Path) -> PathBuf {
     root.join(STAGING_DIR).join("uploads")
@@ -35,6 +36,15 @@ fn uploads_dir(root: &Path) -> PathBuf {
 
 fn data_path(root: &Path, id: &str) -> PathBuf {
     uploads_dir(root).join(format!("{id}.bin"))
+}
+
+/// The file holding an upload's bytes and the position of its first byte there: its own data,
+/// or the final upload's data it was placed into.
+fn data_location(root: &Path, info: &UploadInfo) -> (PathBuf, u64) {
+    match &info.placement {
+        Some(p) => (data_path(root, &p.upload), p.at),
+        None => (data_path(root, &info.id), 0),
+    }
 }
 
 fn info_path(root: &Path, id: &str) -> PathBuf {
@@ -203,31 +213,133 @@ fn concatenate_blocking(
     info: &mut UploadInfo,
     parts: &[UploadInfo],
 ) -> Result<(), StoreError> {
-    let mut out = OpenOptions::new()
+    let out = OpenOptions::new()
         .write(true)
-        .truncate(true)
         .open(data_path(root, &info.id))?;
-    let mut total = 0u64;
+    let mut at = 0u64;
     for part in parts {
         let len = part
             .length
             .filter(|&l| l == part.offset)
             .ok_or_else(|| io::Error::other("part is incomplete"))?;
-        let mut src = File::open(data_path(root, &part.id))?.take(len);
-        let copied = io::copy(&mut src, &mut out)?;
-        if copied != len {
+        let placed_here = part
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.upload == info.id && p.at == at);
+        if !placed_here {
+            let (src, base) = data_location(root, part);
+            copy_range(&File::open(src)?, base, &out, at, len)?;
+        }
+        at += len;
+    }
+    out.set_len(at)?;
+    out.sync_data()?;
+    info.length = Some(at);
+    info.offset = at;
+    save_info(root, info)
+}
+
+/// Copies `len` bytes from `src` at `from` to `dst` at `to` (positional; in the kernel where
+/// it can, `copy_file_range(2)`, which may share blocks on file systems that support it).
+fn copy_range(src: &File, from: u64, dst: &File, to: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::FileExt as _;
+    let (mut done, mut kernel) = (0u64, true);
+    let mut buf = Vec::new();
+    while done < len {
+        let want = (len - done).min(1 << 30) as usize;
+        if kernel {
+            let mut off_in = i64::try_from(from + done).map_err(io::Error::other)?;
+            let mut off_out = i64::try_from(to + done).map_err(io::Error::other)?;
+            // SAFETY: both descriptors are open for the duration of the call and the offset
+            // pointers point to live locals.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    &mut off_out,
+                    want,
+                    0,
+                )
+            };
+            match n {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n if n > 0 => {
+                    done += n as u64;
+                    continue;
+                }
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP) => {
+                            kernel = false;
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+        buf.resize(want.min(1 << 20), 0);
+        let n = src.read_at(&mut buf, from + done)?;
+        if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "part data shorter than its offset",
-            )
-            .into());
+            ));
         }
-        total += len;
+        dst.write_all_at(&buf[..n], to + done)?;
+        done += n as u64;
     }
-    out.sync_data()?;
-    info.length = Some(total);
-    info.offset = total;
-    save_info(root, info)
+    Ok(())
+}
+
+/// See [`UploadStore::place`]. Order for crash safety: the bytes go to the final upload's
+/// data and are synced before the part's record says they are there; the part's own data is
+/// removed only after that.
+fn place_blocking(
+    root: &Path,
+    part: &mut UploadInfo,
+    into: &UploadInfo,
+    at: u64,
+) -> Result<(), StoreError> {
+    if part.placement.is_some() || part.concat != Concat::Partial {
+        return Ok(());
+    }
+    let len = part
+        .length
+        .ok_or_else(|| io::Error::other("a part without a length cannot be placed"))?;
+    let total = into
+        .length
+        .ok_or_else(|| io::Error::other("a final upload without a length"))?;
+    if at.checked_add(len).is_none_or(|end| end > total) {
+        return Err(io::Error::other("part does not fit the final upload").into());
+    }
+    let dst = OpenOptions::new()
+        .write(true)
+        .open(data_path(root, &into.id))?;
+    if dst.metadata()?.len() < total {
+        dst.set_len(total)?;
+    }
+    if part.offset > 0 {
+        copy_range(
+            &File::open(data_path(root, &part.id))?,
+            0,
+            &dst,
+            at,
+            part.offset,
+        )?;
+    }
+    dst.sync_data()?;
+    part.placement = Some(Placement {
+        upload: into.id.clone(),
+        at,
+    });
+    save_info(root, part)?;
+    match fs::remove_file(data_path(root, &part.id)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn list_blocking(root: &Path) -> Result<Vec<UploadInfo>, StoreError> {
@@ -275,7 +387,18 @@ impl UploadStore for FsStore {
 
     fn load<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<UploadInfo, StoreError>> {
         let (root, id) = (self.root().to_path_buf(), id.as_str().to_string());
-        Box::pin(blocking(move || read_info(&root, &id)))
+        Box::pin(blocking(move || {
+            let mut info = read_info(&root, &id)?;
+            // A part placed into a final upload whose data is gone (the final was terminated,
+            // expired, or published and this part's bytes went with it) has no bytes left.
+            if info.state == UploadState::Active
+                && info.placement.is_some()
+                && !data_location(&root, &info).0.exists()
+            {
+                info.state = UploadState::Terminated;
+            }
+            Ok(info)
+        }))
     }
 
     fn save<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -287,16 +410,19 @@ impl UploadStore for FsStore {
         &'a self,
         info: &'a UploadInfo,
     ) -> BoxFuture<'a, Result<Box<dyn Appender>, StoreError>> {
-        let (root, id, offset) = (self.root().to_path_buf(), info.id.clone(), info.offset);
+        let root = self.root().to_path_buf();
+        let (path, base) = data_location(&root, info);
+        let (offset, placed) = (info.offset, info.placement.is_some());
         Box::pin(async move {
-            let r2 = root.clone();
             let file = blocking(move || {
                 let f = OpenOptions::new()
                     .write(true)
-                    .open(data_path(&r2, &id))
+                    .open(path)
                     .map_err(StoreError::from_io)?;
-                if f.metadata()?.len() != offset {
-                    f.set_len(offset)?; // cut bytes that were never checkpointed
+                // Cut bytes that were never checkpointed. A placed part shares the file with
+                // its neighbours: its stale bytes are simply overwritten (only `offset` counts).
+                if !placed && f.metadata()?.len() != offset {
+                    f.set_len(offset)?;
                 }
                 Ok(f)
             })
@@ -304,6 +430,8 @@ impl UploadStore for FsStore {
             Ok(Box::new(FsAppender {
                 root,
                 file: Arc::new(file),
+                base,
+                placed,
                 pos: offset,
                 pending: None,
                 behind: None,
@@ -385,6 +513,22 @@ impl UploadStore for FsStore {
         }))
     }
 
+    fn place<'a>(
+        &'a self,
+        part: &'a mut UploadInfo,
+        into: &'a UploadInfo,
+        at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (root, mut owned, into) = (self.root().to_path_buf(), part.clone(), into.clone());
+        Box::pin(async move {
+            let owned =
+                blocking(move || place_blocking(&root, &mut owned, &into, at).map(|()| owned))
+                    .await?;
+            *part = owned;
+            Ok(())
+        })
+    }
+
     fn concatenate<'a>(
         &'a self,
         info: &'a mut UploadInfo,
@@ -419,12 +563,12 @@ impl UploadStore for FsStore {
         entry: &'a IndexEntry,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let (root, sha, entry) = (self.root().to_path_buf(), sha256.to_string(), entry.clone());
-        Box::pin(blocking(move || {
-            let dir = index_dir(&root);
-            fs::create_dir_all(&dir)?;
-            let raw = serde_json::to_vec(&entry).map_err(io::Error::other)?;
-            Ok(write_atomic(&dir.join(format!("{sha}.json")), &raw)?)
-        }))
+        Box::pin(blocking(move || index_put_blocking(&root, &sha, &entry)))
+    }
+
+    fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let root = self.root().to_path_buf();
+        Box::pin(blocking(move || index_has_length_blocking(&root, len)))
     }
 
     fn index_get<'a>(

@@ -109,6 +109,18 @@ pub struct UploadInfo {
     pub state: UploadState,
     /// Unix milliseconds after which an unfinished upload (or a tombstone) may be removed.
     pub expires_ms: Option<u64>,
+    /// A partial upload whose bytes are written straight into a final upload's data (see
+    /// [`UploadStore::place`]); `None`: the upload has its own data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// Where a placed partial upload's bytes live: in the data of final upload `upload`, from
+/// byte `at` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub upload: String,
+    pub at: u64,
 }
 
 impl UploadInfo {
@@ -127,6 +139,7 @@ impl UploadInfo {
             concat,
             state: UploadState::Active,
             expires_ms: None,
+            placement: None,
         }
     }
 
@@ -248,8 +261,23 @@ pub trait UploadStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Removes every trace of an upload (an old tombstone).
     fn purge<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Moves the unfinished partial upload `part` into the data of the final upload `into`
+    /// at byte `at` (concatenation-unfinished): its received bytes are copied there once and
+    /// every later byte is written there directly, so [`UploadStore::concatenate`] has
+    /// nothing left to copy for it. Records the placement durably. Optional: the default
+    /// leaves the part where it is and concatenation copies it.
+    fn place<'a>(
+        &'a self,
+        part: &'a mut UploadInfo,
+        into: &'a UploadInfo,
+        at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (part, into, at);
+        Box::pin(async { Ok(()) })
+    }
     /// Writes the data of the complete `parts`, in order, as the data of `info`, makes it
-    /// durable and records `info` as complete.
+    /// durable and records `info` as complete. Parts placed into `info` at their position
+    /// are already there.
     fn concatenate<'a>(
         &'a self,
         info: &'a mut UploadInfo,
@@ -268,6 +296,10 @@ pub trait UploadStore: Send + Sync {
         sha256: &'a str,
         entry: &'a IndexEntry,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Whether the index holds a file of exactly `len` bytes that is still unchanged (the
+    /// cheap question a client asks before hashing for instant upload). Checking a handful
+    /// of candidates is enough: a wrong "no" only costs an upload.
+    fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>>;
     /// The served file holding content with `sha256`, only if it still has the recorded size
     /// and ETag.
     fn index_get<'a>(

@@ -2,6 +2,13 @@
 //! with `Upload-Concat: partial`, and a final upload with `Upload-Concat: final;<url> <url>`
 //! joins them in order. A final upload created before its parts finish is concatenated as soon
 //! as its last part completes (or a HEAD finds them all complete).
+//!
+//! Such an early final upload also saves the copy: its unfinished parts are placed into its
+//! data (see [`crate::store::upload::UploadStore::place`]), so their bytes land where they
+//! belong and concatenation only records the result. A placed part's bytes belong to the
+//! final upload once it is published; the part is then terminated (the spec lets a server
+//! delete partial uploads after concatenation). Parts complete before the final upload was
+//! created (the usual order) are copied, and stay usable for other final uploads.
 
 use std::sync::Arc;
 
@@ -96,8 +103,36 @@ pub async fn create_final(
     let mut info = UploadInfo::new(&id, length, metadata, Concat::Final { parts: names });
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
     tus.uploads()?.create(&info).await?;
+    if length.is_some() {
+        place_parts(tus, &info, &ids).await;
+    }
     try_finish(tus, &mut info).await?;
     Ok(info)
+}
+
+/// Places every unfinished part of the new final upload `info` into its data. Best effort:
+/// a part that is busy (a PATCH streaming) or cannot be placed is left where it is and
+/// copied at concatenation, as without placement.
+async fn place_parts(tus: &Tus, info: &UploadInfo, ids: &[UploadId]) {
+    let Ok(store) = tus.uploads() else { return };
+    let mut at = 0u64;
+    for id in ids {
+        let Ok(part) = super::core::load_live(tus, id).await else {
+            return;
+        };
+        let Some(len) = part.length else { return };
+        if !part.is_complete() && part.placement.is_none() {
+            if let Some(_guard) = tus.locks.try_acquire(id) {
+                // Reloaded under the lock: the offset may have moved since.
+                if let Ok(mut part) = super::core::load_live(tus, id).await {
+                    if let Err(e) = store.place(&mut part, info, at).await {
+                        tracing::warn!(part = %id, error = %e, "could not place a part; it will be copied");
+                    }
+                }
+            }
+        }
+        at += len;
+    }
 }
 
 /// Concatenates and publishes a final upload whose parts are all complete (caller holds the
@@ -115,8 +150,17 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     }
     let total = parts.iter().filter_map(|p| p.length).sum::<u64>();
     super::patch::too_large(tus, total)?;
-    tus.uploads()?.concatenate(info, &parts).await?;
-    publish::complete(tus, info).await
+    let store = tus.uploads()?;
+    store.concatenate(info, &parts).await?;
+    publish::complete(tus, info).await?;
+    for mut part in parts {
+        if part.placement.as_ref().is_some_and(|p| p.upload == info.id) {
+            if let Err(e) = store.discard(&mut part, UploadState::Terminated).await {
+                tracing::warn!(part = %part.id, error = %e, "could not retire a placed part");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// concatenation-unfinished: once the partial upload `part` is complete, concatenates every

@@ -31,7 +31,18 @@ pub fn extensions(caps: crate::store::upload::UploadCaps) -> Vec<&'static str> {
     v
 }
 
-pub fn options(tus: &Tus) -> Response<Body> {
+///
+/// With `Ferry-Instant-Length: N` from a client allowed to upload, also whether instant
+/// upload could apply to a file of N bytes (`Ferry-Instant-Candidate`), so that the client
+/// hashes the file only when that can save the upload.
+pub async fn options(tus: &Tus, req: &HeaderMap) -> Response<Body> {
+    let candidate = match instant_candidate(tus, req).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "content index lookup failed");
+            None
+        }
+    };
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
@@ -44,7 +55,37 @@ pub fn options(tus: &Tus) -> Response<Body> {
         TUS_CHECKSUM_ALGORITHM,
         HeaderValue::from_static(checksum::ALGORITHMS),
     );
+    if let Some(c) = candidate {
+        h.insert(
+            FERRY_INSTANT_CANDIDATE,
+            HeaderValue::from_static(if c { "?1" } else { "?0" }),
+        );
+    }
     resp
+}
+
+/// The answer to `Ferry-Instant-Length`; `None` when not asked, not parseable, not allowed
+/// (it tells whether a file of that size exists, so only to those who may upload) or when
+/// the store keeps no content index.
+async fn instant_candidate(
+    tus: &Tus,
+    req: &HeaderMap,
+) -> std::result::Result<Option<bool>, StoreError> {
+    let Some(len) = req
+        .get(FERRY_INSTANT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return Ok(None);
+    };
+    let store = match tus.store.uploads() {
+        Some(s) if s.caps().content_index => s,
+        _ => return Ok(None),
+    };
+    if super::auth::check(&tus.cfg, &Method::POST, req).is_err() {
+        return Ok(None);
+    }
+    store.index_has_length(len).await.map(Some)
 }
 
 /// Loads an upload that may still be used: 404 if unknown, 410 once terminated or expired.

@@ -5,11 +5,12 @@ use http::{header, HeaderMap, HeaderValue};
 
 pub const ALLOW_METHODS: &str = "POST, GET, HEAD, PATCH, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Tus-Resumable, Upload-Offset, Upload-Length, \
-Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum, X-HTTP-Method-Override, X-Requested-With";
+Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum, X-HTTP-Method-Override, X-Requested-With, \
+Ferry-Instant-Length";
 const EXPOSE_HEADERS: &str =
     "Location, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Expires, \
 Upload-Metadata, Upload-Concat, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
-Tus-Checksum-Algorithm, Ferry-Published";
+Tus-Checksum-Algorithm, Ferry-Published, Ferry-Instant-Candidate";
 
 /// The value for `Access-Control-Allow-Origin`, if `origin` is allowed.
 pub fn allowed(origins: &[String], origin: &str) -> Option<String> {

@@ -182,7 +182,7 @@ impl Tus {
             .unwrap_or("")
             .trim_end_matches('/');
         if method == Method::OPTIONS {
-            return Ok(core::options(self));
+            return Ok(core::options(self, req.headers()).await);
         }
         auth::check(&self.cfg, method, req.headers())?;
         if method != Method::GET {

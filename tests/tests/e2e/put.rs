@@ -147,12 +147,14 @@ async fn instant_upload_into_ferryd_sends_no_body() {
     )
     .await
     .unwrap();
-    // ferryd indexes published files in the background; wait for the index entry.
+    // ferryd indexes published files in the background; wait for the index entry's length
+    // marker (written last), which is what makes ferry hash before uploading.
     let index = srv
         .root
         .path()
-        .join(".ferry/index")
-        .join(format!("{}.json", sha256_hex(&data)));
+        .join(".ferry/index/by-length")
+        .join(data.len().to_string())
+        .join(sha256_hex(&data));
     for _ in 0..400 {
         if index.exists() {
             break;

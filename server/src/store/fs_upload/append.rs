@@ -18,6 +18,11 @@ use super::save_info;
 pub(super) struct FsAppender {
     pub(super) root: PathBuf,
     pub(super) file: Arc<File>,
+    /// Where byte 0 of the upload is in `file` (non-zero for a placed part).
+    pub(super) base: u64,
+    /// A placed part: the file is shared, never truncated.
+    pub(super) placed: bool,
+    /// Upload offset after every byte queued so far.
     pub(super) pos: u64,
     pub(super) pending: Option<JoinHandle<io::Result<()>>>,
     /// A background checkpoint (sync + record) still running or not yet collected.
@@ -56,7 +61,7 @@ impl Appender for FsAppender {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
             self.drain().await?;
-            let (file, at) = (self.file.clone(), self.pos);
+            let (file, at) = (self.file.clone(), self.base + self.pos);
             self.pos += data.len() as u64;
             self.pending = Some(tokio::task::spawn_blocking(move || {
                 file.write_all_at(&data, at)
@@ -109,10 +114,12 @@ impl Appender for FsAppender {
         Box::pin(async move {
             self.settle().await.map_err(io::Error::other)?;
             self.drain().await?;
-            let file = self.file.clone();
-            tokio::task::spawn_blocking(move || file.set_len(offset))
-                .await
-                .map_err(io::Error::other)??;
+            if !self.placed {
+                let file = self.file.clone();
+                tokio::task::spawn_blocking(move || file.set_len(offset))
+                    .await
+                    .map_err(io::Error::other)??;
+            }
             self.pos = offset;
             Ok(())
         })

@@ -1,5 +1,7 @@
 //! The content index of the fs upload store: one small versioned JSON file per SHA-256
-//! under `.ferry/index/`, trusted only while the file it names is unchanged.
+//! under `.ferry/index/`, trusted only while the file it names is unchanged; and, for the
+//! question "is there any file of this length", an empty marker
+//! `.ferry/index/by-length/<len>/<sha256>` per entry.
 
 use std::fs::{self, File};
 use std::io::{self, Read as _};
@@ -10,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::super::fs::{meta_of, STAGING_DIR};
 use super::super::upload::{IndexEntry, INFO_VERSION};
 use super::super::StoreError;
+use super::write_atomic;
 use crate::path::RelPath;
 
 pub(super) fn index_dir(root: &Path) -> PathBuf {
@@ -43,6 +46,48 @@ pub(super) fn hash_blocking(
         etag: before.etag,
     };
     Ok((hex::encode(hasher.finalize()), entry))
+}
+
+/// How many length markers [`index_has_length_blocking`] checks before it answers "no".
+const LENGTH_CANDIDATES: usize = 16;
+
+fn by_length_dir(root: &Path, len: u64) -> PathBuf {
+    index_dir(root).join("by-length").join(len.to_string())
+}
+
+pub(super) fn index_put_blocking(
+    root: &Path,
+    sha256: &str,
+    entry: &IndexEntry,
+) -> Result<(), StoreError> {
+    let dir = index_dir(root);
+    fs::create_dir_all(&dir)?;
+    let raw = serde_json::to_vec(entry).map_err(io::Error::other)?;
+    write_atomic(&dir.join(format!("{sha256}.json")), &raw)?;
+    // The marker comes after the entry it points to, so a crash between the two leaves an
+    // entry without a marker (a missed "yes": the client uploads) and never the reverse.
+    let by_len = by_length_dir(root, entry.len);
+    fs::create_dir_all(&by_len)?;
+    File::create(by_len.join(sha256))?;
+    Ok(())
+}
+
+pub(super) fn index_has_length_blocking(root: &Path, len: u64) -> Result<bool, StoreError> {
+    let dir = match fs::read_dir(by_length_dir(root, len)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    for ent in dir.take(LENGTH_CANDIDATES) {
+        let name = ent?.file_name();
+        let Some(sha) = name.to_str() else { continue };
+        if index_get_blocking(root, sha)?.is_some_and(|e| e.len == len) {
+            return Ok(true);
+        }
+        // A stale marker (the file changed or went): drop it so it is not checked again.
+        let _ = fs::remove_file(by_length_dir(root, len).join(sha));
+    }
+    Ok(false)
 }
 
 pub(super) fn index_get_blocking(

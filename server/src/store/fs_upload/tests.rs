@@ -129,6 +129,66 @@ async fn concatenate_joins_complete_parts_in_order() {
     assert!(s.concatenate(&mut fin, &parts).await.is_err());
 }
 
+/// Appends `data` to `info` and checkpoints it.
+async fn send(s: &FsStore, info: &mut UploadInfo, data: &[u8]) {
+    let mut app = s.append(info).await.unwrap();
+    app.write(Bytes::copy_from_slice(data)).await.unwrap();
+    app.checkpoint(info).await.unwrap();
+}
+
+#[tokio::test]
+async fn placed_parts_write_into_the_final_data_and_concatenate_without_copying() {
+    let (_d, s) = store();
+    let mut a = new_upload(&s, Some(6), Concat::Partial).await;
+    let mut b = new_upload(&s, Some(5), Concat::Partial).await;
+    let mut c = new_upload(&s, Some(3), Concat::Partial).await;
+    send(&s, &mut a, b"hel").await; // received before the final upload existed
+    send(&s, &mut c, b"!!!").await; // complete: stays where it is, copied at the end
+    let fin_parts = [&a, &b, &c].map(|p| p.id.clone()).to_vec();
+    let mut fin = new_upload(&s, Some(14), Concat::Final { parts: fin_parts }).await;
+    s.place(&mut a, &fin, 0).await.unwrap();
+    s.place(&mut b, &fin, 6).await.unwrap();
+    assert!(
+        !data_path(s.root(), &a.id).exists(),
+        "the part's own data is gone"
+    );
+    let id_a = UploadId::parse(&a.id).unwrap();
+    assert_eq!(s.load(&id_a).await.unwrap(), a, "the placement is durable");
+    // A placed part's unsynced bytes are dropped by the offset, never by truncating the
+    // shared file (which would cut its neighbours).
+    let mut app = s.append(&b).await.unwrap();
+    app.write(Bytes::from_static(b"XX")).await.unwrap();
+    app.rollback(0).await.unwrap();
+    drop(app);
+    send(&s, &mut b, b"world").await;
+    send(&s, &mut a, b"lo ").await;
+    assert_eq!(staged_len(&s, &fin), 14);
+    s.concatenate(&mut fin, &[a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    assert_eq!((fin.length, fin.offset), (Some(14), 14));
+    assert_eq!(
+        fs::read(data_path(s.root(), &fin.id)).unwrap(),
+        b"hello world!!!"
+    );
+    // The final's data gone (published, terminated or expired): the placed part has no
+    // bytes left and reads as terminated; an unplaced part is unaffected.
+    fs::remove_file(data_path(s.root(), &fin.id)).unwrap();
+    assert_eq!(s.load(&id_a).await.unwrap().state, UploadState::Terminated);
+    let id_c = UploadId::parse(&c.id).unwrap();
+    assert_eq!(s.load(&id_c).await.unwrap().state, UploadState::Active);
+}
+
+#[tokio::test]
+async fn a_part_that_does_not_fit_is_not_placed() {
+    let (_d, s) = store();
+    let mut a = new_upload(&s, Some(10), Concat::Partial).await;
+    let fin = new_upload(&s, Some(12), Concat::Final { parts: vec![] }).await;
+    assert!(s.place(&mut a, &fin, 5).await.is_err());
+    assert_eq!(a.placement, None);
+    assert!(data_path(s.root(), &a.id).exists());
+}
+
 #[tokio::test]
 async fn index_is_trusted_only_while_the_file_is_unchanged() {
     let (d, s) = store();
@@ -136,8 +196,11 @@ async fn index_is_trusted_only_while_the_file_is_unchanged() {
     let path = RelPath::from_segments(["f.bin"]).unwrap();
     let (sha, entry) = s.hash_file(&path).await.unwrap();
     assert_eq!(sha, hex::encode(Sha256::digest(b"content")));
+    assert!(!s.index_has_length(7).await.unwrap());
     s.index_put(&sha, &entry).await.unwrap();
     assert_eq!(s.index_get(&sha).await.unwrap(), Some(entry));
+    assert!(s.index_has_length(7).await.unwrap());
+    assert!(!s.index_has_length(8).await.unwrap());
     assert_eq!(
         s.index_get(&sha.to_uppercase())
             .await
@@ -153,6 +216,9 @@ async fn index_is_trusted_only_while_the_file_is_unchanged() {
         .unwrap();
     f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap(); // ... another mtime
     assert_eq!(s.index_get(&sha).await.unwrap(), None);
+    assert!(!s.index_has_length(7).await.unwrap());
+    let marker = d.path().join(".ferry/index/by-length/7").join(&sha);
+    assert!(!marker.exists(), "a stale length marker is dropped");
 }
 
 #[tokio::test]

@@ -199,3 +199,64 @@ async fn creation_with_upload_and_a_bad_checksum_still_gives_the_location() {
         b"hello"
     );
 }
+
+#[tokio::test]
+async fn a_final_upload_created_early_takes_its_parts_bytes_in_place() {
+    let (srv, _) = server().await;
+    let data = pattern(50_000, 4);
+    let (a, b) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    assert_eq!(patch(&srv, &a, 0, &data[..5_000]).await.status(), 204);
+    let staged = |loc: &str| {
+        let id = loc.trim_start_matches("/files/");
+        srv.root.path().join(format!(".ferry/uploads/{id}.bin"))
+    };
+    assert!(staged(&a).exists() && staged(&b).exists());
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{a} {b}"))
+        .header("upload-metadata", meta("in-place.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let fin = h(&r, "location");
+    // Both parts now write into the final upload's data: their own data is gone.
+    assert!(!staged(&a).exists() && !staged(&b).exists());
+    assert_eq!(h(&head(&srv, &a).await, "upload-offset"), "5000");
+    assert_eq!(
+        patch(&srv, &b, 0, &data[20_000..35_000]).await.status(),
+        204
+    );
+    assert_eq!(patch(&srv, &b, 15_000, &data[35_000..]).await.status(), 204);
+    assert_eq!(
+        patch(&srv, &a, 5_000, &data[5_000..20_000]).await.status(),
+        204
+    );
+    let mut complete = false;
+    for _ in 0..100 {
+        let hd = head(&srv, &fin).await;
+        if h(&hd, "upload-offset") == "50000" {
+            assert_eq!(h(&hd, "ferry-published"), "/in-place.bin");
+            complete = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(complete, "the final upload completes with its last part");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("in-place.bin")).unwrap(),
+        data
+    );
+    // The parts' bytes went into the published file: the parts are retired (410) and
+    // cannot form another final upload.
+    assert_eq!(head(&srv, &a).await.status(), 410);
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{a} {b}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!staged(&fin).exists(), "staging holds nothing more");
+}

@@ -200,3 +200,52 @@ async fn instant_upload_completes_at_creation_for_known_content() {
         .unwrap();
     assert_eq!(h(&r, "upload-offset"), "0");
 }
+
+#[tokio::test]
+async fn instant_length_probe_answers_uploaders_only_and_tracks_the_index() {
+    let (srv, _) = server().await;
+    let probe = |len: &str, token: Option<&str>| {
+        let mut req = client()
+            .request(Method::OPTIONS, srv.url("/files/"))
+            .header("ferry-instant-length", len);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    // Nothing held yet.
+    let r = probe("70001", Some(TOKEN)).await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(h(&r, "ferry-instant-candidate"), "?0");
+    let data = pattern(70_001, 12);
+    let loc = create(&srv, data.len() as u64, &meta("held.bin")).await;
+    assert_eq!(patch(&srv, &loc, 0, &data).await.status(), 204);
+    // Indexing runs in the background after publish: poll (bounded).
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = h(
+            &probe("70001", Some(TOKEN)).await.unwrap(),
+            "ferry-instant-candidate",
+        );
+        if seen == "?1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, "?1", "a file of that length is held");
+    let other = probe("70002", Some(TOKEN)).await.unwrap();
+    assert_eq!(h(&other, "ferry-instant-candidate"), "?0", "other length");
+    // Whether a size exists is told only to those who may upload; OPTIONS itself stays open.
+    for token in [None, Some("wrong")] {
+        let r = probe("70001", token).await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert!(r.headers().get("ferry-instant-candidate").is_none());
+    }
+    let r = probe("not-a-number", Some(TOKEN)).await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().get("ferry-instant-candidate").is_none());
+    // The file changed in place: the index no longer vouches for it.
+    std::fs::write(srv.root.path().join("held.bin"), b"changed").unwrap();
+    let r = probe("70001", Some(TOKEN)).await.unwrap();
+    assert_eq!(h(&r, "ferry-instant-candidate"), "?0");
+}
