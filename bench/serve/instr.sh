@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# User-space instructions per 4 KiB random ranged GET, for one ferryd worker: a noise-robust
+# figure for CPU work per request on a shared machine, where wall-clock req/s mostly measures
+# the neighbours (and this VM has no hardware counters for `perf stat -e instructions:u`).
+# ferryd runs under callgrind; counters are zeroed after a warm-up, then one wrk run is
+# counted, and the instructions executed (Ir) are divided by the requests wrk completed.
+#   bench/serve/instr.sh [BINARY] [OUT.callgrind]  (default target/release/ferryd, built first)
+# Keep OUT and read it with `callgrind_annotate --inclusive=yes OUT` to see where the work goes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+FERRYD=${1:-}
+OUT=${2:-}
+if [ -z "$FERRYD" ]; then
+  cargo build --release -q -p ferryd
+  FERRYD=target/release/ferryd
+fi
+for t in valgrind callgrind_control wrk curl; do
+  command -v "$t" >/dev/null || { echo "instr.sh needs $t" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/ferry-bench-instr.XXXXXX)
+cleanup() { kill "${FERRYD_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+mkdir -p "$WORK/www"
+head -c 64M /dev/urandom > "$WORK/www/big.bin"
+cat > "$WORK/ranges.lua" <<'LUA'
+math.randomseed(os.time())
+request = function()
+  local off = math.random(0, 16383) * 4096
+  return wrk.format("GET", "/big.bin", { Range = "bytes=" .. off .. "-" .. (off + 4095) })
+end
+LUA
+
+valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+  "$FERRYD" "$WORK/www" --listen 127.0.0.1:0 --workers 1 --log-level warn \
+  > "$WORK/ferryd.out" 2> "$WORK/valgrind.err" &
+FERRYD_PID=$!
+for _ in $(seq 300); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.1; done
+URL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | sed 's:/$::')
+curl -sf -r 0-4095 -o /dev/null "$URL/big.bin"
+wrk -t1 -c16 -d3s -s "$WORK/ranges.lua" "$URL" > /dev/null   # warm-up: caches, allocator
+
+callgrind_control -z "$FERRYD_PID" > /dev/null 2>&1
+out=$(wrk -t1 -c16 -d5s -s "$WORK/ranges.lua" "$URL")
+callgrind_control -d "$FERRYD_PID" > /dev/null 2>&1
+reqs=$(awk '/requests in/ {print $1}' <<< "$out")
+if grep -q 'Non-2xx' <<< "$out"; then echo "non-206 answers: $out" >&2; exit 1; fi
+dump=$(ls -t "$WORK"/cg.* | head -1)
+ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
+[ -n "$OUT" ] && cp "$dump" "$OUT"
+echo "$reqs requests, $ir Ir, $((ir / reqs)) instructions/request"
