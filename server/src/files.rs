@@ -1,5 +1,6 @@
 //! GET and HEAD of stored files and directories (RFC 9110 §9.3.1-9.3.2, §13, §14).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use ferry_proto::disposition::{content_disposition, Disposition};
@@ -72,14 +73,15 @@ pub async fn serve_file(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
-    let meta = file.meta().clone();
+    let meta = file.meta();
+    let fixed = FileHeaders::of(file.as_ref(), name);
     let validators = Validators {
         etag: &meta.etag,
         last_modified: meta.modified,
     };
     let honor_range = match conditional::evaluate(method, headers, validators) {
-        Precondition::Failed => return Ok(bare(StatusCode::PRECONDITION_FAILED, &meta)),
-        Precondition::NotModified => return Ok(bare(StatusCode::NOT_MODIFIED, &meta)),
+        Precondition::Failed => return Ok(bare(StatusCode::PRECONDITION_FAILED, &fixed)),
+        Precondition::NotModified => return Ok(bare(StatusCode::NOT_MODIFIED, &fixed)),
         Precondition::Proceed { honor_range } => honor_range,
     };
     // RFC 9110 §14.2 defines Range for GET; HEAD answers with the headers GET would carry.
@@ -87,23 +89,10 @@ pub async fn serve_file(
         Some(Ok(spec)) if honor_range => range::resolve(spec, meta.len),
         _ => RangeOutcome::Full,
     };
-    let content_type = content_type(name);
     let mut resp = match outcome {
         RangeOutcome::Full => whole(&file, meta.len, method).await?,
         RangeOutcome::Single(r) => partial(&file, r, meta.len, method).await?,
-        RangeOutcome::Multi(ranges) => {
-            let boundary = format!("{:016x}", fastrand_u64());
-            let m = multipart::multipart(file.clone(), &ranges, &content_type, &boundary);
-            let mut resp = Response::new(body::stream(m.body));
-            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            set(
-                resp.headers_mut(),
-                header::CONTENT_LENGTH,
-                m.content_length.to_string(),
-            );
-            set(resp.headers_mut(), header::CONTENT_TYPE, m.content_type);
-            resp
-        }
+        RangeOutcome::Multi(ranges) => multi(&file, &ranges, name, &fixed),
         RangeOutcome::Unsatisfiable => {
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
@@ -112,25 +101,81 @@ pub async fn serve_file(
                 header::CONTENT_RANGE,
                 unsatisfied_content_range(meta.len),
             );
-            set(resp.headers_mut(), header::CONTENT_LENGTH, "0".into());
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
             resp
         }
     };
     let h = resp.headers_mut();
-    validator_headers(h, &meta);
+    fixed.validators(h);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if !h.contains_key(header::CONTENT_TYPE) {
-        set(h, header::CONTENT_TYPE, content_type);
+        put(h, header::CONTENT_TYPE, &fixed.content_type);
     }
-    set(
-        h,
-        header::CONTENT_DISPOSITION,
-        content_disposition(disposition, name),
-    );
+    let value = match disposition {
+        Disposition::Inline => &fixed.inline,
+        Disposition::Attachment => &fixed.attachment,
+    };
+    put(h, header::CONTENT_DISPOSITION, value);
     if method == Method::HEAD {
         *resp.body_mut() = body::empty();
     }
     Ok(resp)
+}
+
+/// The header values of a file that do not depend on the request: validators, type and
+/// disposition. Building them (a MIME lookup, an HTTP-date, percent-encoding, header-value
+/// checks) cost more than the rest of a small ranged GET, so they are kept in the handle's
+/// [`Memo`](crate::store::Memo) and reused for as long as the store reuses the handle, i.e. while the file is
+/// unchanged. An invalid value is `None` and is not sent (see [`set`]).
+#[derive(Clone)]
+struct FileHeaders {
+    /// The name the type and disposition were derived from.
+    name: Box<str>,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    content_type: Option<HeaderValue>,
+    inline: Option<HeaderValue>,
+    attachment: Option<HeaderValue>,
+}
+
+impl FileHeaders {
+    fn new(meta: &Meta, name: &str) -> Self {
+        Self {
+            name: name.into(),
+            etag: valid(header::ETAG, meta.etag.clone()),
+            last_modified: valid(header::LAST_MODIFIED, http_date(meta.modified)),
+            content_type: valid(header::CONTENT_TYPE, content_type(name)),
+            inline: valid(
+                header::CONTENT_DISPOSITION,
+                content_disposition(Disposition::Inline, name),
+            ),
+            attachment: valid(
+                header::CONTENT_DISPOSITION,
+                content_disposition(Disposition::Attachment, name),
+            ),
+        }
+    }
+
+    /// The values for `file` served as `name`: the memoized ones, or fresh ones if the handle
+    /// has no memo or its memo was made for another name (a tus GET names the file by its
+    /// upload metadata).
+    fn of<'a>(file: &'a dyn FileHandle, name: &str) -> Cow<'a, FileHeaders> {
+        if let Some(memo) = file.memo() {
+            let kept = memo.get_or_init(|| Box::new(FileHeaders::new(file.meta(), name)));
+            if let Some(kept) = kept.downcast_ref::<FileHeaders>() {
+                if &*kept.name == name {
+                    return Cow::Borrowed(kept);
+                }
+            }
+        }
+        Cow::Owned(FileHeaders::new(file.meta(), name))
+    }
+
+    fn validators(&self, h: &mut HeaderMap) {
+        put(h, header::ETAG, &self.etag);
+        put(h, header::LAST_MODIFIED, &self.last_modified);
+    }
 }
 
 /// The body for `range`: small ones are read now and sent as one buffer with the head, larger
@@ -152,12 +197,34 @@ async fn range_body(
     }
 }
 
+/// A 206 `multipart/byteranges` response; each part is labelled with the file's type.
+fn multi(
+    file: &Arc<dyn FileHandle>,
+    ranges: &[ByteRange],
+    name: &str,
+    fixed: &FileHeaders,
+) -> Response<Body> {
+    let part_type = match fixed.content_type.as_ref().map(|v| v.to_str()) {
+        Some(Ok(t)) => t.to_owned(),
+        _ => content_type(name),
+    };
+    let boundary = format!("{:016x}", fastrand_u64());
+    let m = multipart::multipart(file.clone(), ranges, &part_type, &boundary);
+    let mut resp = Response::new(body::stream(m.body));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.content_length));
+    set(h, header::CONTENT_TYPE, m.content_type);
+    resp
+}
+
 /// Responses up to this size are read before the head is sent.
 const SMALL_BODY: u64 = 64 * 1024;
 
 async fn whole(file: &Arc<dyn FileHandle>, len: u64, method: &Method) -> Result<Response<Body>> {
-    let mut resp = Response::new(range_body(file, ByteRange::new(0, len), method).await?);
-    set(resp.headers_mut(), header::CONTENT_LENGTH, len.to_string());
+    let mut resp = response(range_body(file, ByteRange::new(0, len), method).await?);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     Ok(resp)
 }
 
@@ -167,32 +234,28 @@ async fn partial(
     len: u64,
     method: &Method,
 ) -> Result<Response<Body>> {
-    let mut resp = Response::new(range_body(file, Some(r), method).await?);
+    let mut resp = response(range_body(file, Some(r), method).await?);
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-    set(
-        resp.headers_mut(),
-        header::CONTENT_LENGTH,
-        r.len().to_string(),
-    );
-    set(
-        resp.headers_mut(),
-        header::CONTENT_RANGE,
-        r.content_range(len),
-    );
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+    set(h, header::CONTENT_RANGE, r.content_range(len));
     Ok(resp)
 }
 
-/// A 304 or 412: validators, no body (RFC 9110 §15.4.5 lists what a 304 carries).
-fn bare(status: StatusCode, meta: &Meta) -> Response<Body> {
-    let mut resp = Response::new(body::empty());
-    *resp.status_mut() = status;
-    validator_headers(resp.headers_mut(), meta);
+/// A response whose header map has room for everything a file response carries, so it is
+/// allocated once instead of grown (a `HeaderMap` starts with room for 6).
+fn response(body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.headers_mut() = HeaderMap::with_capacity(10);
     resp
 }
 
-fn validator_headers(h: &mut HeaderMap, meta: &Meta) {
-    set(h, header::ETAG, meta.etag.clone());
-    set(h, header::LAST_MODIFIED, http_date(meta.modified));
+/// A 304 or 412: validators, no body (RFC 9110 §15.4.5 lists what a 304 carries).
+fn bare(status: StatusCode, fixed: &FileHeaders) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = status;
+    fixed.validators(resp.headers_mut());
+    resp
 }
 
 /// `Content-Type` from the extension; text types are declared UTF-8.
@@ -245,15 +308,97 @@ pub fn options() -> Response<Body> {
 /// `content_disposition` or percent-encoding first, so they are always valid; anything that
 /// still is not valid is dropped rather than sent.
 pub fn set(h: &mut HeaderMap, name: header::HeaderName, value: String) {
-    match HeaderValue::try_from(value) {
-        Ok(v) => {
-            h.insert(name, v);
-        }
-        Err(_) => tracing::warn!(%name, "dropped an invalid header value"),
+    if let Some(v) = valid(name.clone(), value) {
+        h.insert(name, v);
+    }
+}
+
+/// `value` as a header value, or `None` (logged) if it is not a valid one.
+fn valid(name: header::HeaderName, value: String) -> Option<HeaderValue> {
+    let v = HeaderValue::try_from(value).ok();
+    if v.is_none() {
+        tracing::warn!(%name, "dropped an invalid header value");
+    }
+    v
+}
+
+/// Inserts a value kept by [`FileHeaders`]; an invalid one was already logged when it was made.
+fn put(h: &mut HeaderMap, name: header::HeaderName, value: &Option<HeaderValue>) {
+    if let Some(v) = value {
+        h.insert(name, v.clone());
     }
 }
 
 fn fastrand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ByteStream, Memo};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    struct Handle {
+        meta: Meta,
+        memo: Option<Memo>,
+    }
+
+    impl FileHandle for Handle {
+        fn meta(&self) -> &Meta {
+            &self.meta
+        }
+        fn memo(&self) -> Option<&Memo> {
+            self.memo.as_ref()
+        }
+        fn read(self: Arc<Self>, _: ByteRange) -> ByteStream {
+            Box::pin(futures_util::stream::empty())
+        }
+    }
+
+    fn handle(memo: bool) -> Handle {
+        Handle {
+            meta: Meta {
+                len: 10,
+                modified: UNIX_EPOCH + Duration::from_secs(784_111_777),
+                etag: "\"a-b-c\"".into(),
+            },
+            memo: memo.then(Memo::new),
+        }
+    }
+
+    fn text(v: &Option<HeaderValue>) -> &str {
+        v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("<none>")
+    }
+
+    #[test]
+    fn header_values_are_kept_per_handle_and_name() {
+        let file = handle(true);
+        let first = FileHeaders::of(&file, "报告.txt");
+        assert!(matches!(first, Cow::Borrowed(_)));
+        assert_eq!(text(&first.etag), "\"a-b-c\"");
+        assert_eq!(text(&first.last_modified), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(text(&first.content_type), "text/plain; charset=utf-8");
+        assert_eq!(
+            text(&first.attachment),
+            "attachment; filename=\"__.txt\"; filename*=UTF-8''%E6%8A%A5%E5%91%8A.txt"
+        );
+        let again = FileHeaders::of(&file, "报告.txt");
+        assert!(std::ptr::eq(&*first, &*again), "built once per handle");
+        // Another name for the same handle (a tus GET) gets its own values, not the kept ones.
+        let other = FileHeaders::of(&file, "b.json");
+        assert!(matches!(other, Cow::Owned(_)));
+        assert_eq!(text(&other.content_type), "application/json; charset=utf-8");
+        assert_eq!(text(&other.inline), "inline; filename=\"b.json\"");
+        assert_eq!(text(&other.etag), "\"a-b-c\"");
+    }
+
+    #[test]
+    fn handles_without_memo_build_values_every_time() {
+        let file = handle(false);
+        let v = FileHeaders::of(&file, "x.bin");
+        assert!(matches!(v, Cow::Owned(_)));
+        assert_eq!(text(&v.content_type), "application/octet-stream");
+    }
 }

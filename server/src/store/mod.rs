@@ -51,9 +51,21 @@ pub struct Entry {
     pub meta: Meta,
 }
 
+/// A slot where a handler keeps what it derived from an opened file (the response header
+/// values), built on first use and reused for as long as the store reuses the handle. The
+/// handle stands for one unchanged version of the file, so nothing in it can go stale. Typed
+/// as `Any` so the store does not depend on what a handler keeps there.
+pub type Memo = std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>;
+
 /// An opened file: its metadata and positional reads of the same version.
 pub trait FileHandle: Send + Sync {
     fn meta(&self) -> &Meta;
+
+    /// The handle's [`Memo`], if the backend reuses handles across requests (an open-file
+    /// cache); `None` means every request derives its values afresh.
+    fn memo(&self) -> Option<&Memo> {
+        None
+    }
     /// Streams exactly `range` (which lies within `meta().len`).
     fn read(self: Arc<Self>, range: ByteRange) -> ByteStream;
 

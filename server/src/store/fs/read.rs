@@ -13,12 +13,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{CHUNK, INLINE_READ};
-use crate::store::{BoxFuture, ByteStream, FileHandle, Meta};
+use crate::store::{BoxFuture, ByteStream, FileHandle, Memo, Meta};
 
 pub(super) struct FsFile {
     meta: Meta,
     file: Arc<File>,
     budget: Arc<Semaphore>,
+    /// Lives as long as the open-file cache keeps this handle for its path.
+    memo: Memo,
 }
 
 impl FsFile {
@@ -27,6 +29,7 @@ impl FsFile {
             meta,
             file: Arc::new(file),
             budget,
+            memo: Memo::new(),
         }
     }
 }
@@ -149,6 +152,10 @@ impl ReadState {
 impl FileHandle for FsFile {
     fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    fn memo(&self) -> Option<&Memo> {
+        Some(&self.memo)
     }
 
     fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
