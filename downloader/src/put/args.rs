@@ -45,7 +45,8 @@ pub struct PutArgs {
     /// Connect timeout and limit for requests without a body.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Do not hash the file first (no instant upload when the server already has it).
+    /// Never hash the file for instant upload. By default ferry hashes it first only when
+    /// the server (ferryd) holds a file of the same size, and sends nothing if it is the same.
     #[arg(long)]
     pub no_instant: bool,
     /// Forget earlier uploads of these files and start over.

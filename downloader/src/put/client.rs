@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ferry_proto::tus::{
-    OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE,
-    TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
+    FERRY_INSTANT_CANDIDATE, FERRY_INSTANT_LENGTH, OFFSET_OCTET_STREAM, TUS_CHECKSUM_ALGORITHM,
+    TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT,
+    UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Method};
@@ -127,6 +128,23 @@ impl Tus {
         })
     }
 
+    /// ferry extension: whether instant upload could apply to a file of `len` bytes (OPTIONS
+    /// with `Ferry-Instant-Length`). `None` when the server does not say (not ferryd, or the
+    /// token does not allow uploads).
+    pub async fn instant_candidate(&self, endpoint: &str, len: u64) -> Result<Option<bool>> {
+        let req = self
+            .request(Method::OPTIONS, endpoint)
+            .header(FERRY_INSTANT_LENGTH, len);
+        let resp = self.send(endpoint, req, self.timeout).await?;
+        Ok(
+            match header(resp.headers(), &FERRY_INSTANT_CANDIDATE).map(str::trim) {
+                Some("?1") => Some(true),
+                Some("?0") => Some(false),
+                _ => None,
+            },
+        )
+    }
+
     /// POST to the endpoint (tus creation and concatenation extensions); expects 201 + Location.
     pub async fn create(&self, endpoint: &str, c: &Creation) -> Result<Created> {
         let mut req = self
@@ -166,19 +184,36 @@ impl Tus {
 
     /// HEAD: the offset the server holds (tus core, HEAD).
     pub async fn head(&self, url: &str) -> Result<Head> {
-        let resp = self
-            .send(url, self.request(Method::HEAD, url), self.timeout)
-            .await?;
-        let h = resp.headers();
-        let offset = header_u64(h, &UPLOAD_OFFSET).ok_or_else(|| Error::Protocol {
+        let (offset, length, published) = self.head_fields(url).await?;
+        let offset = offset.ok_or_else(|| Error::Protocol {
             url: url.to_string(),
             msg: "expected Upload-Offset on HEAD".into(),
         })?;
         Ok(Head {
             offset,
-            length: header_u64(h, &UPLOAD_LENGTH),
-            published: published(url, h),
+            length,
+            published,
         })
+    }
+
+    /// HEAD of a final upload (tus concatenation): where it was published once it is
+    /// complete (`Upload-Offset` = `size`), `None` while its parts are still being joined (a
+    /// final upload may have no offset until then).
+    pub async fn final_done(&self, url: &str, size: u64) -> Result<Option<String>> {
+        let (offset, _, published) = self.head_fields(url).await?;
+        Ok((offset == Some(size)).then(|| published.unwrap_or_else(|| url.to_string())))
+    }
+
+    async fn head_fields(&self, url: &str) -> Result<(Option<u64>, Option<u64>, Option<String>)> {
+        let resp = self
+            .send(url, self.request(Method::HEAD, url), self.timeout)
+            .await?;
+        let h = resp.headers();
+        Ok((
+            header_u64(h, &UPLOAD_OFFSET),
+            header_u64(h, &UPLOAD_LENGTH),
+            published(url, h),
+        ))
     }
 
     /// PATCH `data` at `offset`; returns the new offset and any published location. Bytes

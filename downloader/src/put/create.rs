@@ -11,7 +11,7 @@ use ferry_proto::tus::{encode_metadata, META_FILENAME, META_SHA256};
 
 use super::client::{Created, Creation};
 use super::fingerprint::{Entry, PartEntry};
-use super::plan::split;
+use super::plan::{concat_final, split};
 use super::upload::Part;
 use super::Uploader;
 use crate::error::Result;
@@ -65,6 +65,25 @@ impl Uploader {
             created.push((range, self.create_upload(&partial).await?.url));
         }
         self.record(entry, created.clone())?;
+        if self.caps.has("concatenation-unfinished") {
+            // The final upload now, before any byte: a server can then write the parts'
+            // bytes where they belong (ferryd does) instead of copying them at the end.
+            let urls: Vec<String> = created.iter().map(|(_, url)| url.clone()).collect();
+            let fin = Creation {
+                length: None,
+                metadata: Some(self.metadata(path, entry)),
+                concat: Some(concat_final(&urls)),
+            };
+            match self.create_upload(&fin).await {
+                Ok(c) => {
+                    entry.final_url = Some(c.url);
+                    self.save(entry)?;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "early final upload refused; joining at the end")
+                }
+            }
+        }
         let parts = created
             .into_iter()
             .enumerate()
@@ -78,6 +97,7 @@ impl Uploader {
     }
 
     fn record(&self, entry: &mut Entry, parts: Vec<(Range<u64>, String)>) -> Result<()> {
+        entry.final_url = None;
         entry.parts = parts
             .into_iter()
             .map(|(r, url)| PartEntry {

@@ -14,8 +14,9 @@
 //!
 //! Entry format (version 1), JSON: `{"version": 1, "fingerprint": {"endpoint", "path" (hex of
 //! the path bytes), "size", "mtime_s", "mtime_ns"}, "sha256": hex or null, "parts": [{"start",
-//! "end", "url"}]}`; parts are half-open byte ranges of the file, one per tus upload. Another
-//! version is reported and replaced, never misread.
+//! "end", "url"}], "final_url": url (optional)}`; parts are half-open byte ranges of the file,
+//! one per tus upload; `final_url` is the final upload created before the parts finished
+//! (concatenation-unfinished). Another version is reported and replaced, never misread.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -100,6 +101,9 @@ pub struct Entry {
     pub sha256: Option<String>,
     /// One part for a single stream; several partial uploads for `-x N` (concatenation).
     pub parts: Vec<PartEntry>,
+    /// The final upload joining `parts`, when it was created before they finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_url: Option<String>,
 }
 
 impl Entry {
@@ -109,6 +113,7 @@ impl Entry {
             fingerprint,
             sha256: None,
             parts: Vec::new(),
+            final_url: None,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Ui};
@@ -149,7 +150,10 @@ impl Uploader {
         ui: &Ui,
     ) -> Result<String> {
         let mut entry = self.load(fp, progress);
-        if entry.sha256.is_none() && self.opts.instant {
+        if entry.sha256.is_none()
+            && entry.parts.is_empty()
+            && self.instant_may_apply(fp.size, progress).await
+        {
             entry.sha256 = Some(self.hash(path, fp.size, ui).await?);
             self.save(&entry)?;
         }
@@ -158,6 +162,7 @@ impl Uploader {
                 Err(e) if is_gone(&e) => {
                     progress.note("the server no longer knows the upload; starting over");
                     entry.parts.clear();
+                    entry.final_url = None;
                     self.save(&entry)?;
                 }
                 Ok(location) => {
@@ -173,6 +178,28 @@ impl Uploader {
             url: self.opts.endpoint.clone(),
             msg: format!("upload vanished {MAX_RESTARTS} times; giving up"),
         })
+    }
+
+    /// Whether hashing the file for instant upload can pay off: only when the server says it
+    /// holds a file of this size. Hashing costs about 0.75 s per GiB before the first byte
+    /// goes out, so it is skipped when the answer is no, when the server does not answer
+    /// (no tus server but ferryd has instant upload) and when the question fails.
+    async fn instant_may_apply(&self, size: u64, progress: &Progress) -> bool {
+        if !self.opts.instant {
+            return false;
+        }
+        match self.tus.instant_candidate(&self.opts.endpoint, size).await {
+            Ok(Some(true)) => true,
+            Ok(Some(false)) => {
+                progress.verbose("the server holds no file of this size; not hashing");
+                false
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "instant-upload probe failed; uploading");
+                false
+            }
+        }
     }
 
     /// The whole file's sha256 for instant upload, streamed with its own progress line.
@@ -237,6 +264,23 @@ impl Uploader {
         entry: &mut Entry,
         progress: &Arc<Progress>,
     ) -> Result<String> {
+        let size = entry.fingerprint.size;
+        if let Some(url) = entry.final_url.clone() {
+            // A run that died after the last part: the final upload may be complete already
+            // (and its parts retired), so it is asked first.
+            match self.tus.final_done(&url, size).await {
+                Ok(Some(location)) => {
+                    progress.set_done(size);
+                    return Ok(location);
+                }
+                Ok(None) => {}
+                Err(e) if is_gone(&e) => {
+                    entry.final_url = None;
+                    self.save(entry)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut resumed_published = None;
         let parts = if entry.parts.is_empty() {
             match self.create(path, entry).await? {
@@ -270,6 +314,11 @@ impl Uploader {
         if parts.len() == 1 {
             return Ok(published.unwrap_or_else(|| parts[0].url.clone()));
         }
+        if let Some(url) = &entry.final_url {
+            if let Some(location) = self.await_final(url, size).await? {
+                return Ok(location);
+            }
+        }
         let urls: Vec<String> = parts.iter().map(|p| p.url.clone()).collect();
         let creation = Creation {
             length: None,
@@ -278,6 +327,25 @@ impl Uploader {
         };
         let done = self.create_upload(&creation).await?;
         Ok(done.published.unwrap_or(done.url))
+    }
+
+    /// Waits for the early final upload to complete now that every part is (ferryd completes
+    /// it on the HEAD at once; other servers may join in the background). `None` if it does
+    /// not within a few seconds: the caller then creates a final upload the usual way.
+    async fn await_final(&self, url: &str, size: u64) -> Result<Option<String>> {
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..10 {
+            match self.tus.final_done(url, size).await {
+                Ok(Some(location)) => return Ok(Some(location)),
+                Ok(None) => {}
+                Err(e) if is_gone(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+        tracing::warn!(%url, "the final upload did not complete; joining the parts again");
+        Ok(None)
     }
 
     /// Runs every part on its own task; the first error wins.

@@ -16,6 +16,7 @@ fn full() -> Config {
         token: None,
         max_size: None,
         options_status: None,
+        unfinished: true,
     }
 }
 
@@ -50,21 +51,83 @@ async fn single_stream_upload_is_byte_identical_and_prints_the_published_locatio
 
 #[tokio::test]
 async fn parallel_upload_concatenates_parts_byte_identically() {
+    // With concatenation-unfinished the final upload is created before the parts are sent
+    // (and retires them once joined); without it, after.
+    for unfinished in [true, false] {
+        let server = TusServer::start(Config {
+            unfinished,
+            ..full()
+        })
+        .await;
+        let s = Scratch::new((3 << 20) + 7, 2);
+        let location = s
+            .put(&server.endpoint(), &["-x", "4", "--chunk-size", "128K"])
+            .await
+            .unwrap();
+        assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+        assert_eq!(
+            server.patch_bytes.load(Ordering::SeqCst),
+            s.data.len() as u64,
+            "no byte sent twice"
+        );
+        // The server holds no file of this size: no hash, no whole-file creation to ask
+        // with, just 4 partial uploads + the final concatenation.
+        assert_eq!(server.probes.load(Ordering::SeqCst), 1);
+        assert_eq!(server.creations.load(Ordering::SeqCst), 5);
+        let kept = if unfinished { 1 } else { 5 };
+        assert_eq!(server.upload_count(), kept, "unfinished: {unfinished}");
+        assert_eq!(s.entries(), 0, "a finished upload leaves no resume entry");
+    }
+}
+
+#[tokio::test]
+async fn same_size_other_content_hashes_asks_and_then_uploads() {
     let server = TusServer::start(full()).await;
-    let s = Scratch::new((3 << 20) + 7, 2);
+    let s = Scratch::new(300_000, 17);
+    let mut other = s.data.clone();
+    other[0] ^= 1;
+    server.seed(&other); // a file of the same length: worth hashing, but not ours
     let location = s
-        .put(&server.endpoint(), &["-x", "4", "--chunk-size", "128K"])
+        .put(&server.endpoint(), &["-x", "4", "--chunk-size", "64K"])
         .await
         .unwrap();
     assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
-    assert_eq!(
-        server.patch_bytes.load(Ordering::SeqCst),
-        s.data.len() as u64,
-        "no byte sent twice"
-    );
-    // instant probe (deleted again) + 4 partial uploads + the final concatenation
+    assert_eq!(server.patch_bytes.load(Ordering::SeqCst), 300_000);
+    // instant try (whole-file creation with the sha256, deleted again) + 4 parts + final
     assert_eq!(server.creations.load(Ordering::SeqCst), 6);
-    assert_eq!(server.upload_count(), 5, "the probe was terminated");
+    assert_eq!(
+        server.upload_count(),
+        1,
+        "the final (parts retired, the try deleted)"
+    );
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&s.data));
+    let sent = server.metadata(&location);
+    assert!(
+        sent.iter()
+            .any(|(k, v)| k == "sha256" && v.as_deref() == Some(sha.as_bytes())),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_hash_when_the_server_cannot_do_instant_upload() {
+    // A tus server without the ferry probe (tusd, @tus/server): hashing cannot pay off.
+    let server = TusServer::start(Config {
+        instant: false,
+        ..full()
+    })
+    .await;
+    let s = Scratch::new(200_000, 18);
+    let flags = ["-x", "2", "--chunk-size", "64K"];
+    let location = s.put(&server.endpoint(), &flags).await.unwrap();
+    assert_eq!(server.content(&location).as_deref(), Some(&s.data[..]));
+    let sent = server.metadata(&location);
+    assert!(!sent.iter().any(|(k, _)| k == "sha256"), "{sent:?}");
+    assert_eq!(
+        server.creations.load(Ordering::SeqCst),
+        3,
+        "2 parts + final"
+    );
 }
 
 #[tokio::test]
@@ -176,8 +239,8 @@ async fn rerun_resumes_at_the_server_offset_without_resending() {
     );
     assert_eq!(
         server.creations.load(Ordering::SeqCst),
-        1 + 2 + 1,
-        "probe + 2 parts + final, none again"
+        2 + 1,
+        "2 parts + final, none again"
     );
 }
 
@@ -313,6 +376,9 @@ async fn metadata_carries_filename_user_pairs_and_sha256() {
         "--metadata",
         "owner=me",
     ];
+    let mut same_size = s.data.clone();
+    same_size[4999] ^= 1;
+    server.seed(&same_size); // so that ferry hashes and sends sha256
     let location = s.put(&server.endpoint(), &flags).await.unwrap();
     let meta = server.metadata(&location);
     let value = |k: &str| {

@@ -17,6 +17,7 @@ async fn sigkill_loop_then_resume_is_byte_identical() {
         token: None,
         max_size: None,
         options_status: None,
+        unfinished: true,
     })
     .await;
     server.patch_delay_ms.store(30, Ordering::SeqCst);

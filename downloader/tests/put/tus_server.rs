@@ -17,9 +17,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use ferry::put::client::FERRY_PUBLISHED;
 use ferry_proto::tus::{
-    decode_metadata, MetadataPair, TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE,
-    TUS_RESUMABLE, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA,
-    UPLOAD_OFFSET,
+    decode_metadata, MetadataPair, FERRY_INSTANT_CANDIDATE, FERRY_INSTANT_LENGTH,
+    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION,
+    UPLOAD_CHECKSUM, UPLOAD_CONCAT, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 use http::header::{AUTHORIZATION, LOCATION};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -40,6 +40,9 @@ pub struct Config {
     pub max_size: Option<u64>,
     /// Answer OPTIONS with this status instead (405: a proxy that refuses OPTIONS).
     pub options_status: Option<u16>,
+    /// concatenation-unfinished, as ferryd does it: a final upload may name unfinished parts;
+    /// it is joined on a HEAD once they are complete, and the parts are then retired (410).
+    pub unfinished: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -47,18 +50,24 @@ struct Upload {
     length: u64,
     data: Vec<u8>,
     metadata: Option<String>,
+    /// A final upload still waiting for these parts (concatenation-unfinished).
+    waiting_for: Option<Vec<String>>,
 }
 
 #[derive(Default)]
 pub struct TusServer {
     pub cfg: Config,
     uploads: Mutex<HashMap<String, Upload>>,
+    /// Parts whose bytes went into a final upload: 410 from then on.
+    retired: Mutex<std::collections::HashSet<String>>,
     /// sha256 hex → content of every completed upload (the instant-upload index).
     known: Mutex<HashMap<String, Vec<u8>>>,
     /// PATCH body bytes received, over all uploads.
     pub patch_bytes: AtomicU64,
     pub patches: AtomicUsize,
     pub creations: AtomicUsize,
+    /// OPTIONS requests that asked `Ferry-Instant-Length` (and got an answer).
+    pub probes: AtomicUsize,
     /// Statuses to answer the next PATCHes with, before reading their bodies.
     pub faults: Mutex<VecDeque<u16>>,
     /// PATCH number (0-based) from which every PATCH gets 503, until changed.
@@ -169,7 +178,7 @@ impl TusServer {
             None => true,
         };
         let mut resp = match (req.method().clone(), authorized) {
-            (Method::OPTIONS, _) => self.options(),
+            (Method::OPTIONS, ok) => self.options(req.headers(), ok),
             (_, false) => status(401),
             (Method::POST, _) => self.create(req.headers()),
             (Method::HEAD, _) => self.head(&id_of(&req)),
@@ -185,7 +194,7 @@ impl TusServer {
         resp
     }
 
-    fn options(&self) -> Response<Empty<Bytes>> {
+    fn options(&self, h: &HeaderMap, authorized: bool) -> Response<Empty<Bytes>> {
         if let Some(code) = self.cfg.options_status {
             return status(code);
         }
@@ -193,6 +202,7 @@ impl TusServer {
         let cfg = &self.cfg;
         ext.extend(cfg.checksum.then_some("checksum"));
         ext.extend(cfg.concatenation.then_some("concatenation"));
+        ext.extend(cfg.unfinished.then_some("concatenation-unfinished"));
         let mut r = status(204);
         r.headers_mut()
             .insert(TUS_EXTENSION, ext.join(",").parse().unwrap());
@@ -203,6 +213,15 @@ impl TusServer {
             r.headers_mut()
                 .insert(TUS_CHECKSUM_ALGORITHM, "crc32,sha256".parse().unwrap());
         }
+        // ferryd's instant-upload probe: is any known content of this length held?
+        let asked = text(h, &FERRY_INSTANT_LENGTH).and_then(|v| v.parse::<usize>().ok());
+        if let (Some(len), true, true) = (asked, cfg.instant, authorized) {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            let held = self.known.lock().unwrap().values().any(|d| d.len() == len);
+            let answer = if held { "?1" } else { "?0" };
+            r.headers_mut()
+                .insert(FERRY_INSTANT_CANDIDATE, answer.parse().unwrap());
+        }
         r
     }
 
@@ -211,14 +230,32 @@ impl TusServer {
         let metadata = text(h, &UPLOAD_METADATA);
         let id = format!("u{}", self.next_id.fetch_add(1, Ordering::SeqCst));
         let upload = match text(h, &UPLOAD_CONCAT) {
-            Some(c) if c.starts_with("final;") => match self.concatenate(&c["final;".len()..]) {
-                Some(data) => Upload {
-                    length: data.len() as u64,
-                    data,
-                    metadata,
-                },
-                None => return status(400),
-            },
+            Some(c) if c.starts_with("final;") => {
+                let ids = part_ids(&c["final;".len()..]);
+                match self.concatenate(&ids) {
+                    Some(data) => Upload {
+                        length: data.len() as u64,
+                        data,
+                        metadata,
+                        waiting_for: None,
+                    },
+                    None if self.cfg.unfinished => {
+                        let uploads = self.uploads.lock().unwrap();
+                        let lengths: Option<u64> =
+                            ids.iter().map(|i| uploads.get(i).map(|u| u.length)).sum();
+                        let Some(length) = lengths else {
+                            return status(400);
+                        };
+                        Upload {
+                            length,
+                            data: Vec::new(),
+                            metadata,
+                            waiting_for: Some(ids),
+                        }
+                    }
+                    None => return status(400),
+                }
+            }
             _ => {
                 let Some(length) = text(h, &UPLOAD_LENGTH).and_then(|v| v.parse().ok()) else {
                     return status(400);
@@ -230,6 +267,7 @@ impl TusServer {
                     length,
                     data,
                     metadata,
+                    waiting_for: None,
                 }
             }
         };
@@ -245,11 +283,11 @@ impl TusServer {
         r
     }
 
-    fn concatenate(&self, urls: &str) -> Option<Vec<u8>> {
+    fn concatenate(&self, ids: &[String]) -> Option<Vec<u8>> {
         let uploads = self.uploads.lock().unwrap();
         let mut data = Vec::new();
-        for url in urls.split(' ').filter(|u| !u.is_empty()) {
-            let part = uploads.get(url.rsplit('/').next()?)?;
+        for id in ids {
+            let part = uploads.get(id)?;
             if part.data.len() as u64 != part.length {
                 return None;
             }
@@ -282,6 +320,10 @@ impl TusServer {
     }
 
     fn head(&self, id: &str) -> Response<Empty<Bytes>> {
+        if self.retired.lock().unwrap().contains(id) {
+            return status(410);
+        }
+        self.join_waiting(id);
         let uploads = self.uploads.lock().unwrap();
         let Some(u) = uploads.get(id) else {
             return status(404);
@@ -298,6 +340,29 @@ impl TusServer {
         r
     }
 
+    /// A waiting final upload whose parts are all complete: join them and retire the parts.
+    fn join_waiting(&self, id: &str) {
+        let ids = {
+            let uploads = self.uploads.lock().unwrap();
+            match uploads.get(id).and_then(|u| u.waiting_for.clone()) {
+                Some(ids) => ids,
+                None => return,
+            }
+        };
+        let Some(data) = self.concatenate(&ids) else {
+            return;
+        };
+        let mut uploads = self.uploads.lock().unwrap();
+        if let Some(u) = uploads.get_mut(id) {
+            u.data = data;
+            u.waiting_for = None;
+        }
+        for part in &ids {
+            uploads.remove(part);
+            self.retired.lock().unwrap().insert(part.clone());
+        }
+    }
+
     async fn patch(&self, req: Request<Incoming>) -> Response<Empty<Bytes>> {
         let n = self.patches.fetch_add(1, Ordering::SeqCst);
         if n >= self.fail_from.load(Ordering::SeqCst) {
@@ -307,6 +372,9 @@ impl TusServer {
             return status(code);
         }
         let id = id_of(&req);
+        if self.retired.lock().unwrap().contains(&id) {
+            return status(410);
+        }
         let offset: Option<u64> = text(req.headers(), &UPLOAD_OFFSET).and_then(|v| v.parse().ok());
         let checksum = text(req.headers(), &UPLOAD_CHECKSUM);
         {
@@ -398,4 +466,12 @@ fn status(code: u16) -> Response<Empty<Bytes>> {
     let mut r = Response::new(Empty::new());
     *r.status_mut() = StatusCode::from_u16(code).unwrap();
     r
+}
+
+/// Upload ids from the URLs of `Upload-Concat: final;URL URL`.
+fn part_ids(urls: &str) -> Vec<String> {
+    urls.split(' ')
+        .filter(|u| !u.is_empty())
+        .filter_map(|u| u.rsplit('/').next().map(str::to_string))
+        .collect()
 }

@@ -87,6 +87,14 @@ async fn parallel_put_into_ferryd_is_published_byte_identical() {
         std::fs::read(srv.root.path().join("parallel.bin")).unwrap(),
         data
     );
+    // ferry created the final upload before sending, so ferryd wrote the parts' bytes in
+    // place: no part data is left in staging (a copying concatenation would leave 4 parts).
+    let staged: Vec<_> = std::fs::read_dir(srv.root.path().join(".ferry/uploads"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".bin"))
+        .collect();
+    assert!(staged.is_empty(), "part data left in staging: {staged:?}");
 }
 
 #[tokio::test]
