@@ -35,22 +35,27 @@ impl RelPath {
     /// Validates the path part of a request URI (without the query).
     pub fn from_uri_path(raw: &str) -> Result<Self, PathError> {
         let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-        let mut segments = Vec::new();
+        let mut out = String::with_capacity(rest.len());
         for seg in rest.split('/') {
-            let lower = seg.to_ascii_lowercase();
-            if lower.contains("%2f") || lower.contains("%5c") {
+            if has_encoded_separator(seg) {
                 return Err(PathError::EncodedSeparator);
             }
+            // Borrows `seg` unless it has something to decode.
             let decoded = percent_decode_str(seg)
                 .decode_utf8()
                 .map_err(|_| PathError::NotUtf8)?;
             Self::check_segment(&decoded)?;
             match &*decoded {
                 "" | "." => {}
-                _ => segments.push(decoded.into_owned()),
+                seg => {
+                    if !out.is_empty() {
+                        out.push('/');
+                    }
+                    out.push_str(seg);
+                }
             }
         }
-        Ok(RelPath(segments.join("/")))
+        Ok(RelPath(out))
     }
 
     /// Builds a path from already-decoded segments (file names from upload metadata), with the
@@ -106,6 +111,14 @@ impl RelPath {
     }
 }
 
+/// Whether `seg` contains `%2F` or `%5C` in either case.
+fn has_encoded_separator(seg: &str) -> bool {
+    seg.as_bytes().windows(3).any(|w| {
+        let low = w[2] | 0x20; // ASCII lowercase for letters; only F/f and C/c give these
+        w[0] == b'%' && ((w[1] == b'2' && low == b'f') || (w[1] == b'5' && low == b'c'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +131,13 @@ mod tests {
         // %2525 decodes once to %25, not to %.
         assert_eq!(RelPath::from_uri_path("/x%2525").unwrap().as_str(), "x%25");
         assert!(RelPath::from_uri_path("/").unwrap().is_root());
+        assert!(RelPath::from_uri_path("//./").unwrap().is_root());
+        assert_eq!(RelPath::from_uri_path("/a/").unwrap().as_str(), "a");
+        // Near misses of an encoded separator are ordinary characters.
+        let p = RelPath::from_uri_path("/%252F%2e%25%5b%2g").unwrap();
+        assert_eq!(p.as_str(), "%2F.%[%2g");
+        let p = RelPath::from_uri_path("/%252f%2e%20%5b%3Fc2F").unwrap();
+        assert_eq!(p.as_str(), "%2f. [?c2F");
     }
 
     #[test]
@@ -128,6 +148,9 @@ mod tests {
             ("/a/%2e%2e/b", DotDot),
             ("/a%2Fb", EncodedSeparator),
             ("/a%5cb", EncodedSeparator),
+            ("/a%2fb", EncodedSeparator),
+            ("/a%5Cb/c", EncodedSeparator),
+            ("/ok/%2F", EncodedSeparator),
             ("/a\\b", EncodedSeparator),
             ("/a%00b", Nul),
             ("/%ff", NotUtf8),
