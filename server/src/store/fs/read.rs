@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,8 +71,7 @@ impl ReadState {
         let (file, at) = (self.file.clone(), self.pos);
         self.pos += n as u64;
         self.ahead = Some(tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; n];
-            file.read_exact_at(&mut buf, at)?; // a truncated file is an error, never a short body
+            let buf = read_exact_at(&file, n, at)?;
             Ok(Bytes::from_owner(Chunk {
                 buf,
                 _permit: permit,
@@ -108,8 +107,7 @@ impl ReadState {
     async fn read_inline(&mut self) -> io::Result<Bytes> {
         let n = self.next_len();
         let permit = self.acquire(n).await?;
-        let mut buf = vec![0u8; n];
-        self.file.read_exact_at(&mut buf, self.pos)?;
+        let buf = read_exact_at(&self.file, n, self.pos)?;
         self.pos += n as u64;
         Ok(Bytes::from_owner(Chunk {
             buf,
@@ -149,6 +147,45 @@ impl ReadState {
     }
 }
 
+/// Reads exactly `n` bytes at offset `at` into a new buffer; a file that ends first is an
+/// error (`UnexpectedEof`, as `FileExt::read_exact_at`), never a short body. Unlike
+/// `read_exact_at` into `vec![0; n]`, the buffer is not zeroed before the kernel overwrites it:
+/// for a small ranged GET that memset was a tenth of the server's own work.
+fn read_exact_at(file: &File, n: usize, at: u64) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(n);
+    while buf.len() < n {
+        let pos = at
+            .checked_add(buf.len() as u64)
+            .and_then(|p| libc::off_t::try_from(p).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let want = n - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `buf`; `pread`
+        // writes at most that many bytes into it and does not keep the pointer.
+        let got = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                pos,
+            )
+        };
+        match got {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            // SAFETY: the kernel initialized the first `got` bytes of the spare capacity, and
+            // `got <= spare.len()`, so the new length stays within the capacity.
+            got if got > 0 => unsafe { buf.set_len(buf.len() + got as usize) },
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(buf)
+}
+
 impl FileHandle for FsFile {
     fn meta(&self) -> &Meta {
         &self.meta
@@ -177,5 +214,27 @@ impl FileHandle for FsFile {
             }
             Some((item, s))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_exact_at_reads_the_range_and_refuses_to_come_up_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(read_exact_at(&f, 4096, 1234).unwrap(), &data[1234..5330]);
+        assert_eq!(read_exact_at(&f, 0, 10_000).unwrap(), b"");
+        assert_eq!(read_exact_at(&f, 10, 9_990).unwrap(), &data[9_990..]);
+        // A file shorter than the range (truncated since it was opened) is an error.
+        let short = read_exact_at(&f, 11, 9_990).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
+        let past = read_exact_at(&f, 1, u64::MAX).unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::InvalidInput);
     }
 }
