@@ -3,7 +3,8 @@
 # instant upload never applies: ferryd holds no file of that size, so ferry does not hash),
 # the stored file compared byte for byte with the source:
 #   ferry put -x 4        (defaults: 8 MiB PATCHes with a crc32 Upload-Checksum each)
-#   tus-js-client         parallelUploads: 4 (Node, file in a Buffer, default chunkSize)
+#   tus-js-client         parallelUploads: 4 (Node, default chunkSize; the file in a Buffer, and
+#                         as an fs.ReadStream it slices by path)
 #   tuspy                 8 MiB PATCHes (tuspy has no parallel mode)
 # plus ferry variants that isolate the costs: -x 1; sha256 instead of crc32 per PATCH; and
 # -x 4 / -x 1 with no checksum (the same work as tus-js-client / tuspy, which send none).
@@ -51,7 +52,8 @@ add "ferry put -x 1" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q --to
 add "ferry put -x 4 --checksum sha256" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q -x 4 --checksum sha256 --token $TOKEN $WORK/big.bin $ENDPOINT'
 add "ferry put -x 4, no sums (= tus-js)" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q -x 4 --checksum none --token $TOKEN $WORK/big.bin $ENDPOINT'
 add "ferry put -x 1, no sums (= tuspy)" 'FERRY_DATA_DIR=$WORK/data target/release/ferry put -q --checksum none --token $TOKEN $WORK/big.bin $ENDPOINT'
-add "tus-js-client parallel 4" 'node bench/put/tusjs_put.mjs $ENDPOINT $TOKEN $WORK/big.bin 4'
+add "tus-js-client parallel 4 (Buffer)" 'node bench/put/tusjs_put.mjs $ENDPOINT $TOKEN $WORK/big.bin 4 buffer'
+add "tus-js-client parallel 4 (ReadStream)" 'node bench/put/tusjs_put.mjs $ENDPOINT $TOKEN $WORK/big.bin 4 stream'
 add "tuspy (8 MiB chunks)" 'python3 bench/put/tuspy_put.py $ENDPOINT $TOKEN $WORK/big.bin 8388608'
 
 once() { # 'COMMAND' (evaluated once ENDPOINT is known): sets T to the wall time, verified.
@@ -77,5 +79,5 @@ for _ in $(seq "$RUNS"); do
 done
 echo "upload of $(python3 -c "print(f'{$BYTES/2**20:.0f}')") MiB into ferryd (root in $BENCH_DIR), best of $RUNS, load average $(cut -d' ' -f1-3 /proc/loadavg):"
 for i in "${!CMDS[@]}"; do
-  python3 -c 'import sys; n, t, b = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]); print(f"{n:<36} {t:6.2f} s  {b / 2**20 / t:7.0f} MiB/s")' "${NAMES[i]}" "${BEST[i]}" "$BYTES"
+  python3 -c 'import sys; n, t, b = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]); print(f"{n:<40} {t:6.2f} s  {b / 2**20 / t:7.0f} MiB/s")' "${NAMES[i]}" "${BEST[i]}" "$BYTES"
 done

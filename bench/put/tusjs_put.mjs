@@ -1,14 +1,17 @@
 // tus-js-client under Node for bench/put/run.sh: uploads FILE with parallelUploads, as a user
-// would (the file read into a Buffer; default chunkSize, i.e. one request per part).
-//   node tusjs_put.mjs ENDPOINT TOKEN FILE PARALLEL
+// would, default chunkSize (one request per part). SOURCE: `buffer` reads the file into a
+// Buffer; `stream` passes fs.createReadStream(FILE), which tus-js-client slices by path
+// (its FileSource), so the file is never held in memory whole.
+//   node tusjs_put.mjs ENDPOINT TOKEN FILE PARALLEL [buffer|stream]
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 
 const require = createRequire(new URL('../../tests/interop/package.json', import.meta.url));
 const tus = require('tus-js-client');
-const [endpoint, token, file, parallel] = process.argv.slice(2);
-const upload = new tus.Upload(fs.readFileSync(file), {
+const [endpoint, token, file, parallel, source = 'buffer'] = process.argv.slice(2);
+const input = source === 'stream' ? fs.createReadStream(file) : fs.readFileSync(file);
+const upload = new tus.Upload(input, {
   endpoint,
   headers: { Authorization: `Bearer ${token}` },
   metadata: { filename: path.basename(file) },
