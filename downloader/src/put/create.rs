@@ -6,13 +6,14 @@
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
+use std::time::Duration;
 
 use ferry_proto::tus::{encode_metadata, META_FILENAME, META_SHA256};
 
 use super::client::{Created, Creation};
 use super::fingerprint::{Entry, PartEntry};
 use super::plan::{concat_final, split};
-use super::upload::Part;
+use super::upload::{is_gone, Part};
 use super::Uploader;
 use crate::error::Result;
 
@@ -121,6 +122,25 @@ impl Uploader {
             None => return Ok(None),
         };
         Ok((offset == size).then(|| published.unwrap_or_else(|| c.url.clone())))
+    }
+
+    /// Waits for the early final upload to complete now that every part is (ferryd completes
+    /// it on the HEAD at once; other servers may join in the background). `None` if it does
+    /// not within a few seconds: the caller then creates a final upload the usual way.
+    pub(super) async fn await_final(&self, url: &str, size: u64) -> Result<Option<String>> {
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..10 {
+            match self.tus.final_done(url, size).await {
+                Ok(Some(location)) => return Ok(Some(location)),
+                Ok(None) => {}
+                Err(e) if is_gone(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+        tracing::warn!(%url, "the final upload did not complete; joining the parts again");
+        Ok(None)
     }
 
     /// `Upload-Metadata`: `filename` from the path, the user's pairs (which may replace it),

@@ -19,7 +19,6 @@ pub mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Ui};
@@ -327,25 +326,6 @@ impl Uploader {
         };
         let done = self.create_upload(&creation).await?;
         Ok(done.published.unwrap_or(done.url))
-    }
-
-    /// Waits for the early final upload to complete now that every part is (ferryd completes
-    /// it on the HEAD at once; other servers may join in the background). `None` if it does
-    /// not within a few seconds: the caller then creates a final upload the usual way.
-    async fn await_final(&self, url: &str, size: u64) -> Result<Option<String>> {
-        let mut wait = Duration::from_millis(20);
-        for _ in 0..10 {
-            match self.tus.final_done(url, size).await {
-                Ok(Some(location)) => return Ok(Some(location)),
-                Ok(None) => {}
-                Err(e) if is_gone(&e) => return Ok(None),
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(1));
-        }
-        tracing::warn!(%url, "the final upload did not complete; joining the parts again");
-        Ok(None)
     }
 
     /// Runs every part on its own task; the first error wins.
