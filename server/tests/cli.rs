@@ -96,50 +96,53 @@ fn bad_flag_values_are_usage_errors() {
 fn closed_stdout_does_not_stop_the_server() {
     // Regression: `println!` of the start-up lines panicked once the reader had closed stdout,
     // taking the server down mid-request.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("hi.txt"), "still here").unwrap();
     let log = root.path().join("ferryd.log");
-    let mut child = ferryd()
-        .arg(root.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // the reader is gone before ferryd writes a line
-    let hostport = format!("127.0.0.1:{port}");
-    // Poll until ferryd answers; a refused or reset connection only means "not yet" (the port
-    // was picked by bind-and-drop, so it is not ours until ferryd has bound it).
-    let mut resp = String::new();
-    let mut last_error = String::new();
-    for _ in 0..200 {
-        match try_get(&hostport, "/hi.txt") {
-            Ok(r) => {
-                resp = r;
+    // Without stdout there is no URL line, so the port is picked by bind-and-drop; another
+    // process may take it first (ferryd then exits with "cannot listen"): try another.
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = ferryd()
+            .arg(root.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before ferryd writes a line
+        let hostport = format!("127.0.0.1:{port}");
+        // Poll until ferryd answers; a refused or reset connection only means "not yet".
+        let mut resp = Err("no answer".to_string());
+        for _ in 0..200 {
+            resp = try_get(&hostport, "/hi.txt").map_err(|e| e.to_string());
+            if resp.as_ref().is_ok_and(|r| r.ends_with("still here"))
+                || child.try_wait().unwrap().is_some()
+            {
                 break;
             }
-            Err(e) => last_error = e.to_string(),
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if child.try_wait().unwrap().is_some() {
-            break;
+        let alive = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        if !alive && log.contains("cannot listen") {
+            continue; // the port was taken meanwhile
         }
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            resp.as_ref().is_ok_and(|r| r.ends_with("still here")),
+            "{resp:?}; ferryd log:\n{log}"
+        );
+        assert!(
+            alive,
+            "ferryd exited after its stdout was closed; log:\n{log}"
+        );
+        return;
     }
-    let alive = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        resp.ends_with("still here"),
-        "response {resp:?}, last error {last_error}, ferryd log:\n{log}"
-    );
-    assert!(
-        alive,
-        "ferryd exited after its stdout was closed; log:\n{log}"
-    );
+    panic!("no free port in 5 tries");
 }
