@@ -191,6 +191,77 @@ async fn instant_upload_into_ferryd_sends_no_body() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_put_sigkilled_at_random_moments_resumes_into_one_published_copy() {
+    // The client dies (kill -9) while parts stream into ferryd, between creating the parts
+    // and the early final upload, or after the final upload completed but before the resume
+    // entry was cleared; each rerun must resume, and the end is one byte-identical file.
+    let srv = ferryd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(48 << 20, 55);
+    let file = write(dir.path(), "loop.bin", &data);
+    let proxy = Proxy::start(srv.addr.to_string(), None).await;
+    let endpoint = format!("http://{}/files/", proxy.addr);
+    let data_dir = dir.path().join("d");
+    let command = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ferry_cli"));
+        c.args(["put", "-q", "-x", "4", "--chunk-size", "256K"])
+            .args(["--retry-wait", "20ms", "--token", TOKEN])
+            .arg(&file)
+            .arg(&endpoint)
+            .env("FERRY_DATA_DIR", &data_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut kills = 0;
+    for _ in 0..8 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Under 3 MiB more per run: 8 runs cannot finish the 48 MiB even with resends.
+        let target = proxy.sent.load(Ordering::SeqCst) + seed % (3 << 20);
+        let mut child = command().spawn().expect("spawn ferry_cli");
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {
+            if proxy.sent.load(Ordering::SeqCst) >= target {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    assert!(kills >= 5, "only {kills} runs were killed mid-way");
+    let before = proxy.sent.load(Ordering::SeqCst);
+    let out = command().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let location = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(location.ends_with("/loop.bin"), "{location}");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("loop.bin")).unwrap(),
+        data
+    );
+    let published: Vec<_> = std::fs::read_dir(srv.root.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("loop"))
+        .collect();
+    assert_eq!(published, ["loop.bin"], "one published copy");
+    let last_run = proxy.sent.load(Ordering::SeqCst) - before;
+    assert!(
+        last_run < data.len() as u64,
+        "the last run must resume, not start over: it sent {last_run} bytes"
+    );
+}
+
 /// A `ferryd_tus` process (ferryd with the tus endpoint, this crate's helper binary) on a
 /// root that outlives it; SIGKILLed when dropped.
 struct Ferryd(std::process::Child, String);
