@@ -114,8 +114,14 @@ impl FsStore {
     /// The cached open file for `path`, if one `stat` shows it is still the same file.
     fn cached(&self, path: &RelPath) -> Option<Arc<FsFile>> {
         self.check_visible(path).ok()?;
-        let md = std::fs::metadata(self.root.join(path.as_str())).ok()?;
-        self.open_files.get(path.as_str(), Identity::of(&md))
+        let now = match stat_at(&self.root_dir, path.as_str()) {
+            Ok(id) => id,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                Identity::of(&std::fs::metadata(self.root.join(path.as_str())).ok()?)
+            }
+            Err(_) => return None,
+        };
+        self.open_files.get(path.as_str(), now)
     }
 
     fn check_visible(&self, path: &RelPath) -> Result<(), StoreError> {
@@ -217,6 +223,44 @@ fn open_beneath(root: &File, rel: &str) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd as i32) })
 }
 
+/// The identity of what `rel` names under the held root right now (`statx`, following
+/// symlinks as `std::fs::metadata` does). Relative to the root descriptor, the kernel walks
+/// only the request's own components, and no path is built in memory. This is not confined to
+/// the root: it only has to show whether the path still leads to the file that was opened
+/// under the confinement rules.
+fn stat_at(root: &File, rel: &str) -> io::Result<Identity> {
+    use std::os::fd::AsRawFd;
+    let rel = if rel.is_empty() { "." } else { rel };
+    let mut buf = [0u8; 256];
+    let long;
+    let c_path = match buf.get_mut(..rel.len()) {
+        Some(head) if rel.len() < 256 => {
+            head.copy_from_slice(rel.as_bytes()); // the NUL after it is already there
+            std::ffi::CStr::from_bytes_until_nul(&buf).map_err(io::Error::other)?
+        }
+        _ => {
+            long = std::ffi::CString::new(rel).map_err(io::Error::other)?;
+            long.as_c_str()
+        }
+    };
+    // SAFETY: `statx` is plain old data; all-zero is a valid value for the kernel to overwrite.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and `st` is a writable `statx`, both valid for the call.
+    let r = unsafe {
+        libc::statx(
+            root.as_raw_fd(),
+            c_path.as_ptr(),
+            libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_BASIC_STATS,
+            &mut st,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Identity::of_statx(&st))
+}
+
 /// Strong validator from size, mtime in nanoseconds and inode: any rewrite in place changes
 /// the size or mtime, any replacement by rename changes the inode.
 pub fn meta_of(md: &std::fs::Metadata) -> Meta {
@@ -283,6 +327,28 @@ pub fn http_date(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn stat_at_sees_what_metadata_sees() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = File::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        // 255 bytes fill the stack buffer with the NUL; 256 take the allocated path.
+        let (fits, long) = ("n".repeat(255), format!("d/{}", "n".repeat(254)));
+        for name in ["f", "d/g", fits.as_str(), long.as_str()] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, name).unwrap();
+            let md = std::fs::metadata(&p).unwrap();
+            assert_eq!(stat_at(&root, name).unwrap(), Identity::of(&md), "{name}");
+        }
+        let md = std::fs::metadata(dir.path()).unwrap();
+        assert_eq!(stat_at(&root, "").unwrap(), Identity::of(&md));
+        std::os::unix::fs::symlink("d/g", dir.path().join("link")).unwrap();
+        let md = std::fs::metadata(dir.path().join("d/g")).unwrap();
+        assert_eq!(stat_at(&root, "link").unwrap(), Identity::of(&md));
+        let missing = stat_at(&root, "nope").unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn http_date_clamps_times_httpdate_cannot_format() {

@@ -32,6 +32,18 @@ impl Identity {
             mtime_nsec: md.mtime_nsec(),
         }
     }
+
+    /// The identity a `statx` result describes, converted field by field as the standard
+    /// library converts it into a [`std::fs::Metadata`], so both constructors agree.
+    pub fn of_statx(st: &libc::statx) -> Self {
+        Self {
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            len: st.stx_size,
+            mtime: st.stx_mtime.tv_sec,
+            mtime_nsec: i64::from(st.stx_mtime.tv_nsec),
+        }
+    }
 }
 
 pub struct OpenCache<T> {
