@@ -37,6 +37,11 @@ pub enum Precondition {
 }
 
 pub fn evaluate(method: &Method, headers: &HeaderMap, v: Validators<'_>) -> Precondition {
+    if !headers.keys().any(is_conditional) {
+        // Most requests carry no precondition: one pass over their few field names instead of
+        // a lookup per conditional header. With none present every step below is skipped.
+        return Precondition::Proceed { honor_range: true };
+    }
     let safe = method == Method::GET || method == Method::HEAD;
     let modified = unix_secs(v.last_modified);
     // Step 1 (§13.1.1), else step 2 (§13.1.4): an If-Match makes If-Unmodified-Since ignored.
@@ -64,6 +69,17 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: Validators<'_>) -> Prec
     let honor_range = !(safe && headers.contains_key(RANGE) && headers.contains_key(IF_RANGE))
         || if_range(headers, v);
     Precondition::Proceed { honor_range }
+}
+
+fn is_conditional(name: &HeaderName) -> bool {
+    [
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+    ]
+    .contains(name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

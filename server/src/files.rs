@@ -28,7 +28,10 @@ pub struct Query {
 impl Query {
     pub fn parse(q: Option<&str>) -> Self {
         let mut out = Query::default();
-        for pair in q.unwrap_or("").split('&') {
+        let Some(q) = q else {
+            return out;
+        };
+        for pair in q.split('&') {
             match pair.split('=').next().unwrap_or("") {
                 "download" => out.download = true,
                 "json" => out.json = true,

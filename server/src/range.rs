@@ -35,7 +35,7 @@ pub fn resolve(header: &str, len: u64) -> RangeOutcome {
     let Some(set) = range_set(header) else {
         return RangeOutcome::Full;
     };
-    if !set.contains(',') {
+    if !set.bytes().any(|b| b == b',') {
         // The common request names one range: resolved without building lists. One range
         // clamped to the representation never exceeds it, so the amplification check has
         // nothing to do.
@@ -122,7 +122,9 @@ fn parse_set(set: &str) -> Option<Vec<Spec>> {
 }
 
 fn parse_spec(spec: &str) -> Option<Spec> {
-    let (first, last) = spec.split_once('-')?;
+    // A byte scan: these strings are a few bytes long, shorter than memchr's set-up.
+    let dash = spec.bytes().position(|b| b == b'-')?;
+    let (first, last) = (&spec[..dash], &spec[dash + 1..]);
     if first.is_empty() {
         return Some(Spec::Suffix(parse_digits(last)?));
     }
@@ -136,10 +138,16 @@ fn parse_spec(spec: &str) -> Option<Spec> {
 
 /// `1*DIGIT` that fits in u64 (no sign, no whitespace).
 fn parse_digits(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() {
         return None;
     }
-    s.parse().ok()
+    s.bytes().try_fold(0u64, |n, b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 fn is_ows(c: char) -> bool {
