@@ -70,8 +70,13 @@ impl ReadState {
     fn spawn_read(&mut self, n: usize, permit: OwnedSemaphorePermit) {
         let (file, at) = (self.file.clone(), self.pos);
         self.pos += n as u64;
+        // Allocated here, on the worker, not on the blocking thread: a chunk then comes from
+        // and returns to the worker's malloc arena, instead of each of dozens of blocking
+        // threads keeping its own arena of freed chunks resident (peak RSS with 256
+        // downloads varied 48-77 MiB that way).
+        let buf = Vec::with_capacity(n);
         self.ahead = Some(tokio::task::spawn_blocking(move || {
-            let buf = read_exact_at(&file, n, at)?;
+            let buf = read_exact_at(&file, buf, n, at)?;
             Ok(Bytes::from_owner(Chunk {
                 buf,
                 _permit: permit,
@@ -107,7 +112,7 @@ impl ReadState {
     async fn read_inline(&mut self) -> io::Result<Bytes> {
         let n = self.next_len();
         let permit = self.acquire(n).await?;
-        let buf = read_exact_at(&self.file, n, self.pos)?;
+        let buf = read_exact_at(&self.file, Vec::with_capacity(n), n, self.pos)?;
         self.pos += n as u64;
         Ok(Bytes::from_owner(Chunk {
             buf,
@@ -147,12 +152,13 @@ impl ReadState {
     }
 }
 
-/// Reads exactly `n` bytes at offset `at` into a new buffer; a file that ends first is an
-/// error (`UnexpectedEof`, as `FileExt::read_exact_at`), never a short body. Unlike
-/// `read_exact_at` into `vec![0; n]`, the buffer is not zeroed before the kernel overwrites it:
-/// for a small ranged GET that memset was a tenth of the server's own work.
-fn read_exact_at(file: &File, n: usize, at: u64) -> io::Result<Vec<u8>> {
-    let mut buf: Vec<u8> = Vec::with_capacity(n);
+/// Reads exactly `n` bytes at offset `at` into `buf` (empty, with room for `n`); a file that
+/// ends first is an error (`UnexpectedEof`, as `FileExt::read_exact_at`), never a short body.
+/// Unlike `read_exact_at` into `vec![0; n]`, the buffer is not zeroed before the kernel
+/// overwrites it: for a small ranged GET that memset was a tenth of the server's own work.
+fn read_exact_at(file: &File, mut buf: Vec<u8>, n: usize, at: u64) -> io::Result<Vec<u8>> {
+    buf.clear();
+    buf.reserve_exact(n);
     while buf.len() < n {
         let pos = at
             .checked_add(buf.len() as u64)
@@ -228,13 +234,16 @@ mod tests {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap();
         let f = File::open(&p).unwrap();
-        assert_eq!(read_exact_at(&f, 4096, 1234).unwrap(), &data[1234..5330]);
-        assert_eq!(read_exact_at(&f, 0, 10_000).unwrap(), b"");
-        assert_eq!(read_exact_at(&f, 10, 9_990).unwrap(), &data[9_990..]);
+        let read = |n, at| read_exact_at(&f, Vec::new(), n, at);
+        assert_eq!(read(4096, 1234).unwrap(), &data[1234..5330]);
+        assert_eq!(read(0, 10_000).unwrap(), b"");
+        assert_eq!(read(10, 9_990).unwrap(), &data[9_990..]);
+        let reused = read_exact_at(&f, vec![7; 3], 2, 0).unwrap();
+        assert_eq!(reused, &data[..2]);
         // A file shorter than the range (truncated since it was opened) is an error.
-        let short = read_exact_at(&f, 11, 9_990).unwrap_err();
+        let short = read(11, 9_990).unwrap_err();
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
-        let past = read_exact_at(&f, 1, u64::MAX).unwrap_err();
+        let past = read(1, u64::MAX).unwrap_err();
         assert_eq!(past.kind(), io::ErrorKind::InvalidInput);
     }
 }
