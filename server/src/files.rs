@@ -42,7 +42,7 @@ impl Query {
     }
 }
 
-pub async fn serve(store: &dyn Store, req: &Parts) -> Result<Response<Body>> {
+pub async fn serve(store: &dyn Store, req: &mut Parts) -> Result<Response<Body>> {
     let path = RelPath::from_uri_path(req.uri.path())?;
     let query = Query::parse(req.uri.query());
     match store.open(&path).await? {
@@ -63,7 +63,13 @@ pub async fn serve(store: &dyn Store, req: &Parts) -> Result<Response<Body>> {
             } else {
                 Disposition::Inline
             };
-            serve_file(file, name, disposition, &req.method, &req.headers).await
+            let plan = plan(file.as_ref(), &req.method, &req.headers);
+            // The request's header map, emptied, carries the response: hyper hands each
+            // response's map back for parsing the next request, so a keep-alive connection
+            // serving files allocates no header maps at all.
+            let mut map = std::mem::take(&mut req.headers);
+            map.clear();
+            respond(file, name, disposition, &req.method, plan, map).await
         }
     }
 }
@@ -76,36 +82,65 @@ pub async fn serve_file(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
+    let plan = plan(file.as_ref(), method, headers);
+    let map = HeaderMap::with_capacity(RESPONSE_HEADERS);
+    respond(file, name, disposition, method, plan, map).await
+}
+
+/// Room for every header a file response carries, so its map is allocated once, not grown.
+const RESPONSE_HEADERS: usize = 10;
+
+/// What the request's headers ask of the file, decided in the RFC 9110 §13.2.2 order:
+/// preconditions first, then `Range`.
+enum Plan {
+    /// A 304 or 412.
+    Bare(StatusCode),
+    Send(RangeOutcome),
+}
+
+fn plan(file: &dyn FileHandle, method: &Method, headers: &HeaderMap) -> Plan {
     let meta = file.meta();
-    let fixed = FileHeaders::of(file.as_ref(), name);
     let validators = Validators {
         etag: &meta.etag,
         last_modified: meta.modified,
     };
     let honor_range = match conditional::evaluate(method, headers, validators) {
-        Precondition::Failed => return Ok(bare(StatusCode::PRECONDITION_FAILED, &fixed)),
-        Precondition::NotModified => return Ok(bare(StatusCode::NOT_MODIFIED, &fixed)),
+        Precondition::Failed => return Plan::Bare(StatusCode::PRECONDITION_FAILED),
+        Precondition::NotModified => return Plan::Bare(StatusCode::NOT_MODIFIED),
         Precondition::Proceed { honor_range } => honor_range,
     };
     // RFC 9110 §14.2 defines Range for GET; HEAD answers with the headers GET would carry.
-    let outcome = match headers.get(header::RANGE).map(|v| v.to_str()) {
+    Plan::Send(match headers.get(header::RANGE).map(|v| v.to_str()) {
         Some(Ok(spec)) if honor_range => range::resolve(spec, meta.len),
         _ => RangeOutcome::Full,
+    })
+}
+
+/// The response `plan` calls for, its headers in `map` (empty).
+async fn respond(
+    file: Arc<dyn FileHandle>,
+    name: &str,
+    disposition: Disposition,
+    method: &Method,
+    plan: Plan,
+    map: HeaderMap,
+) -> Result<Response<Body>> {
+    let fixed = FileHeaders::of(file.as_ref(), name);
+    let len = file.meta().len;
+    let outcome = match plan {
+        Plan::Bare(status) => return Ok(bare(status, &fixed, map)),
+        Plan::Send(outcome) => outcome,
     };
     let mut resp = match outcome {
-        RangeOutcome::Full => whole(&file, meta.len, method).await?,
-        RangeOutcome::Single(r) => partial(&file, r, meta.len, method).await?,
-        RangeOutcome::Multi(ranges) => multi(&file, &ranges, name, &fixed),
+        RangeOutcome::Full => whole(&file, len, method, map).await?,
+        RangeOutcome::Single(r) => partial(&file, r, len, method, map).await?,
+        RangeOutcome::Multi(ranges) => multi(&file, &ranges, name, &fixed, map),
         RangeOutcome::Unsatisfiable => {
-            let mut resp = Response::new(body::empty());
+            let mut resp = response(body::empty(), map);
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            set(
-                resp.headers_mut(),
-                header::CONTENT_RANGE,
-                unsatisfied_content_range(meta.len),
-            );
-            resp.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+            let h = resp.headers_mut();
+            set(h, header::CONTENT_RANGE, unsatisfied_content_range(len));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
             resp
         }
     };
@@ -129,8 +164,8 @@ pub async fn serve_file(
 /// The header values of a file that do not depend on the request: validators, type and
 /// disposition. Building them (a MIME lookup, an HTTP-date, percent-encoding, header-value
 /// checks) cost more than the rest of a small ranged GET, so they are kept in the handle's
-/// [`Memo`](crate::store::Memo) and reused for as long as the store reuses the handle, i.e. while the file is
-/// unchanged. An invalid value is `None` and is not sent (see [`set`]).
+/// [`Memo`](crate::store::Memo) and reused for as long as the store reuses the handle, i.e.
+/// while the file is unchanged. An invalid value is `None` and is not sent (see [`set`]).
 #[derive(Clone)]
 struct FileHeaders {
     /// The name the type and disposition were derived from.
@@ -206,6 +241,7 @@ fn multi(
     ranges: &[ByteRange],
     name: &str,
     fixed: &FileHeaders,
+    map: HeaderMap,
 ) -> Response<Body> {
     let part_type = match fixed.content_type.as_ref().map(|v| v.to_str()) {
         Some(Ok(t)) => t.to_owned(),
@@ -213,7 +249,7 @@ fn multi(
     };
     let boundary = format!("{:016x}", fastrand_u64());
     let m = multipart::multipart(file.clone(), ranges, &part_type, &boundary);
-    let mut resp = Response::new(body::stream(m.body));
+    let mut resp = response(body::stream(m.body), map);
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.content_length));
@@ -224,8 +260,13 @@ fn multi(
 /// Responses up to this size are read before the head is sent.
 const SMALL_BODY: u64 = 64 * 1024;
 
-async fn whole(file: &Arc<dyn FileHandle>, len: u64, method: &Method) -> Result<Response<Body>> {
-    let mut resp = response(range_body(file, ByteRange::new(0, len), method).await?);
+async fn whole(
+    file: &Arc<dyn FileHandle>,
+    len: u64,
+    method: &Method,
+    map: HeaderMap,
+) -> Result<Response<Body>> {
+    let mut resp = response(range_body(file, ByteRange::new(0, len), method).await?, map);
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     Ok(resp)
@@ -236,8 +277,9 @@ async fn partial(
     r: ByteRange,
     len: u64,
     method: &Method,
+    map: HeaderMap,
 ) -> Result<Response<Body>> {
-    let mut resp = response(range_body(file, Some(r), method).await?);
+    let mut resp = response(range_body(file, Some(r), method).await?, map);
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
@@ -245,17 +287,16 @@ async fn partial(
     Ok(resp)
 }
 
-/// A response whose header map has room for everything a file response carries, so it is
-/// allocated once instead of grown (a `HeaderMap` starts with room for 6).
-fn response(body: Body) -> Response<Body> {
+/// A response with headers in `map` (empty, allocated already).
+fn response(body: Body, map: HeaderMap) -> Response<Body> {
     let mut resp = Response::new(body);
-    *resp.headers_mut() = HeaderMap::with_capacity(10);
+    *resp.headers_mut() = map;
     resp
 }
 
 /// A 304 or 412: validators, no body (RFC 9110 §15.4.5 lists what a 304 carries).
-fn bare(status: StatusCode, fixed: &FileHeaders) -> Response<Body> {
-    let mut resp = Response::new(body::empty());
+fn bare(status: StatusCode, fixed: &FileHeaders, map: HeaderMap) -> Response<Body> {
+    let mut resp = response(body::empty(), map);
     *resp.status_mut() = status;
     fixed.validators(resp.headers_mut());
     resp
@@ -395,6 +436,39 @@ mod tests {
         assert_eq!(text(&other.content_type), "application/json; charset=utf-8");
         assert_eq!(text(&other.inline), "inline; filename=\"b.json\"");
         assert_eq!(text(&other.etag), "\"a-b-c\"");
+    }
+
+    // The response reuses the request's header map (emptied): nothing of the request may
+    // show through.
+    #[tokio::test]
+    async fn response_headers_carry_nothing_of_the_request() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.txt"), b"hello").unwrap();
+        let store = crate::store::fs::FsStore::new(dir.path(), Default::default()).unwrap();
+        let (mut parts, ()) = http::Request::get("/f.txt")
+            .header(header::RANGE, "bytes=1-2")
+            .header("x-probe", "1")
+            .header(header::HOST, "x")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let resp = serve(&store, &mut parts).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+        let mut names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept-ranges",
+                "content-disposition",
+                "content-length",
+                "content-range",
+                "content-type",
+                "etag",
+                "last-modified"
+            ]
+        );
+        assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 1-2/5");
     }
 
     #[test]

@@ -53,7 +53,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
     if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(req.uri().path())) {
         return Ok(tus.handle(req).await);
     }
-    let (parts, _body) = req.into_parts();
+    let (mut parts, _body) = req.into_parts();
     if let Some(token) = app
         .read_token
         .as_deref()
@@ -67,7 +67,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
         }
     }
     match parts.method {
-        Method::GET | Method::HEAD => files::serve(app.store.as_ref(), &parts).await,
+        Method::GET | Method::HEAD => files::serve(app.store.as_ref(), &mut parts).await,
         Method::OPTIONS => Ok(files::options()),
         _ => Err(Error::MethodNotAllowed),
     }
