@@ -1,9 +1,8 @@
 //! GET and HEAD of stored files and directories (RFC 9110 §9.3.1-9.3.2, §13, §14).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use ferry_proto::disposition::{content_disposition, Disposition};
+use ferry_proto::disposition::Disposition;
 use ferry_proto::range::unsatisfied_content_range;
 use ferry_proto::ByteRange;
 use http::request::Parts;
@@ -16,7 +15,10 @@ use crate::listing;
 use crate::multipart;
 use crate::path::RelPath;
 use crate::range::{self, RangeOutcome};
-use crate::store::{fs::http_date, FileHandle, Meta, Object, Store};
+use crate::store::{FileHandle, Object, Store};
+
+mod headers;
+use headers::{put, valid, FileHeaders};
 
 /// Query flags the file handler understands: `?download` and `?json`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -150,70 +152,15 @@ async fn respond(
     if !h.contains_key(header::CONTENT_TYPE) {
         put(h, header::CONTENT_TYPE, &fixed.content_type);
     }
-    let value = match disposition {
-        Disposition::Inline => &fixed.inline,
-        Disposition::Attachment => &fixed.attachment,
-    };
-    put(h, header::CONTENT_DISPOSITION, value);
+    put(
+        h,
+        header::CONTENT_DISPOSITION,
+        fixed.disposition(disposition),
+    );
     if method == Method::HEAD {
         *resp.body_mut() = body::empty();
     }
     Ok(resp)
-}
-
-/// The header values of a file that do not depend on the request: validators, type and
-/// disposition. Building them (a MIME lookup, an HTTP-date, percent-encoding, header-value
-/// checks) cost more than the rest of a small ranged GET, so they are kept in the handle's
-/// [`Memo`](crate::store::Memo) and reused for as long as the store reuses the handle, i.e.
-/// while the file is unchanged. An invalid value is `None` and is not sent (see [`set`]).
-#[derive(Clone)]
-struct FileHeaders {
-    /// The name the type and disposition were derived from.
-    name: Box<str>,
-    etag: Option<HeaderValue>,
-    last_modified: Option<HeaderValue>,
-    content_type: Option<HeaderValue>,
-    inline: Option<HeaderValue>,
-    attachment: Option<HeaderValue>,
-}
-
-impl FileHeaders {
-    fn new(meta: &Meta, name: &str) -> Self {
-        Self {
-            name: name.into(),
-            etag: valid(header::ETAG, meta.etag.clone()),
-            last_modified: valid(header::LAST_MODIFIED, http_date(meta.modified)),
-            content_type: valid(header::CONTENT_TYPE, content_type(name)),
-            inline: valid(
-                header::CONTENT_DISPOSITION,
-                content_disposition(Disposition::Inline, name),
-            ),
-            attachment: valid(
-                header::CONTENT_DISPOSITION,
-                content_disposition(Disposition::Attachment, name),
-            ),
-        }
-    }
-
-    /// The values for `file` served as `name`: the memoized ones, or fresh ones if the handle
-    /// has no memo or its memo was made for another name (a tus GET names the file by its
-    /// upload metadata).
-    fn of<'a>(file: &'a dyn FileHandle, name: &str) -> Cow<'a, FileHeaders> {
-        if let Some(memo) = file.memo() {
-            let kept = memo.get_or_init(|| Box::new(FileHeaders::new(file.meta(), name)));
-            if let Some(kept) = kept.downcast_ref::<FileHeaders>() {
-                if &*kept.name == name {
-                    return Cow::Borrowed(kept);
-                }
-            }
-        }
-        Cow::Owned(FileHeaders::new(file.meta(), name))
-    }
-
-    fn validators(&self, h: &mut HeaderMap) {
-        put(h, header::ETAG, &self.etag);
-        put(h, header::LAST_MODIFIED, &self.last_modified);
-    }
 }
 
 /// The body for `range`: small ones are read now and sent as one buffer with the head, larger
@@ -357,22 +304,6 @@ pub fn set(h: &mut HeaderMap, name: header::HeaderName, value: String) {
     }
 }
 
-/// `value` as a header value, or `None` (logged) if it is not a valid one.
-fn valid(name: header::HeaderName, value: String) -> Option<HeaderValue> {
-    let v = HeaderValue::try_from(value).ok();
-    if v.is_none() {
-        tracing::warn!(%name, "dropped an invalid header value");
-    }
-    v
-}
-
-/// Inserts a value kept by [`FileHeaders`]; an invalid one was already logged when it was made.
-fn put(h: &mut HeaderMap, name: header::HeaderName, value: &Option<HeaderValue>) {
-    if let Some(v) = value {
-        h.insert(name, v.clone());
-    }
-}
-
 fn fastrand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
@@ -381,62 +312,6 @@ fn fastrand_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ByteStream, Memo};
-    use std::time::{Duration, UNIX_EPOCH};
-
-    struct Handle {
-        meta: Meta,
-        memo: Option<Memo>,
-    }
-
-    impl FileHandle for Handle {
-        fn meta(&self) -> &Meta {
-            &self.meta
-        }
-        fn memo(&self) -> Option<&Memo> {
-            self.memo.as_ref()
-        }
-        fn read(self: Arc<Self>, _: ByteRange) -> ByteStream {
-            Box::pin(futures_util::stream::empty())
-        }
-    }
-
-    fn handle(memo: bool) -> Handle {
-        Handle {
-            meta: Meta {
-                len: 10,
-                modified: UNIX_EPOCH + Duration::from_secs(784_111_777),
-                etag: "\"a-b-c\"".into(),
-            },
-            memo: memo.then(Memo::new),
-        }
-    }
-
-    fn text(v: &Option<HeaderValue>) -> &str {
-        v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("<none>")
-    }
-
-    #[test]
-    fn header_values_are_kept_per_handle_and_name() {
-        let file = handle(true);
-        let first = FileHeaders::of(&file, "报告.txt");
-        assert!(matches!(first, Cow::Borrowed(_)));
-        assert_eq!(text(&first.etag), "\"a-b-c\"");
-        assert_eq!(text(&first.last_modified), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(text(&first.content_type), "text/plain; charset=utf-8");
-        assert_eq!(
-            text(&first.attachment),
-            "attachment; filename=\"__.txt\"; filename*=UTF-8''%E6%8A%A5%E5%91%8A.txt"
-        );
-        let again = FileHeaders::of(&file, "报告.txt");
-        assert!(std::ptr::eq(&*first, &*again), "built once per handle");
-        // Another name for the same handle (a tus GET) gets its own values, not the kept ones.
-        let other = FileHeaders::of(&file, "b.json");
-        assert!(matches!(other, Cow::Owned(_)));
-        assert_eq!(text(&other.content_type), "application/json; charset=utf-8");
-        assert_eq!(text(&other.inline), "inline; filename=\"b.json\"");
-        assert_eq!(text(&other.etag), "\"a-b-c\"");
-    }
 
     // The response reuses the request's header map (emptied): nothing of the request may
     // show through.
@@ -469,13 +344,5 @@ mod tests {
             ]
         );
         assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 1-2/5");
-    }
-
-    #[test]
-    fn handles_without_memo_build_values_every_time() {
-        let file = handle(false);
-        let v = FileHeaders::of(&file, "x.bin");
-        assert!(matches!(v, Cow::Owned(_)));
-        assert_eq!(text(&v.content_type), "application/octet-stream");
     }
 }
