@@ -100,7 +100,7 @@ pub async fn load_live(tus: &Tus, id: &UploadId) -> Result<UploadInfo> {
         r => r?,
     };
     let gone = matches!(info.state, UploadState::Terminated | UploadState::Expired)
-        || (tus.caps().expiration && expiration::is_expired(&info, unix_now_ms()));
+        || (tus.caps().expiration && expiration::group_expired(tus, &info, unix_now_ms()).await);
     if gone {
         return Err(Error::client(
             StatusCode::GONE,

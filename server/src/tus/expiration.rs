@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::Tus;
 use crate::error::Result;
-use crate::store::upload::{unix_now_ms, UploadId, UploadInfo, UploadState};
+use crate::store::upload::{unix_now_ms, Concat, UploadId, UploadInfo, UploadState};
 
 /// When an upload written now expires.
 pub fn deadline(expiry: Duration) -> u64 {
@@ -22,6 +22,48 @@ pub fn deadline(expiry: Duration) -> u64 {
 /// expire.
 pub fn is_expired(info: &UploadInfo, now_ms: u64) -> bool {
     info.state == UploadState::Active && info.expires_ms.is_some_and(|e| now_ms >= e)
+}
+
+/// [`is_expired`] for the upload's concatenation group: an unfinished final upload lives as
+/// long as any of its parts is still written to, and a part placed into a final upload lives
+/// as long as that final upload (its bytes are there). Without this, a final upload created
+/// first (concatenation-unfinished) would expire one `expiry` after its creation while its
+/// parts still stream, taking their placed bytes with it.
+pub async fn group_expired(tus: &Tus, info: &UploadInfo, now_ms: u64) -> bool {
+    if !is_expired(info, now_ms) {
+        return false;
+    }
+    group_deadline(tus, info)
+        .await
+        .is_none_or(|deadline| now_ms >= deadline)
+}
+
+/// The latest deadline in `info`'s group, `None` if no group applies.
+async fn group_deadline(tus: &Tus, info: &UploadInfo) -> Option<u64> {
+    let store = tus.uploads().ok()?;
+    let host;
+    let fin = match (&info.concat, &info.placement) {
+        (Concat::Final { .. }, _) => info,
+        (Concat::Partial, Some(p)) => {
+            host = store.load(&UploadId::parse(&p.upload)?).await.ok()?;
+            &host
+        }
+        _ => return None,
+    };
+    let Concat::Final { parts } = &fin.concat else {
+        return None;
+    };
+    if fin.state != UploadState::Active || fin.is_complete() {
+        return None;
+    }
+    let mut latest = fin.expires_ms.max(info.expires_ms);
+    for id in parts.iter().filter_map(|p| UploadId::parse(p)) {
+        match store.load(&id).await {
+            Ok(p) if p.state == UploadState::Active => latest = latest.max(p.expires_ms),
+            _ => {}
+        }
+    }
+    latest
 }
 
 /// The `Upload-Expires` value for an upload that is still open.
@@ -103,7 +145,7 @@ impl Tus {
             let mut info = store.load(&id).await?; // re-read under the lock
             if tombstone {
                 store.purge(&id).await?;
-            } else if is_expired(&info, now) {
+            } else if group_expired(self, &info, now).await {
                 info.expires_ms = Some(deadline(self.cfg.expiry));
                 store.discard(&mut info, UploadState::Expired).await?;
             } else {

@@ -260,3 +260,55 @@ async fn a_final_upload_created_early_takes_its_parts_bytes_in_place() {
     assert_eq!(r.status(), 400);
     assert!(!staged(&fin).exists(), "staging holds nothing more");
 }
+
+#[tokio::test]
+async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
+    // Regression: the final upload (created first) expired one expiry after its creation
+    // while its parts still streamed, and the reaper deleted the data they were placed in.
+    let (srv, _tus) = TestServer::start_tus(TusConfig {
+        expiry: Duration::from_millis(1000),
+        ..cfg()
+    })
+    .await;
+    let data = pattern(50_000, 5);
+    let (a, b) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    assert_eq!(patch(&srv, &a, 0, &data[..5_000]).await.status(), 204);
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{a} {b}"))
+        .header("upload-metadata", meta("long.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // b keeps streaming for 1.5 s (real time: expiry is wall-clock based); a and the final
+    // upload are not written to in that time. The reaper runs every 250 ms.
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let at = 20_000 + i * 5_000;
+        let r = patch(&srv, &b, (i * 5_000) as u64, &data[at..at + 5_000]).await;
+        assert_eq!(r.status(), 204, "part b, chunk {i}");
+    }
+    assert_eq!(h(&head(&srv, &a).await, "upload-offset"), "5000");
+    assert_eq!(
+        patch(&srv, &a, 5_000, &data[5_000..20_000]).await.status(),
+        204
+    );
+    assert_eq!(patch(&srv, &b, 25_000, &data[45_000..]).await.status(), 204);
+    let fin = h(&r, "location");
+    let mut done = false;
+    for _ in 0..100 {
+        if h(&head(&srv, &fin).await, "upload-offset") == "50000" {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(done, "the final upload completes");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("long.bin")).unwrap(),
+        data
+    );
+}
