@@ -116,7 +116,8 @@ impl FsStore {
         self.check_visible(path).ok()?;
         let now = match stat_at(&self.root_dir, path.as_str()) {
             Ok(id) => id,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            // No statx (old kernel, or a seccomp filter saying EPERM, as std also assumes).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
                 Identity::of(&std::fs::metadata(self.root.join(path.as_str())).ok()?)
             }
             Err(_) => return None,
