@@ -4,6 +4,8 @@
 #   2. 4 KiB ranged GETs at random offsets, wrk -c64: requests/s ferryd/nginx (goal >= 1.0)
 #   3. ferryd peak RSS (VmHWM) during 256 concurrent range downloads of the 1 GiB file (goal <= 64 MiB)
 # Usage: bench/serve/run.sh [SECONDS_PER_WRK_RUN]   (ROUNDS=5 interleaved rounds, medians reported)
+# Wall-clock ratios on a shared 2-core machine swing by +-15 % between runs; for the CPU work per
+# request, a steadier figure, see bench/serve/instr.sh (instructions per 4 KiB GET, callgrind).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10}
