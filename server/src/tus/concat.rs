@@ -104,22 +104,20 @@ pub async fn create_final(
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
     tus.uploads()?.create(&info).await?;
     if length.is_some() {
-        place_parts(tus, &info, &ids).await;
+        place_parts(tus, &info, &ids, &parts).await;
     }
     try_finish(tus, &mut info).await?;
     Ok(info)
 }
 
-/// Places every unfinished part of the new final upload `info` into its data. Best effort:
-/// a part that is busy (a PATCH streaming) or cannot be placed is left where it is and
-/// copied at concatenation, as without placement.
-async fn place_parts(tus: &Tus, info: &UploadInfo, ids: &[UploadId]) {
+/// Places every unfinished part of the new final upload `info` into its data; `parts` as
+/// [`load_parts`] read them, in the order of `ids`. Best effort: a part that is busy (a PATCH
+/// streaming) or cannot be placed is left where it is and copied at concatenation, as without
+/// placement.
+async fn place_parts(tus: &Tus, info: &UploadInfo, ids: &[UploadId], parts: &[UploadInfo]) {
     let Ok(store) = tus.uploads() else { return };
     let mut at = 0u64;
-    for id in ids {
-        let Ok(part) = super::core::load_live(tus, id).await else {
-            return;
-        };
+    for (id, part) in ids.iter().zip(parts) {
         let Some(len) = part.length else { return };
         if !part.is_complete() && part.placement.is_none() {
             if let Some(_guard) = tus.locks.try_acquire(id) {

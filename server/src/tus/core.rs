@@ -31,7 +31,7 @@ pub fn extensions(caps: crate::store::upload::UploadCaps) -> Vec<&'static str> {
     v
 }
 
-///
+/// OPTIONS (tus core): version, extensions, maximum size and checksum algorithms.
 /// With `Ferry-Instant-Length: N` from a client allowed to upload, also whether instant
 /// upload could apply to a file of N bytes (`Ferry-Instant-Candidate`), so that the client
 /// hashes the file only when that can save the upload.

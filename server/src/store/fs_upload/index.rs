@@ -73,7 +73,8 @@ pub(super) fn index_put_blocking(
 }
 
 pub(super) fn index_has_length_blocking(root: &Path, len: u64) -> Result<bool, StoreError> {
-    let dir = match fs::read_dir(by_length_dir(root, len)) {
+    let by_len = by_length_dir(root, len);
+    let dir = match fs::read_dir(&by_len) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e.into()),
@@ -85,7 +86,7 @@ pub(super) fn index_has_length_blocking(root: &Path, len: u64) -> Result<bool, S
             return Ok(true);
         }
         // A stale marker (the file changed or went): drop it so it is not checked again.
-        let _ = fs::remove_file(by_length_dir(root, len).join(sha));
+        let _ = fs::remove_file(by_len.join(sha));
     }
     Ok(false)
 }
