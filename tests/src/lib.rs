@@ -108,6 +108,21 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs `probe` until it returns `Some`, every 20 ms and at most 100 times (2 s), for state
+/// a server reaches in the background (indexing, concatenation). `None` if it never did.
+pub async fn poll<T, F>(mut probe: impl FnMut() -> F) -> Option<T>
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..100 {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

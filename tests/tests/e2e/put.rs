@@ -12,7 +12,7 @@ use ferry::put::args::{PutArgs, PutPlan};
 use ferry::put::fingerprint::Store;
 use ferry::put::plan::ChecksumChoice;
 use ferry::put::Uploader;
-use ferry_tests::{client, pattern, sha256_hex, TestServer};
+use ferry_tests::{client, pattern, poll, sha256_hex, TestServer};
 use ferryd::tus::TusConfig;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -163,13 +163,8 @@ async fn instant_upload_into_ferryd_sends_no_body() {
         .join(".ferry/index/by-length")
         .join(data.len().to_string())
         .join(sha256_hex(&data));
-    for _ in 0..400 {
-        if index.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(index.exists(), "ferryd never indexed the first upload");
+    let indexed = poll(|| async { index.exists().then_some(()) }).await;
+    assert!(indexed.is_some(), "ferryd never indexed the first upload");
     let proxy = Proxy::start(srv.addr.to_string(), None).await;
     let second = write(dir.path(), "second.bin", &data);
     let a = args(
@@ -214,14 +209,11 @@ async fn ferry_put_sigkilled_at_random_moments_resumes_into_one_published_copy()
             .stderr(std::process::Stdio::piped());
         c
     };
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rng = fastrand::Rng::with_seed(55);
     let mut kills = 0;
     for _ in 0..8 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
         // Under 3 MiB more per run: 8 runs cannot finish the 48 MiB even with resends.
-        let target = proxy.sent.load(Ordering::SeqCst) + seed % (3 << 20);
+        let target = proxy.sent.load(Ordering::SeqCst) + rng.u64(0..3 << 20);
         let mut child = command().spawn().expect("spawn ferry_cli");
         let started = std::time::Instant::now();
         while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {

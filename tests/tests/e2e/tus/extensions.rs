@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ferry_tests::{client, pattern, TestServer};
+use ferry_tests::{client, pattern, poll, TestServer};
 use ferryd::tus::TusConfig;
 use reqwest::Method;
 
@@ -131,23 +131,13 @@ async fn concatenation_final_is_403_for_patch_and_unfinished_parts_complete_late
     assert_eq!(patch(&srv, &b, 0, &data[20_000..]).await.status(), 204);
     // The last part's completion concatenates the waiting final upload in the background:
     // the file appears without anyone asking for the final upload (bounded poll).
-    let mut published = false;
-    for _ in 0..100 {
-        if client()
-            .head(srv.url("/joined.bin"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            published = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let published = poll(|| async {
+        let r = client().head(srv.url("/joined.bin")).send().await.unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
     assert!(
-        published,
+        published.is_some(),
         "final upload concatenated once its last part completed"
     );
     let hd = head(&srv, &fin).await;
@@ -234,17 +224,13 @@ async fn a_final_upload_created_early_takes_its_parts_bytes_in_place() {
         patch(&srv, &a, 5_000, &data[5_000..20_000]).await.status(),
         204
     );
-    let mut complete = false;
-    for _ in 0..100 {
+    let hd = poll(|| async {
         let hd = head(&srv, &fin).await;
-        if h(&hd, "upload-offset") == "50000" {
-            assert_eq!(h(&hd, "ferry-published"), "/in-place.bin");
-            complete = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(complete, "the final upload completes with its last part");
+        (h(&hd, "upload-offset") == "50000").then_some(hd)
+    })
+    .await
+    .expect("the final upload completes with its last part");
+    assert_eq!(h(&hd, "ferry-published"), "/in-place.bin");
     assert_eq!(
         std::fs::read(srv.root.path().join("in-place.bin")).unwrap(),
         data
@@ -298,15 +284,10 @@ async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
     );
     assert_eq!(patch(&srv, &b, 25_000, &data[45_000..]).await.status(), 204);
     let fin = h(&r, "location");
-    let mut done = false;
-    for _ in 0..100 {
-        if h(&head(&srv, &fin).await, "upload-offset") == "50000" {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(done, "the final upload completes");
+    let done =
+        poll(|| async { (h(&head(&srv, &fin).await, "upload-offset") == "50000").then_some(()) })
+            .await;
+    assert!(done.is_some(), "the final upload completes");
     assert_eq!(
         std::fs::read(srv.root.path().join("long.bin")).unwrap(),
         data

@@ -1,9 +1,7 @@
 //! ferry additions: no-clobber publish, instant upload, tokens and CORS.
 
-use std::time::Duration;
-
 use ferry_proto::tus::encode_metadata;
-use ferry_tests::{client, pattern, sha256_hex, TestServer};
+use ferry_tests::{client, pattern, poll, sha256_hex, TestServer};
 use ferryd::tus::TusConfig;
 use reqwest::Method;
 
@@ -160,8 +158,7 @@ async fn instant_upload_completes_at_creation_for_known_content() {
         ("sha256", Some(sha.as_bytes())),
     ]);
     // Indexing runs in the background after publish: poll creation (bounded).
-    let mut done = None;
-    for _ in 0..100 {
+    let r = poll(|| async {
         let r = tus(&srv, Method::POST, "/files/")
             .header("upload-length", "70000")
             .header("upload-metadata", &m)
@@ -169,13 +166,10 @@ async fn instant_upload_completes_at_creation_for_known_content() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        if h(&r, "upload-offset") == "70000" {
-            done = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let r = done.expect("instant upload within 2 s");
+        (h(&r, "upload-offset") == "70000").then_some(r)
+    })
+    .await
+    .expect("instant upload within 2 s");
     assert_eq!(h(&r, "ferry-published"), "/second.bin");
     assert_eq!(
         std::fs::read(srv.root.path().join("second.bin")).unwrap(),
@@ -221,18 +215,12 @@ async fn instant_length_probe_answers_uploaders_only_and_tracks_the_index() {
     let loc = create(&srv, data.len() as u64, &meta("held.bin")).await;
     assert_eq!(patch(&srv, &loc, 0, &data).await.status(), 204);
     // Indexing runs in the background after publish: poll (bounded).
-    let mut seen = String::new();
-    for _ in 0..100 {
-        seen = h(
-            &probe("70001", Some(TOKEN)).await.unwrap(),
-            "ferry-instant-candidate",
-        );
-        if seen == "?1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(seen, "?1", "a file of that length is held");
+    let held = poll(|| async {
+        let r = probe("70001", Some(TOKEN)).await.unwrap();
+        (h(&r, "ferry-instant-candidate") == "?1").then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "a file of that length is held");
     let other = probe("70002", Some(TOKEN)).await.unwrap();
     assert_eq!(h(&other, "ferry-instant-candidate"), "?0", "other length");
     // Whether a size exists is told only to those who may upload; OPTIONS itself stays open.
