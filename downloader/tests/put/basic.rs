@@ -8,18 +8,6 @@ use std::time::Duration;
 use crate::support::{succeeded, wait_for, Scratch};
 use crate::tus_server::{Config, TusServer};
 
-fn full() -> Config {
-    Config {
-        concatenation: true,
-        checksum: true,
-        instant: true,
-        token: None,
-        max_size: None,
-        options_status: None,
-        unfinished: true,
-    }
-}
-
 #[tokio::test]
 async fn single_stream_upload_is_byte_identical_and_prints_the_published_location() {
     let server = TusServer::start(Config {
@@ -56,7 +44,7 @@ async fn parallel_upload_concatenates_parts_byte_identically() {
     for unfinished in [true, false] {
         let server = TusServer::start(Config {
             unfinished,
-            ..full()
+            ..Config::full()
         })
         .await;
         let s = Scratch::new((3 << 20) + 7, 2);
@@ -82,7 +70,7 @@ async fn parallel_upload_concatenates_parts_byte_identically() {
 
 #[tokio::test]
 async fn same_size_other_content_hashes_asks_and_then_uploads() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     let s = Scratch::new(300_000, 17);
     let mut other = s.data.clone();
     other[0] ^= 1;
@@ -114,7 +102,7 @@ async fn no_hash_when_the_server_cannot_do_instant_upload() {
     // A tus server without the ferry probe (tusd, @tus/server): hashing cannot pay off.
     let server = TusServer::start(Config {
         instant: false,
-        ..full()
+        ..Config::full()
     })
     .await;
     let s = Scratch::new(200_000, 18);
@@ -132,7 +120,7 @@ async fn no_hash_when_the_server_cannot_do_instant_upload() {
 
 #[tokio::test]
 async fn small_file_with_many_parts_uses_one_part_per_chunk_at_most() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     let s = Scratch::new(300, 3);
     let location = s
         .put(
@@ -151,7 +139,7 @@ async fn small_file_with_many_parts_uses_one_part_per_chunk_at_most() {
 
 #[tokio::test]
 async fn empty_file_uploads() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     let s = Scratch::new(0, 4);
     let location = s.put(&server.endpoint(), &["-x", "4"]).await.unwrap();
     assert_eq!(server.content(&location).as_deref(), Some(&[][..]));
@@ -164,7 +152,7 @@ async fn instant_upload_sends_no_patch_body() {
         &["--chunk-size", "64K"][..],
         &["-x", "4", "--chunk-size", "64K"],
     ] {
-        let server = TusServer::start(full()).await;
+        let server = TusServer::start(Config::full()).await;
         let s = Scratch::new(1 << 20, 5);
         server.seed(&s.data);
         let location = s.put(&server.endpoint(), flags).await.unwrap();
@@ -181,7 +169,7 @@ async fn instant_upload_sends_no_patch_body() {
 
 #[tokio::test]
 async fn instant_upload_is_skipped_with_no_instant() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     let s = Scratch::new(100_000, 6);
     server.seed(&s.data);
     let location = s.put(&server.endpoint(), &["--no-instant"]).await.unwrap();
@@ -195,7 +183,7 @@ async fn instant_upload_is_skipped_with_no_instant() {
 #[tokio::test]
 async fn checksum_mismatch_resends_and_conflict_resyncs() {
     // 460: tus checksum extension; 409: tus core PATCH offset mismatch; 503: transient.
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.faults.lock().unwrap().extend([460, 409, 503, 460]);
     let s = Scratch::new(600_000, 7);
     let location = s
@@ -208,7 +196,7 @@ async fn checksum_mismatch_resends_and_conflict_resyncs() {
 
 #[tokio::test]
 async fn persistent_failures_give_up_after_max_tries() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.fail_from.store(0, Ordering::SeqCst);
     let s = Scratch::new(10_000, 8);
     let err = s
@@ -222,7 +210,7 @@ async fn persistent_failures_give_up_after_max_tries() {
 
 #[tokio::test]
 async fn rerun_resumes_at_the_server_offset_without_resending() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.fail_from.store(3, Ordering::SeqCst);
     let s = Scratch::new(1 << 20, 9);
     let flags = ["-x", "2", "--chunk-size", "64K", "--max-tries", "1"];
@@ -246,7 +234,7 @@ async fn rerun_resumes_at_the_server_offset_without_resending() {
 
 #[tokio::test]
 async fn vanished_upload_starts_over() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.fail_from.store(2, Ordering::SeqCst);
     let s = Scratch::new(500_000, 10);
     let flags = ["--chunk-size", "64K", "--max-tries", "1", "--no-instant"];
@@ -260,7 +248,7 @@ async fn vanished_upload_starts_over() {
 
 #[tokio::test]
 async fn server_restart_mid_upload_resumes_in_the_same_run() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.patch_delay_ms.store(10, Ordering::SeqCst);
     let s = Arc::new(Scratch::new(2 << 20, 11));
     let endpoint = server.endpoint();
@@ -291,7 +279,7 @@ async fn server_restart_mid_upload_resumes_in_the_same_run() {
 async fn token_is_sent_as_bearer_and_a_refusal_is_final() {
     let server = TusServer::start(Config {
         token: Some("s3cret".into()),
-        ..full()
+        ..Config::full()
     })
     .await;
     let s = Scratch::new(1000, 12);
@@ -309,7 +297,7 @@ async fn token_is_sent_as_bearer_and_a_refusal_is_final() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_prints_the_location_and_uses_exit_codes() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     let s = Scratch::new(70_000, 13);
     let out = s.command(&server.endpoint(), &["-q"]).output().unwrap();
     let location = succeeded(&out);
@@ -333,7 +321,7 @@ async fn binary_prints_the_location_and_uses_exit_codes() {
 
 #[tokio::test]
 async fn file_changed_during_upload_stops_before_sending_its_new_bytes() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.patch_delay_ms.store(20, Ordering::SeqCst);
     let s = Arc::new(Scratch::new(1 << 20, 14));
     let endpoint = server.endpoint();
@@ -364,7 +352,7 @@ async fn file_changed_during_upload_stops_before_sending_its_new_bytes() {
 
 #[tokio::test]
 async fn metadata_carries_filename_user_pairs_and_sha256() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     let s = Scratch::new(5000, 15);
     let flags = [
         "-x",
@@ -397,7 +385,7 @@ async fn metadata_carries_filename_user_pairs_and_sha256() {
 async fn file_above_tus_max_size_is_refused_before_creating_anything() {
     let server = TusServer::start(Config {
         max_size: Some(1000),
-        ..full()
+        ..Config::full()
     })
     .await;
     let s = Scratch::new(1001, 16);
@@ -415,7 +403,7 @@ async fn refused_options_falls_back_to_core_with_creation() {
     // tus core: OPTIONS support is optional; tus-js-client and tuspy never send it.
     let server = TusServer::start(Config {
         options_status: Some(405),
-        ..full()
+        ..Config::full()
     })
     .await;
     let s = Scratch::new(300_000, 17);
@@ -432,7 +420,7 @@ async fn refused_options_falls_back_to_core_with_creation() {
     let s = Scratch::new(10, 18);
     let refused = TusServer::start(Config {
         options_status: Some(403),
-        ..full()
+        ..Config::full()
     })
     .await;
     assert!(s
@@ -447,7 +435,7 @@ async fn refused_options_falls_back_to_core_with_creation() {
 /// failed at once instead of retrying like PATCH does (seen as a flaky node restart test).
 #[tokio::test]
 async fn run_started_while_the_server_restarts_retries_options_and_head() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.fail_from.store(2, Ordering::SeqCst);
     let s = Arc::new(Scratch::new(500_000, 19));
     let flags = ["--chunk-size", "64K", "--max-tries", "1"];
@@ -476,7 +464,7 @@ async fn run_started_while_the_server_restarts_retries_options_and_head() {
 
 #[tokio::test]
 async fn second_put_of_the_same_file_is_refused_while_the_first_runs() {
-    let server = TusServer::start(full()).await;
+    let server = TusServer::start(Config::full()).await;
     server.patch_delay_ms.store(20, Ordering::SeqCst);
     let s = Arc::new(Scratch::new(1 << 20, 20));
     let endpoint = server.endpoint();

@@ -10,16 +10,7 @@ use crate::tus_server::{Config, TusServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loop_then_resume_is_byte_identical() {
-    let server = TusServer::start(Config {
-        concatenation: true,
-        checksum: true,
-        instant: true,
-        token: None,
-        max_size: None,
-        options_status: None,
-        unfinished: true,
-    })
-    .await;
+    let server = TusServer::start(Config::full()).await;
     server.patch_delay_ms.store(30, Ordering::SeqCst);
     let s = Scratch::new(6 << 20, 21);
     let flags = ["-q", "-x", "3", "--chunk-size", "64K"];

@@ -45,6 +45,19 @@ pub struct Config {
     pub unfinished: bool,
 }
 
+impl Config {
+    /// Everything ferryd offers: concatenation (also unfinished), checksum, instant upload.
+    pub fn full() -> Self {
+        Self {
+            concatenation: true,
+            checksum: true,
+            instant: true,
+            unfinished: true,
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Upload {
     length: u64,
