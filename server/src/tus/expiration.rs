@@ -133,8 +133,6 @@ impl Tus {
             let Some(id) = UploadId::parse(&info.id) else {
                 continue;
             };
-            // Tombstones, and records of published uploads (the files stay), are forgotten.
-            let tombstone = !matches!(info.state, UploadState::Active);
             let due = info.expires_ms.is_some_and(|e| now >= e);
             if !due {
                 continue;
@@ -143,7 +141,11 @@ impl Tus {
                 continue;
             };
             let mut info = store.load(&id).await?; // re-read under the lock
-            if tombstone {
+                                                   // Tombstones, and records of published uploads (the files stay), are forgotten.
+                                                   // The state is the store's, not the listing's: a part placed into a final upload
+                                                   // that was published reads as terminated even if a crash came before its record
+                                                   // said so.
+            if !matches!(info.state, UploadState::Active) {
                 store.purge(&id).await?;
             } else if group_expired(self, &info, now).await {
                 info.expires_ms = Some(deadline(self.cfg.expiry));

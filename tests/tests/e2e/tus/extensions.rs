@@ -293,3 +293,39 @@ async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
         data
     );
 }
+
+#[tokio::test]
+async fn a_placed_part_left_active_by_a_crash_is_still_reaped() {
+    // ferryd retires placed parts right after publishing their final upload; a crash in
+    // between leaves a part recorded as active whose bytes went with the published file.
+    // The store reports it terminated, and the reaper must clear it like any tombstone.
+    let (srv, tus_) = TestServer::start_tus(TusConfig {
+        expiry: Duration::from_millis(1000),
+        ..cfg()
+    })
+    .await;
+    let a = create_partial(&srv, 3).await;
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{a}"))
+        .header("upload-metadata", meta("crash.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let fin = h(&r, "location");
+    assert_eq!(patch(&srv, &a, 0, b"abc").await.status(), 204);
+    let published =
+        poll(|| async { (h(&head(&srv, &fin).await, "upload-offset") == "3").then_some(()) }).await;
+    assert!(published.is_some(), "the final upload completes");
+    let info = srv.root.path().join(format!(
+        ".ferry/uploads/{}.info",
+        a.trim_start_matches("/files/")
+    ));
+    let record = std::fs::read_to_string(&info).unwrap();
+    assert!(record.contains("\"terminated\""), "{record}");
+    std::fs::write(&info, record.replace("\"terminated\"", "\"active\"")).unwrap();
+    assert_eq!(head(&srv, &a).await.status(), 410, "no bytes left: gone");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // wall-clock expiry
+    tus_.reap_once().await.unwrap();
+    assert!(!info.exists(), "the stale part record is cleared");
+}
