@@ -4,6 +4,8 @@
 //! - [`server`]: accept loop, HTTP/1.1 + HTTP/2 (h2c and ALPN over TLS), limits, graceful shutdown.
 //! - [`router`]: dispatches a request to the file handler or the tus endpoint.
 //! - [`tus`]: tus 1.0.0 resumable uploads with every extension, published into the store.
+//! - [`auth`]: bearer tokens (constant-time), shared by files and tus.
+//! - [`cors`]: CORS for browser clients, shared by files and tus.
 //! - [`files`]: GET/HEAD of stored files and directories.
 //! - [`range`]: `Range` resolution against a length (pure).
 //! - [`conditional`]: `If-*` precondition evaluation (pure).
@@ -14,8 +16,10 @@
 //! - [`error`]: the error type and the one place errors become responses.
 //! - [`body`]: the response body type.
 
+pub mod auth;
 pub mod body;
 pub mod conditional;
+pub mod cors;
 pub mod error;
 pub mod files;
 pub mod listing;

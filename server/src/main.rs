@@ -151,8 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (_, true) => None,
         (Some(t), false) => Some(t.clone()),
         (None, false) => {
-            let t =
-                ferryd::tus::auth::generate_token().context("cannot generate an upload token")?;
+            let t = ferryd::auth::generate_token().context("cannot generate an upload token")?;
             announce(&format!("ferryd upload token: {t}"));
             Some(t)
         }

@@ -59,7 +59,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
         .as_deref()
         .filter(|_| parts.method != Method::OPTIONS)
     {
-        if !crate::tus::auth::bearer_ok(&parts.headers, token) {
+        if !crate::auth::bearer_ok(&parts.headers, token) {
             return Err(Error::client(
                 StatusCode::UNAUTHORIZED,
                 "expected Authorization: Bearer <read token>",

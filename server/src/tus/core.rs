@@ -82,7 +82,7 @@ async fn instant_candidate(
         Some(s) if s.caps().content_index => s,
         _ => return Ok(None),
     };
-    if super::auth::check(&tus.cfg, &Method::POST, req).is_err() {
+    if crate::auth::check(&tus.cfg, &Method::POST, req).is_err() {
         return Ok(None);
     }
     store.index_has_length(len).await.map(Some)

@@ -9,9 +9,10 @@
 //! - [`checksum`]: checksum and checksum-trailer (sha1, md5, sha256, crc32).
 //! - [`expiration`]: `Upload-Expires` and the background reaper.
 //! - [`publish`]: moving a finished upload into the served tree; instant upload.
-//! - [`auth`], [`cors`]: bearer tokens (constant-time) and browser access.
 //! - [`lock`]: one writer per upload; a newcomer interrupts a streaming PATCH.
 //! - [`headers`]: typed parsing of tus request headers (pure).
+//!
+//! Bearer tokens and CORS are the crate's shared [`crate::auth`] and [`crate::cors`] modules.
 //!
 //! Where ferryd differs from tusd, on purpose, it follows the spec: 415 (not 400) for a PATCH
 //! with the wrong Content-Type, `Tus-Version` on every 412. Choices where the spec is silent:
@@ -20,11 +21,9 @@
 //! an interrupted PATCH answers 204 with the offset it kept; DELETE of a finished upload leaves
 //! the published file in place.
 
-pub mod auth;
 pub mod checksum;
 pub mod concat;
 pub mod core;
-pub mod cors;
 pub mod creation;
 pub mod expiration;
 pub mod headers;
@@ -40,7 +39,9 @@ use ferry_proto::tus::{TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::auth;
 use crate::body::Body;
+use crate::cors;
 use crate::error::{error_response, Error, Result};
 use crate::store::upload::{UploadCaps, UploadId, UploadStore};
 use crate::store::Store;

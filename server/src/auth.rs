@@ -3,8 +3,8 @@
 
 use http::{header, HeaderMap, Method, StatusCode};
 
-use super::TusConfig;
 use crate::error::{Error, Result};
+use crate::tus::TusConfig;
 
 /// Compares two byte strings in time that depends only on their lengths, never on where they
 /// first differ.
