@@ -1,5 +1,6 @@
 //! Retry helpers shared by `get` and `put`: exponential backoff with jitter, `Retry-After`
-//! (RFC 9110 §10.2.3), and shedding connections when a server refuses more.
+//! (RFC 9110 §10.2.3), the rule that progress resets the backoff ([`Retries`]), and shedding
+//! connections when a server refuses more.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -31,6 +32,66 @@ impl Backoff {
     pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
         let ceiling = self.ceiling(attempt);
         ceiling / 2 + ceiling.mul_f64(rng.f64() / 2.0)
+    }
+}
+
+/// The one retry rule of `get` and `put` (issue 15 §1): a failure that follows progress
+/// (bytes delivered, or the server's upload offset moving) is a broken connection, not a
+/// failing server, so the next try starts at once; only failures in a row *without* progress
+/// wait, exponentially and jittered ([`Backoff`]). A `Retry-After` is always honoured, capped
+/// to [`MAX_RETRY_AFTER`]. One `Retries` per connection to one server.
+#[derive(Debug)]
+pub struct Retries {
+    backoff: Backoff,
+    /// Failures since the last progress (a failure right after progress counts as the first).
+    failures: u32,
+    /// Failures in a row without any progress before them.
+    stuck: u32,
+    progressed: bool,
+    rng: fastrand::Rng,
+}
+
+impl Retries {
+    pub fn new(backoff: Backoff) -> Self {
+        Self::with_rng(backoff, fastrand::Rng::new())
+    }
+
+    pub fn with_rng(backoff: Backoff, rng: fastrand::Rng) -> Self {
+        Self {
+            backoff,
+            failures: 0,
+            stuck: 0,
+            progressed: false,
+            rng,
+        }
+    }
+
+    /// The transfer moved forward: the next failure retries at once, the backoff starts over.
+    pub fn progress(&mut self) {
+        self.progressed = true;
+        self.failures = 0;
+        self.stuck = 0;
+    }
+
+    /// Records a failure; returns how long to wait before the next try. `retry_after` is the
+    /// server's `Retry-After`, if it sent one.
+    pub fn failed(&mut self, retry_after: Option<Duration>) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let wait = if std::mem::take(&mut self.progressed) {
+            Duration::ZERO
+        } else {
+            self.stuck = self.stuck.saturating_add(1);
+            self.backoff.delay(self.stuck - 1, &mut self.rng)
+        };
+        match retry_after {
+            Some(after) => after.min(MAX_RETRY_AFTER),
+            None => wait,
+        }
+    }
+
+    /// Failures since the last progress, to compare with a maximum number of tries.
+    pub fn failures(&self) -> u32 {
+        self.failures
     }
 }
 
@@ -116,6 +177,43 @@ mod tests {
             }
         }
         assert!(distinct.len() > 100, "jitter should vary the delay");
+    }
+
+    /// Issue 15 §1: a cut after progress reconnects at once; failures without progress back
+    /// off exponentially from the base; progress starts the backoff over.
+    #[test]
+    fn progress_makes_the_next_retry_immediate_and_resets_the_backoff() {
+        let b = Backoff::new(Duration::from_millis(100));
+        let mut r = Retries::with_rng(b, fastrand::Rng::with_seed(7));
+        let in_ceiling = |d: Duration, n: u32| d >= b.ceiling(n) / 2 && d <= b.ceiling(n);
+        // No progress at all: the first failure already waits.
+        assert!(in_ceiling(r.failed(None), 0));
+        assert!(in_ceiling(r.failed(None), 1));
+        assert_eq!(r.failures(), 2);
+        r.progress();
+        assert_eq!(r.failed(None), Duration::ZERO, "cut after progress");
+        assert_eq!(r.failures(), 1);
+        // The retry right after got nothing: now the backoff starts again from the base.
+        assert!(in_ceiling(r.failed(None), 0));
+        assert!(in_ceiling(r.failed(None), 1));
+        assert!(in_ceiling(r.failed(None), 2));
+        assert_eq!(r.failures(), 4);
+        r.progress();
+        assert_eq!(r.failed(None), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_even_after_progress_and_capped() {
+        let mut r = Retries::new(Backoff::new(Duration::from_millis(100)));
+        r.progress();
+        assert_eq!(
+            r.failed(Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            r.failed(Some(Duration::from_secs(100_000))),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use reqwest::Response;
 use super::probe::{header_str, header_u64, status_error};
 use super::{speed, Restart, Round};
 use crate::error::Error;
+use crate::retry::Retries;
 
 /// Bytes gathered in memory before one positional write.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -62,9 +63,8 @@ pub async fn run(round: Arc<Round>, id: usize) -> Outcome {
 }
 
 async fn work(round: &Round, id: usize) -> Outcome {
-    let mut failures = 0u32;
+    let mut retries = Retries::new(round.opts.backoff);
     let mut slow_retries = 0u32;
-    let mut rng = fastrand::Rng::new();
     let mut cancel = round.cancel.clone();
     loop {
         if *cancel.borrow() {
@@ -85,7 +85,7 @@ async fn work(round: &Round, id: usize) -> Outcome {
         };
         lock_plan(round).release(id, requeue_from);
         if written_to > range.start {
-            failures = 0;
+            retries.progress();
         }
         let err = match result {
             Ok(()) => continue,
@@ -100,11 +100,13 @@ async fn work(round: &Round, id: usize) -> Outcome {
             Err(Fault::Restart(r)) => return Outcome::Restart(r),
             Err(Fault::Error(e)) => e,
         };
-        failures += 1;
-        let delay = match retry_delay(round, id, err, failures, &mut rng) {
+        let delay = match retry_delay(round, id, err, &mut retries) {
             Ok(delay) => delay,
             Err(outcome) => return outcome,
         };
+        if delay.is_zero() {
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = super::cancelled(&mut cancel) => return Outcome::Cancelled,
@@ -116,15 +118,21 @@ fn lock_plan(round: &Round) -> std::sync::MutexGuard<'_, super::plan::Plan> {
     round.plan.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// After the `failures`-th failure in a row: how long to wait before retrying, or how the
-/// worker ends (error not retryable, tries used up, or shed on 429/503).
+/// After a failure: how long to wait before retrying (zero when the connection had delivered
+/// bytes since its last failure, see [`Retries`]), or how the worker ends (error not
+/// retryable, tries without progress used up, or shed on 429/503).
 fn retry_delay(
     round: &Round,
     id: usize,
     err: Error,
-    failures: u32,
-    rng: &mut fastrand::Rng,
+    retries: &mut Retries,
 ) -> Result<Duration, Outcome> {
+    let retry_after = match &err {
+        Error::Status { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    let delay = retries.failed(retry_after);
+    let failures = retries.failures();
     if !err.is_retryable() || failures >= round.opts.max_tries {
         return Err(Outcome::Failed(err));
     }
@@ -141,13 +149,6 @@ fn retry_delay(
         ));
         return Err(Outcome::Shed);
     }
-    let delay = match &err {
-        Error::Status {
-            retry_after: Some(after),
-            ..
-        } => (*after).min(crate::retry::MAX_RETRY_AFTER),
-        _ => round.opts.backoff.delay(failures - 1, rng),
-    };
     round.progress.verbose(&format!(
         "connection {id}: {err}; retry {failures} in {delay:.1?}"
     ));

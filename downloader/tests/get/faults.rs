@@ -99,22 +99,23 @@ async fn file_changed_between_runs_starts_over() {
     );
 }
 
-/// The file changes while the download runs: the first responses are cut part-way, the file
-/// is replaced before the retries, If-Range makes the server answer 200 with the new ETag,
-/// and ferry starts over instead of mixing versions.
+/// The file changes while the download runs: every response is cut part-way (and retried at
+/// once, having made progress), the file is replaced after the first cuts, If-Range makes the
+/// server answer 200 with the new ETag, and ferry starts over instead of mixing versions.
 #[tokio::test]
 async fn file_changed_during_download_starts_over() {
     let old = random_bytes(1 << 20, 16);
     let new = random_bytes(1 << 20, 17);
     let server = Server::start(old).await;
-    server.drop_after.store(100_000, SeqCst);
-    server.drops_left.store(4, SeqCst);
+    server.rate.store(1 << 20, SeqCst);
+    server.drop_after.store(64 * 1024, SeqCst);
+    server.drops_left.store(usize::MAX, SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let mut opts = fast_options(dir.path(), "m");
-    opts.worker.backoff = ferry::retry::Backoff::new(Duration::from_millis(600));
+    opts.worker.max_tries = 10;
     let url = server.url("/m");
     let task = tokio::spawn(async move { download(&url, &opts).await });
-    while server.drops_left.load(SeqCst) > 0 {
+    while server.drops_left.load(SeqCst) > usize::MAX - 4 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.set_data(new.clone(), "\"v2\"");

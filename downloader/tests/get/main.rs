@@ -4,5 +4,6 @@
 mod basic;
 mod cli;
 mod faults;
+mod flaky;
 mod kill;
 mod support;

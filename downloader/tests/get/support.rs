@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry::get::{self, Options};
@@ -31,6 +31,7 @@ pub struct Logged {
     pub range: Option<String>,
     pub if_range: Option<String>,
     pub status: u16,
+    pub at: Instant,
 }
 
 /// Server behaviour; every knob can change while the server runs.
@@ -62,6 +63,8 @@ pub struct Server {
     /// An RFC 9530 `Repr-Digest` value to send.
     pub repr_digest: Mutex<Option<String>>,
     pub log: Mutex<Vec<Logged>>,
+    /// When each dropped response was cut.
+    pub dropped_at: Arc<Mutex<Vec<Instant>>>,
     conns: AtomicUsize,
 }
 
@@ -125,6 +128,7 @@ impl Server {
             range,
             if_range,
             status: resp.status().as_u16(),
+            at: Instant::now(),
         });
         resp
     }
@@ -219,8 +223,10 @@ impl Server {
             self.rate.load(Ordering::SeqCst)
         };
         let drop_at = take_one(&self.drops_left).then(|| self.drop_after.load(Ordering::SeqCst));
+        let dropped_at = Arc::clone(&self.dropped_at);
         let stream = futures_util::stream::unfold(span.start, move |pos| {
             let data = Arc::clone(&data);
+            let dropped_at = Arc::clone(&dropped_at);
             async move {
                 if pos >= span.end {
                     return None;
@@ -228,6 +234,7 @@ impl Server {
                 if drop_at.is_some_and(|d| pos - span.start >= d) {
                     // Let hyper flush what was sent, so the drop really happens mid-body.
                     tokio::time::sleep(Duration::from_millis(30)).await;
+                    dropped_at.lock().unwrap().push(Instant::now());
                     return Some((Err(std::io::Error::other("dropped on purpose")), span.end));
                 }
                 let chunk = 16 * 1024;
