@@ -31,7 +31,8 @@ const BODY_SLICE: usize = 64 * 1024;
 pub struct Tus {
     pub http: Client,
     pub token: Option<String>,
-    /// Limit for requests without a body; a PATCH gets this plus time for its body.
+    /// Limit for requests without a body; a PATCH may take as long as its body keeps moving
+    /// and fails after this long without a byte taken and without an answer.
     pub timeout: Duration,
 }
 
@@ -87,24 +88,12 @@ impl Tus {
     async fn send(&self, url: &str, req: RequestBuilder, timeout: Duration) -> Result<Response> {
         let resp = tokio::time::timeout(timeout, req.send())
             .await
-            .map_err(|_| Error::Stalled {
-                url: url.to_string(),
-                after: timeout,
-            })?
+            .map_err(|_| stalled(url, timeout))?
             .map_err(|source| Error::Network {
                 url: url.to_string(),
                 source,
             })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let retry_after = header(resp.headers(), &RETRY_AFTER)
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        Err(Error::Status {
-            url: url.to_string(),
-            status: resp.status().as_u16(),
-            retry_after,
-        })
+        success(url, resp)
     }
 
     /// OPTIONS: extensions, checksum algorithms, maximum size (tus core, OPTIONS).
@@ -227,6 +216,7 @@ impl Tus {
         meter: Meter,
     ) -> Result<(u64, Option<String>)> {
         let Meter { progress, id, sent } = meter;
+        let watched = Arc::clone(&sent);
         let len = data.len();
         let slices: Vec<Bytes> = (0..len)
             .step_by(BODY_SLICE)
@@ -247,9 +237,14 @@ impl Tus {
         if let Some(c) = checksum {
             req = req.header(UPLOAD_CHECKSUM, c);
         }
-        // Allow the body at least 256 KiB/s on top of the usual timeout.
-        let timeout = self.timeout + Duration::from_secs(len as u64 / (256 << 10));
-        let resp = self.send(url, req, timeout).await?;
+        let resp = until_idle(req.send(), &watched, self.timeout)
+            .await
+            .ok_or_else(|| stalled(url, self.timeout))?
+            .map_err(|source| Error::Network {
+                url: url.to_string(),
+                source,
+            })?;
+        let resp = success(url, resp)?;
         let h = resp.headers();
         let new = header_u64(h, &UPLOAD_OFFSET).ok_or_else(|| Error::Protocol {
             url: url.to_string(),
@@ -267,6 +262,54 @@ impl Tus {
         )
         .await
         .map(drop)
+    }
+}
+
+/// `resp` when its status is a success, else [`Error::Status`] with any `Retry-After`.
+fn success(url: &str, resp: Response) -> Result<Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let retry_after =
+        header(resp.headers(), &RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now()));
+    Err(Error::Status {
+        url: url.to_string(),
+        status: resp.status().as_u16(),
+        retry_after,
+    })
+}
+
+fn stalled(url: &str, after: Duration) -> Error {
+    Error::Stalled {
+        url: url.to_string(),
+        after,
+    }
+}
+
+/// Runs `request` (a PATCH) until it answers, or until `idle` passes without a byte of its
+/// body being taken by the connection and without an answer (`None`). A stall timeout, not a
+/// deadline: a large chunk on a slow but working link is never cut short, and a silent
+/// connection is given up after `idle` (checked every quarter of it), whatever the chunk size.
+async fn until_idle<F: std::future::Future>(
+    request: F,
+    sent: &AtomicU64,
+    idle: Duration,
+) -> Option<F::Output> {
+    let tick = (idle / 4).max(Duration::from_millis(1));
+    tokio::pin!(request);
+    let (mut seen, mut since) = (sent.load(Ordering::Relaxed), tokio::time::Instant::now());
+    loop {
+        match tokio::time::timeout(tick, &mut request).await {
+            Ok(out) => return Some(out),
+            Err(_) => {
+                let now = sent.load(Ordering::Relaxed);
+                if now != seen {
+                    (seen, since) = (now, tokio::time::Instant::now());
+                } else if since.elapsed() >= idle {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -295,6 +338,35 @@ fn header_u64(h: &HeaderMap, name: &http::HeaderName) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_patch_that_keeps_sending_is_never_cut_short_and_a_silent_one_is() {
+        // Real time, short: tokio's test-util (paused clock) is not a dependency here.
+        let idle = Duration::from_millis(200);
+        let sent = Arc::new(AtomicU64::new(0));
+        let s = Arc::clone(&sent);
+        // A body trickling out for 4x the idle time, then the answer: no stall.
+        let trickle = async move {
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                s.fetch_add(1, Ordering::Relaxed);
+            }
+            7
+        };
+        let start = tokio::time::Instant::now();
+        assert_eq!(until_idle(trickle, &sent, idle).await, Some(7));
+        assert!(start.elapsed() >= Duration::from_millis(800));
+        // Nothing moves: given up after the idle time, plus at most a quarter of it (and
+        // some scheduling slack).
+        let start = tokio::time::Instant::now();
+        let silent = std::future::pending::<()>();
+        assert_eq!(until_idle(silent, &sent, idle).await, None);
+        let waited = start.elapsed();
+        assert!(
+            waited >= idle && waited <= Duration::from_millis(600),
+            "{waited:?}"
+        );
+    }
 
     #[test]
     fn locations_resolve_against_the_endpoint() {

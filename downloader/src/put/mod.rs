@@ -10,6 +10,8 @@
 //! kill at any moment leaves either no upload (start over) or an upload the store knows.
 
 pub mod args;
+mod attempts;
+pub mod chunking;
 pub mod client;
 mod create;
 pub mod digest;
@@ -24,11 +26,12 @@ use crate::error::{Error, Result};
 use crate::progress::{Progress, Ui};
 use crate::retry::Backoff;
 use crate::size::format_size;
+use attempts::retrying;
 use client::{Created, Creation, Head, Tus};
 use create::Started;
 use fingerprint::{Entry, Fingerprint, Store};
 use plan::{concat_final, Algo, Capabilities, ChecksumChoice};
-use upload::{is_gone, retrying, Part, Sender};
+use upload::{is_gone, Part, Sender};
 
 /// Times one file may start over because the server forgot its upload(s).
 const MAX_RESTARTS: usize = 3;

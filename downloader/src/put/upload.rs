@@ -1,10 +1,12 @@
 //! Sends one upload (a whole file, or one part of it for `-x N`) chunk by chunk, one PATCH per
 //! chunk so the server checkpoints progress after each (tus core, PATCH).
 //!
-//! Recovery, as tus expects of a client: a failed request is followed by HEAD to learn what
-//! the server kept, then the upload continues from there. 409 (offset mismatch) resyncs the
-//! same way; 460 (checksum mismatch, tus checksum extension) resends the chunk. 404/410 mean
-//! the upload is gone and are returned to the caller, which starts over.
+//! Recovery, as tus expects of a client: a failed request is followed at once by HEAD to learn
+//! what the server kept, then the upload continues from there, immediately when the offset
+//! moved since the last failure, after a backoff otherwise ([`Attempts`]). 409 (offset
+//! mismatch) resyncs the same way; 460 (checksum mismatch, tus checksum extension) resends the
+//! chunk. A cut PATCH or a 413 shrinks the chunks ([`ChunkSizer`]). 404/410 mean the upload is
+//! gone and are returned to the caller, which starts over.
 
 use std::fs::File;
 use std::ops::Range;
@@ -12,16 +14,17 @@ use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::attempts::Attempts;
+use super::chunking::ChunkSizer;
 use super::client::{Meter, Tus};
 use super::digest::upload_checksum;
 use super::plan::{next_chunk, Algo};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::retry::{Backoff, MAX_RETRY_AFTER};
+use crate::retry::Backoff;
 
 /// Settings shared by every part of a run.
 #[derive(Clone)]
@@ -29,10 +32,11 @@ pub struct Sender {
     pub tus: Tus,
     pub file: Arc<File>,
     pub path: PathBuf,
+    /// `--chunk-size`: the first and largest PATCH size; each part adapts it ([`ChunkSizer`]).
     pub chunk: u64,
     pub checksum: Option<Algo>,
     pub backoff: Backoff,
-    /// Failed attempts in a row before giving up (reset whenever the server takes bytes).
+    /// Failed attempts in a row without the server's offset moving before giving up.
     pub max_tries: u32,
     pub progress: Arc<Progress>,
     /// (size, mtime seconds, mtime nanoseconds) the upload was planned for; a chunk read
@@ -74,60 +78,120 @@ struct Ahead {
     task: tokio::task::JoinHandle<Result<Prepared>>,
 }
 
+/// One part's sending loop: where it is, how big its chunks are, how it fails.
+struct Run {
+    part: Part,
+    len: u64,
+    sizer: ChunkSizer,
+    attempts: Attempts,
+    /// A failed PATCH whose wait is decided once the server's offset is known (progress
+    /// since the last failure means no wait).
+    pending: Option<Error>,
+    /// Ask the server's offset (HEAD) before the next PATCH.
+    resync: bool,
+    ahead: Option<Ahead>,
+    published: Option<String>,
+}
+
 impl Sender {
     /// Uploads the rest of `part`; returns the published location if the server sent one.
-    pub async fn send(&self, mut part: Part) -> Result<Option<String>> {
-        let len = part.range.end - part.range.start;
-        let (mut failures, mut rng) = (0u32, fastrand::Rng::new());
-        let (mut published, mut resync, mut ahead) = (None, false, None);
+    pub async fn send(&self, part: Part) -> Result<Option<String>> {
+        let mut run = Run {
+            len: part.range.end - part.range.start,
+            sizer: ChunkSizer::new(self.chunk),
+            attempts: Attempts::new(self.backoff, self.max_tries, part.offset),
+            part,
+            pending: None,
+            resync: false,
+            ahead: None,
+            published: None,
+        };
         self.progress.connection_opened();
-        let result = loop {
-            if resync {
-                match self.resync(&mut part, len).await {
-                    Ok(()) => resync = false,
-                    Err(e) => match self.fail(e, &mut failures, &mut rng).await {
-                        Ok(()) => continue,
-                        Err(e) => break Err(e),
-                    },
-                }
-            }
-            let Some(chunk) = next_chunk(part.offset, len, self.chunk) else {
-                break Ok(published);
-            };
-            let prepared = match self.take(&mut ahead, &part, &chunk).await {
-                Ok(p) => p,
-                Err(e) => break Err(e),
-            };
-            ahead = next_chunk(chunk.end, len, self.chunk).map(|n| self.prepare(&part, n));
-            match self.patch(&part, chunk.clone(), prepared).await {
-                Ok((offset, p)) if offset > chunk.start && offset <= chunk.end => {
-                    self.reposition_after(chunk.end, offset);
-                    part.offset = offset;
-                    published = p.or(published);
-                    failures = 0;
-                }
-                Ok((offset, _)) => {
-                    let (first, last) = (chunk.start + 1, chunk.end);
-                    let msg = format!(
-                        "expected Upload-Offset in {first}..={last} after PATCH, got {offset}"
-                    );
-                    break Err(Error::Protocol {
-                        url: part.url.clone(),
-                        msg,
-                    });
-                }
-                Err((e, sent)) => {
-                    self.unsend(sent);
-                    // 460: the chunk was discarded, send it again; anything else: ask first.
-                    resync = !matches!(e, Error::Status { status: 460, .. });
-                    if let Err(e) = self.fail(e, &mut failures, &mut rng).await {
-                        break Err(e);
+        let result = self.drive(&mut run).await;
+        if let Some(a) = run.ahead.take() {
+            a.task.abort();
+        }
+        self.progress.connection_closed();
+        result
+    }
+
+    async fn drive(&self, run: &mut Run) -> Result<Option<String>> {
+        loop {
+            if run.resync {
+                match self.resync(&mut run.part, run.len).await {
+                    Ok(()) => run.resync = false,
+                    Err(e) => {
+                        self.fail(e, run).await?;
+                        continue;
                     }
                 }
             }
+            if let Some(e) = run.pending.take() {
+                self.fail(e, run).await?;
+            }
+            let Some(chunk) = next_chunk(run.part.offset, run.len, run.sizer.size()) else {
+                return Ok(run.published.take());
+            };
+            let prepared = self.take(&mut run.ahead, &run.part, &chunk).await?;
+            run.ahead = next_chunk(chunk.end, run.len, run.sizer.size())
+                .map(|n| self.prepare(&run.part, n));
+            let result = self.patch(&run.part, chunk.clone(), prepared).await;
+            self.settle(run, chunk, result)?;
+        }
+    }
+
+    /// Books the outcome of the PATCH of `chunk`: the new offset, or what the failure teaches
+    /// about the path (a cut or a 413 shrinks the chunks) and what to do next.
+    fn settle(
+        &self,
+        run: &mut Run,
+        chunk: Range<u64>,
+        result: std::result::Result<(u64, Option<String>), (Error, u64)>,
+    ) -> Result<()> {
+        let size = chunk.end - chunk.start;
+        let (e, sent) = match result {
+            Ok((offset, p)) if offset > chunk.start && offset <= chunk.end => {
+                self.reposition_after(chunk.end, offset);
+                run.part.offset = offset;
+                run.published = p.or(run.published.take());
+                if offset == chunk.end {
+                    run.sizer.taken(size);
+                }
+                return Ok(());
+            }
+            Ok((offset, _)) => {
+                let (first, last) = (chunk.start + 1, chunk.end);
+                let msg =
+                    format!("expected Upload-Offset in {first}..={last} after PATCH, got {offset}");
+                let url = run.part.url.clone();
+                return Err(Error::Protocol { url, msg });
+            }
+            Err(failed) => failed,
         };
-        self.progress.connection_closed();
-        result
+        self.unsend(sent);
+        match &e {
+            // A proxy in front of the server refuses bodies this big: smaller ones at once.
+            Error::Status { status: 413, .. } => {
+                if !run.sizer.too_large(size) {
+                    return Err(e);
+                }
+                let next = run.sizer.size();
+                self.progress
+                    .verbose(&format!("{e}; PATCHes of at most {next} bytes from now on"));
+                return Ok(());
+            }
+            Error::Network { .. } | Error::Stalled { .. } if sent > 0 && run.sizer.cut(sent) => {
+                let next = run.sizer.size();
+                self.progress.verbose(&format!(
+                    "PATCH cut after {sent} bytes; chunks of {next} bytes"
+                ));
+            }
+            _ => {}
+        }
+        // 460: the chunk was discarded, send it again; anything else: ask first.
+        run.resync = !matches!(e, Error::Status { status: 460, .. });
+        run.pending = Some(e);
+        Ok(())
     }
 
     /// HEAD: learn what the server kept (tus core: the client resumes from `Upload-Offset`).
@@ -209,26 +273,20 @@ impl Sender {
         res.map_err(|e| (e, sent.load(Ordering::Relaxed)))
     }
 
-    /// Counts a failure; returns the error when it is final, otherwise waits before the retry.
-    async fn fail(&self, e: Error, failures: &mut u32, rng: &mut fastrand::Rng) -> Result<()> {
-        let transient = e.is_retryable()
-            || matches!(
-                e,
-                Error::Status {
-                    status: 409 | 460,
-                    ..
-                }
-            );
-        *failures += 1;
-        if !transient || *failures >= self.max_tries {
+    /// Counts a failure; returns the error when it is final, otherwise waits before the retry
+    /// (not at all when the server's offset moved since the last failure).
+    async fn fail(&self, e: Error, run: &mut Run) -> Result<()> {
+        let Some(wait) = run.attempts.failed(&e, run.part.offset) else {
             return Err(e);
-        }
-        let wait = retry_wait(&e, self.backoff, *failures, rng);
+        };
+        let failures = run.attempts.failures();
         self.progress.verbose(&format!(
-            "{e}; retrying in {wait:?} ({failures}/{})",
+            "{e}; retrying in {wait:?} ({failures}/{} failures without progress)",
             self.max_tries
         ));
-        tokio::time::sleep(wait).await;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         Ok(())
     }
 
@@ -269,126 +327,4 @@ fn read_unchanged(
         return Err(Error::io(path, std::io::Error::other(msg)));
     }
     Ok(Bytes::from(buf))
-}
-
-/// The wait before retry number `failures` (1-based) after `e`: the server's `Retry-After`
-/// when sane (RFC 9110 §10.2.3), none after 409/460 (the next request fixes the cause),
-/// else jittered exponential backoff.
-pub fn retry_wait(e: &Error, backoff: Backoff, failures: u32, rng: &mut fastrand::Rng) -> Duration {
-    match e {
-        Error::Status {
-            retry_after: Some(d),
-            ..
-        } if *d <= MAX_RETRY_AFTER => *d,
-        Error::Status {
-            status: 409 | 460, ..
-        } => Duration::ZERO,
-        _ => backoff.delay(failures.saturating_sub(1), rng),
-    }
-}
-
-/// Repeats a tus request other than PATCH (OPTIONS, HEAD, POST) while it fails with a
-/// retryable error, at most `max_tries` attempts. All are safe to repeat: a creation whose
-/// answer was lost leaves an unused upload that the server expires.
-pub async fn retrying<T, Fut>(
-    backoff: Backoff,
-    max_tries: u32,
-    mut op: impl FnMut() -> Fut,
-) -> Result<T>
-where
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut rng = fastrand::Rng::new();
-    let mut failures = 0u32;
-    loop {
-        match op().await {
-            Err(e) if e.is_retryable() && failures + 1 < max_tries => {
-                failures += 1;
-                let wait = retry_wait(&e, backoff, failures, &mut rng);
-                tracing::info!("{e}; retrying in {wait:?} ({failures}/{max_tries})");
-                tokio::time::sleep(wait).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(code: u16) -> Error {
-        Error::Status {
-            url: "u".into(),
-            status: code,
-            retry_after: None,
-        }
-    }
-
-    async fn count_calls(max_tries: u32, answers: &[u16]) -> (Result<u16>, usize) {
-        let backoff = Backoff::new(Duration::from_millis(1));
-        let calls = std::cell::Cell::new(0usize);
-        let res = retrying(backoff, max_tries, || {
-            let n = calls.get();
-            calls.set(n + 1);
-            let code = answers[n.min(answers.len() - 1)];
-            async move {
-                if code < 300 {
-                    Ok(code)
-                } else {
-                    Err(status(code))
-                }
-            }
-        })
-        .await;
-        (res, calls.get())
-    }
-
-    #[tokio::test]
-    async fn retrying_repeats_transient_failures_until_success() {
-        let (res, calls) = count_calls(5, &[503, 429, 200]).await;
-        assert_eq!((res.ok(), calls), (Some(200), 3));
-    }
-
-    #[tokio::test]
-    async fn retrying_gives_up_after_max_tries() {
-        let (res, calls) = count_calls(3, &[503]).await;
-        assert!(res.is_err_and(|e| e.to_string().contains("503")));
-        assert_eq!(calls, 3);
-    }
-
-    #[tokio::test]
-    async fn retrying_never_repeats_a_final_answer() {
-        // 404/410: the upload is gone (tus core); 401: the token is wrong.
-        for code in [404, 410, 401, 413] {
-            let (res, calls) = count_calls(5, &[code]).await;
-            assert!(res.is_err());
-            assert_eq!(calls, 1, "{code}");
-        }
-    }
-
-    #[test]
-    fn retry_wait_honours_retry_after_and_skips_waiting_after_409_460() {
-        let b = Backoff::new(Duration::from_secs(1));
-        let mut rng = fastrand::Rng::with_seed(7);
-        let after = Error::Status {
-            url: "u".into(),
-            status: 503,
-            retry_after: Some(Duration::from_secs(3)),
-        };
-        assert_eq!(retry_wait(&after, b, 1, &mut rng), Duration::from_secs(3));
-        let absurd = Error::Status {
-            url: "u".into(),
-            status: 503,
-            retry_after: Some(Duration::from_secs(99_999)),
-        };
-        assert!(retry_wait(&absurd, b, 1, &mut rng) <= Duration::from_secs(1));
-        assert_eq!(retry_wait(&status(409), b, 4, &mut rng), Duration::ZERO);
-        assert_eq!(retry_wait(&status(460), b, 4, &mut rng), Duration::ZERO);
-        let third = retry_wait(&status(503), b, 3, &mut rng);
-        assert!(
-            third >= Duration::from_secs(2) && third <= Duration::from_secs(4),
-            "{third:?}"
-        );
-    }
 }
