@@ -3,6 +3,8 @@
 //! node, plus a SIGKILL loop of the real binary.
 
 mod basic;
+mod cutter;
+mod flaky;
 mod kill;
 mod node;
 mod support;

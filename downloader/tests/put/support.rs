@@ -52,10 +52,14 @@ impl Scratch {
         dir.map(|d| d.flatten().filter(json).count()).unwrap_or(0)
     }
 
-    /// `ferry put FLAGS FILE ENDPOINT` in-process with quick retries; returns the location.
+    /// `ferry put FLAGS FILE ENDPOINT` in-process with quick retries (unless FLAGS set
+    /// `--retry-wait`); returns the location.
     pub async fn put(&self, endpoint: &str, flags: &[&str]) -> ferry::Result<String> {
         let file = self.file.to_str().unwrap();
-        let mut argv = vec!["put", "--retry-wait", "20ms", "--timeout", "5s"];
+        let mut argv = vec!["put", "--timeout", "5s"];
+        if !flags.contains(&"--retry-wait") {
+            argv.extend(["--retry-wait", "20ms"]);
+        }
         argv.extend_from_slice(flags);
         argv.extend([file, endpoint]);
         let args = Wrap::try_parse_from(argv).expect("valid flags").put;

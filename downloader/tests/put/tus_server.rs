@@ -43,6 +43,10 @@ pub struct Config {
     /// concatenation-unfinished, as ferryd does it: a final upload may name unfinished parts;
     /// it is joined on a HEAD once they are complete, and the parts are then retired (410).
     pub unfinished: bool,
+    /// Refuse PATCH bodies larger than this with 413, as nginx does in front of a server
+    /// (`client_max_body_size`, 1 MiB by default): the body is read and dropped first, so
+    /// the client sees the answer.
+    pub max_body: Option<u64>,
 }
 
 impl Config {
@@ -75,6 +79,10 @@ pub struct TusServer {
     retired: Mutex<std::collections::HashSet<String>>,
     /// sha256 hex → content of every completed upload (the instant-upload index).
     known: Mutex<HashMap<String, Vec<u8>>>,
+    /// PATCHes refused with 413 because of `max_body`.
+    pub refused: AtomicUsize,
+    /// The largest `Content-Length` of a PATCH that was not refused.
+    pub largest_patch: AtomicU64,
     /// PATCH body bytes received, over all uploads.
     pub patch_bytes: AtomicU64,
     pub patches: AtomicUsize,
@@ -384,6 +392,12 @@ impl TusServer {
         if let Some(code) = self.faults.lock().unwrap().pop_front() {
             return status(code);
         }
+        if self.too_large(req.headers()) {
+            // nginx's lingering close: the body is read and dropped, the client sees 413.
+            let mut body = req.into_body();
+            while let Some(Ok(_)) = body.frame().await {}
+            return status(413);
+        }
         let id = id_of(&req);
         if self.retired.lock().unwrap().contains(&id) {
             return status(410);
@@ -433,6 +447,20 @@ impl TusServer {
         r.headers_mut().insert(UPLOAD_OFFSET, u.data.len().into());
         self.complete(&id, u, r.headers_mut());
         r
+    }
+
+    /// Whether a PATCH body is over `max_body` (counted as refused); records the size of
+    /// the others.
+    fn too_large(&self, h: &HeaderMap) -> bool {
+        let len: u64 = text(h, &http::header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if self.cfg.max_body.is_some_and(|max| len > max) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        self.largest_patch.fetch_max(len, Ordering::SeqCst);
+        false
     }
 
     fn append(&self, id: &str, data: &[u8]) -> bool {
