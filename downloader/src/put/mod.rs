@@ -4,7 +4,9 @@
 //! it for instant upload ([`digest`]), create the upload(s) (`create`) or HEAD the stored
 //! ones ([`client`]), send chunks over one connection per part ([`upload`]), concatenate the parts
 //! (tus concatenation extension) and print where the file can be downloaded. Splitting and
-//! capability parsing are pure ([`plan`]); [`args`] holds the command line.
+//! capability parsing are pure ([`plan`]), so are the chunk size that adapts to the path
+//! ([`chunking`]) and when a failed request is tried again (`attempts`); [`args`] holds the
+//! command line.
 //!
 //! The resume entry is saved as soon as an upload exists and before any byte is sent, so a
 //! kill at any moment leaves either no upload (start over) or an upload the store knows.
