@@ -319,7 +319,12 @@ mod tests {
     async fn response_headers_carry_nothing_of_the_request() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f.txt"), b"hello").unwrap();
-        let store = crate::store::fs::FsStore::new(dir.path(), Default::default()).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let opts = crate::store::fs::FsOptions {
+            state_dir: Some(state.path().to_path_buf()),
+            ..Default::default()
+        };
+        let store = crate::store::fs::FsStore::new(dir.path(), opts).unwrap();
         let (mut parts, ()) = http::Request::get("/f.txt")
             .header(header::RANGE, "bytes=1-2")
             .header("x-probe", "1")

@@ -47,6 +47,10 @@ struct Args {
     /// Follow symlinks that point outside ROOT.
     #[arg(long, env = "FERRY_ALLOW_SYMLINKS_OUTSIDE")]
     allow_symlinks_outside: bool,
+    /// Directory for upload staging, records and the content index: outside ROOT, on its
+    /// file system (default: `.NAME.ferry` beside ROOT).
+    #[arg(long, env = "FERRY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Maximum simultaneous connections; further clients wait in the listen queue.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
@@ -124,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         FsOptions {
             allow_hidden: args.allow_hidden,
             allow_symlinks_outside: args.allow_symlinks_outside,
+            state_dir: args.state_dir.clone(),
             ..FsOptions::default()
         },
     )

@@ -29,10 +29,12 @@ fn try_get(url_hostport: &str, path: &str) -> std::io::Result<String> {
 #[test]
 fn prints_bound_url_serves_and_stops_on_sigterm() {
     let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("hi.txt"), "hello from ferryd").unwrap();
     let mut child = ferryd()
         .arg(root.path())
         .env("FERRY_LISTEN", "127.0.0.1:0") // the flag's env form
+        .env("FERRY_STATE_DIR", state.path())
         .env("FERRY_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -97,8 +99,9 @@ fn closed_stdout_does_not_stop_the_server() {
     // Regression: `println!` of the start-up lines panicked once the reader had closed stdout,
     // taking the server down mid-request.
     let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("hi.txt"), "still here").unwrap();
-    let log = root.path().join("ferryd.log");
+    let log = state.path().join("ferryd.log");
     // Without stdout there is no URL line, so the port is picked by bind-and-drop; another
     // process may take it first (ferryd then exits with "cannot listen"): try another.
     for _ in 0..5 {
@@ -109,6 +112,8 @@ fn closed_stdout_does_not_stop_the_server() {
             .port();
         let mut child = ferryd()
             .arg(root.path())
+            .arg("--state-dir")
+            .arg(state.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -145,4 +150,19 @@ fn closed_stdout_does_not_stop_the_server() {
         return;
     }
     panic!("no free port in 5 tries");
+}
+
+#[test]
+fn a_state_dir_inside_root_is_refused_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let out = ferryd()
+        .arg(root.path())
+        .arg("--state-dir")
+        .arg(root.path().join("state"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("must lie outside ROOT"), "{err}");
 }

@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub root: tempfile::TempDir,
+    /// The store's state directory (upload staging, records, index), outside the root.
+    pub state: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -38,6 +40,11 @@ impl TestServer {
     ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = tempfile::tempdir().expect("temp dir");
+        let state = tempfile::tempdir().expect("temp dir");
+        let fs = FsOptions {
+            state_dir: Some(fs.state_dir.unwrap_or_else(|| state.path().to_path_buf())),
+            ..fs
+        };
         let store = FsStore::new(root.path(), fs).expect("store");
         let app = Arc::new(configure(App::new(Arc::new(store))));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -51,6 +58,7 @@ impl TestServer {
         Self {
             addr,
             root,
+            state,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -58,20 +66,24 @@ impl TestServer {
 
     /// Starts ferryd with the tus endpoint (and its reaper) configured by `cfg`.
     pub async fn start_tus(cfg: ferryd::tus::TusConfig) -> (Self, Arc<ferryd::tus::Tus>) {
+        Self::start_tus_with(FsOptions::default(), cfg).await
+    }
+
+    /// [`TestServer::start_tus`] with store options (`--allow-hidden` and the like).
+    pub async fn start_tus_with(
+        fs: FsOptions,
+        cfg: ferryd::tus::TusConfig,
+    ) -> (Self, Arc<ferryd::tus::Tus>) {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let keep = slot.clone();
-        let srv = Self::start_with(
-            FsOptions::default(),
-            ServerOptions::default(),
-            move |mut app| {
-                let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
-                tus.spawn_reaper();
-                *keep.lock().expect("slot") = Some(tus.clone());
-                app.read_token = tus.config().read_token.clone(); // as ferryd's main does
-                app.tus = Some(tus);
-                app
-            },
-        )
+        let srv = Self::start_with(fs, ServerOptions::default(), move |mut app| {
+            let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
+            tus.spawn_reaper();
+            *keep.lock().expect("slot") = Some(tus.clone());
+            app.read_token = tus.config().read_token.clone(); // as ferryd's main does
+            app.tus = Some(tus);
+            app
+        })
         .await;
         let tus = slot.lock().expect("slot").take().expect("configured");
         (srv, tus)

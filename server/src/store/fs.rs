@@ -1,8 +1,11 @@
 //! Local-filesystem backend: serves a directory tree.
 //!
 //! Policy lives here, not in handlers: dotfiles are invisible unless allowed; a symlink whose
-//! target resolves outside the root is refused unless allowed; the staging area
-//! [`STAGING_DIR`] is never visible whatever the flags say.
+//! target resolves outside the root is refused unless allowed. The backend's own state
+//! (upload staging, records, index) lives outside the root (see [`state`]); whatever the
+//! flags say, nothing whose resolved location is in it (or in the legacy `ROOT/.ferry`) is
+//! ever read, listed or written through the served tree: the check is on the opened
+//! descriptor, after every symlink.
 //!
 //! Reads are positional (`pread`) in chunks of [`CHUNK`] bytes on the blocking pool, one chunk
 //! read ahead per response so disk and socket overlap. Every chunk holds permits of a shared
@@ -22,16 +25,18 @@ use super::open_cache::{Identity, OpenCache};
 use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
 use crate::path::RelPath;
 
+pub(crate) mod beneath;
 mod read;
+pub mod state;
+use beneath::{fd_path, open_beneath, real_path};
 use read::FsFile;
+use state::LEGACY_DIR;
 
 /// Bytes per positional read: large enough for throughput, small enough that the budget
 /// spreads across many connections.
 pub const CHUNK: usize = 512 * 1024;
 /// Reads of at most this many bytes happen inline on the async worker.
 pub const INLINE_READ: usize = 64 * 1024;
-/// Name of the hidden directory under the root where backends keep their own state.
-pub const STAGING_DIR: &str = ".ferry";
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {
@@ -43,6 +48,9 @@ pub struct FsOptions {
     pub read_budget: usize,
     /// Open files kept for reuse (each holds a descriptor); 0 disables the cache.
     pub open_files: usize,
+    /// Where uploads are staged and records kept (`--state-dir`); `None`: `.NAME.ferry`
+    /// beside the root. Must be outside the root, on its file system.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for FsOptions {
@@ -52,6 +60,7 @@ impl Default for FsOptions {
             allow_symlinks_outside: false,
             read_budget: 16 * 1024 * 1024,
             open_files: 128,
+            state_dir: None,
         }
     }
 }
@@ -59,14 +68,17 @@ impl Default for FsOptions {
 pub struct FsStore {
     root: PathBuf,
     /// The root held open: `openat2` resolves request paths relative to it.
-    root_dir: File,
+    root_dir: Arc<File>,
+    /// The backend's own state directory (canonical), outside the root.
+    state: PathBuf,
     open_files: OpenCache<Arc<FsFile>>,
     opts: FsOptions,
     budget: Arc<Semaphore>,
 }
 
 impl FsStore {
-    /// Opens `root`, which must be an existing directory.
+    /// Opens `root`, which must be an existing directory, and prepares the state directory
+    /// (see [`state::prepare`]).
     pub fn new(root: &Path, opts: FsOptions) -> io::Result<Self> {
         let root = root.canonicalize()?;
         if !root.is_dir() {
@@ -76,8 +88,10 @@ impl FsStore {
             ));
         }
         let permits = opts.read_budget.max(2 * CHUNK);
+        let state = state::prepare(&root, opts.state_dir.as_deref())?;
         Ok(Self {
-            root_dir: File::open(&root)?,
+            root_dir: Arc::new(File::open(&root)?),
+            state,
             open_files: OpenCache::new(opts.open_files),
             root,
             budget: Arc::new(Semaphore::new(permits)),
@@ -89,6 +103,40 @@ impl FsStore {
         &self.root
     }
 
+    /// The backend's own state directory (canonical): upload staging and records under
+    /// `uploads/`, the content index under `index/`. Outside the root, on its file system.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// The root held open, for confined opens (`openat2`) relative to it.
+    pub(crate) fn root_dir(&self) -> &Arc<File> {
+        &self.root_dir
+    }
+
+    /// Whether a resolved (real) location lies in the backend's state: the state directory
+    /// or the legacy `ROOT/.ferry`.
+    pub(crate) fn in_state_area(&self, real: &Path) -> bool {
+        in_state_area(&self.root, &self.state, real)
+    }
+
+    /// NotFound if the opened `file` really lies in the state area, whatever path led there.
+    /// Without `/proc` the path is resolved by name instead.
+    fn check_resolved(&self, file: &File, path: &RelPath) -> Result<(), StoreError> {
+        let real = match real_path(file) {
+            Some(r) => r,
+            None => self
+                .root
+                .join(path.as_str())
+                .canonicalize()
+                .map_err(StoreError::from_io)?,
+        };
+        if self.in_state_area(&real) {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Opens a validated path read-only under the visibility policy. Unless symlinks may
     /// leave the root, the kernel confines the whole resolution to the root in one step
     /// (`openat2` with `RESOLVE_BENEATH`), so no symlink swapped in between a check and the
@@ -96,9 +144,15 @@ impl FsStore {
     /// without `openat2`) takes the slower check-then-open path, which still refuses targets
     /// outside the root.
     fn open_file(&self, path: &RelPath) -> Result<File, StoreError> {
+        let file = self.open_unchecked(path)?;
+        self.check_resolved(&file, path)?;
+        Ok(file)
+    }
+
+    fn open_unchecked(&self, path: &RelPath) -> Result<File, StoreError> {
         self.check_visible(path)?;
         if !self.opts.allow_symlinks_outside {
-            match open_beneath(&self.root_dir, path.as_str()) {
+            match open_beneath(&self.root_dir, path.as_str(), libc::O_RDONLY) {
                 Ok(f) => return Ok(f),
                 Err(e)
                     if matches!(
@@ -126,7 +180,7 @@ impl FsStore {
     }
 
     fn check_visible(&self, path: &RelPath) -> Result<(), StoreError> {
-        if path.segments().next() == Some(STAGING_DIR)
+        if path.segments().next() == Some(LEGACY_DIR)
             || (!self.opts.allow_hidden && path.is_hidden())
         {
             return Err(StoreError::NotFound);
@@ -162,23 +216,36 @@ impl FsStore {
     }
 }
 
-/// Lists `dir` on the blocking pool's thread, applying the same visibility policy as
-/// [`FsStore::resolve`].
-fn list_dir(root: &Path, opts: &FsOptions, dir: &Path) -> Result<Vec<Entry>, StoreError> {
+/// Whether `real` (a resolved path) lies in the state directory `state` or the legacy
+/// `ROOT/.ferry`.
+fn in_state_area(root: &Path, state: &Path, real: &Path) -> bool {
+    real.starts_with(state) || real.starts_with(root.join(LEGACY_DIR))
+}
+
+/// Lists `dir` (a path through an opened descriptor) on the blocking pool's thread, applying
+/// the same visibility policy as [`FsStore::resolve`]; a symlink into the state area is
+/// never listed.
+fn list_dir(
+    root: &Path,
+    state: &Path,
+    opts: &FsOptions,
+    dir: &Path,
+) -> Result<Vec<Entry>, StoreError> {
     let mut out = Vec::new();
     for ent in std::fs::read_dir(dir).map_err(StoreError::from_io)? {
         let ent = ent?;
         let Ok(name) = ent.file_name().into_string() else {
             continue; // not UTF-8: cannot be linked to, so not listed
         };
-        if name == STAGING_DIR || (!opts.allow_hidden && name.starts_with('.')) {
+        if name == LEGACY_DIR || (!opts.allow_hidden && name.starts_with('.')) {
             continue;
         }
         let full = dir.join(&name);
         let is_link = ent.file_type().map(|t| t.is_symlink()).unwrap_or(false);
-        if is_link && !opts.allow_symlinks_outside {
+        if is_link {
             match full.canonicalize() {
-                Ok(real) if real.starts_with(root) => {}
+                Ok(real) if in_state_area(root, state, &real) => continue,
+                Ok(real) if opts.allow_symlinks_outside || real.starts_with(root) => {}
                 _ => continue,
             }
         }
@@ -193,35 +260,6 @@ fn list_dir(root: &Path, opts: &FsOptions, dir: &Path) -> Result<Vec<Entry>, Sto
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
-}
-
-/// `openat2(root, rel, O_RDONLY | O_CLOEXEC, RESOLVE_BENEATH)`: fails with `EXDEV` if any
-/// step of the resolution (`..`, a symlink, an absolute symlink) would leave `root`.
-fn open_beneath(root: &File, rel: &str) -> io::Result<File> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let rel = if rel.is_empty() { "." } else { rel };
-    let c = std::ffi::CString::new(rel).map_err(io::Error::other)?; // RelPath has no NUL
-                                                                    // SAFETY: `open_how` is plain old data; all-zero is a valid value (no flags) and the fields
-                                                                    // we need are set below.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH;
-    // SAFETY: the pointers are valid for the call: `c` is NUL-terminated and `how` is an
-    // `open_how` of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-    Ok(unsafe { File::from_raw_fd(fd as i32) })
 }
 
 /// The identity of what `rel` names under the held root right now (`statx`, following
@@ -303,9 +341,11 @@ impl Store for FsStore {
 
     fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
         Box::pin(async move {
-            let dir = self.resolve(path)?;
-            let (root, opts) = (self.root.clone(), self.opts.clone());
-            tokio::task::spawn_blocking(move || list_dir(&root, &opts, &dir))
+            // Opened (confined and checked like any read), then listed through the descriptor:
+            // what is listed is what was checked.
+            let dir = self.open_file(path)?;
+            let (root, state, opts) = (self.root.clone(), self.state.clone(), self.opts.clone());
+            tokio::task::spawn_blocking(move || list_dir(&root, &state, &opts, &fd_path(&dir)))
                 .await
                 .map_err(|e| StoreError::Io(io::Error::other(e)))?
         })

@@ -1,22 +1,22 @@
-//! The upload capability of [`FsStore`]: staging under `ROOT/.ferry/` (which the backend never
-//! lists or serves), durable checkpoints, publish by hard link (which fails rather than
+//! The upload capability of [`FsStore`]: staging in the state directory
+//! ([`FsStore::state_dir`], outside the served tree), durable checkpoints, publish by hard link (which fails rather than
 //! replace an existing name), and a content index of one small file per SHA-256.
 //!
-//! Layout (all records are versioned JSON):
-//! - `.ferry/uploads/<id>.bin`: received bytes; only the first `offset` bytes count. A part
+//! Layout under the state directory `STATE` (all records are versioned JSON):
+//! - `STATE/uploads/<id>.bin`: received bytes; only the first `offset` bytes count. A part
 //!   placed into a final upload has none: its bytes are in the final upload's `.bin` from
 //!   `placement.at` on.
-//! - `.ferry/uploads/<id>.info`: the [`UploadInfo`], replaced atomically (temp, fsync,
+//! - `STATE/uploads/<id>.info`: the [`UploadInfo`], replaced atomically (temp, fsync,
 //!   rename, fsync dir) after every `fdatasync` of the data.
-//! - `.ferry/index/<sha256>.json`: an [`IndexEntry`].
-//! - `.ferry/index/by-length/<len>/<sha256>`: empty; which digests have that length.
+//! - `STATE/index/<sha256>.json`: an [`IndexEntry`].
+//! - `STATE/index/by-length/<len>/<sha256>`: empty; which digests have that length.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::fs::{FsStore, STAGING_DIR};
+use super::fs::FsStore;
 use super::upload::*;
 use super::{BoxFuture, StoreError};
 use crate::path::RelPath;
@@ -33,8 +33,27 @@ use concat::{concatenate_blocking, place_blocking};
 use index::{hash_blocking, index_get_blocking, index_has_length_blocking, index_put_blocking};
 use publish::{publish_blocking, publish_copy_blocking};
 
-fn uploads_dir(root: &Path) -> PathBuf {
-    root.join(STAGING_DIR).join("uploads")
+/// Paths the blocking work needs: the served root (held open, for confined publishing) and
+/// the state directory.
+#[derive(Clone)]
+pub(crate) struct Dirs {
+    pub(crate) root: PathBuf,
+    pub(crate) root_dir: Arc<File>,
+    pub(crate) state: PathBuf,
+}
+
+impl FsStore {
+    fn dirs(&self) -> Dirs {
+        Dirs {
+            root: self.root().to_path_buf(),
+            root_dir: self.root_dir().clone(),
+            state: self.state_dir().to_path_buf(),
+        }
+    }
+}
+
+fn uploads_dir(state: &Path) -> PathBuf {
+    state.join("uploads")
 }
 
 fn data_path(root: &Path, id: &str) -> PathBuf {
@@ -121,7 +140,7 @@ impl UploadStore for FsStore {
     }
 
     fn create<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, info) = (self.root().to_path_buf(), info.clone());
+        let (root, info) = (self.state_dir().to_path_buf(), info.clone());
         Box::pin(blocking(move || {
             let dir = uploads_dir(&root);
             fs::create_dir_all(&dir)?;
@@ -134,7 +153,7 @@ impl UploadStore for FsStore {
     }
 
     fn load<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<UploadInfo, StoreError>> {
-        let (root, id) = (self.root().to_path_buf(), id.as_str().to_string());
+        let (root, id) = (self.state_dir().to_path_buf(), id.as_str().to_string());
         Box::pin(blocking(move || {
             let mut info = read_info(&root, &id)?;
             // A part placed into a final upload whose data is gone (the final was terminated,
@@ -150,7 +169,7 @@ impl UploadStore for FsStore {
     }
 
     fn save<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, info) = (self.root().to_path_buf(), info.clone());
+        let (root, info) = (self.state_dir().to_path_buf(), info.clone());
         Box::pin(blocking(move || save_info(&root, &info)))
     }
 
@@ -158,7 +177,7 @@ impl UploadStore for FsStore {
         &'a self,
         info: &'a UploadInfo,
     ) -> BoxFuture<'a, Result<Box<dyn Appender>, StoreError>> {
-        let root = self.root().to_path_buf();
+        let root = self.state_dir().to_path_buf();
         let (path, base) = data_location(&root, info);
         let (offset, placed) = (info.offset, info.placement.is_some());
         Box::pin(async move {
@@ -193,15 +212,11 @@ impl UploadStore for FsStore {
         dir: &'a RelPath,
         name: &'a str,
     ) -> BoxFuture<'a, Result<RelPath, StoreError>> {
-        let (root, mut owned, dir, name) = (
-            self.root().to_path_buf(),
-            info.clone(),
-            dir.clone(),
-            name.to_string(),
-        );
+        let (dirs, mut owned, dir, name) =
+            (self.dirs(), info.clone(), dir.clone(), name.to_string());
         Box::pin(async move {
             let (path, owned) =
-                blocking(move || Ok((publish_blocking(&root, &mut owned, &dir, &name)?, owned)))
+                blocking(move || Ok((publish_blocking(&dirs, &mut owned, &dir, &name)?, owned)))
                     .await?;
             *info = owned;
             Ok(path)
@@ -215,13 +230,13 @@ impl UploadStore for FsStore {
         dir: &'a RelPath,
         name: &'a str,
     ) -> BoxFuture<'a, Result<RelPath, StoreError>> {
-        let root = self.root().to_path_buf();
+        let dirs = self.dirs();
         let (mut owned, src, dir, name) =
             (info.clone(), src.clone(), dir.clone(), name.to_string());
         Box::pin(async move {
             let (path, owned) = blocking(move || {
                 Ok((
-                    publish_copy_blocking(&root, &mut owned, &src, &dir, &name)?,
+                    publish_copy_blocking(&dirs, &mut owned, &src, &dir, &name)?,
                     owned,
                 ))
             })
@@ -236,7 +251,7 @@ impl UploadStore for FsStore {
         info: &'a mut UploadInfo,
         state: UploadState,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let root = self.root().to_path_buf();
+        let root = self.state_dir().to_path_buf();
         info.state = state;
         let owned = info.clone();
         Box::pin(blocking(move || {
@@ -249,7 +264,7 @@ impl UploadStore for FsStore {
     }
 
     fn purge<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, id) = (self.root().to_path_buf(), id.as_str().to_string());
+        let (root, id) = (self.state_dir().to_path_buf(), id.as_str().to_string());
         Box::pin(blocking(move || {
             for p in [data_path(&root, &id), info_path(&root, &id)] {
                 match fs::remove_file(p) {
@@ -267,7 +282,7 @@ impl UploadStore for FsStore {
         into: &'a UploadInfo,
         at: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, mut owned, into) = (self.root().to_path_buf(), part.clone(), into.clone());
+        let (root, mut owned, into) = (self.state_dir().to_path_buf(), part.clone(), into.clone());
         Box::pin(async move {
             let owned =
                 blocking(move || place_blocking(&root, &mut owned, &into, at).map(|()| owned))
@@ -282,7 +297,8 @@ impl UploadStore for FsStore {
         info: &'a mut UploadInfo,
         parts: &'a [UploadInfo],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, mut owned, parts) = (self.root().to_path_buf(), info.clone(), parts.to_vec());
+        let (root, mut owned, parts) =
+            (self.state_dir().to_path_buf(), info.clone(), parts.to_vec());
         Box::pin(async move {
             let owned =
                 blocking(move || concatenate_blocking(&root, &mut owned, &parts).map(|()| owned))
@@ -293,7 +309,7 @@ impl UploadStore for FsStore {
     }
 
     fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>> {
-        let root = self.root().to_path_buf();
+        let root = self.state_dir().to_path_buf();
         Box::pin(blocking(move || list_blocking(&root)))
     }
 
@@ -301,8 +317,8 @@ impl UploadStore for FsStore {
         &'a self,
         path: &'a RelPath,
     ) -> BoxFuture<'a, Result<(String, IndexEntry), StoreError>> {
-        let (root, path) = (self.root().to_path_buf(), path.clone());
-        Box::pin(blocking(move || hash_blocking(&root, &path)))
+        let (dirs, path) = (self.dirs(), path.clone());
+        Box::pin(blocking(move || hash_blocking(&dirs, &path)))
     }
 
     fn index_put<'a>(
@@ -310,20 +326,24 @@ impl UploadStore for FsStore {
         sha256: &'a str,
         entry: &'a IndexEntry,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, sha, entry) = (self.root().to_path_buf(), sha256.to_string(), entry.clone());
+        let (root, sha, entry) = (
+            self.state_dir().to_path_buf(),
+            sha256.to_string(),
+            entry.clone(),
+        );
         Box::pin(blocking(move || index_put_blocking(&root, &sha, &entry)))
     }
 
     fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let root = self.root().to_path_buf();
-        Box::pin(blocking(move || index_has_length_blocking(&root, len)))
+        let dirs = self.dirs();
+        Box::pin(blocking(move || index_has_length_blocking(&dirs, len)))
     }
 
     fn index_get<'a>(
         &'a self,
         sha256: &'a str,
     ) -> BoxFuture<'a, Result<Option<IndexEntry>, StoreError>> {
-        let (root, sha) = (self.root().to_path_buf(), sha256.to_ascii_lowercase());
-        Box::pin(blocking(move || index_get_blocking(&root, &sha)))
+        let (dirs, sha) = (self.dirs(), sha256.to_ascii_lowercase());
+        Box::pin(blocking(move || index_get_blocking(&dirs, &sha)))
     }
 }

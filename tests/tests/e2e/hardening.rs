@@ -194,7 +194,12 @@ async fn futures_join<T>(
 async fn per_core_workers_serve_and_stop_gracefully() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("a.txt"), b"hello").unwrap();
-    let store = ferryd::store::fs::FsStore::new(root.path(), FsOptions::default()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let opts = FsOptions {
+        state_dir: Some(state.path().to_path_buf()),
+        ..FsOptions::default()
+    };
+    let store = ferryd::store::fs::FsStore::new(root.path(), opts).unwrap();
     let app = std::sync::Arc::new(ferryd::router::App::new(std::sync::Arc::new(store)));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

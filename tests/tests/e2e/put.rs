@@ -89,7 +89,7 @@ async fn parallel_put_into_ferryd_is_published_byte_identical() {
     );
     // ferry created the final upload before sending, so ferryd wrote the parts' bytes in
     // place: no part data is left in staging (a copying concatenation would leave 4 parts).
-    let staged: Vec<_> = std::fs::read_dir(srv.root.path().join(".ferry/uploads"))
+    let staged: Vec<_> = std::fs::read_dir(srv.state.path().join("uploads"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".bin"))
@@ -158,9 +158,9 @@ async fn instant_upload_into_ferryd_sends_no_body() {
     // ferryd indexes published files in the background; wait for the index entry's length
     // marker (written last), which is what makes ferry hash before uploading.
     let index = srv
-        .root
+        .state
         .path()
-        .join(".ferry/index/by-length")
+        .join("index/by-length")
         .join(data.len().to_string())
         .join(sha256_hex(&data));
     let indexed = poll(|| async { index.exists().then_some(()) }).await;

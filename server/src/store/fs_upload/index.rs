@@ -1,7 +1,7 @@
 //! The content index of the fs upload store: one small versioned JSON file per SHA-256
-//! under `.ferry/index/`, trusted only while the file it names is unchanged; and, for the
+//! under `STATE/index/`, trusted only while the file it names is unchanged; and, for the
 //! question "is there any file of this length", an empty marker
-//! `.ferry/index/by-length/<len>/<sha256>` per entry.
+//! `STATE/index/by-length/<len>/<sha256>` per entry.
 
 use std::fs::{self, File};
 use std::io::{self, Read as _};
@@ -9,22 +9,24 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::super::fs::{meta_of, STAGING_DIR};
+use super::super::fs::beneath::open_beneath;
+use super::super::fs::meta_of;
 use super::super::upload::{IndexEntry, INFO_VERSION};
 use super::super::StoreError;
-use super::write_atomic;
+use super::{write_atomic, Dirs};
 use crate::path::RelPath;
 
-pub(super) fn index_dir(root: &Path) -> PathBuf {
-    root.join(STAGING_DIR).join("index")
+pub(super) fn index_dir(state: &Path) -> PathBuf {
+    state.join("index")
 }
 
-pub(super) fn hash_blocking(
-    root: &Path,
-    path: &RelPath,
-) -> Result<(String, IndexEntry), StoreError> {
-    let full = root.join(path.as_str());
-    let mut f = File::open(&full)?;
+/// Opens a served file confined to the root (never through a symlink leading out).
+fn open_served(d: &Dirs, path: &RelPath) -> io::Result<File> {
+    open_beneath(&d.root_dir, path.as_str(), libc::O_RDONLY)
+}
+
+pub(super) fn hash_blocking(d: &Dirs, path: &RelPath) -> Result<(String, IndexEntry), StoreError> {
+    let mut f = open_served(d, path)?;
     let before = meta_of(&f.metadata()?);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
@@ -35,7 +37,7 @@ pub(super) fn hash_blocking(
         }
         hasher.update(&buf[..n]);
     }
-    let after = meta_of(&fs::metadata(&full)?);
+    let after = meta_of(&open_served(d, path)?.metadata()?);
     if after != before {
         return Err(io::Error::other("file changed while it was hashed").into());
     }
@@ -51,29 +53,29 @@ pub(super) fn hash_blocking(
 /// How many length markers [`index_has_length_blocking`] checks before it answers "no".
 const LENGTH_CANDIDATES: usize = 16;
 
-fn by_length_dir(root: &Path, len: u64) -> PathBuf {
-    index_dir(root).join("by-length").join(len.to_string())
+fn by_length_dir(state: &Path, len: u64) -> PathBuf {
+    index_dir(state).join("by-length").join(len.to_string())
 }
 
 pub(super) fn index_put_blocking(
-    root: &Path,
+    state: &Path,
     sha256: &str,
     entry: &IndexEntry,
 ) -> Result<(), StoreError> {
-    let dir = index_dir(root);
+    let dir = index_dir(state);
     fs::create_dir_all(&dir)?;
     let raw = serde_json::to_vec(entry).map_err(io::Error::other)?;
     write_atomic(&dir.join(format!("{sha256}.json")), &raw)?;
     // The marker comes after the entry it points to, so a crash between the two leaves an
     // entry without a marker (a missed "yes": the client uploads) and never the reverse.
-    let by_len = by_length_dir(root, entry.len);
+    let by_len = by_length_dir(state, entry.len);
     fs::create_dir_all(&by_len)?;
     File::create(by_len.join(sha256))?;
     Ok(())
 }
 
-pub(super) fn index_has_length_blocking(root: &Path, len: u64) -> Result<bool, StoreError> {
-    let by_len = by_length_dir(root, len);
+pub(super) fn index_has_length_blocking(d: &Dirs, len: u64) -> Result<bool, StoreError> {
+    let by_len = by_length_dir(&d.state, len);
     let dir = match fs::read_dir(&by_len) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -82,7 +84,7 @@ pub(super) fn index_has_length_blocking(root: &Path, len: u64) -> Result<bool, S
     for ent in dir.take(LENGTH_CANDIDATES) {
         let name = ent?.file_name();
         let Some(sha) = name.to_str() else { continue };
-        if index_get_blocking(root, sha)?.is_some_and(|e| e.len == len) {
+        if index_get_blocking(d, sha)?.is_some_and(|e| e.len == len) {
             return Ok(true);
         }
         // A stale marker (the file changed or went): drop it so it is not checked again.
@@ -91,14 +93,11 @@ pub(super) fn index_has_length_blocking(root: &Path, len: u64) -> Result<bool, S
     Ok(false)
 }
 
-pub(super) fn index_get_blocking(
-    root: &Path,
-    sha256: &str,
-) -> Result<Option<IndexEntry>, StoreError> {
+pub(super) fn index_get_blocking(d: &Dirs, sha256: &str) -> Result<Option<IndexEntry>, StoreError> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let raw = match fs::read(index_dir(root).join(format!("{sha256}.json"))) {
+    let raw = match fs::read(index_dir(&d.state).join(format!("{sha256}.json"))) {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -114,7 +113,7 @@ pub(super) fn index_get_blocking(
     };
     // Trusted only while the file is still the same version: a regular file (not a symlink)
     // with the recorded size and ETag.
-    match fs::symlink_metadata(root.join(rel.as_str())) {
+    match fs::symlink_metadata(d.root.join(rel.as_str())) {
         Ok(md) if md.is_file() => {
             let meta = meta_of(&md);
             Ok((meta.len == entry.len && meta.etag == entry.etag).then_some(entry))

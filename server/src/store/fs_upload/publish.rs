@@ -3,66 +3,74 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::super::fs::beneath::{create_dir_beneath, identity_at, is_escape, link_into, real_path};
 use super::super::upload::{name_candidate, UploadInfo, UploadState};
 use super::super::StoreError;
-use super::{data_path, save_info, sync_dir};
+use super::{data_path, save_info, Dirs};
 use crate::path::RelPath;
 
 /// How many `name (n).ext` candidates publish tries before giving up with a conflict.
 const MAX_CANDIDATES: u32 = 1000;
 
-/// Creates `dir` (relative, visible) under the root and checks that it really lies inside it
-/// (no symlinked component leads out).
-fn target_dir(root: &Path, dir: &RelPath) -> Result<PathBuf, StoreError> {
+/// Opens `dir` (relative, visible) under the root, creating what is missing, confined to the
+/// root by the kernel: a component that is (or is swapped for) a symlink leading out is
+/// refused before anything is created below it, whatever `--allow-symlinks-outside` says.
+/// A directory whose resolved location is in the state area is refused too.
+fn target_dir(d: &Dirs, dir: &RelPath) -> Result<File, StoreError> {
     if dir.is_hidden() {
         return Err(StoreError::Forbidden);
     }
-    let full = root.join(dir.as_str());
-    // A file where a directory should be: the directory cannot be used.
-    fs::create_dir_all(&full).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => StoreError::Forbidden,
-        _ => StoreError::Io(e),
+    let f = create_dir_beneath(&d.root_dir, dir).map_err(|e| {
+        // A file where a directory should be, or a way out: the directory cannot be used.
+        if is_escape(&e)
+            || matches!(
+                e.kind(),
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
+            )
+        {
+            StoreError::Forbidden
+        } else {
+            StoreError::Io(e)
+        }
     })?;
-    let real = full.canonicalize()?;
-    if !real.starts_with(root) {
+    let real = real_path(&f).ok_or_else(|| io::Error::other("no /proc to check a target"))?;
+    if !real.starts_with(&d.root)
+        || real.starts_with(&d.state)
+        || real.starts_with(d.root.join(super::super::fs::state::LEGACY_DIR))
+    {
         return Err(StoreError::Forbidden);
     }
-    Ok(real)
+    Ok(f)
 }
 
-/// Whether two paths name the same inode.
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether `name` in `dir` is the inode `src` names.
+fn same_file(src: &Path, dir: &File, name: &str) -> bool {
     use std::os::unix::fs::MetadataExt as _;
-    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+    match (fs::metadata(src), identity_at(dir, name)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == y,
         _ => false,
     }
 }
 
 /// Hard-links `src` into `dir` under the first free candidate of `name`. `link(2)` fails with
 /// `EEXIST` instead of replacing, so a concurrent writer of the same name is never clobbered.
-fn link_no_clobber(
-    root: &Path,
-    src: &Path,
-    dir: &RelPath,
-    name: &str,
-) -> Result<RelPath, StoreError> {
-    let full_dir = target_dir(root, dir)?;
+fn link_no_clobber(d: &Dirs, src: &Path, dir: &RelPath, name: &str) -> Result<RelPath, StoreError> {
+    let dir_f = target_dir(d, dir)?;
     for n in 0..MAX_CANDIDATES {
         let candidate = name_candidate(name, n);
-        match fs::hard_link(src, full_dir.join(&candidate)) {
+        match link_into(src, &dir_f, &candidate) {
             Ok(()) => {
-                sync_dir(&full_dir)?;
+                dir_f.sync_all()?;
                 return dir.join(&candidate).map_err(|_| StoreError::Forbidden);
             }
             // Already linked by an earlier attempt that crashed before recording it.
             Err(e)
                 if e.kind() == io::ErrorKind::AlreadyExists
-                    && same_file(src, &full_dir.join(&candidate)) =>
+                    && same_file(src, &dir_f, &candidate) =>
             {
-                sync_dir(&full_dir)?;
+                dir_f.sync_all()?;
                 return dir.join(&candidate).map_err(|_| StoreError::Forbidden);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -77,24 +85,24 @@ fn link_no_clobber(
 
 /// Records the published state, then frees the staging name (the data lives on under its
 /// published name).
-fn finish_publish(root: &Path, info: &mut UploadInfo, path: &RelPath) -> Result<(), StoreError> {
+fn finish_publish(state: &Path, info: &mut UploadInfo, path: &RelPath) -> Result<(), StoreError> {
     info.state = UploadState::Published {
         path: path.as_str().to_string(),
     };
-    save_info(root, info)?;
-    match fs::remove_file(data_path(root, &info.id)) {
+    save_info(state, info)?;
+    match fs::remove_file(data_path(state, &info.id)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
 }
 
 pub(super) fn publish_blocking(
-    root: &Path,
+    d: &Dirs,
     info: &mut UploadInfo,
     dir: &RelPath,
     name: &str,
 ) -> Result<RelPath, StoreError> {
-    let data = data_path(root, &info.id);
+    let data = data_path(&d.state, &info.id);
     let len = info
         .length
         .ok_or_else(|| io::Error::other("publish of an upload without a length"))?;
@@ -104,32 +112,35 @@ pub(super) fn publish_blocking(
         f.set_len(len)?;
         f.sync_all()?;
     }
-    let path = link_no_clobber(root, &data, dir, name)?;
-    finish_publish(root, info, &path)?;
+    let path = link_no_clobber(d, &data, dir, name)?;
+    finish_publish(&d.state, info, &path)?;
     Ok(path)
 }
 
 /// Publishes a copy of the served file `src`: a hard link when the file system allows it,
 /// else a byte copy into staging first.
 pub(super) fn publish_copy_blocking(
-    root: &Path,
+    d: &Dirs,
     info: &mut UploadInfo,
     src: &RelPath,
     dir: &RelPath,
     name: &str,
 ) -> Result<RelPath, StoreError> {
-    let src_full = root.join(src.as_str());
-    let path = match link_no_clobber(root, &src_full, dir, name) {
+    // The source is opened confined to the root and linked through its descriptor's path.
+    let src_f = super::super::fs::beneath::open_beneath(&d.root_dir, src.as_str(), libc::O_RDONLY)
+        .map_err(StoreError::from_io)?;
+    let src_full = super::super::fs::beneath::fd_path(&src_f);
+    let path = match link_no_clobber(d, &src_full, dir, name) {
         Ok(p) => p,
         Err(StoreError::Io(e)) if e.kind() != io::ErrorKind::AlreadyExists => {
-            let data = data_path(root, &info.id);
+            let data = data_path(&d.state, &info.id);
             let mut out = OpenOptions::new().write(true).truncate(true).open(&data)?;
-            io::copy(&mut File::open(&src_full)?, &mut out)?;
+            io::copy(&mut &src_f, &mut out)?;
             out.sync_data()?;
-            link_no_clobber(root, &data, dir, name)?
+            link_no_clobber(d, &data, dir, name)?
         }
         Err(e) => return Err(e),
     };
-    finish_publish(root, info, &path)?;
+    finish_publish(&d.state, info, &path)?;
     Ok(path)
 }

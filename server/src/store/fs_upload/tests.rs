@@ -6,9 +6,21 @@ use crate::store::Store;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-fn store() -> (tempfile::TempDir, FsStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FsStore::new(dir.path(), crate::store::fs::FsOptions::default()).unwrap();
+/// A temporary directory holding the served root `www/` and, beside it, the default state
+/// directory `.www.ferry/`.
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    /// The served root.
+    fn path(&self) -> std::path::PathBuf {
+        self.0.path().join("www")
+    }
+}
+
+fn store() -> (Dir, FsStore) {
+    let dir = Dir(tempfile::tempdir().unwrap());
+    fs::create_dir(dir.path()).unwrap();
+    let s = FsStore::new(&dir.path(), crate::store::fs::FsOptions::default()).unwrap();
     (dir, s)
 }
 
@@ -19,7 +31,9 @@ async fn new_upload(s: &FsStore, len: Option<u64>, concat: Concat) -> UploadInfo
 }
 
 fn staged_len(s: &FsStore, info: &UploadInfo) -> u64 {
-    fs::metadata(data_path(s.root(), &info.id)).unwrap().len()
+    fs::metadata(data_path(s.state_dir(), &info.id))
+        .unwrap()
+        .len()
 }
 
 #[tokio::test]
@@ -68,7 +82,7 @@ async fn publish_never_clobbers_and_cuts_bytes_past_the_length() {
     fs::create_dir(d.path().join("in")).unwrap();
     fs::write(d.path().join("in/a.txt"), b"keep me").unwrap();
     let mut info = new_upload(&s, Some(3), Concat::None).await;
-    fs::write(data_path(s.root(), &info.id), b"newJUNK").unwrap(); // junk past the length
+    fs::write(data_path(s.state_dir(), &info.id), b"newJUNK").unwrap(); // junk past the length
     info.offset = 3;
     let dir = RelPath::from_segments(["in"]).unwrap();
     let path = s.publish(&mut info, &dir, "a.txt").await.unwrap();
@@ -82,7 +96,7 @@ async fn publish_never_clobbers_and_cuts_bytes_past_the_length() {
         }
     );
     assert!(
-        !data_path(s.root(), &info.id).exists(),
+        !data_path(s.state_dir(), &info.id).exists(),
         "staging name freed"
     );
     let id = UploadId::parse(&info.id).unwrap();
@@ -122,7 +136,7 @@ async fn concatenate_joins_complete_parts_in_order() {
     s.concatenate(&mut fin, &parts).await.unwrap();
     assert_eq!((fin.length, fin.offset), (Some(11), 11));
     assert_eq!(
-        fs::read(data_path(s.root(), &fin.id)).unwrap(),
+        fs::read(data_path(s.state_dir(), &fin.id)).unwrap(),
         b"hello world"
     );
     parts[1].offset = 0; // an incomplete part is refused
@@ -149,7 +163,7 @@ async fn placed_parts_write_into_the_final_data_and_concatenate_without_copying(
     s.place(&mut a, &fin, 0).await.unwrap();
     s.place(&mut b, &fin, 6).await.unwrap();
     assert!(
-        !data_path(s.root(), &a.id).exists(),
+        !data_path(s.state_dir(), &a.id).exists(),
         "the part's own data is gone"
     );
     let id_a = UploadId::parse(&a.id).unwrap();
@@ -168,12 +182,12 @@ async fn placed_parts_write_into_the_final_data_and_concatenate_without_copying(
         .unwrap();
     assert_eq!((fin.length, fin.offset), (Some(14), 14));
     assert_eq!(
-        fs::read(data_path(s.root(), &fin.id)).unwrap(),
+        fs::read(data_path(s.state_dir(), &fin.id)).unwrap(),
         b"hello world!!!"
     );
     // The final's data gone (published, terminated or expired): the placed part has no
     // bytes left and reads as terminated; an unplaced part is unaffected.
-    fs::remove_file(data_path(s.root(), &fin.id)).unwrap();
+    fs::remove_file(data_path(s.state_dir(), &fin.id)).unwrap();
     assert_eq!(s.load(&id_a).await.unwrap().state, UploadState::Terminated);
     let id_c = UploadId::parse(&c.id).unwrap();
     assert_eq!(s.load(&id_c).await.unwrap().state, UploadState::Active);
@@ -186,7 +200,7 @@ async fn a_part_that_does_not_fit_is_not_placed() {
     let fin = new_upload(&s, Some(12), Concat::Final { parts: vec![] }).await;
     assert!(s.place(&mut a, &fin, 5).await.is_err());
     assert_eq!(a.placement, None);
-    assert!(data_path(s.root(), &a.id).exists());
+    assert!(data_path(s.state_dir(), &a.id).exists());
 }
 
 #[tokio::test]
@@ -217,23 +231,27 @@ async fn index_is_trusted_only_while_the_file_is_unchanged() {
     f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap(); // ... another mtime
     assert_eq!(s.index_get(&sha).await.unwrap(), None);
     assert!(!s.index_has_length(7).await.unwrap());
-    let marker = d.path().join(".ferry/index/by-length/7").join(&sha);
+    let marker = s.state_dir().join("index/by-length/7").join(&sha);
     assert!(!marker.exists(), "a stale length marker is dropped");
 }
 
 #[tokio::test]
 async fn discard_leaves_a_tombstone_purge_forgets_it_and_staging_stays_hidden() {
-    let (_d, s) = store();
+    let (d, s) = store();
+    assert_eq!(
+        s.state_dir(),
+        d.0.path().canonicalize().unwrap().join(".www.ferry")
+    );
     let mut info = new_upload(&s, Some(5), Concat::None).await;
     s.discard(&mut info, UploadState::Terminated).await.unwrap();
     let id = UploadId::parse(&info.id).unwrap();
     assert_eq!(s.load(&id).await.unwrap().state, UploadState::Terminated);
-    assert!(!data_path(s.root(), &info.id).exists());
+    assert!(!data_path(s.state_dir(), &info.id).exists());
     assert_eq!(s.list_uploads().await.unwrap().len(), 1);
     s.purge(&id).await.unwrap();
     assert!(matches!(s.load(&id).await, Err(StoreError::NotFound)));
     let listing = s.list_root_names().await;
-    assert!(!listing.iter().any(|n| n == STAGING_DIR), "{listing:?}");
+    assert!(listing.is_empty(), "{listing:?}");
 }
 
 impl FsStore {
@@ -251,10 +269,10 @@ impl FsStore {
 async fn publish_again_after_a_crash_before_the_record_reuses_its_own_link() {
     let (d, s) = store();
     let mut info = new_upload(&s, Some(2), Concat::None).await;
-    fs::write(data_path(s.root(), &info.id), b"ok").unwrap();
+    fs::write(data_path(s.state_dir(), &info.id), b"ok").unwrap();
     info.offset = 2;
     // The link of an earlier attempt exists, but the record still says Active.
-    fs::hard_link(data_path(s.root(), &info.id), d.path().join("n.txt")).unwrap();
+    fs::hard_link(data_path(s.state_dir(), &info.id), d.path().join("n.txt")).unwrap();
     let path = s
         .publish(&mut info, &RelPath::root(), "n.txt")
         .await
@@ -281,7 +299,7 @@ async fn background_checkpoints_are_recorded_in_order_before_the_final_one() {
         300,
         "the final record is the last one"
     );
-    let data = fs::read(data_path(s.root(), &info.id)).unwrap();
+    let data = fs::read(data_path(s.state_dir(), &info.id)).unwrap();
     assert_eq!(
         (&data[..100], &data[200..]),
         (&[1u8; 100][..], &[3u8; 100][..])

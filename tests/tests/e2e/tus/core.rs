@@ -241,7 +241,7 @@ async fn termination_then_410_unknown_404() {
         404
     );
     assert_eq!(head(&srv, "/files/not-an-id").await.status(), 404);
-    let staged = std::fs::read_dir(srv.root.path().join(".ferry/uploads")).unwrap();
+    let staged = std::fs::read_dir(srv.state.path().join("uploads")).unwrap();
     assert!(
         staged
             .filter_map(|e| e.ok())

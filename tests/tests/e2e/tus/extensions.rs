@@ -92,10 +92,7 @@ async fn expired_upload_is_410_and_the_reaper_frees_it() {
     );
     let id = loc.trim_start_matches("/files/");
     assert!(
-        !srv.root
-            .path()
-            .join(format!(".ferry/uploads/{id}.bin"))
-            .exists(),
+        !srv.state.path().join(format!("uploads/{id}.bin")).exists(),
         "space freed"
     );
     assert_eq!(patch(&srv, &loc, 2, b"3").await.status(), 410);
@@ -201,7 +198,7 @@ async fn a_final_upload_created_early_takes_its_parts_bytes_in_place() {
     assert_eq!(patch(&srv, &a, 0, &data[..5_000]).await.status(), 204);
     let staged = |loc: &str| {
         let id = loc.trim_start_matches("/files/");
-        srv.root.path().join(format!(".ferry/uploads/{id}.bin"))
+        srv.state.path().join(format!("uploads/{id}.bin"))
     };
     assert!(staged(&a).exists() && staged(&b).exists());
     let r = tus(&srv, Method::POST, "/files/")
@@ -317,10 +314,10 @@ async fn a_placed_part_left_active_by_a_crash_is_still_reaped() {
     let published =
         poll(|| async { (h(&head(&srv, &fin).await, "upload-offset") == "3").then_some(()) }).await;
     assert!(published.is_some(), "the final upload completes");
-    let info = srv.root.path().join(format!(
-        ".ferry/uploads/{}.info",
-        a.trim_start_matches("/files/")
-    ));
+    let info = srv
+        .state
+        .path()
+        .join(format!("uploads/{}.info", a.trim_start_matches("/files/")));
     let record = std::fs::read_to_string(&info).unwrap();
     assert!(record.contains("\"terminated\""), "{record}");
     std::fs::write(&info, record.replace("\"terminated\"", "\"active\"")).unwrap();

@@ -251,10 +251,14 @@ impl Drop for Proc {
 async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes() {
     let Some(node) = tool("node") else { return };
     let _ = rustls::crypto::ring::default_provider().install_default(); // no in-process server here
-    let root = tempfile::tempdir().unwrap();
+                                                                        // ROOT is `www/` in a temporary directory; the state goes beside it (the default).
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    let state = tmp.path().join(".www.ferry");
     let data = pattern(72 << 20, 24);
     let (_dir, file) = fixture("killed.bin", &data);
-    let first = Proc::start(root.path());
+    let first = Proc::start(&root);
     let http = client();
     let tus = |m: reqwest::Method, url: String| {
         http.request(m, url)
@@ -293,7 +297,7 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
     .unwrap();
     sock.write_all(&data[2 << 20..70 << 20]).unwrap();
     let id = loc.trim_start_matches("/files/").to_string();
-    let info = root.path().join(format!(".ferry/uploads/{id}.info"));
+    let info = state.join(format!("uploads/{id}.info"));
     let durable = || -> u64 {
         let raw = std::fs::read_to_string(&info).unwrap_or_default();
         let at = raw
@@ -318,7 +322,7 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
     );
     drop(first); // SIGKILL
                  // A torn write past the checkpoint must never be exposed: add junk to the staging data.
-    let staged = root.path().join(format!(".ferry/uploads/{id}.bin"));
+    let staged = state.join(format!("uploads/{id}.bin"));
     std::fs::OpenOptions::new()
         .append(true)
         .open(&staged)
@@ -326,7 +330,7 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
         .write_all(&[0xEE; 4096])
         .unwrap();
 
-    let second = Proc::start(root.path());
+    let second = Proc::start(&root);
     let head = tus(reqwest::Method::HEAD, second.url(&loc))
         .send()
         .await
