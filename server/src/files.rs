@@ -44,7 +44,11 @@ impl Query {
     }
 }
 
-pub async fn serve(store: &dyn Store, req: &mut Parts) -> Result<Response<Body>> {
+pub async fn serve(
+    store: &dyn Store,
+    req: &mut Parts,
+    page: listing::Page<'_>,
+) -> Result<Response<Body>> {
     let path = RelPath::from_uri_path(req.uri.path())?;
     let query = Query::parse(req.uri.query());
     match store.open(&path).await? {
@@ -53,9 +57,10 @@ pub async fn serve(store: &dyn Store, req: &mut Parts) -> Result<Response<Body>>
             let entries = store.list(&path).await?;
             Ok(listing::respond(
                 &path,
-                &entries,
+                entries,
                 wants_json(&req.headers, query),
                 &req.method,
+                page,
             ))
         }
         Object::File(file) => {
@@ -332,7 +337,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let resp = serve(&store, &mut parts).await.unwrap();
+        let resp = serve(&store, &mut parts, Default::default()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
         let mut names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
         names.sort_unstable();

@@ -10,7 +10,8 @@
 //! - [`range`]: `Range` resolution against a length (pure).
 //! - [`conditional`]: `If-*` precondition evaluation (pure).
 //! - [`multipart`]: streamed `multipart/byteranges` bodies.
-//! - [`listing`]: HTML and JSON directory listings.
+//! - [`listing`]: HTML and JSON directory listings, streamed.
+//! - [`ui`]: the browser page's assets, embedded, under a reserved prefix.
 //! - [`path`]: request-path validation into [`path::RelPath`].
 //! - [`store`]: the storage trait and its local-filesystem backend.
 //! - [`error`]: the error type and the one place errors become responses.
@@ -30,3 +31,4 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod tus;
+pub mod ui;

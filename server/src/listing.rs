@@ -1,13 +1,23 @@
 //! Directory listings: HTML for people, JSON for scripts (`Accept: application/json` or
 //! `?json`). Links are percent-encoded per segment, text is HTML-escaped, so any file name
-//! (Chinese, spaces, `#`, `?`, quotes) links to itself.
+//! (Chinese, spaces, `#`, `?`, quotes, `<script>`) links to itself and shows as text.
+//!
+//! Both forms are streamed, a few hundred entries per chunk, so a directory of 100,000
+//! entries never becomes one string in memory. Folders come first, then files, each by name.
+//! The HTML works without JavaScript; the page's script ([`crate::ui`]) enhances it.
 
+mod html;
+
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
+pub use html::html_escape;
+
 use crate::body::{self, Body};
-use crate::files::set;
 use crate::path::RelPath;
 use crate::store::{fs::http_date, Entry};
 
@@ -18,8 +28,20 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Entries rendered per body chunk.
+const CHUNK: usize = 256;
+
 pub fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// What the HTML page needs to know about the server beyond the directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page<'a> {
+    /// The tus endpoint's base path, when uploads are enabled.
+    pub tus_base: Option<&'a str>,
+    /// Whether uploads need a bearer token.
+    pub upload_token: bool,
 }
 
 #[derive(Serialize)]
@@ -35,23 +57,52 @@ struct JsonEntry<'a> {
     href: String,
 }
 
-pub fn respond(dir: &RelPath, entries: &[Entry], json: bool, method: &Method) -> Response<Body> {
-    let (text, ctype) = if json {
-        (to_json(entries), "application/json")
+impl<'a> JsonEntry<'a> {
+    fn of(e: &'a Entry) -> Self {
+        JsonEntry {
+            name: &e.name,
+            kind: if e.is_dir { "dir" } else { "file" },
+            size: if e.is_dir { 0 } else { e.meta.len },
+            mtime: mtime(e),
+            modified: http_date(e.meta.modified),
+            href: href(e),
+        }
+    }
+}
+
+pub fn respond(
+    dir: &RelPath,
+    mut entries: Vec<Entry>,
+    json: bool,
+    method: &Method,
+    page: Page<'_>,
+) -> Response<Body> {
+    if dir.is_root() {
+        entries.retain(|e| e.name != crate::ui::RESERVED);
+    }
+    // Stable: folders first, each group keeps the store's name order.
+    entries.sort_by_key(|e| !e.is_dir);
+    let ctype = if json {
+        "application/json"
     } else {
-        (to_html(dir, entries), "text/html; charset=utf-8")
+        "text/html; charset=utf-8"
     };
-    let len = text.len();
-    let mut resp = Response::new(if method == Method::HEAD {
+    let body = if method == Method::HEAD {
         body::empty()
+    } else if json {
+        body::stream(Box::pin(futures_util::stream::iter(json_chunks(entries))))
     } else {
-        body::full(text)
-    });
+        let chunks = html::chunks(dir, entries, page);
+        body::stream(Box::pin(futures_util::stream::iter(chunks)))
+    };
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    set(h, header::CONTENT_LENGTH, len.to_string());
+    if !json {
+        crate::ui::secure(h);
+    }
     resp
 }
 
@@ -63,68 +114,52 @@ fn href(e: &Entry) -> String {
     h
 }
 
-pub fn to_json(entries: &[Entry]) -> String {
-    let list: Vec<JsonEntry> = entries
-        .iter()
-        .map(|e| JsonEntry {
-            name: &e.name,
-            kind: if e.is_dir { "dir" } else { "file" },
-            size: if e.is_dir { 0 } else { e.meta.len },
-            mtime: e
-                .meta
-                .modified
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            modified: http_date(e.meta.modified),
-            href: href(e),
-        })
-        .collect();
-    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+fn mtime(e: &Entry) -> u64 {
+    e.meta
+        .modified
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// The JSON array, `CHUNK` entries per item, rendered as the body is read.
+fn json_chunks(entries: Vec<Entry>) -> impl Iterator<Item = std::io::Result<Bytes>> + Send {
+    let mut it = entries.into_iter().peekable();
+    let mut first = true;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
         }
-    }
-    out
+        let mut out = String::with_capacity(CHUNK * 160);
+        if first {
+            out.push('[');
+        }
+        for e in it.by_ref().take(CHUNK) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            // Serializing a struct of strings and integers cannot fail.
+            out.push_str(&serde_json::to_string(&JsonEntry::of(&e)).unwrap_or_default());
+        }
+        if first {
+            first = false;
+        }
+        if it.peek().is_none() {
+            out.push(']');
+            done = true;
+        }
+        Some(Ok(Bytes::from(out)))
+    })
 }
 
-pub fn to_html(dir: &RelPath, entries: &[Entry]) -> String {
-    let title = html_escape(&format!("/{}", dir.as_str()));
-    let mut out = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
-         <body><h1>Index of {title}</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified</th><th></th></tr>\n"
-    );
-    if !dir.is_root() {
-        out.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td><td></td></tr>\n");
-    }
-    for e in entries {
-        let link = href(e);
-        let shown = html_escape(&e.name) + if e.is_dir { "/" } else { "" };
-        let (size, download) = if e.is_dir {
-            ("-".to_string(), String::new())
-        } else {
-            (
-                e.meta.len.to_string(),
-                format!("<a href=\"{link}?download\">download</a>"),
-            )
-        };
-        out.push_str(&format!(
-            "<tr><td><a href=\"{link}\">{shown}</a></td><td>{size}</td><td>{}</td><td>{download}</td></tr>\n",
-            http_date(e.meta.modified)
-        ));
-    }
-    out.push_str("</table></body></html>\n");
-    out
+/// The whole JSON listing as one string (tests and small callers).
+pub fn to_json(entries: &[Entry]) -> String {
+    json_chunks(entries.to_vec())
+        .filter_map(|c| c.ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -132,7 +167,7 @@ mod tests {
     use super::*;
     use crate::store::Meta;
 
-    fn entry(name: &str, is_dir: bool) -> Entry {
+    pub(super) fn entry(name: &str, is_dir: bool) -> Entry {
         Entry {
             name: name.into(),
             is_dir,
@@ -145,22 +180,6 @@ mod tests {
     }
 
     #[test]
-    fn html_links_are_encoded_and_text_escaped() {
-        let html = to_html(
-            &RelPath::root(),
-            &[entry("报告 #1 <a>.pdf", false), entry("sub", true)],
-        );
-        assert!(
-            html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231%20%3Ca%3E.pdf\""),
-            "{html}"
-        );
-        assert!(html.contains(">报告 #1 &lt;a&gt;.pdf</a>"));
-        assert!(html.contains("href=\"%E6%8A%A5%E5%91%8A%20%231%20%3Ca%3E.pdf?download\""));
-        assert!(html.contains("href=\"sub/\">sub/</a>"));
-        assert!(!html.contains("../"), "root has no parent link");
-    }
-
-    #[test]
     fn json_lists_type_size_and_href() {
         let v: serde_json::Value =
             serde_json::from_str(&to_json(&[entry("a b", false), entry("d", true)])).unwrap();
@@ -169,5 +188,14 @@ mod tests {
         assert_eq!(v[0]["size"], 42);
         assert_eq!(v[1]["type"], "dir");
         assert_eq!(v[1]["href"], "d/");
+    }
+
+    #[test]
+    fn json_of_nothing_and_of_many_chunks_is_valid() {
+        assert_eq!(to_json(&[]), "[]");
+        let many: Vec<Entry> = (0..1000).map(|i| entry(&format!("f{i}"), false)).collect();
+        let v: serde_json::Value = serde_json::from_str(&to_json(&many)).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1000);
+        assert_eq!(v[999]["name"], "f999");
     }
 }

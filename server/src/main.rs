@@ -174,6 +174,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut app = App::new(store);
     app.tus = Some(tus);
     app.read_token = args.read_token.clone();
+    if let Some(t) = app
+        .tus
+        .as_ref()
+        .and_then(|t| t.config().upload_token.as_deref())
+    {
+        // The token travels in the fragment, which browsers never send: the page takes it
+        // from there and removes it from the address bar.
+        announce(&format!(
+            "ferryd browser upload link: {scheme}://{addr}/#token={t}"
+        ));
+    }
     // Last, once everything is ready: scripts wait for this line and take the URL from it.
     announce(&format!(
         "ferryd listening on {scheme}://{addr}/ serving {root}"

@@ -13,8 +13,10 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::error::{error_response, Error, Result};
 use crate::files;
+use crate::listing::Page;
 use crate::store::Store;
 use crate::tus::Tus;
+use crate::ui;
 
 /// Everything a request handler needs: the store and the per-feature settings.
 pub struct App {
@@ -31,6 +33,17 @@ impl App {
             store,
             tus: None,
             read_token: None,
+        }
+    }
+
+    /// What the listing page needs to know: where uploads go and whether they need a token.
+    fn page(&self) -> Page<'_> {
+        Page {
+            tus_base: self.tus.as_ref().map(|t| t.config().base.as_str()),
+            upload_token: self
+                .tus
+                .as_ref()
+                .is_some_and(|t| t.config().upload_token.is_some()),
         }
     }
 }
@@ -54,6 +67,10 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
         return Ok(tus.handle(req).await);
     }
     let (mut parts, _body) = req.into_parts();
+    // The page's assets are public code: a browser needs them to ask for the read token.
+    if ui::owns(parts.uri.path()) {
+        return ui::serve(&parts).await;
+    }
     if let Some(token) = app
         .read_token
         .as_deref()
@@ -67,7 +84,9 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
         }
     }
     match parts.method {
-        Method::GET | Method::HEAD => files::serve(app.store.as_ref(), &mut parts).await,
+        Method::GET | Method::HEAD => {
+            files::serve(app.store.as_ref(), &mut parts, app.page()).await
+        }
         Method::OPTIONS => Ok(files::options()),
         _ => Err(Error::MethodNotAllowed),
     }

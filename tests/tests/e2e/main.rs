@@ -7,3 +7,4 @@ mod interop;
 mod protocols;
 mod put;
 mod tus;
+mod ui;

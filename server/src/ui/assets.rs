@@ -1,0 +1,24 @@
+//! The embedded files, by the name they are served under (below [`super::prefix`]).
+
+pub(super) const ALL: &[(&str, &[u8])] = &[
+    ("ferry.css", include_bytes!("assets/ferry.css")),
+    ("listing.js", include_bytes!("assets/listing.js")),
+    ("i18n.js", include_bytes!("assets/i18n.js")),
+    ("upload.js", include_bytes!("assets/upload.js")),
+    ("uploader.js", include_bytes!("assets/uploader.js")),
+    ("drop.js", include_bytes!("assets/drop.js")),
+    ("hash-worker.js", include_bytes!("assets/hash-worker.js")),
+    ("vendor/tus.min.js", include_bytes!("vendor/tus.min.js")),
+    (
+        "vendor/hash-wasm-sha256.umd.min.js",
+        include_bytes!("vendor/hash-wasm-sha256.umd.min.js"),
+    ),
+    (
+        "vendor/tus-js-client.LICENSE.txt",
+        include_bytes!("vendor/tus-js-client.LICENSE.txt"),
+    ),
+    (
+        "vendor/hash-wasm.LICENSE.txt",
+        include_bytes!("vendor/hash-wasm.LICENSE.txt"),
+    ),
+];
