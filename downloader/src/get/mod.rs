@@ -108,6 +108,19 @@ pub struct Round {
     pub speeds: speed::SpeedBoard,
     pub cancel: watch::Receiver<bool>,
     pub opts: WorkerOptions,
+    /// One per worker: bumped when the worker lost an end-game race, to stop its request.
+    pub kicks: Vec<watch::Sender<u64>>,
+    /// Signalled whenever a worker releases a segment, for workers waiting for work.
+    pub plan_changed: tokio::sync::Notify,
+}
+
+impl Round {
+    /// Stops worker `id`'s current request: it lost a race for its bytes.
+    pub fn kick(&self, id: usize) {
+        if let Some(k) = self.kicks.get(id) {
+            k.send_modify(|gen| *gen = gen.wrapping_add(1));
+        }
+    }
 }
 
 /// What the next round downloads.

@@ -5,6 +5,13 @@
 //! second half of the largest remaining segment from another worker, so a slow connection
 //! never holds the download at 99% (aria2 only re-splits when a connection starts). The
 //! victim learns its shorter end from [`Plan::claim`] and stops there.
+//!
+//! End-game (issue 15 §3): when nothing is pending and a segment's holder has gone silent
+//! (the caller decides what silent means, from its clocks), an idle worker *races* it for the
+//! rest of that segment instead of stealing half. Both ask for the same bytes; whoever claims
+//! a byte first wins the whole rest, the other is beaten (its end becomes its position, and
+//! [`Plan::take_beaten`] names it so the caller can stop its request). Claims stay exclusive,
+//! so no byte is ever written twice.
 
 use ferry_proto::ByteRange;
 
@@ -23,6 +30,8 @@ struct Active {
     /// Next byte the worker will receive (everything before it is claimed).
     pos: u64,
     end: u64,
+    /// The worker racing this one for `pos..end` (end-game), until one of them claims a byte.
+    rival: Option<WorkerId>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -30,6 +39,8 @@ pub struct Plan {
     pending: Vec<ByteRange>,
     active: Vec<Active>,
     min_steal: u64,
+    /// Workers that lost a race since the last [`Plan::take_beaten`].
+    beaten: Vec<WorkerId>,
 }
 
 /// Initial split: each missing range is cut into equal pieces of at least
@@ -71,29 +82,58 @@ impl Plan {
             pending,
             active: Vec::new(),
             min_steal: min_steal.max(1),
+            beaten: Vec::new(),
         }
     }
 
-    /// The next range for `worker`: a pending segment, else the second half of the largest
-    /// remaining segment of another worker. `None` when there is nothing worth taking.
+    /// The next range for `worker`: a pending segment, else the rest of a segment whose
+    /// holder is `stalled` (raced, see the module doc), else the second half of the largest
+    /// remaining segment of another worker. `None` when there is nothing worth taking now.
     /// A worker must [`release`](Self::release) its previous range before asking again.
-    pub fn next(&mut self, worker: WorkerId) -> Option<ByteRange> {
+    pub fn next(
+        &mut self,
+        worker: WorkerId,
+        stalled: &dyn Fn(WorkerId) -> bool,
+    ) -> Option<ByteRange> {
         debug_assert!(self.active.iter().all(|a| a.worker != worker));
-        let range = match self.pending.pop() {
-            Some(r) => r,
-            None => self.steal()?,
+        let (range, rival) = match self.pending.pop() {
+            Some(r) => (r, None),
+            None => match self.race(worker, stalled) {
+                Some((r, holder)) => (r, Some(holder)),
+                None => (self.steal()?, None),
+            },
         };
         self.active.push(Active {
             worker,
             start: range.start,
             pos: range.start,
             end: range.end,
+            rival,
         });
         Some(range)
     }
 
+    /// Pairs `worker` with the stalled holder that has the most left (not already raced).
+    fn race(
+        &mut self,
+        worker: WorkerId,
+        stalled: &dyn Fn(WorkerId) -> bool,
+    ) -> Option<(ByteRange, WorkerId)> {
+        let holder = self
+            .active
+            .iter_mut()
+            .filter(|a| a.rival.is_none() && a.pos < a.end && stalled(a.worker))
+            .max_by_key(|a| a.end - a.pos)?;
+        holder.rival = Some(worker);
+        Some((ByteRange::new(holder.pos, holder.end)?, holder.worker))
+    }
+
     fn steal(&mut self) -> Option<ByteRange> {
-        let victim = self.active.iter_mut().max_by_key(|a| a.end - a.pos)?;
+        let victim = self
+            .active
+            .iter_mut()
+            .filter(|a| a.rival.is_none())
+            .max_by_key(|a| a.end - a.pos)?;
         let remaining = victim.end - victim.pos;
         if remaining < 2 * self.min_steal {
             return None;
@@ -106,7 +146,8 @@ impl Plan {
 
     /// `worker` received `len` bytes at `offset` (its current position). Returns how many of
     /// them it may write: fewer when its segment was shortened by a steal, zero when the
-    /// segment is complete (the worker should then stop reading this response).
+    /// segment is complete (the worker should then stop reading this response). The first
+    /// claim of a racing worker beats its rival.
     pub fn claim(&mut self, worker: WorkerId, offset: u64, len: u64) -> u64 {
         let Some(a) = self.active.iter_mut().find(|a| a.worker == worker) else {
             return 0;
@@ -116,7 +157,20 @@ impl Plan {
         }
         let allowed = len.min(a.end - a.pos);
         a.pos += allowed;
+        let beaten = if allowed > 0 { a.rival.take() } else { None };
+        if let Some(loser) = beaten {
+            if let Some(l) = self.active.iter_mut().find(|a| a.worker == loser) {
+                l.rival = None;
+                l.end = l.pos;
+            }
+            self.beaten.push(loser);
+        }
         allowed
+    }
+
+    /// Workers beaten in a race since the last call: their requests should stop.
+    pub fn take_beaten(&mut self) -> Vec<WorkerId> {
+        std::mem::take(&mut self.beaten)
     }
 
     /// The current end of `worker`'s segment, if it holds one.
@@ -128,15 +182,24 @@ impl Plan {
     }
 
     /// `worker` stops working on its segment; bytes from `written` (every byte before it is
-    /// written) to the segment end go back to the pending queue.
+    /// written) to the segment end go back to the pending queue, except what a rival still
+    /// races for (it keeps that, alone).
     pub fn release(&mut self, worker: WorkerId, written: u64) {
-        if let Some(i) = self.active.iter().position(|a| a.worker == worker) {
-            let a = self.active.swap_remove(i);
-            if let Some(rest) = ByteRange::new(written.clamp(a.start, a.pos), a.end) {
-                self.pending.push(rest);
-                // Keep lowest offsets at the back (served first).
-                self.pending.sort_by_key(|r| std::cmp::Reverse(r.start));
+        let Some(i) = self.active.iter().position(|a| a.worker == worker) else {
+            return;
+        };
+        let a = self.active.swap_remove(i);
+        let mut end = a.end;
+        if let Some(rival) = a.rival {
+            if let Some(r) = self.active.iter_mut().find(|r| r.worker == rival) {
+                r.rival = None;
+                end = a.pos;
             }
+        }
+        if let Some(rest) = ByteRange::new(written.clamp(a.start, a.pos), end) {
+            self.pending.push(rest);
+            // Keep lowest offsets at the back (served first).
+            self.pending.sort_by_key(|r| std::cmp::Reverse(r.start));
         }
     }
 
@@ -153,10 +216,15 @@ impl Plan {
         }
     }
 
-    /// Bytes neither claimed nor being received.
+    /// Bytes neither claimed nor being received (a raced range counts once).
     pub fn remaining(&self) -> u64 {
         let pending: u64 = self.pending.iter().map(ByteRange::len).sum();
-        pending + self.active.iter().map(|a| a.end - a.pos).sum::<u64>()
+        let active = self
+            .active
+            .iter()
+            .filter(|a| a.rival.is_none_or(|r| r > a.worker))
+            .map(|a| a.end - a.pos);
+        pending + active.sum::<u64>()
     }
 
     /// Nothing pending and no worker holding a segment.
@@ -166,186 +234,5 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::get::ranges::RangeSet;
-
-    fn r(start: u64, end: u64) -> ByteRange {
-        ByteRange::new(start, end).unwrap()
-    }
-
-    #[test]
-    fn initial_split_is_even_and_respects_min_split() {
-        assert_eq!(
-            initial_split(&[r(0, 100)], 4, 1),
-            vec![r(0, 25), r(25, 50), r(50, 75), r(75, 100)]
-        );
-        // 100 bytes, min 40: only two pieces of 50.
-        assert_eq!(
-            initial_split(&[r(0, 100)], 8, 40),
-            vec![r(0, 50), r(50, 100)]
-        );
-        // Smaller than min_split: one piece.
-        assert_eq!(initial_split(&[r(0, 10)], 8, 40), vec![r(0, 10)]);
-        // Uneven lengths: first pieces one byte longer.
-        assert_eq!(
-            initial_split(&[r(0, 10)], 3, 1),
-            vec![r(0, 4), r(4, 7), r(7, 10)]
-        );
-    }
-
-    #[test]
-    fn initial_split_of_resume_gaps_keeps_small_gaps_whole() {
-        let gaps = [r(0, 10), r(100, 1100)];
-        let split = initial_split(&gaps, 4, 100);
-        assert_eq!(split[0], r(0, 10));
-        assert_eq!(split.len(), 4);
-        assert_eq!(RangeSet::from_ranges(split).covered(), 1010);
-    }
-
-    /// Property: for random inputs, pieces are disjoint, cover the input exactly, number at
-    /// most `connections` plus the small gaps, and are never below min_split unless the
-    /// range they come from is.
-    #[test]
-    fn initial_split_properties() {
-        let mut rng = fastrand::Rng::with_seed(3);
-        for _ in 0..2000 {
-            let mut missing = Vec::new();
-            let mut pos = 0;
-            for _ in 0..rng.usize(1..5) {
-                let start = pos + rng.u64(0..1000);
-                let end = start + rng.u64(1..100_000);
-                missing.push(r(start, end));
-                pos = end;
-            }
-            let conns = rng.usize(1..65);
-            let min_split = rng.u64(1..50_000);
-            let split = initial_split(&missing, conns, min_split);
-            let small = missing.iter().filter(|m| m.len() < min_split).count();
-            assert!(
-                split.len() <= conns + small + missing.len(),
-                "{missing:?} {conns} {min_split}"
-            );
-            assert_eq!(
-                RangeSet::from_ranges(split.clone()),
-                RangeSet::from_ranges(missing.clone())
-            );
-            let total: u64 = split.iter().map(ByteRange::len).sum();
-            assert_eq!(
-                total,
-                missing.iter().map(ByteRange::len).sum::<u64>(),
-                "overlap"
-            );
-            for p in &split {
-                let from = missing
-                    .iter()
-                    .find(|m| m.start <= p.start && p.end <= m.end)
-                    .unwrap();
-                assert!(p.len() >= min_split.min(from.len()), "{p:?} from {from:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn finished_worker_steals_second_half_of_largest() {
-        let mut plan = Plan::with_min_steal(&[r(0, 400)], 2, 1, 10);
-        assert_eq!(plan.next(0), Some(r(0, 200)));
-        assert_eq!(plan.next(1), Some(r(200, 400)));
-        assert_eq!(plan.claim(0, 0, 200), 200);
-        assert_eq!(plan.claim(1, 200, 20), 20);
-        plan.release(0, 200);
-        // Worker 1 has 220..400 left: 180 bytes, the thief takes 310..400.
-        assert_eq!(plan.next(0), Some(r(310, 400)));
-        assert_eq!(plan.end_of(1), Some(310));
-        // The victim may write only up to its new end.
-        assert_eq!(plan.claim(1, 220, 100), 90);
-        assert_eq!(plan.claim(1, 310, 5), 0);
-    }
-
-    #[test]
-    fn end_at_drops_everything_past_the_end() {
-        let mut plan = Plan::with_min_steal(&[r(0, u64::MAX)], 1, 1, 10);
-        assert_eq!(plan.next(0), Some(r(0, u64::MAX)));
-        assert_eq!(plan.claim(0, 0, 500), 500);
-        plan.end_at(500);
-        plan.release(0, 500);
-        assert!(plan.is_done());
-        assert_eq!(plan.remaining(), 0);
-    }
-
-    #[test]
-    fn no_steal_below_min_steal() {
-        let mut plan = Plan::with_min_steal(&[r(0, 100)], 1, 1, 60);
-        assert_eq!(plan.next(0), Some(r(0, 100)));
-        assert_eq!(plan.next(1), None, "100 bytes cannot give two halves of 60");
-    }
-
-    #[test]
-    fn release_requeues_unwritten_bytes() {
-        let mut plan = Plan::with_min_steal(&[r(0, 100)], 1, 1, 1000);
-        assert_eq!(plan.next(0), Some(r(0, 100)));
-        assert_eq!(plan.claim(0, 0, 30), 30);
-        plan.release(0, 30);
-        assert_eq!(plan.remaining(), 70);
-        assert_eq!(plan.next(1), Some(r(30, 100)));
-        plan.release(1, 100); // nothing claimed: all of it goes back
-        assert_eq!(plan.remaining(), 70);
-        assert_eq!(plan.next(1), Some(r(30, 100)));
-        assert_eq!(plan.claim(1, 30, 70), 70);
-        plan.release(1, 100);
-        assert!(plan.is_done());
-    }
-
-    #[test]
-    fn claim_at_wrong_offset_or_by_idle_worker_is_refused() {
-        let mut plan = Plan::with_min_steal(&[r(0, 100)], 1, 1, 10);
-        assert_eq!(plan.claim(0, 0, 10), 0);
-        plan.next(0);
-        assert_eq!(plan.claim(0, 5, 10), 0);
-        assert_eq!(plan.claim(0, 0, 10), 10);
-    }
-
-    /// Property: random workers receiving random chunk sizes, failing at random and stealing,
-    /// always end with every byte claimed exactly once.
-    #[test]
-    fn random_schedules_claim_every_byte_exactly_once() {
-        let mut rng = fastrand::Rng::with_seed(11);
-        for _ in 0..300 {
-            let len = rng.u64(1..50_000);
-            let workers = rng.usize(1..9);
-            let mut plan =
-                Plan::with_min_steal(&[r(0, len)], workers, rng.u64(1..5000), rng.u64(1..2000));
-            let mut owned: Vec<Option<u64>> = vec![None; workers]; // current position
-            let mut hits = vec![0u8; len as usize];
-            let mut idle_rounds = 0;
-            while !plan.is_done() {
-                let w = rng.usize(0..workers);
-                match owned[w] {
-                    None => owned[w] = plan.next(w).map(|x| x.start),
-                    Some(pos) if rng.u8(0..20) == 0 => {
-                        plan.release(w, pos);
-                        owned[w] = None;
-                    }
-                    Some(pos) => {
-                        let got = plan.claim(w, pos, rng.u64(1..3000));
-                        hits[pos as usize..(pos + got) as usize]
-                            .iter_mut()
-                            .for_each(|h| *h += 1);
-                        if got == 0 {
-                            plan.release(w, pos);
-                            owned[w] = None;
-                        } else {
-                            owned[w] = Some(pos + got);
-                        }
-                    }
-                }
-                idle_rounds += 1;
-                assert!(idle_rounds < 1_000_000, "plan never finishes");
-            }
-            assert!(
-                hits.iter().all(|h| *h == 1),
-                "len {len}: some byte claimed 0 or 2 times"
-            );
-        }
-    }
-}
+#[path = "plan_tests.rs"]
+mod tests;

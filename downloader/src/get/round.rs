@@ -61,6 +61,8 @@ pub(super) async fn run_round(
         speeds: speed::SpeedBoard::new(connections),
         cancel,
         opts: opts.worker.clone(),
+        kicks: (0..connections).map(|_| watch::channel(0).0).collect(),
+        plan_changed: tokio::sync::Notify::new(),
     });
     let mut journal = Journal {
         url: url.to_string(),

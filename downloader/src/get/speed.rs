@@ -1,6 +1,8 @@
 //! Per-connection speed, to retry a connection far below the others' speed (issue 3 §4):
 //! with a per-connection limit such as nginx's `$connection` map, a fresh connection is
-//! usually a fast one. Pure apart from atomics; time is passed in.
+//! usually a fast one. Also when each connection last received a byte, to tell a silent one
+//! for end-game racing (issue 15 §3, [`stall_after`]). Pure apart from atomics; time is
+//! passed in.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,17 +19,83 @@ pub const MAX_SLOW_RETRIES: u32 = 8;
 /// Windows measured before judging (the first includes connection set-up).
 pub const WARM_UP_WINDOWS: u32 = 2;
 
-/// Bytes per second of each connection; 0 while unknown or idle.
+/// A connection is silent after receiving nothing for as long as this many bytes take at the
+/// download's average per-connection rate (several reads' worth: 16-64 KiB each)...
+pub const STALL_BYTES: u64 = 256 * 1024;
+/// ...but never less than this (a new request's first byte takes a round trip or two)...
+pub const MIN_STALL: Duration = Duration::from_millis(200);
+/// ...and never more than this share of `--timeout`, which ends the connection anyway.
+pub const STALL_TIMEOUT_SHARE: u32 = 4;
+
+/// How long a connection holding a segment may receive nothing before an idle connection
+/// races it for the rest (issue 15 §3): relative to the observed rate, well under `timeout`.
+pub fn stall_after(per_connection_rate: Option<u64>, timeout: Duration) -> Duration {
+    let cap = timeout / STALL_TIMEOUT_SHARE;
+    let floor = MIN_STALL.min(cap);
+    match per_connection_rate.filter(|r| *r > 0) {
+        Some(rate) => Duration::from_secs_f64(STALL_BYTES as f64 / rate as f64).clamp(floor, cap),
+        None => cap,
+    }
+}
+
+/// Bytes per second of each connection (0 while unknown or idle), when each last received
+/// a byte or took a segment, and the bytes received by all since `start`.
 #[derive(Debug)]
 pub struct SpeedBoard {
     speeds: Vec<AtomicU64>,
+    /// Microseconds since `start`.
+    active_at: Vec<AtomicU64>,
+    received: AtomicU64,
+    start: Instant,
 }
 
 impl SpeedBoard {
     pub fn new(connections: usize) -> Self {
+        Self::starting(connections, Instant::now())
+    }
+
+    pub fn starting(connections: usize, start: Instant) -> Self {
         Self {
             speeds: (0..connections).map(|_| AtomicU64::new(0)).collect(),
+            active_at: (0..connections).map(|_| AtomicU64::new(0)).collect(),
+            received: AtomicU64::new(0),
+            start,
         }
+    }
+
+    fn micros(&self, now: Instant) -> u64 {
+        let us = now.saturating_duration_since(self.start).as_micros();
+        u64::try_from(us).unwrap_or(u64::MAX)
+    }
+
+    /// Connection `id` took a segment or received something at `now`.
+    pub fn touch(&self, id: usize, now: Instant) {
+        if let Some(a) = self.active_at.get(id) {
+            a.store(self.micros(now), Ordering::Relaxed);
+        }
+    }
+
+    /// Connection `id` received `n` bytes at `now`.
+    pub fn received(&self, id: usize, n: u64, now: Instant) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.touch(id, now);
+    }
+
+    /// Whether `id` received nothing (and took nothing) for at least `after`.
+    pub fn silent(&self, id: usize, now: Instant, after: Duration) -> bool {
+        let Some(a) = self.active_at.get(id) else {
+            return false;
+        };
+        let since = self.micros(now).saturating_sub(a.load(Ordering::Relaxed));
+        Duration::from_micros(since) >= after
+    }
+
+    /// Average bytes per second per connection since `start`; `None` before any byte.
+    pub fn per_connection_rate(&self, now: Instant) -> Option<u64> {
+        let secs = now.saturating_duration_since(self.start).as_secs_f64();
+        let bytes = self.received.load(Ordering::Relaxed);
+        let conns = self.speeds.len().max(1) as f64;
+        (bytes > 0 && secs > 0.0).then(|| (bytes as f64 / secs / conns) as u64)
     }
 
     pub fn set(&self, id: usize, bytes_per_sec: u64) {
@@ -122,6 +190,38 @@ mod tests {
         b.set(3, 200);
         assert_eq!(b.median_of_others(0), Some(200));
         assert_eq!(b.median_of_others(9), Some(200)); // index outside the board: all count
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_byte_or_segment() {
+        let t0 = Instant::now();
+        let b = SpeedBoard::starting(2, t0);
+        b.touch(0, t0 + Duration::from_millis(100));
+        b.received(1, 1 << 20, t0 + Duration::from_millis(500));
+        let at = t0 + Duration::from_millis(700);
+        assert!(b.silent(0, at, Duration::from_millis(600)));
+        assert!(!b.silent(1, at, Duration::from_millis(600)));
+        assert!(!b.silent(7, at, Duration::ZERO), "no such connection");
+        assert_eq!(
+            b.per_connection_rate(t0 + Duration::from_secs(1)),
+            Some(512 << 10)
+        );
+        assert_eq!(SpeedBoard::starting(2, t0).per_connection_rate(at), None);
+    }
+
+    /// Issue 15 §3: "a short while, well under --timeout, relative to the observed rate".
+    #[test]
+    fn stall_threshold_follows_the_rate_within_bounds() {
+        let t = Duration::from_secs(30);
+        // 1 MiB/s per connection: 256 KiB take 250 ms.
+        assert_eq!(stall_after(Some(1 << 20), t), Duration::from_millis(250));
+        assert_eq!(stall_after(Some(1 << 30), t), MIN_STALL);
+        assert_eq!(stall_after(Some(1), t), t / 4);
+        assert_eq!(stall_after(None, t), t / 4);
+        assert_eq!(stall_after(Some(0), t), t / 4);
+        // A tiny --timeout wins over the floor.
+        let tiny = Duration::from_millis(100);
+        assert_eq!(stall_after(Some(1 << 30), tiny), tiny / 4);
     }
 
     #[test]

@@ -53,3 +53,62 @@ async fn a_cut_after_progress_is_followed_by_the_next_request_at_once() {
         started.elapsed()
     );
 }
+
+/// Regression for issue 15 §3: the last segment sat on a connection that went silent until
+/// `--timeout` (30 s here) fired, because straggler replacement needs other busy connections
+/// to compare with and at the tail there are none. Now an idle connection races it.
+#[tokio::test]
+async fn a_connection_silent_near_the_end_does_not_hold_the_download() {
+    let len = 4 << 20;
+    let data = random_bytes(len, 41);
+    let server = Server::start(data.clone()).await;
+    server.rate.store(4 << 20, SeqCst);
+    server.hang_at.store(len as u64 - 100_000, SeqCst);
+    server.hangs_left.store(1, SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = fast_options(dir.path(), "tail");
+    opts.worker.timeout = Duration::from_secs(30);
+    let started = Instant::now();
+    let path = tokio::time::timeout(
+        Duration::from_secs(60),
+        download(&server.url("/tail"), &opts),
+    )
+    .await
+    .expect("finished before twice the stall timeout")
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(sha256(&fs::read(path).unwrap()), sha256(&data));
+    assert_eq!(server.hangs_left.load(SeqCst), 0, "a response did hang");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} (timeout 30 s)"
+    );
+}
+
+/// One connection in three never sends a byte (a silent proxy connection); with a 30 s
+/// timeout the download still finishes in seconds, every byte right.
+#[tokio::test]
+async fn connections_silent_from_the_start_are_raced_not_waited_for() {
+    let data = random_bytes(2 << 20, 42);
+    let server = Server::start(data.clone()).await;
+    server.rate.store(4 << 20, SeqCst);
+    server.slow_every.store(3, SeqCst);
+    server.slow_rate.store(1, SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = fast_options(dir.path(), "silent");
+    opts.worker.timeout = Duration::from_secs(30);
+    let started = Instant::now();
+    let path = tokio::time::timeout(
+        Duration::from_secs(60),
+        download(&server.url("/silent"), &opts),
+    )
+    .await
+    .expect("finished before twice the stall timeout")
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(sha256(&fs::read(path).unwrap()), sha256(&data));
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} (timeout 30 s)"
+    );
+}

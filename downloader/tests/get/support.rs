@@ -63,6 +63,10 @@ pub struct Server {
     /// An RFC 9530 `Repr-Digest` value to send.
     pub repr_digest: Mutex<Option<String>>,
     pub log: Mutex<Vec<Logged>>,
+    /// A response covering file offset `hang_at` sends the bytes before it, then nothing
+    /// (the connection stays open), for `hangs_left` responses.
+    pub hang_at: AtomicU64,
+    pub hangs_left: AtomicUsize,
     /// When each dropped response was cut.
     pub dropped_at: Arc<Mutex<Vec<Instant>>>,
     conns: AtomicUsize,
@@ -224,6 +228,9 @@ impl Server {
         };
         let drop_at = take_one(&self.drops_left).then(|| self.drop_after.load(Ordering::SeqCst));
         let dropped_at = Arc::clone(&self.dropped_at);
+        let hang_at = self.hang_at.load(Ordering::SeqCst);
+        let hang = (span.start..span.end).contains(&hang_at) && take_one(&self.hangs_left);
+        let hang_at = hang.then_some(hang_at);
         let stream = futures_util::stream::unfold(span.start, move |pos| {
             let data = Arc::clone(&data);
             let dropped_at = Arc::clone(&dropped_at);
@@ -237,8 +244,12 @@ impl Server {
                     dropped_at.lock().unwrap().push(Instant::now());
                     return Some((Err(std::io::Error::other("dropped on purpose")), span.end));
                 }
+                if hang_at == Some(pos) {
+                    std::future::pending::<()>().await;
+                }
                 let chunk = 16 * 1024;
                 let next = (pos + chunk).min(span.end);
+                let next = hang_at.filter(|h| *h > pos).map_or(next, |h| next.min(h));
                 if rate > 0 {
                     tokio::time::sleep(Duration::from_secs_f64((next - pos) as f64 / rate as f64))
                         .await;

@@ -5,20 +5,26 @@
 //! §14.4, §13.1.5). A 200 to a ranged request means the server ignores `Range`; a changed
 //! validator or length means the file changed. Both end the round (see [`Restart`]); the
 //! orchestrator starts over rather than mixing versions.
+//!
+//! A worker with nothing to take waits while others still hold segments: when one of them
+//! receives nothing for [`speed::stall_after`], the idle worker races it for the rest of its
+//! segment (end-game, issue 15 §3, see [`super::plan`]); the loser is kicked out of its request.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_proto::{ByteRange, ContentRange};
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, IF_RANGE, RANGE};
-use http::StatusCode;
-use reqwest::Response;
+mod accept;
 
-use super::probe::{header_str, header_u64, status_error};
+use ferry_proto::ByteRange;
+use http::header::{IF_RANGE, RANGE};
+use reqwest::Response;
+use tokio::sync::watch;
+
 use super::{speed, Restart, Round};
 use crate::error::Error;
 use crate::retry::Retries;
+use accept::check_response;
 
 /// Bytes gathered in memory before one positional write.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -41,6 +47,8 @@ enum Fault {
     Cancelled,
     /// Far slower than the other connections: retry on a fresh one.
     Slow,
+    /// Another worker racing for the same bytes delivered first.
+    Beaten,
     Error(Error),
 }
 
@@ -66,16 +74,20 @@ async fn work(round: &Round, id: usize) -> Outcome {
     let mut retries = Retries::new(round.opts.backoff);
     let mut slow_retries = 0u32;
     let mut cancel = round.cancel.clone();
+    let Some(mut kick) = round.kicks.get(id).map(watch::Sender::subscribe) else {
+        return Outcome::Done;
+    };
     loop {
-        if *cancel.borrow() {
-            return Outcome::Cancelled;
-        }
-        let Some(range) = lock_plan(round).next(id) else {
-            return Outcome::Done;
+        // Kicks sent before this point were about an earlier segment (they are sent under the
+        // plan lock, before that segment's release).
+        kick.borrow_and_update();
+        let range = match next_range(round, id).await {
+            Ok(range) => range,
+            Err(outcome) => return outcome,
         };
         let mut written_to = range.start;
         let judge = slow_retries < speed::MAX_SLOW_RETRIES;
-        let result = fetch(round, id, range, &mut written_to, judge).await;
+        let result = fetch(round, id, range, &mut written_to, judge, &mut kick).await;
         round.speeds.set(id, 0);
         // Without ranges a retry starts at 0 again, so a failure requeues the whole segment.
         let requeue_from = if round.ranged || result.is_ok() {
@@ -84,6 +96,7 @@ async fn work(round: &Round, id: usize) -> Outcome {
             range.start
         };
         lock_plan(round).release(id, requeue_from);
+        round.plan_changed.notify_waiters();
         if written_to > range.start {
             retries.progress();
         }
@@ -94,6 +107,12 @@ async fn work(round: &Round, id: usize) -> Outcome {
                 slow_retries += 1;
                 round.progress.verbose(&format!(
                     "connection {id}: far slower than the others, reconnecting"
+                ));
+                continue;
+            }
+            Err(Fault::Beaten) => {
+                round.progress.verbose(&format!(
+                    "connection {id}: silent, another connection got its bytes first"
                 ));
                 continue;
             }
@@ -116,6 +135,40 @@ async fn work(round: &Round, id: usize) -> Outcome {
 
 fn lock_plan(round: &Round) -> std::sync::MutexGuard<'_, super::plan::Plan> {
     round.plan.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The next range for worker `id`. While there is none but other workers still hold
+/// segments, waits: one of them may go silent (then this worker races it) or fail (then its
+/// rest is requeued). `Err` when the plan is done or the round cancelled.
+async fn next_range(round: &Round, id: usize) -> Result<ByteRange, Outcome> {
+    let mut cancel = round.cancel.clone();
+    loop {
+        if *cancel.borrow() {
+            return Err(Outcome::Cancelled);
+        }
+        let changed = round.plan_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let now = Instant::now();
+        let rate = round.speeds.per_connection_rate(now);
+        let stall = speed::stall_after(rate, round.opts.timeout);
+        {
+            let mut plan = lock_plan(round);
+            let silent = |w: usize| round.speeds.silent(w, now, stall);
+            if let Some(range) = plan.next(id, &silent) {
+                round.speeds.touch(id, now);
+                return Ok(range);
+            }
+            if plan.is_done() || !round.ranged {
+                return Err(Outcome::Done);
+            }
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(stall / 4) => {}
+            _ = super::cancelled(&mut cancel) => return Err(Outcome::Cancelled),
+        }
+    }
 }
 
 /// After a failure: how long to wait before retrying (zero when the connection had delivered
@@ -163,6 +216,7 @@ async fn fetch(
     range: ByteRange,
     written_to: &mut u64,
     judge: bool,
+    kick: &mut watch::Receiver<u64>,
 ) -> Result<(), Fault> {
     if !round.ranged && range.start != 0 {
         // A plain GET delivers the body from byte 0; it can only fill a segment starting there.
@@ -184,19 +238,32 @@ async fn fetch(
     let resp = tokio::select! {
         r = send => r.map_err(|_| stalled(round, timeout))?.map_err(|source| network(round, source))?,
         _ = super::cancelled(&mut cancel) => return Err(Fault::Cancelled),
+        _ = kick.changed() => return Err(Fault::Beaten),
     };
     check_response(round, &resp, range)?;
-    stream_body(round, id, resp, range, written_to, judge).await
+    let body = Body { resp, range, judge };
+    stream_body(round, id, body, written_to, kick).await
+}
+
+/// A response accepted for `range`; `judge`: may be retried for being far too slow.
+struct Body {
+    resp: Response,
+    range: ByteRange,
+    judge: bool,
 }
 
 async fn stream_body(
     round: &Round,
     id: usize,
-    mut resp: Response,
-    range: ByteRange,
+    body: Body,
     written_to: &mut u64,
-    judge: bool,
+    kick: &mut watch::Receiver<u64>,
 ) -> Result<(), Fault> {
+    let Body {
+        mut resp,
+        range,
+        judge,
+    } = body;
     let mut cancel = round.cancel.clone();
     let mut meter = speed::Meter::new(Instant::now());
     let mut buf = Vec::with_capacity(WRITE_BUFFER);
@@ -205,6 +272,7 @@ async fn stream_body(
         let next = tokio::select! {
             r = tokio::time::timeout(round.opts.timeout, resp.chunk()) => r,
             _ = super::cancelled(&mut cancel) => break Err(Fault::Cancelled),
+            _ = kick.changed() => break Err(Fault::Beaten),
         };
         let chunk = match next {
             Err(_) => break Err(stalled(round, round.opts.timeout).into()),
@@ -212,7 +280,7 @@ async fn stream_body(
             Ok(Ok(None)) => break end_of_body(round, id, offset),
             Ok(Ok(Some(chunk))) => chunk,
         };
-        let allowed = lock_plan(round).claim(id, offset, chunk.len() as u64);
+        let allowed = claim(round, id, offset, chunk.len() as u64);
         // Copy through a fixed-size buffer: hyper hands out chunks of up to ~400 KiB, and a
         // growing Vec would keep a MiB per connection.
         let mut piece = &chunk[..allowed as usize];
@@ -241,6 +309,20 @@ async fn stream_body(
     // Bytes already received are good even when the connection failed: keep them.
     flush(round, id, &mut buf, written_to).await?;
     result
+}
+
+/// Claims received bytes; a racing worker's first claim kicks the rival it beat (under the
+/// plan lock, see [`work`]).
+fn claim(round: &Round, id: usize, offset: u64, len: u64) -> u64 {
+    let now = Instant::now();
+    let mut plan = lock_plan(round);
+    let allowed = plan.claim(id, offset, len);
+    for loser in plan.take_beaten() {
+        round.kick(loser);
+    }
+    drop(plan);
+    round.speeds.received(id, allowed, now);
+    allowed
 }
 
 /// Far below the others' median speed, with enough left to be worth a fresh connection.
@@ -309,70 +391,6 @@ async fn flush(
     *written_to = at + n;
     round.progress.add(id, n);
     Ok(())
-}
-
-/// Decides whether the body of `resp` may be written as `range`.
-fn check_response(round: &Round, resp: &Response, range: ByteRange) -> Result<(), Fault> {
-    let h = resp.headers();
-    let status = resp.status();
-    if status == StatusCode::RANGE_NOT_SATISFIABLE {
-        return Err(Fault::Restart(Restart::Changed(
-            "the server says the range is past the end".into(),
-        )));
-    }
-    if !status.is_success() {
-        return Err(status_error(&round.url, resp, status).into());
-    }
-    if round.validator.contradicts(h) {
-        return Err(Fault::Restart(Restart::Changed(
-            "its validator (ETag or Last-Modified) changed".into(),
-        )));
-    }
-    match (round.ranged, status) {
-        (true, StatusCode::PARTIAL_CONTENT) => {
-            check_content_range(round, header_str(h, &CONTENT_RANGE), range)
-        }
-        (true, StatusCode::OK) => match (header_u64(h, &CONTENT_LENGTH), round.length) {
-            (Some(seen), Some(len)) if seen != len => Err(changed_length(len, seen)),
-            _ => Err(Fault::Restart(Restart::IgnoresRange)),
-        },
-        (false, StatusCode::OK) => match (header_u64(h, &CONTENT_LENGTH), round.length) {
-            (Some(seen), Some(len)) if seen != len => Err(changed_length(len, seen)),
-            _ => Ok(()),
-        },
-        (_, s) => Err(protocol(
-            round,
-            format!("expected status 206 or 200, got {s}"),
-        )),
-    }
-}
-
-fn check_content_range(round: &Round, value: Option<&str>, asked: ByteRange) -> Result<(), Fault> {
-    let length = round.length.unwrap_or_default();
-    let expected = asked.content_range(length);
-    let value = value.ok_or_else(|| {
-        protocol(
-            round,
-            format!("206 without Content-Range, expected {expected:?}"),
-        )
-    })?;
-    let parsed = ContentRange::parse(value).map_err(|e| protocol(round, e.to_string()))?;
-    if let Some(seen) = parsed.complete.filter(|c| *c != length) {
-        return Err(changed_length(length, seen));
-    }
-    if parsed.range != asked || parsed.complete.is_none() {
-        return Err(protocol(
-            round,
-            format!("expected Content-Range {expected:?}, got {value:?}; not writing it"),
-        ));
-    }
-    Ok(())
-}
-
-fn changed_length(expected: u64, seen: u64) -> Fault {
-    Fault::Restart(Restart::Changed(format!(
-        "its length changed from {expected} to {seen} bytes"
-    )))
 }
 
 fn protocol(round: &Round, msg: String) -> Fault {
