@@ -16,7 +16,10 @@
 //! - [`store`]: the storage trait and its local-filesystem backend.
 //! - [`error`]: the error type and the one place errors become responses.
 //! - [`body`]: the response body type.
+//! - [`observe`]: per-request access log, metrics and rate limit, attached in the router.
+//! - [`access_log`]: the access log writer (combined or JSON, reopened for logrotate).
 
+pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod conditional;
@@ -25,6 +28,7 @@ pub mod error;
 pub mod files;
 pub mod listing;
 pub mod multipart;
+pub mod observe;
 pub mod path;
 pub mod range;
 pub mod router;

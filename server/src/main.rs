@@ -1,6 +1,6 @@
 //! `ferryd`: parse flags, set up logging, bind, print the bound URL, serve until SIGINT/SIGTERM.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use ferryd::access_log::AccessLogHandle;
 use ferryd::router::App;
 use ferryd::server::{self, ServerOptions};
 use ferryd::store::fs::{FsOptions, FsStore};
@@ -92,6 +93,23 @@ struct Args {
     /// per CPU).
     #[arg(long, env = "FERRY_WORKERS")]
     workers: Option<usize>,
+    /// Access log: a file path (appended; reopened on SIGHUP/SIGUSR1) or `-` for stdout.
+    #[arg(long, env = "FERRY_ACCESS_LOG")]
+    access_log: Option<String>,
+    /// Access log line format.
+    #[arg(
+        long,
+        env = "FERRY_ACCESS_LOG_FORMAT",
+        value_enum,
+        default_value = "combined"
+    )]
+    access_log_format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AccessLogFormat {
+    Combined,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -185,6 +203,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "ferryd browser upload link: {scheme}://{addr}/#token={t}"
         ));
     }
+    let access_log = start_access_log(&args)?;
+    app.observe.access_log = access_log.as_ref().map(|h| h.log());
     // Last, once everything is ready: scripts wait for this line and take the URL from it.
     announce(&format!(
         "ferryd listening on {scheme}://{addr}/ serving {root}"
@@ -193,6 +213,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     server::run_workers(listener, Arc::new(app), opts, workers, shutdown).await?;
+    if let Some(h) = access_log {
+        h.close();
+    }
     Ok(())
 }
 
@@ -219,12 +242,43 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Opens the access log and reopens it on SIGHUP and SIGUSR1 (logrotate's `postrotate`).
+fn start_access_log(args: &Args) -> anyhow::Result<Option<Arc<AccessLogHandle>>> {
+    use ferryd::access_log::{self, Format, Target};
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(target) = &args.access_log else {
+        return Ok(None);
+    };
+    let format = match args.access_log_format {
+        AccessLogFormat::Combined => Format::Combined,
+        AccessLogFormat::Json => Format::Json,
+    };
+    let h = Arc::new(
+        access_log::start(Target::parse(target), format)
+            .with_context(|| format!("cannot open access log {target}"))?,
+    );
+    for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
+        let mut sig = signal(kind).context("cannot install signal handlers")?;
+        let h = Arc::downgrade(&h);
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                match h.upgrade() {
+                    Some(h) => h.reopen(),
+                    None => break,
+                }
+            }
+        });
+    }
+    Ok(Some(h))
+}
+
 fn init_tracing(args: &Args) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -14,6 +14,7 @@ use crate::body::Body;
 use crate::error::{error_response, Error, Result};
 use crate::files;
 use crate::listing::Page;
+use crate::observe::ConnInfo;
 use crate::store::Store;
 use crate::tus::Tus;
 use crate::ui;
@@ -25,6 +26,8 @@ pub struct App {
     pub tus: Option<Arc<Tus>>,
     /// Bearer token required for GET/HEAD of files (`--read-token`); `None` means public.
     pub read_token: Option<String>,
+    /// Access log, metrics and rate limits (all off by default).
+    pub observe: crate::observe::Observe,
 }
 
 impl App {
@@ -33,6 +36,7 @@ impl App {
             store,
             tus: None,
             read_token: None,
+            observe: Default::default(),
         }
     }
 
@@ -48,7 +52,16 @@ impl App {
     }
 }
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let tap = app.observe.tap(
+        &req,
+        conn,
+        app.tus.as_ref().map(|t| t.config().base.as_str()),
+    );
     // A bug must cost one request a 500, not the connection: panics are caught here.
     let mut resp = match AssertUnwindSafe(dispatch(&app, req)).catch_unwind().await {
         Ok(Ok(r)) => r,
@@ -59,7 +72,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         header::SERVER,
         HeaderValue::from_static(concat!("ferryd/", env!("CARGO_PKG_VERSION"))),
     );
-    Ok(resp)
+    Ok(match tap {
+        Some(tap) => tap.finish(resp),
+        None => resp,
+    })
 }
 
 async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::observe::ConnInfo;
 use crate::router::{self, App};
 
 /// Connection-level limits and timeouts.
@@ -81,7 +82,8 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let (app, opts, watcher) = (app.clone(), opts.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(tcp, app, &opts, watcher).await {
+            let conn = ConnInfo::new(peer);
+            if let Err(e) = serve_connection(tcp, conn, app, &opts, watcher).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
             drop(permit);
@@ -160,6 +162,7 @@ pub async fn run_workers(
 
 async fn serve_connection(
     tcp: TcpStream,
+    conn: ConnInfo,
     app: Arc<App>,
     opts: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
@@ -176,7 +179,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .max_header_list_size(opts.max_header_size as u32)
         .max_concurrent_streams(256);
-    let service = service_fn(move |req| router::handle(app.clone(), req));
+    let service = service_fn(move |req| router::handle(app.clone(), conn, req));
     let idle = activity.clone().watch(opts.idle_timeout);
     match &opts.tls {
         Some(cfg) => {

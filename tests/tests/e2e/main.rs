@@ -4,6 +4,7 @@ mod files;
 mod get;
 mod hardening;
 mod interop;
+mod ops;
 mod protocols;
 mod put;
 mod tus;
