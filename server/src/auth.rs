@@ -1,5 +1,8 @@
 //! Bearer tokens (RFC 6750 §2.1): uploads (POST, PATCH, DELETE) need the upload token, reads
-//! (HEAD, GET) the read token when one is configured. Tokens are compared in constant time.
+//! (HEAD, GET) the read token when one is configured; the upload token also allows HEAD of an
+//! upload, so that an uploader can resume. Tokens are compared in constant time. Every 401
+//! carries [`CHALLENGE`] (RFC 9110 §11.6.1, RFC 6750 §3), added where errors become
+//! responses.
 
 use http::{header, HeaderMap, Method, StatusCode};
 
@@ -29,10 +32,20 @@ pub fn bearer_ok(h: &HeaderMap, token: &str) -> bool {
     scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
-/// 401 unless the request carries the token its method needs.
+/// The `WWW-Authenticate` value of every 401: files and uploads alike.
+pub const CHALLENGE: &str = "Bearer realm=\"ferry\"";
+
+/// Whether the request may upload: it carries the upload token, or uploads are public.
+pub fn is_uploader(cfg: &TusConfig, h: &HeaderMap) -> bool {
+    cfg.upload_token.as_deref().is_none_or(|t| bearer_ok(h, t))
+}
+
+/// 401 unless the request carries the token its method needs. HEAD of an upload is also
+/// allowed to an uploader (tus clients resume with HEAD; RFC 6750 leaves scopes to us).
 pub fn check(cfg: &TusConfig, method: &Method, h: &HeaderMap) -> Result<()> {
     let (token, what) = match *method {
         Method::POST | Method::PATCH | Method::DELETE => (cfg.upload_token.as_deref(), "upload"),
+        Method::HEAD if cfg.read_token.is_some() && is_uploader(cfg, h) => (None, "upload"),
         _ => (cfg.read_token.as_deref(), "read"),
     };
     match token {
@@ -90,5 +103,11 @@ mod tests {
         );
         cfg.read_token = Some("r".into());
         assert!(check(&cfg, &Method::GET, &none).is_err());
+        // The upload token lets an uploader resume (HEAD), not download (GET).
+        let mut upload = HeaderMap::new();
+        upload.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer u"));
+        assert!(check(&cfg, &Method::HEAD, &upload).is_ok());
+        assert!(check(&cfg, &Method::GET, &upload).is_err());
+        assert!(check(&cfg, &Method::HEAD, &none).is_err());
     }
 }

@@ -81,6 +81,12 @@ pub fn error_response(err: &Error) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(crate::auth::CHALLENGE),
+        );
+    }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         h.insert(
             header::ALLOW,

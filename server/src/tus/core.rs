@@ -141,12 +141,20 @@ fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
-/// HEAD {base}/{id}: interrupts a streaming PATCH, then reports the durable offset.
-pub async fn head(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
-    let _guard = tus.locks.acquire(id).await;
+/// HEAD {base}/{id}: reports the durable offset. An uploader (upload token, or public
+/// uploads) takes the upload over: a streaming PATCH is interrupted first, and a finished
+/// upload is concatenated and published. Anyone else never interrupts the owner: while a
+/// PATCH streams they get the last checkpoint as it is.
+pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Response<Body>> {
+    let guard = match uploader {
+        true => Some(tus.locks.acquire(id).await),
+        false => tus.locks.try_acquire(id),
+    };
     let mut info = load_live(tus, id).await?;
-    concat::try_finish(tus, &mut info).await?;
-    publish::complete(tus, &mut info).await?;
+    if guard.is_some() {
+        concat::try_finish(tus, &mut info).await?;
+        publish::complete(tus, &mut info).await?;
+    }
     let mut resp = Response::new(body::empty());
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

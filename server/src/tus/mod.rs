@@ -156,12 +156,6 @@ impl Tus {
             StatusCode::PRECONDITION_FAILED => {
                 h.insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
             }
-            StatusCode::UNAUTHORIZED => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"ferry\""),
-                );
-            }
             StatusCode::METHOD_NOT_ALLOWED => {
                 h.insert(header::ALLOW, HeaderValue::from_static(cors::ALLOW_METHODS));
             }
@@ -197,7 +191,10 @@ impl Tus {
         }
         let id = UploadId::parse(rest).ok_or(Error::NotFound)?;
         match *method {
-            Method::HEAD => core::head(self, &id).await,
+            Method::HEAD => {
+                let uploader = crate::auth::is_uploader(&self.cfg, req.headers());
+                core::head(self, &id, uploader).await
+            }
             Method::PATCH => patch::patch(self, id, req).await,
             Method::DELETE if self.caps().termination => core::delete(self, &id).await,
             Method::GET => core::get(self, &id, req.headers()).await,

@@ -6,6 +6,7 @@ mod core;
 mod extensions;
 mod ferry;
 mod interop;
+mod owner;
 mod staging;
 
 use std::time::Duration;
