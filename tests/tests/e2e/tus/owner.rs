@@ -9,16 +9,12 @@ use reqwest::Method;
 
 use super::*;
 
-/// A PATCH of `data` whose body is sent in two halves; returns the pending response and the
-/// sender of the second half.
-fn patch_in_two(
-    srv: &TestServer,
-    loc: &str,
-    data: &[u8],
-) -> (
-    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
-    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-) {
+type Pending = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+type Chunks = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// A PATCH of `data` whose body is sent in pieces; returns the pending response and the
+/// sender of the pieces.
+fn patch_in_two(srv: &TestServer, loc: &str, data: &[u8]) -> (Pending, Chunks) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let req = tus(srv, Method::PATCH, loc)
