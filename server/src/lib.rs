@@ -7,6 +7,7 @@
 //! - [`auth`]: bearer tokens (constant-time), shared by files and tus.
 //! - [`cors`]: CORS for browser clients, shared by files and tus.
 //! - [`files`]: GET/HEAD of stored files and directories.
+//! - [`host`]: the HTTP/1.1 `Host` rule (RFC 9112 §3.2).
 //! - [`range`]: `Range` resolution against a length (pure).
 //! - [`conditional`]: `If-*` precondition evaluation (pure).
 //! - [`multipart`]: streamed `multipart/byteranges` bodies.
@@ -26,6 +27,7 @@ pub mod conditional;
 pub mod cors;
 pub mod error;
 pub mod files;
+pub mod host;
 pub mod listing;
 pub mod multipart;
 pub mod observe;

@@ -79,6 +79,7 @@ pub async fn handle(
 }
 
 async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
+    crate::host::check(req.version(), req.headers())?;
     if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(req.uri().path())) {
         return Ok(tus.handle(req).await);
     }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -167,6 +167,10 @@ async fn serve_connection(
     opts: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // The first request head is due `header_read_timeout` after accept, whatever the protocol:
+    // hyper's own HTTP/1.1 timer starts only once the first bytes told HTTP/1.1 from HTTP/2.
+    let head_due = tokio::time::Instant::now() + opts.header_read_timeout;
+    let first = FirstRequest::default();
     let activity = Activity::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -179,21 +183,25 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .max_header_list_size(opts.max_header_size as u32)
         .max_concurrent_streams(256);
-    let service = service_fn(move |req| router::handle(app.clone(), conn, req));
+    let seen = first.clone();
+    let service = service_fn(move |req| {
+        seen.mark();
+        router::handle(app.clone(), conn, req)
+    });
     let idle = activity.clone().watch(opts.idle_timeout);
+    let head = first.due(head_due);
     match &opts.tls {
         Some(cfg) => {
             let acceptor = TlsAcceptor::from(cfg.clone());
-            let tls =
-                tokio::time::timeout(opts.header_read_timeout, acceptor.accept(tcp)).await??;
+            let tls = tokio::time::timeout_at(head_due, acceptor.accept(tcp)).await??;
             let io = TokioIo::new(Tracked::new(tls, activity));
             let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
-            run_until_idle(conn, idle).await
+            run_until_idle(conn, idle, head).await
         }
         None => {
             let io = TokioIo::new(Tracked::new(tcp, activity));
             let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
-            run_until_idle(conn, idle).await
+            run_until_idle(conn, idle, head).await
         }
     }
 }
@@ -201,10 +209,30 @@ async fn serve_connection(
 async fn run_until_idle<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     conn: impl Future<Output = Result<(), E>>,
     idle: impl Future<Output = ()>,
+    head: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tokio::select! {
         r = conn => r.map_err(Into::into),
         _ = idle => Err("idle timeout".into()),
+        _ = head => Err("no request head within the header timeout".into()),
+    }
+}
+
+/// Whether a connection has delivered its first request head (HTTP/1.1 or HTTP/2 alike).
+#[derive(Clone, Default)]
+struct FirstRequest(Arc<AtomicBool>);
+
+impl FirstRequest {
+    fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Completes at `deadline` unless a request head arrived by then; never completes after.
+    async fn due(self, deadline: tokio::time::Instant) {
+        tokio::time::sleep_until(deadline).await;
+        if self.0.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

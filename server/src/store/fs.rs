@@ -10,7 +10,9 @@
 //! Reads are positional (`pread`) in chunks of [`CHUNK`] bytes on the blocking pool, one chunk
 //! read ahead per response so disk and socket overlap. Every chunk holds permits of a shared
 //! byte budget until the connection has written it, which bounds the memory of all responses
-//! together however many clients there are.
+//! together however many clients there are. No read waits for that budget: when it is spent,
+//! a response reads [`SHARE`] bytes at a time of its own (see `read`), so clients that hold
+//! the budget by never reading slow the others to small reads but never stop them.
 
 use std::fs::File;
 use std::io;
@@ -37,6 +39,10 @@ use state::LEGACY_DIR;
 pub const CHUNK: usize = 512 * 1024;
 /// Reads of at most this many bytes happen inline on the async worker.
 pub const INLINE_READ: usize = 64 * 1024;
+/// Bytes a response reads at a time, outside the budget, while the budget is spent: its own
+/// share, so that clients holding the budget (by not reading) cannot stall anyone else.
+/// nginx's `output_buffers` default is 2 x 32 KiB per connection, for comparison.
+pub const SHARE: usize = 16 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {
@@ -44,7 +50,8 @@ pub struct FsOptions {
     pub allow_hidden: bool,
     /// Follow symlinks whose target lies outside the root.
     pub allow_symlinks_outside: bool,
-    /// Total bytes of file data that responses may hold in memory at once.
+    /// Bytes of file data that responses may hold in memory at once in full-size chunks; past
+    /// it, each response reads [`SHARE`] bytes at a time (memory: budget + one share each).
     pub read_budget: usize,
     /// Open files kept for reuse (each holds a descriptor); 0 disables the cache.
     pub open_files: usize,

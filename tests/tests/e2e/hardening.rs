@@ -237,3 +237,149 @@ async fn per_core_workers_serve_and_stop_gracefully() {
         "no longer accepting"
     );
 }
+
+/// Opens a connection with a tiny receive buffer, asks for `path` and never reads the body.
+async fn never_reading(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).await.unwrap(); // the response is streaming
+    s
+}
+
+#[tokio::test]
+async fn clients_that_never_read_do_not_stall_other_downloads() {
+    // Regression (issue 8, point 1): every chunk held permits of the shared 16 MiB read budget
+    // until the socket took it, so ~16 clients asking for a large file and never reading held
+    // all of it, and every other download, even of a 5-byte file, waited for the idle timeout.
+    let srv = with(ServerOptions {
+        idle_timeout: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let data = ferry_tests::pattern(8 << 20, 5);
+    srv.put_file("big.bin", &data);
+    let mut stalled = Vec::new();
+    for _ in 0..96 {
+        stalled.push(never_reading(srv.addr, "/big.bin").await);
+    }
+    // Let the server fill those sockets and hold what they did not take.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = raw(
+        srv.addr,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a 5-byte GET took {:?} next to 96 clients that never read",
+        started.elapsed()
+    );
+    let get = ferry_tests::client().get(srv.url("/big.bin")).send();
+    let body = tokio::time::timeout(Duration::from_secs(20), async {
+        get.await.unwrap().bytes().await.unwrap()
+    })
+    .await
+    .expect("a reading client's 8 MiB download waited on clients that never read");
+    assert!(body == data, "the reading client got the right bytes");
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn silent_sockets_are_closed_at_the_header_timeout_not_the_idle_timeout() {
+    // Regression (issue 8, point 7): the request-head timeout only started once hyper was
+    // reading an HTTP/1.1 head, after the first bytes told HTTP/1.1 from HTTP/2; a socket that
+    // never sent a byte held its connection slot for the idle timeout, so 1,100 silent sockets
+    // locked everyone out for a minute.
+    let srv = with(ServerOptions {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 8,
+        ..Default::default()
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..24 {
+        silent.push(tokio::net::TcpStream::connect(srv.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent[0].read_to_end(&mut buf));
+    assert!(
+        closed.await.is_ok(),
+        "a silent socket was still open after 10 s"
+    );
+    let r = raw(
+        srv.addr,
+        b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served after {:?}, behind 24 silent sockets and 8 connection slots",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn http11_request_without_exactly_one_valid_host_gets_400() {
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with more
+    // than one Host, or with an invalid one. HTTP/1.0 may omit it.
+    let srv = with(ServerOptions::default()).await;
+    for (req, want) in [
+        (
+            &b"GET /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            400,
+        ),
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost: u@x\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (b"GET /a.txt HTTP/1.0\r\n\r\n", 200),
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+        // §3.2: a target without an authority is sent with an empty Host.
+        (
+            b"GET /a.txt HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+    ] {
+        let r = raw(srv.addr, req, Duration::from_secs(5)).await;
+        assert_eq!(
+            r.status,
+            want,
+            "{:?} -> {}",
+            String::from_utf8_lossy(req),
+            r.head
+        );
+        if want == 400 {
+            assert!(
+                String::from_utf8_lossy(&r.body).contains("Host"),
+                "{:?}",
+                r.body
+            );
+        }
+    }
+}

@@ -1,6 +1,9 @@
 //! Reading an opened file: positional reads in [`CHUNK`](super::CHUNK)-sized pieces, one read
-//! ahead on the blocking pool, small remainders inline; every chunk holds permits of the shared
-//! byte budget until the connection has written it.
+//! ahead on the blocking pool, small remainders inline. Every chunk holds permits of the shared
+//! byte budget until the connection has written it, but no read ever waits for the budget:
+//! with the budget spent (by clients that stopped reading, say), a response goes on in
+//! [`SHARE`](super::SHARE)-sized reads of its own. Memory stays bounded by the budget plus one
+//! share per response, and a client that never reads stalls only itself.
 
 use std::fs::File;
 use std::io;
@@ -12,7 +15,7 @@ use ferry_proto::ByteRange;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{CHUNK, INLINE_READ};
+use super::{CHUNK, INLINE_READ, SHARE};
 use crate::store::{BoxFuture, ByteStream, FileHandle, Memo, Meta};
 
 pub(super) struct FsFile {
@@ -38,7 +41,7 @@ impl FsFile {
 /// last `Bytes` pointing into it is dropped (after hyper has written it).
 struct Chunk {
     buf: Vec<u8>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for Chunk {
@@ -79,51 +82,59 @@ impl ReadState {
             let buf = read_exact_at(&file, buf, n, at)?;
             Ok(Bytes::from_owner(Chunk {
                 buf,
-                _permit: permit,
+                _permit: Some(permit),
             }))
         }));
     }
 
-    /// Budget permits for `n` bytes, waiting until they are free.
-    async fn acquire(&self, n: usize) -> io::Result<OwnedSemaphorePermit> {
-        self.budget
-            .clone()
-            .acquire_many_owned(n as u32)
-            .await
-            .map_err(io::Error::other)
+    /// Budget permits for `n` bytes if the budget has room right now. Never waits: a response
+    /// that waited would wait on whoever holds the budget, and a client that stops reading
+    /// holds its chunks until the idle timeout.
+    fn try_permit(&self, n: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(n).ok()?;
+        self.budget.clone().try_acquire_many_owned(n).ok()
     }
 
     fn next_len(&self) -> usize {
         (self.end - self.pos).min(CHUNK as u64) as usize
     }
 
-    /// Waits for budget, then starts the next read. Only called while this response holds no
-    /// chunk of its own that the connection has not taken yet: waiting while holding one is
-    /// how responses deadlocked on a shared budget.
-    async fn start_next(&mut self) -> io::Result<()> {
-        let n = self.next_len();
-        let permit = self.acquire(n).await?;
-        self.spawn_read(n, permit);
-        Ok(())
-    }
-
-    /// Reads the small remainder on the worker itself: a page-cache `pread` of a few KiB costs
-    /// less than handing it to the blocking pool and back.
-    async fn read_inline(&mut self) -> io::Result<Bytes> {
-        let n = self.next_len();
-        let permit = self.acquire(n).await?;
+    /// Reads `n` bytes on the worker itself: a page-cache `pread` of a few KiB costs less than
+    /// handing it to the blocking pool and back.
+    fn read_inline(&mut self, n: usize, permit: Option<OwnedSemaphorePermit>) -> io::Result<Bytes> {
         let buf = read_exact_at(&self.file, Vec::with_capacity(n), n, self.pos)?;
         self.pos += n as u64;
-        Ok(Bytes::from_owner(Chunk {
-            buf,
-            _permit: permit,
-        }))
+        Ok(match permit {
+            Some(p) => Bytes::from_owner(Chunk {
+                buf,
+                _permit: Some(p),
+            }),
+            None => Bytes::from(buf),
+        })
+    }
+
+    /// The next piece when no read is ahead: a chunk bought from the budget (on the blocking
+    /// pool, or inline when small), or, with the budget spent, [`SHARE`] bytes of the
+    /// response's own share, read inline.
+    fn start(&mut self) -> Option<io::Result<Bytes>> {
+        let n = self.next_len();
+        if n <= SHARE {
+            return Some(self.read_inline(n, None));
+        }
+        match self.try_permit(n) {
+            Some(permit) if n <= INLINE_READ => Some(self.read_inline(n, Some(permit))),
+            Some(permit) => {
+                self.spawn_read(n, permit);
+                None
+            }
+            None => Some(self.read_inline(SHARE, None)),
+        }
     }
 
     /// Reads ahead only if the budget has room right now.
     fn try_start_next(&mut self) {
         let n = self.next_len();
-        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(n as u32) {
+        if let Some(permit) = self.try_permit(n) {
             self.spawn_read(n, permit);
         }
     }
@@ -133,11 +144,8 @@ impl ReadState {
             if self.pos >= self.end {
                 return None;
             }
-            if self.end - self.pos <= INLINE_READ as u64 {
-                return Some(self.read_inline().await);
-            }
-            if let Err(e) = self.start_next().await {
-                return Some(Err(e));
+            if let Some(piece) = self.start() {
+                return Some(piece);
             }
         }
         let handle = self.ahead.take()?;
@@ -204,7 +212,11 @@ impl FileHandle for FsFile {
     fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
         let mut state = ReadState::new(&self, range);
         if range.len() <= INLINE_READ as u64 {
-            return Box::pin(async move { state.read_inline().await });
+            // One small body per response: read even when the budget is spent, so that clients
+            // holding the budget cannot hold up small answers.
+            let n = range.len() as usize;
+            let permit = (n > SHARE).then(|| state.try_permit(n)).flatten();
+            return Box::pin(std::future::ready(state.read_inline(n, permit)));
         }
         Box::pin(crate::store::collect(self.read(range), range.len()))
     }
