@@ -1,5 +1,6 @@
 //! End-to-end tests over real HTTP on 127.0.0.1. One test binary, a module per area.
 
+mod browser;
 mod files;
 mod get;
 mod hardening;

@@ -142,6 +142,7 @@ function sortHeaders() {
   }
   row.querySelector('th.n').setAttribute('aria-sort', 'ascending');
   row.append(el('th', { scope: 'col', class: 'a' }, el('span', { class: 'visually-hidden' }, t('actions'))));
+  parentRow?.append(el('td', { class: 'a' }));
 }
 
 function tools() {

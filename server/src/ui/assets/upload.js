@@ -211,6 +211,7 @@ export function init(context) {
   window.addEventListener('beforeunload', (e) => {
     if (uploads.some((u) => u.active)) { e.preventDefault(); e.returnValue = t('leave'); }
   });
+  window.addEventListener('offline', () => { for (const u of uploads) u.offline(); });
   document.addEventListener('paste', (e) => {
     const files = [...(e.clipboardData?.files || [])];
     if (files.length) add(files.map((f) => ({ file: f, rel: f.name })));

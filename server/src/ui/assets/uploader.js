@@ -71,6 +71,7 @@ export class Upload {
     this.target = dir ? `${dir}/${file.name}` : file.name;
     this.key = storageKey(opts.endpoint, this.target, file);
     this.status = 'queued';
+    this.history = ['queued']; // every status this upload went through, for tests
     this.sent = 0;
     this.hashed = 0;
     this.attempt = 0;
@@ -80,6 +81,7 @@ export class Upload {
   }
 
   set(status, extra = {}) {
+    if (status !== this.status) this.history.push(status);
     Object.assign(this, { status }, extra);
     this.opts.onChange(this);
   }
@@ -280,13 +282,25 @@ export class Upload {
     }, 250);
   }
 
-  pause() {
+  /** The browser went offline: stop sending now (an open request may hang rather than fail)
+   * and start again by itself once it is back online. */
+  offline() {
+    if (!this.active || this.status === 'offline') return;
+    this.halt();
+    this.retry(new HttpError(0, 'offline'));
+  }
+
+  halt() {
     this.stopped = true;
     clearInterval(this.timer);
     this.worker?.terminate();
     this.worker = null;
     if (this.tus) this.tus.abort(false);
     this.tus = null;
+  }
+
+  pause() {
+    this.halt();
     this.set('paused');
   }
 
