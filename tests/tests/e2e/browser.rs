@@ -36,7 +36,9 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
 /// One browser at a time: the scenarios are heavy, and several on two cores time out.
 async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
-    LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+        .lock()
+        .await
 }
 
 struct Run {
@@ -115,10 +117,17 @@ async fn a_files_and_a_nested_folder_upload_byte_identical() {
         ("one.txt", run.fixture("one.txt", b"first file\n")),
         ("two.bin", run.fixture("two.bin", &pattern(3 << 20, 1))),
         ("tree/a.txt", run.fixture("tree/a.txt", b"a")),
-        ("tree/sub/b.bin", run.fixture("tree/sub/b.bin", &pattern(70_000, 2))),
-        ("tree/sub/deeper/c.txt", run.fixture("tree/sub/deeper/c.txt", b"c")),
+        (
+            "tree/sub/b.bin",
+            run.fixture("tree/sub/b.bin", &pattern(70_000, 2)),
+        ),
+        (
+            "tree/sub/deeper/c.txt",
+            run.fixture("tree/sub/deeper/c.txt", b"c"),
+        ),
     ];
-    run.scenario("files_and_folder", serde_json::json!({})).await;
+    run.scenario("files_and_folder", serde_json::json!({}))
+        .await;
     for (rel, data) in files {
         run.assert_served(&format!("/inbox/{rel}"), &data).await;
     }
@@ -145,8 +154,11 @@ async fn h_hostile_names_render_as_text() {
         serde_json::json!({ "names": names, "upload": upload }),
     )
     .await;
-    run.assert_served(&format!("/{}", ferryd::listing::encode_segment(upload)), b"x")
-        .await;
+    run.assert_served(
+        &format!("/{}", ferryd::listing::encode_segment(upload)),
+        b"x",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -183,7 +195,11 @@ async fn f_pause_resume_and_cancel() {
     run.scenario("pause_cancel", serde_json::json!({})).await;
     run.assert_served("/p.bin", &p).await;
     let cancelled = client().get(run.srv.url("/c.bin")).send().await.unwrap();
-    assert_eq!(cancelled.status(), 404, "a cancelled upload is not published");
+    assert_eq!(
+        cancelled.status(),
+        404,
+        "a cancelled upload is not published"
+    );
 }
 
 #[tokio::test]
@@ -232,7 +248,8 @@ async fn j_screenshots_light_dark_phone() {
     let _one = one_at_a_time().await;
     let run = Run::start().await;
     run.fixture("one.txt", b"screenshot\n");
-    run.srv.put_file("docs/报告 2026.pdf", &pattern(1_234_567, 8));
+    run.srv
+        .put_file("docs/报告 2026.pdf", &pattern(1_234_567, 8));
     run.srv.put_file("docs/photos/a.jpg", b"jpg");
     run.srv.put_file("docs/notes.md", b"# notes\n");
     run.srv.put_file("docs/video.mp4", &pattern(3 << 20, 9));

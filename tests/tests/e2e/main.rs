@@ -5,6 +5,7 @@ mod files;
 mod get;
 mod hardening;
 mod interop;
+mod mirror;
 mod ops;
 mod protocols;
 mod put;
