@@ -64,6 +64,7 @@ impl From<std::io::Error> for Error {
 pub fn error_response(err: &Error) -> Response<Body> {
     let status = err.status();
     let text = if status.is_server_error() {
+        crate::metrics::INTERNAL_ERRORS.inc();
         tracing::error!(error = %err, "request failed");
         status
             .canonical_reason()

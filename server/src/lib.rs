@@ -18,6 +18,8 @@
 //! - [`error`]: the error type and the one place errors become responses.
 //! - [`body`]: the response body type.
 //! - [`observe`]: per-request access log, metrics and rate limit, attached in the router.
+//! - [`metrics`]: Prometheus metrics on their own address (`--metrics-listen`).
+//! - [`events`]: upload lifecycle events for metrics and hooks.
 //! - [`access_log`]: the access log writer (combined or JSON, reopened for logrotate).
 
 pub mod access_log;
@@ -26,9 +28,11 @@ pub mod body;
 pub mod conditional;
 pub mod cors;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod host;
 pub mod listing;
+pub mod metrics;
 pub mod multipart;
 pub mod observe;
 pub mod path;

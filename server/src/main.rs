@@ -104,6 +104,9 @@ struct Args {
         default_value = "combined"
     )]
     access_log_format: AccessLogFormat,
+    /// Serve Prometheus metrics on this address (keep it off the public network).
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -205,6 +208,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let access_log = start_access_log(&args)?;
     app.observe.access_log = access_log.as_ref().map(|h| h.log());
+    app.observe.metrics = start_metrics(&args, app.tus.as_deref())?;
     // Last, once everything is ready: scripts wait for this line and take the URL from it.
     announce(&format!(
         "ferryd listening on {scheme}://{addr}/ serving {root}"
@@ -240,6 +244,30 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+/// Binds the metrics address and serves Prometheus text there; upload events are counted.
+fn start_metrics(
+    args: &Args,
+    tus: Option<&Tus>,
+) -> anyhow::Result<Option<Arc<ferryd::metrics::Metrics>>> {
+    let Some(addr) = args.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let metrics = Arc::new(ferryd::metrics::Metrics::new());
+    if let Some(tus) = tus {
+        tus.events.subscribe(metrics.clone());
+    }
+    announce(&format!(
+        "ferryd metrics on http://{}/metrics",
+        listener.local_addr()?
+    ));
+    tokio::spawn(ferryd::metrics::serve(listener, metrics.clone()));
+    Ok(Some(metrics))
 }
 
 /// Opens the access log and reopens it on SIGHUP and SIGUSR1 (logrotate's `postrotate`).

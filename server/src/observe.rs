@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -18,11 +19,13 @@ use http_body_util::BodyExt as _;
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::body::Body;
+use crate::metrics::Metrics;
 
 /// The operator features of one server; all off by default.
 #[derive(Clone, Default)]
 pub struct Observe {
     pub access_log: Option<AccessLog>,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// What the accept loop knows about a connection, handed to every request on it.
@@ -37,9 +40,34 @@ impl ConnInfo {
     }
 }
 
+/// Held by the accept loop for as long as a connection is open.
+pub struct ConnGuard {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.connections.dec();
+        }
+    }
+}
+
 impl Observe {
     fn is_off(&self) -> bool {
-        self.access_log.is_none()
+        self.access_log.is_none() && self.metrics.is_none()
+    }
+
+    /// A connection was accepted: what its requests will know of it, and a guard to hold
+    /// until it closes.
+    pub fn accept(&self, peer: SocketAddr) -> (ConnInfo, ConnGuard) {
+        if let Some(m) = &self.metrics {
+            m.connections.inc();
+        }
+        let guard = ConnGuard {
+            metrics: self.metrics.clone(),
+        };
+        (ConnInfo::new(peer), guard)
     }
 
     /// Notes what the log needs from the request before the handlers consume it.
@@ -47,6 +75,9 @@ impl Observe {
     pub fn tap<B>(&self, req: &Request<B>, conn: ConnInfo, tus_base: Option<&str>) -> Option<Tap> {
         if self.is_off() {
             return None;
+        }
+        if let Some(m) = &self.metrics {
+            m.in_flight.inc();
         }
         let h = req.headers();
         let path = req.uri().path();
@@ -132,6 +163,10 @@ struct Report {
 impl Report {
     fn emit(self, sent: u64, completed: bool) {
         let t = self.tap;
+        if let Some(m) = &t.obs.metrics {
+            m.in_flight.dec();
+            m.request(&t.method, self.status, sent, self.received);
+        }
         if let Some(log) = &t.obs.access_log {
             log.record(Entry {
                 time: SystemTime::now(),

@@ -82,7 +82,7 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let (app, opts, watcher) = (app.clone(), opts.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let conn = ConnInfo::new(peer);
+            let (conn, _open) = app.observe.accept(peer);
             if let Err(e) = serve_connection(tcp, conn, app, &opts, watcher).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }

@@ -191,6 +191,9 @@ pub async fn delete(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
     tus.uploads()?
         .discard(&mut info, UploadState::Terminated)
         .await?;
+    tus.events
+        .emit(crate::events::Kind::Terminated, &info, None)
+        .await;
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)

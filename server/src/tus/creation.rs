@@ -19,6 +19,7 @@ use super::patch::{self, ChecksumSpec};
 use super::{expiration, publish, Tus};
 use crate::body::{self, Body};
 use crate::error::{Error, Result};
+use crate::events::Kind;
 use crate::files::set;
 use crate::store::upload::{Concat, UploadId, UploadInfo};
 
@@ -35,6 +36,7 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     };
     if let ConcatRequest::Final(ids) = role {
         let info = concat::create_final(tus, ids, metadata).await?;
+        tus.events.emit(Kind::Created, &info, None).await;
         return Ok(created(tus, &info));
     }
     let length = length_or_defer(h)?;
@@ -52,6 +54,7 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
     let guard = tus.locks.acquire(&id).await;
     tus.uploads()?.create(&info).await?;
+    tus.events.emit(Kind::Created, &info, None).await;
     if publish::try_instant(tus, &mut info).await? {
         return Ok(created(tus, &info));
     }

@@ -150,6 +150,9 @@ impl Tus {
             } else if group_expired(self, &info, now).await {
                 info.expires_ms = Some(deadline(self.cfg.expiry));
                 store.discard(&mut info, UploadState::Expired).await?;
+                self.events
+                    .emit(crate::events::Kind::Expired, &info, None)
+                    .await;
             } else {
                 continue;
             }

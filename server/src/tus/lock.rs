@@ -46,6 +46,10 @@ impl Locks {
     /// Takes the lock, interrupting the holder (if any) until it lets go.
     pub async fn acquire(&self, id: &UploadId) -> Guard {
         let slot = self.slot(id);
+        if let Ok(held) = slot.lock.clone().try_lock_owned() {
+            return self.guard(held, slot, id);
+        }
+        crate::metrics::LOCK_WAITS.inc();
         loop {
             if let Some(tx) = slot.cancel.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = tx.send(());

@@ -83,6 +83,8 @@ pub struct Tus {
     locks: lock::Locks,
     /// Published files hashed for the content index at once (bounds memory and CPU).
     indexing: Arc<tokio::sync::Semaphore>,
+    /// Upload lifecycle events for metrics and hooks.
+    pub events: crate::events::Events,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,7 @@ impl Tus {
             cfg,
             locks: lock::Locks::default(),
             indexing: Arc::new(tokio::sync::Semaphore::new(2)),
+            events: Default::default(),
         })
     }
 

@@ -22,6 +22,7 @@ use ferry_proto::tus::{META_FILENAME, META_SHA256};
 use super::headers::{meta_value, META_DIR};
 use super::Tus;
 use crate::error::{Error, Result};
+use crate::events::Kind;
 use crate::path::RelPath;
 use crate::store::upload::{Concat, UploadInfo, UploadState};
 use crate::store::{Store, StoreError};
@@ -70,6 +71,9 @@ pub async fn complete(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
         r => r?,
     };
     tracing::info!(id = %info.id, path = %path.as_str(), "upload published");
+    tus.events
+        .emit(Kind::Finished, info, Some(path.as_str()))
+        .await;
     if tus.caps().content_index {
         index_later(tus.store.clone(), tus.indexing.clone(), path);
     }
@@ -118,6 +122,9 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry)); // when the record goes
     let path = store.publish_copy(info, &src, &dir, &name).await?;
     tracing::info!(id = %info.id, from = %src.as_str(), path = %path.as_str(), "instant upload");
+    tus.events
+        .emit(Kind::Finished, info, Some(path.as_str()))
+        .await;
     Ok(true)
 }
 
