@@ -1,94 +1,71 @@
-//! When a failed tus request is tried again (issue 15, point 1): a part whose server offset
-//! moved since its last failure retries at once, since the path works and was just cut; only
-//! failures in a row without progress back off (exponential, jittered, [`Backoff`]), and a
-//! server's `Retry-After` is always honoured, capped at [`MAX_RETRY_AFTER`] like `ferry get`
-//! does (RFC 9110 §10.2.3). Requests other than PATCH (OPTIONS, POST, HEAD) carry no bytes,
-//! so [`retrying`] backs off on every failure.
+//! When a failed tus request is tried again (issue 15, point 1), by the one rule `ferry get`
+//! uses too ([`Retries`]): a part whose server offset moved since its last failure retries at
+//! once, since the path works and was just cut; only failures in a row without progress back
+//! off (exponential, jittered), and a server's `Retry-After` is always honoured, capped at
+//! [`crate::retry::MAX_RETRY_AFTER`] (RFC 9110 §10.2.3). Requests other than PATCH (OPTIONS,
+//! POST, HEAD) carry no bytes, so [`retrying`] backs off on every failure.
 
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::retry::{Backoff, MAX_RETRY_AFTER};
+use crate::retry::{Backoff, Retries};
 
-/// The failures of one part's PATCHes, measured against the server's offset.
+/// The failures of one part's PATCHes, measured against the server's offset: the one retry
+/// rule ([`Retries`]), with the offset moving as the progress.
 pub struct Attempts {
-    backoff: Backoff,
+    retries: Retries,
     max_tries: u32,
     /// The server's offset at the last failure (or at the start).
     mark: u64,
-    /// Failures in a row without the offset moving.
-    failures: u32,
-    rng: fastrand::Rng,
 }
 
 impl Attempts {
-    /// A part whose server holds `offset` bytes; `max_tries` failures in a row without
+    /// A part whose server holds `offset` bytes; `max_tries` failures since the last
     /// progress end it.
     pub fn new(backoff: Backoff, max_tries: u32, offset: u64) -> Self {
         Self {
-            backoff,
+            retries: Retries::new(backoff),
             max_tries,
             mark: offset,
-            failures: 0,
-            rng: fastrand::Rng::new(),
         }
     }
 
     /// A request failed with `e`; the server now holds `offset` (learnt after the failure).
-    /// Returns how long to wait before trying again, or `None` when `e` is final.
+    /// Returns how long to wait before trying again (nothing after 409/460: the next request
+    /// fixes the cause), or `None` when `e` is final.
     pub fn failed(&mut self, e: &Error, offset: u64) -> Option<Duration> {
-        let transient = e.is_retryable()
-            || matches!(
-                e,
-                Error::Status {
-                    status: 409 | 460,
-                    ..
-                }
-            );
-        if !transient {
+        let resend = matches!(
+            e,
+            Error::Status {
+                status: 409 | 460,
+                ..
+            }
+        );
+        if !(e.is_retryable() || resend) {
             return None;
         }
         if offset > self.mark {
             self.mark = offset;
-            self.failures = 0;
-            return Some(retry_after(e).unwrap_or(Duration::ZERO));
+            self.retries.progress();
         }
-        self.failures += 1;
-        if self.failures >= self.max_tries {
+        let wait = self.retries.failed(retry_after(e));
+        if self.retries.failures() >= self.max_tries {
             return None;
         }
-        Some(retry_wait(e, self.backoff, self.failures, &mut self.rng))
+        Some(if resend { Duration::ZERO } else { wait })
     }
 
-    /// Failures in a row without progress so far.
+    /// Failures since the last progress so far.
     pub fn failures(&self) -> u32 {
-        self.failures
+        self.retries.failures()
     }
 }
 
-/// The server's `Retry-After`, capped at [`MAX_RETRY_AFTER`] (one rule for get and put).
+/// The server's `Retry-After`, if it sent one.
 fn retry_after(e: &Error) -> Option<Duration> {
     match e {
-        Error::Status {
-            retry_after: Some(d),
-            ..
-        } => Some((*d).min(MAX_RETRY_AFTER)),
+        Error::Status { retry_after, .. } => *retry_after,
         _ => None,
-    }
-}
-
-/// The wait before retry number `failures` (1-based) after `e`: the server's `Retry-After`
-/// (capped), none after 409/460 (the next request fixes the cause), else jittered
-/// exponential backoff.
-pub fn retry_wait(e: &Error, backoff: Backoff, failures: u32, rng: &mut fastrand::Rng) -> Duration {
-    if let Some(d) = retry_after(e) {
-        return d;
-    }
-    match e {
-        Error::Status {
-            status: 409 | 460, ..
-        } => Duration::ZERO,
-        _ => backoff.delay(failures.saturating_sub(1), rng),
     }
 }
 
@@ -103,13 +80,12 @@ pub async fn retrying<T, Fut>(
 where
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut rng = fastrand::Rng::new();
-    let mut failures = 0u32;
+    let mut retries = Retries::new(backoff);
     loop {
         match op().await {
-            Err(e) if e.is_retryable() && failures + 1 < max_tries => {
-                failures += 1;
-                let wait = retry_wait(&e, backoff, failures, &mut rng);
+            Err(e) if e.is_retryable() && retries.failures() + 1 < max_tries => {
+                let wait = retries.failed(retry_after(&e));
+                let failures = retries.failures();
                 tracing::info!("{e}; retrying in {wait:?} ({failures}/{max_tries})");
                 tokio::time::sleep(wait).await;
             }
@@ -173,29 +149,23 @@ mod tests {
     }
 
     #[test]
-    fn retry_wait_honours_retry_after_and_skips_waiting_after_409_460() {
-        let b = Backoff::new(Duration::from_secs(1));
-        let mut rng = fastrand::Rng::with_seed(7);
-        let after = Error::Status {
+    fn retry_after_is_capped_and_409_460_resend_at_once() {
+        let mut a = Attempts::new(Backoff::new(Duration::from_secs(1)), 10, 0);
+        let after = |secs| Error::Status {
             url: "u".into(),
             status: 503,
-            retry_after: Some(Duration::from_secs(3)),
+            retry_after: Some(Duration::from_secs(secs)),
         };
-        assert_eq!(retry_wait(&after, b, 1, &mut rng), Duration::from_secs(3));
-        let absurd = Error::Status {
-            url: "u".into(),
-            status: 503,
-            retry_after: Some(Duration::from_secs(99_999)),
-        };
+        assert_eq!(a.failed(&after(3), 0), Some(Duration::from_secs(3)));
         // Issue 9 point 7: one Retry-After rule for get and put, a long one is capped.
-        assert_eq!(retry_wait(&absurd, b, 1, &mut rng), MAX_RETRY_AFTER);
-        assert_eq!(retry_wait(&status(409), b, 4, &mut rng), Duration::ZERO);
-        assert_eq!(retry_wait(&status(460), b, 4, &mut rng), Duration::ZERO);
-        let third = retry_wait(&status(503), b, 3, &mut rng);
-        assert!(
-            third >= Duration::from_secs(2) && third <= Duration::from_secs(4),
-            "{third:?}"
+        assert_eq!(
+            a.failed(&after(99_999), 0),
+            Some(crate::retry::MAX_RETRY_AFTER)
         );
+        assert_eq!(a.failed(&status(409), 0), Some(Duration::ZERO));
+        assert_eq!(a.failed(&status(460), 0), Some(Duration::ZERO));
+        let fifth = a.failed(&status(503), 0).unwrap();
+        assert!(fifth >= Duration::from_secs(8), "{fifth:?}");
     }
 
     fn cut() -> Error {
@@ -211,7 +181,7 @@ mod tests {
         let mut a = Attempts::new(Backoff::new(Duration::from_secs(10)), 3, 0);
         for offset in [1 << 20, 2 << 20, 3 << 20, 4 << 20, 5 << 20] {
             assert_eq!(a.failed(&cut(), offset), Some(Duration::ZERO));
-            assert_eq!(a.failures(), 0);
+            assert_eq!(a.failures(), 1);
         }
     }
 

@@ -281,7 +281,7 @@ impl Sender {
         };
         let failures = run.attempts.failures();
         self.progress.verbose(&format!(
-            "{e}; retrying in {wait:?} ({failures}/{} failures without progress)",
+            "{e}; retrying in {wait:?} ({failures}/{} since the last progress)",
             self.max_tries
         ));
         if !wait.is_zero() {
