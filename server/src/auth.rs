@@ -32,6 +32,37 @@ pub fn bearer_ok(h: &HeaderMap, token: &str) -> bool {
     scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
+/// The cookie a browser carries the read token in. A browser cannot add `Authorization` to a
+/// navigation, so the page's login form (see [`crate::ui`]) stores the token here (`SameSite=
+/// Strict`, so other sites cannot make the browser read with it); only reads accept it.
+pub const READ_COOKIE: &str = "ferry-read-token";
+
+/// Whether a `Cookie` header carries `name=token` (the value percent-decoded).
+pub fn cookie_ok(h: &HeaderMap, name: &str, token: &str) -> bool {
+    let mut ok = false;
+    for v in h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for pair in v.split(';') {
+            let Some((k, val)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if k == name {
+                let val = percent_encoding::percent_decode_str(val).decode_utf8_lossy();
+                ok |= constant_time_eq(val.as_bytes(), token.as_bytes());
+            }
+        }
+    }
+    ok
+}
+
+/// Whether a read may proceed: the read token as a bearer token or in [`READ_COOKIE`].
+pub fn read_ok(h: &HeaderMap, token: &str) -> bool {
+    bearer_ok(h, token) || cookie_ok(h, READ_COOKIE, token)
+}
+
 /// The `WWW-Authenticate` value of every 401: files and uploads alike.
 pub const CHALLENGE: &str = "Bearer realm=\"ferry\"";
 
@@ -49,10 +80,12 @@ pub fn check(cfg: &TusConfig, method: &Method, h: &HeaderMap) -> Result<()> {
         _ => (cfg.read_token.as_deref(), "read"),
     };
     match token {
-        Some(t) if !bearer_ok(h, t) => Err(Error::client(
-            StatusCode::UNAUTHORIZED,
-            format!("expected Authorization: Bearer <{what} token>"),
-        )),
+        Some(t) if !(bearer_ok(h, t) || (what == "read" && cookie_ok(h, READ_COOKIE, t))) => {
+            Err(Error::client(
+                StatusCode::UNAUTHORIZED,
+                format!("expected Authorization: Bearer <{what} token>"),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -66,6 +99,24 @@ pub fn generate_token() -> std::io::Result<String> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn the_read_cookie_is_found_among_others_and_decoded() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; ferry-read-token=r%20t"),
+        );
+        assert!(read_ok(&h, "r t"));
+        assert!(!read_ok(&h, "r"));
+        assert!(!cookie_ok(&h, "other", "r t"));
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("x-ferry-read-token=r"),
+        );
+        assert!(!read_ok(&h, "r"), "the name matches exactly");
+    }
 
     #[test]
     fn constant_time_eq_is_equality() {

@@ -195,15 +195,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut app = App::new(store);
     app.tus = Some(tus);
     app.read_token = args.read_token.clone();
-    if let Some(t) = app
+    // Tokens travel in the fragment, which browsers never send: the page takes them from
+    // there and removes them from the address bar.
+    let upload = app
         .tus
         .as_ref()
-        .and_then(|t| t.config().upload_token.as_deref())
-    {
-        // The token travels in the fragment, which browsers never send: the page takes it
-        // from there and removes it from the address bar.
+        .and_then(|t| t.config().upload_token.as_deref());
+    let fragment: Vec<String> = [("token", upload), ("read-token", app.read_token.as_deref())]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect();
+    if !fragment.is_empty() {
         announce(&format!(
-            "ferryd browser upload link: {scheme}://{addr}/#token={t}"
+            "ferryd browser link: {scheme}://{addr}/#{}",
+            fragment.join("&")
         ));
     }
     let access_log = start_access_log(&args)?;

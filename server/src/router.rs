@@ -93,7 +93,10 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
         .as_deref()
         .filter(|_| parts.method != Method::OPTIONS)
     {
-        if !crate::auth::bearer_ok(&parts.headers, token) {
+        if !crate::auth::read_ok(&parts.headers, token) {
+            if ui::wants_page(&parts) {
+                return Ok(ui::login_page());
+            }
             return Err(Error::client(
                 StatusCode::UNAUTHORIZED,
                 "expected Authorization: Bearer <read token>",

@@ -185,6 +185,29 @@ const scenarios = {
     return msg;
   },
 
+  // (g) under --read-token: the token from the fragment becomes a cookie; a wrong one is said.
+  async read_token(browser) {
+    const a = await open(browser);
+    await a.page.goto(`${cfg.url}#token=${cfg.token}&read-token=${cfg.read}`);
+    await a.page.waitForSelector('#upload');
+    check(!a.page.url().includes('#'), `fragment removed: ${a.page.url()}`);
+    await listed(a.page, 'a.txt');
+    await a.page.setInputFiles('#pick-files', path.join(cfg.dir, 'one.txt'));
+    await allDone(a.page);
+    await listed(a.page, 'one.txt');
+    const b = await open(browser);
+    await b.page.goto(cfg.url);
+    await b.page.fill('#read-token', 'wrong-token');
+    await b.page.click('#open');
+    await b.page.waitForFunction(() => document.getElementById('login-error')?.textContent.length > 0, null, { timeout: T });
+    const msg = await b.page.locator('#login-error').textContent();
+    check(/refused/.test(msg), `clear message: ${msg}`);
+    await b.page.fill('#read-token', cfg.read);
+    await b.page.click('#open');
+    await listed(b.page, 'one.txt');
+    return msg;
+  },
+
   // (d) offline mid-upload and back: it finishes by itself.
   async offline(browser) {
     const { context, page } = await open(browser);

@@ -7,6 +7,7 @@ pub(super) const ALL: &[(&str, &[u8])] = &[
     ("upload.js", include_bytes!("assets/upload.js")),
     ("uploader.js", include_bytes!("assets/uploader.js")),
     ("drop.js", include_bytes!("assets/drop.js")),
+    ("login.js", include_bytes!("assets/login.js")),
     ("hash-worker.js", include_bytes!("assets/hash-worker.js")),
     ("vendor/tus.min.js", include_bytes!("vendor/tus.min.js")),
     (

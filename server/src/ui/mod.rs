@@ -134,6 +134,55 @@ pub async fn serve(req: &Parts) -> Result<Response<Body>> {
     Ok(resp)
 }
 
+/// Whether a request is a browser navigation that should get a page rather than a bare error:
+/// a GET that accepts HTML.
+pub fn wants_page(req: &Parts) -> bool {
+    req.method == Method::GET
+        && req
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The 401 a browser gets under `--read-token` without the token: a small page whose script
+/// (`login.js`) takes the token from the fragment (`#read-token=…`) or a form, stores it in
+/// the [`crate::auth::READ_COOKIE`] cookie and reloads. Without JavaScript the form cannot set
+/// the cookie; such readers use `Authorization: Bearer` (curl, wget, rclone).
+pub fn login_page() -> Response<Body> {
+    let ui = prefix();
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+<meta name=\"color-scheme\" content=\"light dark\">\n<title>Read token needed</title>\n\
+<link rel=\"icon\" href=\"data:,\">\n<link rel=\"stylesheet\" href=\"{ui}ferry.css\">\n\
+<script type=\"module\" src=\"{ui}login.js\"></script>\n</head>\n<body>\n<main>\n\
+<h1 id=\"title\">Read token needed</h1>\n\
+<p id=\"why\">This server needs a read token to show its files.</p>\n\
+<form id=\"login\"><label for=\"read-token\" id=\"label\">Read token</label>\n\
+<input type=\"password\" id=\"read-token\" autocomplete=\"current-password\" required>\n\
+<label><input type=\"checkbox\" id=\"remember\"> <span id=\"remember-label\">Remember on this device</span></label>\n\
+<button type=\"submit\" class=\"primary\" id=\"open\">Open</button></form>\n\
+<p class=\"alert\" role=\"alert\" id=\"login-error\"></p>\n\
+<noscript><p>Without JavaScript, send the token as <code>Authorization: Bearer</code>.</p></noscript>\n\
+</main>\n</body></html>\n"
+    );
+    let mut resp = Response::new(crate::body::full(html));
+    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(crate::auth::CHALLENGE),
+    );
+    secure(h);
+    resp
+}
+
 /// Adds the page's security headers: [`CSP`] and `nosniff`.
 pub fn secure(h: &mut HeaderMap) {
     h.insert(

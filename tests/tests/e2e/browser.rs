@@ -12,6 +12,8 @@ use ferry_tests::{client, pattern, sha256_hex, tool, TestServer};
 use ferryd::tus::TusConfig;
 
 const TOKEN: &str = "browser-token";
+/// The read token of the `--read-token` scenario (sent always; ignored without one).
+const READ: &str = "read-token-1";
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
@@ -48,8 +50,13 @@ struct Run {
 
 impl Run {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    async fn start_with(read_token: Option<&str>) -> Self {
         let (srv, _) = TestServer::start_tus(TusConfig {
             upload_token: Some(TOKEN.into()),
+            read_token: read_token.map(Into::into),
             ..TusConfig::default()
         })
         .await;
@@ -100,7 +107,12 @@ impl Run {
 
     /// The file at `path` on the server has exactly `data`.
     async fn assert_served(&self, path: &str, data: &[u8]) {
-        let resp = client().get(self.srv.url(path)).send().await.unwrap();
+        let resp = client()
+            .get(self.srv.url(path))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{path}");
         let got = resp.bytes().await.unwrap();
         assert_eq!(sha256_hex(&got), sha256_hex(data), "{path}");
@@ -209,6 +221,18 @@ async fn g_token_from_fragment_prompt_and_wrong_token() {
     let run = Run::start().await;
     let data = run.fixture("one.txt", b"token flow\n");
     run.scenario("token", serde_json::json!({})).await;
+    run.assert_served("/one.txt", &data).await;
+}
+
+#[tokio::test]
+async fn g_read_token_via_fragment_cookie_and_wrong_token() {
+    let Some(_) = tools() else { return };
+    let _one = one_at_a_time().await;
+    let run = Run::start_with(Some(READ)).await;
+    run.srv.put_file("a.txt", b"readable");
+    let data = run.fixture("one.txt", b"read token flow\n");
+    run.scenario("read_token", serde_json::json!({ "read": READ }))
+        .await;
     run.assert_served("/one.txt", &data).await;
 }
 

@@ -20,10 +20,7 @@ async fn get(srv: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, He
 /// The page's asset prefix, read from the listing the way a browser finds it.
 async fn prefix(srv: &TestServer) -> String {
     let (_, _, body) = get(srv, "/", &[]).await;
-    let html = String::from_utf8(body).unwrap();
-    let at = html.find("/.ferry-ui/").expect("the page links its assets");
-    let end = at + html[at + 11..].find('/').unwrap() + 12;
-    html[at..end].to_string()
+    prefix_of(&String::from_utf8(body).unwrap())
 }
 
 fn assert_secured(h: &HeaderMap) {
@@ -161,4 +158,48 @@ async fn listing_puts_folders_first_and_head_has_no_body() {
     let resp = client().head(srv.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn read_token_browsers_get_a_login_page_and_may_use_the_cookie() {
+    let (srv, _) = ferry_tests::TestServer::start_tus(ferryd::tus::TusConfig {
+        read_token: Some("r-tok".into()),
+        ..Default::default()
+    })
+    .await;
+    srv.put_file("a.txt", b"secret bytes");
+    let html = [("accept", "text/html,application/xhtml+xml")];
+    let (status, h, body) = get(&srv, "/", &html).await;
+    assert_eq!(status, 401);
+    assert_secured(&h);
+    assert!(h["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    let page = String::from_utf8(body).unwrap();
+    assert!(
+        page.contains("login.js") && !page.contains("a.txt"),
+        "{page}"
+    );
+    // The page's assets are public code; the files are not.
+    let p = prefix_of(&page);
+    assert_eq!(get(&srv, &format!("{p}login.js"), &[]).await.0, 200);
+    let (status, _, body) = get(&srv, "/a.txt", &[]).await;
+    assert_eq!(status, 401);
+    assert!(
+        !String::from_utf8(body).unwrap().contains("login"),
+        "not a page for scripts"
+    );
+    let (status, _, body) = get(&srv, "/a.txt", &[("cookie", "x=1; ferry-read-token=r-tok")]).await;
+    assert_eq!((status, body.as_slice()), (200, &b"secret bytes"[..]));
+    let wrong = [("cookie", "ferry-read-token=nope"), ("accept", "text/html")];
+    assert_eq!(get(&srv, "/", &wrong).await.0, 401);
+    let (status, _, _) = get(&srv, "/?json", &[("cookie", "ferry-read-token=r-tok")]).await;
+    assert_eq!(status, 200);
+}
+
+fn prefix_of(html: &str) -> String {
+    let at = html.find("/.ferry-ui/").expect("assets linked");
+    let end = at + html[at + 11..].find('/').unwrap() + 12;
+    html[at..end].to_string()
 }

@@ -26,6 +26,7 @@ const en = {
   pending: (n) => `${n} unfinished upload${n === 1 ? '' : 's'} from an earlier visit; pick the same file again to resume:`,
   sent: (a, b) => `${a} of ${b}`, uploadedTo: (n) => `${n} uploaded`,
   readToken: 'Read token', readNeeded: 'This server needs a read token to show its files.',
+  readWrong: 'The read token was refused. Check it and enter it again.',
   open: 'Open',
 };
 const zh = {
@@ -55,6 +56,7 @@ const zh = {
   pending: (n) => `上次有 ${n} 个未完成的上传；再次选择同一文件即可续传：`,
   sent: (a, b) => `${a} / ${b}`, uploadedTo: (n) => `${n} 已上传`,
   readToken: '读取令牌', readNeeded: '此服务器需要读取令牌才能显示文件。',
+  readWrong: '读取令牌被拒绝，请检查后重新输入。',
   open: '打开',
 };
 

@@ -169,6 +169,7 @@ function translate() {
   if (parentRow) parentRow.querySelector('a').title = t('parent');
 }
 
+sessionStorage.removeItem('ferry-read-token'); // the read token (if any) was accepted
 translate();
 sortHeaders();
 tools();
