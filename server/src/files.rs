@@ -17,6 +17,7 @@ use crate::path::RelPath;
 use crate::range::{self, RangeOutcome};
 use crate::store::{FileHandle, Object, Store};
 
+pub mod digest;
 mod headers;
 use headers::{put, valid, FileHeaders};
 
@@ -71,12 +72,18 @@ pub async fn serve(
                 Disposition::Inline
             };
             let plan = plan(file.as_ref(), &req.method, &req.headers);
+            let want = digest::wanted(&req.headers);
             // The request's header map, emptied, carries the response: hyper hands each
             // response's map back for parsing the next request, so a keep-alive connection
             // serving files allocates no header maps at all.
             let mut map = std::mem::take(&mut req.headers);
             map.clear();
-            respond(file, name, disposition, &req.method, plan, map).await
+            let how = How {
+                disposition,
+                method: &req.method,
+                digest: want,
+            };
+            respond(file, name, how, plan, map).await
         }
     }
 }
@@ -91,11 +98,24 @@ pub async fn serve_file(
 ) -> Result<Response<Body>> {
     let plan = plan(file.as_ref(), method, headers);
     let map = HeaderMap::with_capacity(RESPONSE_HEADERS);
-    respond(file, name, disposition, method, plan, map).await
+    let how = How {
+        disposition,
+        method,
+        digest: digest::wanted(headers),
+    };
+    respond(file, name, how, plan, map).await
+}
+
+/// What the request asks of the response beyond the plan.
+struct How<'a> {
+    disposition: Disposition,
+    method: &'a Method,
+    /// `Repr-Digest` may go out (see [`digest::wanted`]).
+    digest: bool,
 }
 
 /// Room for every header a file response carries, so its map is allocated once, not grown.
-const RESPONSE_HEADERS: usize = 10;
+const RESPONSE_HEADERS: usize = 11;
 
 /// What the request's headers ask of the file, decided in the RFC 9110 §13.2.2 order:
 /// preconditions first, then `Range`.
@@ -127,11 +147,11 @@ fn plan(file: &dyn FileHandle, method: &Method, headers: &HeaderMap) -> Plan {
 async fn respond(
     file: Arc<dyn FileHandle>,
     name: &str,
-    disposition: Disposition,
-    method: &Method,
+    how: How<'_>,
     plan: Plan,
     map: HeaderMap,
 ) -> Result<Response<Body>> {
+    let method = how.method;
     let fixed = FileHeaders::of(file.as_ref(), name);
     let len = file.meta().len;
     let outcome = match plan {
@@ -153,6 +173,11 @@ async fn respond(
     };
     let h = resp.headers_mut();
     fixed.validators(h);
+    if how.digest && resp.status() != StatusCode::RANGE_NOT_SATISFIABLE {
+        // RFC 9530 §3: the digest of the whole representation, on 200 and 206 alike.
+        fixed.repr_digest(file.as_ref(), resp.headers_mut());
+    }
+    let h = resp.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if !h.contains_key(header::CONTENT_TYPE) {
         put(h, header::CONTENT_TYPE, &fixed.content_type);
@@ -160,7 +185,7 @@ async fn respond(
     put(
         h,
         header::CONTENT_DISPOSITION,
-        fixed.disposition(disposition),
+        fixed.disposition(how.disposition),
     );
     if method == Method::HEAD {
         *resp.body_mut() = body::empty();
@@ -327,6 +352,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let opts = crate::store::fs::FsOptions {
             state_dir: Some(state.path().to_path_buf()),
+            index: None,
             ..Default::default()
         };
         let store = crate::store::fs::FsStore::new(dir.path(), opts).unwrap();
@@ -354,5 +380,50 @@ mod tests {
             ]
         );
         assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes 1-2/5");
+    }
+
+    async fn get(store: &dyn Store, want: Option<&str>, range: &str) -> Response<Body> {
+        let mut req = http::Request::get("/f.txt").header(header::RANGE, range);
+        if let Some(w) = want {
+            req = req.header(ferry_proto::headers::WANT_REPR_DIGEST, w);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        serve(store, &mut parts, Default::default()).await.unwrap()
+    }
+
+    // RFC 9530 §3: the digest of the whole file, on 200 and 206; §4: only if wanted.
+    #[tokio::test]
+    async fn repr_digest_follows_the_index_and_want_repr_digest() {
+        use ferry_proto::headers::REPR_DIGEST;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.txt");
+        std::fs::write(&p, b"hello").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(5))
+            .unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let opts = crate::store::fs::FsOptions {
+            state_dir: Some(state.path().to_path_buf()),
+            ..Default::default()
+        };
+        let store = crate::store::fs::FsStore::new(dir.path(), opts).unwrap();
+        let ix = store.index().unwrap().clone();
+        crate::index::tests::until(|| ix.stats().ready.then_some(()));
+        let sha = "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:";
+        for (want, range, expect) in [
+            (None, "bytes=1-2", Some(sha)),
+            (None, "bytes=0-", Some(sha)),
+            (Some("sha-256=3, sha-512=9"), "bytes=x", Some(sha)),
+            (Some("sha-512=9"), "bytes=1-2", None),
+            (Some("sha-256=0"), "bytes=1-2", None),
+            (None, "bytes=9-", None), // 416
+        ] {
+            let resp = get(&store, want, range).await;
+            let got = resp
+                .headers()
+                .get(&REPR_DIGEST)
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(got, expect, "{want:?} {range}");
+        }
     }
 }

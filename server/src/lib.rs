@@ -14,6 +14,8 @@
 //! - [`listing`]: HTML and JSON directory listings, streamed.
 //! - [`ui`]: the browser page's assets, embedded, under a reserved prefix.
 //! - [`path`]: request-path validation into [`path::RelPath`].
+//! - [`index`]: SHA-256 of every served file, kept by a background thread (Repr-Digest,
+//!   instant upload).
 //! - [`store`]: the storage trait and its local-filesystem backend.
 //! - [`error`]: the error type and the one place errors become responses.
 //! - [`body`]: the response body type.
@@ -31,6 +33,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod host;
+pub mod index;
 pub mod listing;
 pub mod metrics;
 pub mod multipart;

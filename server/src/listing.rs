@@ -55,6 +55,9 @@ struct JsonEntry<'a> {
     modified: String,
     /// The entry's link, relative to the listed directory.
     href: String,
+    /// Lowercase hex SHA-256, for files the content index has a digest of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 impl<'a> JsonEntry<'a> {
@@ -66,6 +69,7 @@ impl<'a> JsonEntry<'a> {
             mtime: mtime(e),
             modified: http_date(e.meta.modified),
             href: href(e),
+            sha256: e.sha256.map(hex::encode),
         }
     }
 }
@@ -176,6 +180,7 @@ mod tests {
                 modified: std::time::UNIX_EPOCH,
                 etag: "\"x\"".into(),
             },
+            sha256: None,
         }
     }
 
@@ -188,6 +193,13 @@ mod tests {
         assert_eq!(v[0]["size"], 42);
         assert_eq!(v[1]["type"], "dir");
         assert_eq!(v[1]["href"], "d/");
+        assert!(v[0].get("sha256").is_none(), "no digest known: no key");
+        let hashed = Entry {
+            sha256: Some([0xab; 32]),
+            ..entry("h", false)
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&[hashed])).unwrap();
+        assert_eq!(v[0]["sha256"], "ab".repeat(32));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use ferryd::access_log::AccessLogHandle;
+use ferryd::index::IndexOptions;
 use ferryd::router::App;
 use ferryd::server::{self, ServerOptions};
 use ferryd::store::fs::{FsOptions, FsStore};
@@ -89,6 +90,16 @@ struct Args {
     /// Origin allowed to upload from a browser (repeatable; `*` for any).
     #[arg(long = "cors-origin", env = "FERRY_CORS_ORIGIN", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// Do not index the served tree: no Repr-Digest, no instant upload.
+    #[arg(long, env = "FERRY_NO_INDEX")]
+    no_index: bool,
+    /// Most bytes per second the indexer hashes (e.g. 50M; K/M/G are binary); no limit by
+    /// default (it runs at nice 19 in the idle I/O class).
+    #[arg(long, env = "FERRY_INDEX_RATE", value_parser = parse_rate)]
+    index_rate: Option<u64>,
+    /// Time between full rescans of the tree, the backstop for missed notifications.
+    #[arg(long, env = "FERRY_INDEX_RESCAN", default_value = "10m", value_parser = ferryd::tus::expiration::parse_duration)]
+    index_rescan: Duration,
     /// Worker threads, each running its own event loop on the shared listener (default: one
     /// per CPU).
     #[arg(long, env = "FERRY_WORKERS")]
@@ -150,6 +161,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             allow_hidden: args.allow_hidden,
             allow_symlinks_outside: args.allow_symlinks_outside,
             state_dir: args.state_dir.clone(),
+            index: (!args.no_index).then_some(IndexOptions {
+                rate: args.index_rate,
+                rescan: args.index_rescan,
+            }),
             ..FsOptions::default()
         },
     )
@@ -226,6 +241,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         h.close();
     }
     Ok(())
+}
+
+/// A byte rate: a number with an optional binary K, M or G suffix (`50M` = 50 MiB/s).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("expected a positive byte rate such as 50M, got {s:?}"))
 }
 
 /// Writes one start-up line to stdout. Best effort: a script that read the line it needed

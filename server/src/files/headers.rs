@@ -2,8 +2,10 @@
 //! disposition, built once per opened file.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use ferry_proto::disposition::{content_disposition, Disposition};
+use ferry_proto::headers::REPR_DIGEST;
 use http::{header, HeaderMap, HeaderValue};
 
 use super::content_type;
@@ -23,6 +25,9 @@ pub(super) struct FileHeaders {
     pub(super) content_type: Option<HeaderValue>,
     inline: Option<HeaderValue>,
     attachment: Option<HeaderValue>,
+    /// `Repr-Digest`, once the store knows the file's digest (it may learn it after the
+    /// handle was opened: the indexer runs in the background).
+    repr_digest: OnceLock<HeaderValue>,
 }
 
 impl FileHeaders {
@@ -40,6 +45,7 @@ impl FileHeaders {
                 header::CONTENT_DISPOSITION,
                 content_disposition(Disposition::Attachment, name),
             ),
+            repr_digest: OnceLock::new(),
         }
     }
 
@@ -63,6 +69,21 @@ impl FileHeaders {
             Disposition::Inline => &self.inline,
             Disposition::Attachment => &self.attachment,
         }
+    }
+
+    /// Adds `Repr-Digest` if the file's digest is known. The handle stands for one unchanged
+    /// version of the file, so a digest once found stays right for it.
+    pub(super) fn repr_digest(&self, file: &dyn FileHandle, h: &mut HeaderMap) {
+        let v = match self.repr_digest.get() {
+            Some(v) => v,
+            None => {
+                let Some(v) = file.sha256().as_ref().and_then(super::digest::repr_digest) else {
+                    return;
+                };
+                self.repr_digest.get_or_init(|| v)
+            }
+        };
+        h.insert(REPR_DIGEST, v.clone());
     }
 
     pub(super) fn validators(&self, h: &mut HeaderMap) {

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 
 use super::open_cache::{Identity, OpenCache};
 use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
+use crate::index::{Index, IndexOptions, Visibility};
 use crate::path::RelPath;
 
 pub(crate) mod beneath;
@@ -58,6 +59,8 @@ pub struct FsOptions {
     /// Where uploads are staged and records kept (`--state-dir`); `None`: `.NAME.ferry`
     /// beside the root. Must be outside the root, on its file system.
     pub state_dir: Option<PathBuf>,
+    /// The content index (`None`: `--no-index`, no digests and no instant upload).
+    pub index: Option<IndexOptions>,
 }
 
 impl Default for FsOptions {
@@ -68,6 +71,7 @@ impl Default for FsOptions {
             read_budget: 16 * 1024 * 1024,
             open_files: 128,
             state_dir: None,
+            index: Some(IndexOptions::default()),
         }
     }
 }
@@ -81,6 +85,7 @@ pub struct FsStore {
     open_files: OpenCache<Arc<FsFile>>,
     opts: FsOptions,
     budget: Arc<Semaphore>,
+    index: Option<Index>,
 }
 
 impl FsStore {
@@ -96,6 +101,15 @@ impl FsStore {
         }
         let permits = opts.read_budget.max(2 * CHUNK);
         let state = state::prepare(&root, opts.state_dir.as_deref())?;
+        let index = match &opts.index {
+            Some(o) => {
+                let vis = Visibility {
+                    allow_hidden: opts.allow_hidden,
+                };
+                Some(Index::start(&root, &state, vis, o.clone())?)
+            }
+            None => None,
+        };
         Ok(Self {
             root_dir: Arc::new(File::open(&root)?),
             state,
@@ -103,6 +117,7 @@ impl FsStore {
             root,
             budget: Arc::new(Semaphore::new(permits)),
             opts,
+            index,
         })
     }
 
@@ -114,6 +129,11 @@ impl FsStore {
     /// `uploads/`, the content index under `index/`. Outside the root, on its file system.
     pub fn state_dir(&self) -> &Path {
         &self.state
+    }
+
+    /// The content index, unless indexing is off.
+    pub fn index(&self) -> Option<&Arc<crate::index::Shared>> {
+        self.index.as_ref().map(Index::shared)
     }
 
     /// The root held open, for confined opens (`openat2`) relative to it.
@@ -237,6 +257,7 @@ fn list_dir(
     state: &Path,
     opts: &FsOptions,
     dir: &Path,
+    index: Option<&crate::index::Shared>,
 ) -> Result<Vec<Entry>, StoreError> {
     let mut out = Vec::new();
     for ent in std::fs::read_dir(dir).map_err(StoreError::from_io)? {
@@ -259,10 +280,14 @@ fn list_dir(
         let Ok(md) = std::fs::metadata(&full) else {
             continue; // dangling link or vanished entry
         };
+        let sha256 = index
+            .filter(|_| md.is_file())
+            .and_then(|ix| ix.digest(&Identity::of(&md)));
         out.push(Entry {
             name,
             is_dir: md.is_dir(),
             meta: meta_of(&md),
+            sha256,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -339,9 +364,16 @@ impl Store for FsStore {
             if !md.is_file() {
                 return Err(StoreError::Forbidden); // fifo, device, socket
             }
-            let opened = Arc::new(FsFile::new(meta_of(&md), file, self.budget.clone()));
-            self.open_files
-                .insert(path.as_str(), Identity::of(&md), opened.clone());
+            let id = Identity::of(&md);
+            let index = self.index().cloned();
+            let opened = Arc::new(FsFile::new(
+                meta_of(&md),
+                file,
+                self.budget.clone(),
+                id,
+                index,
+            ));
+            self.open_files.insert(path.as_str(), id, opened.clone());
             Ok(Object::File(opened))
         })
     }
@@ -352,9 +384,12 @@ impl Store for FsStore {
             // what is listed is what was checked.
             let dir = self.open_file(path)?;
             let (root, state, opts) = (self.root.clone(), self.state.clone(), self.opts.clone());
-            tokio::task::spawn_blocking(move || list_dir(&root, &state, &opts, &fd_path(&dir)))
-                .await
-                .map_err(|e| StoreError::Io(io::Error::other(e)))?
+            let index = self.index().cloned();
+            tokio::task::spawn_blocking(move || {
+                list_dir(&root, &state, &opts, &fd_path(&dir), index.as_deref())
+            })
+            .await
+            .map_err(|e| StoreError::Io(io::Error::other(e)))?
         })
     }
 

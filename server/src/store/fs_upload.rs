@@ -1,6 +1,7 @@
 //! The upload capability of [`FsStore`]: staging in the state directory
 //! ([`FsStore::state_dir`], outside the served tree), durable checkpoints, publish by hard link (which fails rather than
-//! replace an existing name), and a content index of one small file per SHA-256.
+//! replace an existing name). The content index is the tree-wide one of [`crate::index`]
+//! (instant upload from any served file, not only from published uploads).
 //!
 //! Layout under the state directory `STATE` (all records are versioned JSON):
 //! - `STATE/uploads/<id>.bin`: received bytes; only the first `offset` bytes count. A part
@@ -8,8 +9,7 @@
 //!   `placement.at` on.
 //! - `STATE/uploads/<id>.info`: the [`UploadInfo`], replaced atomically (temp, fsync,
 //!   rename, fsync dir) after every `fdatasync` of the data.
-//! - `STATE/index/<sha256>.json`: an [`IndexEntry`].
-//! - `STATE/index/by-length/<len>/<sha256>`: empty; which digests have that length.
+//! - `STATE/index.v1`: the content index cache (see [`crate::index::cache`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -23,14 +23,12 @@ use crate::path::RelPath;
 
 mod append;
 mod concat;
-mod index;
 mod publish;
 #[cfg(test)]
 mod tests;
 
 use append::FsAppender;
 use concat::{concatenate_blocking, place_blocking};
-use index::{hash_blocking, index_get_blocking, index_has_length_blocking, index_put_blocking};
 use publish::{publish_blocking, publish_copy_blocking};
 
 /// Paths the blocking work needs: the served root (held open, for confined publishing) and
@@ -135,7 +133,7 @@ impl UploadStore for FsStore {
             termination: true,
             concatenation: true,
             expiration: true,
-            content_index: true,
+            content_index: self.index().is_some(),
         }
     }
 
@@ -313,37 +311,29 @@ impl UploadStore for FsStore {
         Box::pin(blocking(move || list_blocking(&root)))
     }
 
-    fn hash_file<'a>(
-        &'a self,
-        path: &'a RelPath,
-    ) -> BoxFuture<'a, Result<(String, IndexEntry), StoreError>> {
-        let (dirs, path) = (self.dirs(), path.clone());
-        Box::pin(blocking(move || hash_blocking(&dirs, &path)))
-    }
-
-    fn index_put<'a>(
-        &'a self,
-        sha256: &'a str,
-        entry: &'a IndexEntry,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, sha, entry) = (
-            self.state_dir().to_path_buf(),
-            sha256.to_string(),
-            entry.clone(),
-        );
-        Box::pin(blocking(move || index_put_blocking(&root, &sha, &entry)))
-    }
-
     fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let dirs = self.dirs();
-        Box::pin(blocking(move || index_has_length_blocking(&dirs, len)))
+        let index = self.index().cloned();
+        Box::pin(async move {
+            match index {
+                Some(ix) => blocking(move || Ok(ix.has_len(len))).await,
+                None => Ok(false),
+            }
+        })
     }
 
-    fn index_get<'a>(
+    fn index_find<'a>(
         &'a self,
         sha256: &'a str,
-    ) -> BoxFuture<'a, Result<Option<IndexEntry>, StoreError>> {
-        let (dirs, sha) = (self.dirs(), sha256.to_ascii_lowercase());
-        Box::pin(blocking(move || index_get_blocking(&dirs, &sha)))
+        len: u64,
+    ) -> BoxFuture<'a, Result<Option<RelPath>, StoreError>> {
+        let mut sha = [0u8; 32];
+        let index = self.index().cloned();
+        let valid = hex::decode_to_slice(sha256.trim(), &mut sha).is_ok();
+        Box::pin(async move {
+            match index {
+                Some(ix) if valid => blocking(move || Ok(ix.find(&sha, len))).await,
+                _ => Ok(None),
+            }
+        })
     }
 }

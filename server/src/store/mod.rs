@@ -49,6 +49,8 @@ pub struct Entry {
     pub name: String,
     pub is_dir: bool,
     pub meta: Meta,
+    /// The file's SHA-256, if the content index has it for this version.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// A slot where a handler keeps what it derived from an opened file (the response header
@@ -64,6 +66,10 @@ pub trait FileHandle: Send + Sync {
     /// The handle's [`Memo`], if the backend reuses handles across requests (an open-file
     /// cache); `None` means every request derives its values afresh.
     fn memo(&self) -> Option<&Memo> {
+        None
+    }
+    /// The SHA-256 of this version of the file, if the backend knows it (the content index).
+    fn sha256(&self) -> Option<[u8; 32]> {
         None
     }
     /// Streams exactly `range` (which lies within `meta().len`).

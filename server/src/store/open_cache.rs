@@ -12,14 +12,15 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
-/// What must be unchanged for a cached open file to stand for the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What must be unchanged for a cached open file to stand for the path. The strong ETag is
+/// made from the same stat, and the content index keys its digests by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Identity {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: i64,
-    mtime_nsec: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
 }
 
 impl Identity {

@@ -181,17 +181,8 @@ pub struct UploadCaps {
     pub concatenation: bool,
     /// Listing uploads so a reaper can expire them.
     pub expiration: bool,
-    /// A content index by SHA-256 of completed files (instant upload).
+    /// A content index by SHA-256 of the served files (instant upload).
     pub content_index: bool,
-}
-
-/// An index entry: where content with a given SHA-256 was published, and the validators it had.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexEntry {
-    pub version: u32,
-    pub path: String,
-    pub len: u64,
-    pub etag: String,
 }
 
 /// Appends bytes to one upload's staging data.
@@ -285,27 +276,17 @@ pub trait UploadStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Every upload record (for the reaper).
     fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
-    /// SHA-256 (lowercase hex) of a served file, and the [`IndexEntry`] it had while hashed.
-    fn hash_file<'a>(
-        &'a self,
-        path: &'a RelPath,
-    ) -> BoxFuture<'a, Result<(String, IndexEntry), StoreError>>;
-    /// Records `entry` under `sha256`.
-    fn index_put<'a>(
-        &'a self,
-        sha256: &'a str,
-        entry: &'a IndexEntry,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Whether the index holds a file of exactly `len` bytes that is still unchanged (the
-    /// cheap question a client asks before hashing for instant upload). Checking a handful
-    /// of candidates is enough: a wrong "no" only costs an upload.
+    /// Whether the content index holds a file of exactly `len` bytes (the cheap question a
+    /// client asks before hashing for instant upload). A wrong "yes" only costs the client a
+    /// hash; [`UploadStore::index_find`] checks before anything is trusted.
     fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>>;
-    /// The served file holding content with `sha256`, only if it still has the recorded size
-    /// and ETag.
-    fn index_get<'a>(
+    /// A served file with content `sha256` (hex) and `len` bytes, only while it is still the
+    /// very file that was hashed (same device, inode, size and mtime).
+    fn index_find<'a>(
         &'a self,
         sha256: &'a str,
-    ) -> BoxFuture<'a, Result<Option<IndexEntry>, StoreError>>;
+        len: u64,
+    ) -> BoxFuture<'a, Result<Option<RelPath>, StoreError>>;
 }
 
 /// Longest file name (bytes) a candidate may have: the common `NAME_MAX`.

@@ -81,8 +81,6 @@ pub struct Tus {
     store: Arc<dyn Store>,
     cfg: TusConfig,
     locks: lock::Locks,
-    /// Published files hashed for the content index at once (bounds memory and CPU).
-    indexing: Arc<tokio::sync::Semaphore>,
     /// Upload lifecycle events for metrics and hooks.
     pub events: crate::events::Events,
 }
@@ -110,7 +108,6 @@ impl Tus {
             store,
             cfg,
             locks: lock::Locks::default(),
-            indexing: Arc::new(tokio::sync::Semaphore::new(2)),
             events: Default::default(),
         })
     }

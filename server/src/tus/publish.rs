@@ -8,13 +8,9 @@
 //!
 //! Instant upload (ferry extension): the metadata key `sha256` carries the lowercase hex
 //! SHA-256 of the whole file, base64-encoded like every metadata value. When the content
-//! index holds a file with that digest and the announced `Upload-Length` (and the file still
-//! has the size and ETag it had when hashed), the upload is complete at creation: offset =
+//! index (every served file, see [`crate::index`]) holds a file with that digest and the
+//! announced `Upload-Length` (and the file is still the one that was hashed), the upload is complete at creation: offset =
 //! length, published like any other as a link to (or copy of) the existing content.
-
-use std::sync::Arc;
-
-use tokio::sync::Semaphore;
 
 use ferry_proto::disposition::sanitize_file_name;
 use ferry_proto::tus::{META_FILENAME, META_SHA256};
@@ -25,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::events::Kind;
 use crate::path::RelPath;
 use crate::store::upload::{Concat, UploadInfo, UploadState};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Where a finished upload goes: directory and file name (pure; 400 for a bad directory).
 pub fn target(metadata: Option<&str>, id: &str) -> Result<(RelPath, String)> {
@@ -74,27 +70,7 @@ pub async fn complete(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     tus.events
         .emit(Kind::Finished, info, Some(path.as_str()))
         .await;
-    if tus.caps().content_index {
-        index_later(tus.store.clone(), tus.indexing.clone(), path);
-    }
     Ok(())
-}
-
-/// Hashes a published file in the background and records it in the content index.
-fn index_later(store: Arc<dyn Store>, permits: Arc<Semaphore>, path: RelPath) {
-    tokio::spawn(async move {
-        let Ok(_permit) = permits.acquire_owned().await else {
-            return;
-        };
-        let Some(up) = store.uploads() else { return };
-        let result = match up.hash_file(&path).await {
-            Ok((sha, entry)) => up.index_put(&sha, &entry).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::warn!(path = %path.as_str(), error = %e, "could not index a published file");
-        }
-    });
 }
 
 /// Completes a just-created upload from existing content, if the metadata names a digest the
@@ -110,13 +86,9 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
         return Ok(false);
     }
     let store = tus.uploads()?;
-    let Some(entry) = store.index_get(sha.trim()).await? else {
+    let Some(src) = store.index_find(sha.trim(), len).await? else {
         return Ok(false);
     };
-    if entry.len != len {
-        return Ok(false);
-    }
-    let src = RelPath::from_segments(entry.path.split('/'))?;
     let (dir, name) = target(info.metadata.as_deref(), &info.id)?;
     info.offset = len;
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry)); // when the record goes

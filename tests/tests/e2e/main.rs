@@ -4,6 +4,7 @@ mod browser;
 mod files;
 mod get;
 mod hardening;
+mod index;
 mod interop;
 mod mirror;
 mod ops;

@@ -155,15 +155,14 @@ async fn instant_upload_into_ferryd_sends_no_body() {
     )
     .await
     .unwrap();
-    // ferryd indexes published files in the background; wait for the index entry's length
-    // marker (written last), which is what makes ferry hash before uploading.
-    let index = srv
-        .state
-        .path()
-        .join("index/by-length")
-        .join(data.len().to_string())
-        .join(sha256_hex(&data));
-    let indexed = poll(|| async { index.exists().then_some(()) }).await;
+    // ferryd indexes the published file in the background; once it sends the file's
+    // Repr-Digest, ferry is told a file of that size is held and hashes before uploading.
+    let url = srv.url("/first.bin");
+    let indexed = poll(|| async {
+        let r = client().head(&url).send().await.ok()?;
+        r.headers().contains_key("repr-digest").then_some(())
+    })
+    .await;
     assert!(indexed.is_some(), "ferryd never indexed the first upload");
     let proxy = Proxy::start(srv.addr.to_string(), None).await;
     let second = write(dir.path(), "second.bin", &data);

@@ -8,7 +8,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use ferry_proto::ByteRange;
@@ -16,6 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{CHUNK, INLINE_READ, SHARE};
+use crate::index;
+use crate::store::open_cache::Identity;
 use crate::store::{BoxFuture, ByteStream, FileHandle, Memo, Meta};
 
 pub(super) struct FsFile {
@@ -24,16 +27,59 @@ pub(super) struct FsFile {
     budget: Arc<Semaphore>,
     /// Lives as long as the open-file cache keeps this handle for its path.
     memo: Memo,
+    digest: Digest,
 }
 
 impl FsFile {
-    pub(super) fn new(meta: Meta, file: File, budget: Arc<Semaphore>) -> Self {
+    pub(super) fn new(
+        meta: Meta,
+        file: File,
+        budget: Arc<Semaphore>,
+        id: Identity,
+        index: Option<Arc<index::Shared>>,
+    ) -> Self {
         Self {
             meta,
             file: Arc::new(file),
             budget,
             memo: Memo::new(),
+            digest: Digest {
+                id,
+                index,
+                found: OnceLock::new(),
+                asked: AtomicU64::new(u64::MAX),
+            },
         }
+    }
+}
+
+/// The content index's digest for the identity this handle was opened as. Once found it is
+/// kept (the handle stands for that one version); until then the index is asked again only
+/// when it has gained a digest since the last time, so a miss costs one atomic load.
+struct Digest {
+    id: Identity,
+    index: Option<Arc<index::Shared>>,
+    found: OnceLock<[u8; 32]>,
+    /// The index generation of the last miss.
+    asked: AtomicU64,
+}
+
+impl Digest {
+    fn get(&self) -> Option<[u8; 32]> {
+        if let Some(d) = self.found.get() {
+            return Some(*d);
+        }
+        let index = self.index.as_ref()?;
+        let generation = index.generation();
+        if self.asked.load(Ordering::Relaxed) == generation {
+            return None;
+        }
+        let found = index.digest(&self.id);
+        self.asked.store(generation, Ordering::Relaxed);
+        if let Some(d) = found {
+            let _ = self.found.set(d);
+        }
+        found
     }
 }
 
@@ -207,6 +253,10 @@ impl FileHandle for FsFile {
 
     fn memo(&self) -> Option<&Memo> {
         Some(&self.memo)
+    }
+
+    fn sha256(&self) -> Option<[u8; 32]> {
+        self.digest.get()
     }
 
     fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
