@@ -198,12 +198,13 @@ pub trait Appender: Send {
         info: &'a mut UploadInfo,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Starts a checkpoint of every byte queued so far in the background, so receiving goes
-    /// on while the disk flushes; does nothing while the previous one still runs. Background
-    /// checkpoints are recorded in order and always before a [`Appender::checkpoint`].
+    /// on while the disk flushes, and returns `true`; does nothing and returns `false` while
+    /// the previous one still runs. Background checkpoints are recorded in order and always
+    /// before a [`Appender::checkpoint`].
     fn checkpoint_behind<'a>(
         &'a mut self,
         info: &'a UploadInfo,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Drops everything past `offset` (a chunk whose checksum did not match).
     fn rollback(&mut self, offset: u64) -> BoxFuture<'_, io::Result<()>>;
     /// Waits for every write and background checkpoint still in flight. Call it before the

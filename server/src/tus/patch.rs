@@ -6,10 +6,12 @@
 //!
 //! Streaming runs in its own task so that a client disconnecting mid-body (hyper then drops
 //! the request future) still gets what it sent written, synced and checkpointed. Bytes are
-//! checkpointed every [`CHECKPOINT_EVERY`] and at the end, unless a checksum must first be
-//! verified: then nothing of the chunk counts until it matches.
+//! checkpointed every [`CHECKPOINT_EVERY`], every [`CHECKPOINT_INTERVAL`] while bytes arrive,
+//! and at the end, unless a checksum must first be verified: then nothing of the chunk counts
+//! until it matches.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use ferry_proto::tus::{UPLOAD_CHECKSUM, UPLOAD_LENGTH, UPLOAD_OFFSET};
@@ -32,6 +34,10 @@ const WRITE_CHUNK: usize = 256 << 10;
 /// Bytes between two durable checkpoints inside one long PATCH (taken in the background, so
 /// receiving goes on while the disk flushes).
 const CHECKPOINT_EVERY: u64 = 64 << 20;
+/// Time between two durable checkpoints while bytes arrive, however slowly (`ferry get`
+/// journals as often): a crash loses at most about this much of what was received, and a
+/// crash loop cannot keep an upload at its offset. Taken in the background like the others.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a PATCH (or creation-with-upload) says about its body's checksum.
 pub enum ChecksumSpec {
@@ -238,9 +244,28 @@ async fn stream(
     result
 }
 
+impl Sink {
+    /// Bytes received so far: written, or buffered for the next write.
+    fn received(&self) -> u64 {
+        self.app.position() + self.buf.len() as u64
+    }
+
+    /// Queues the buffered bytes for writing, then starts a background checkpoint of
+    /// everything received; returns the offset it will record, `None` while the previous one
+    /// still runs.
+    async fn checkpoint_all_behind(&mut self, info: &UploadInfo) -> Result<Option<u64>> {
+        if !self.buf.is_empty() {
+            self.app.write(self.buf.split().freeze()).await?;
+            self.buf.reserve(WRITE_CHUNK);
+        }
+        let started = self.app.checkpoint_behind(info).await?;
+        Ok(started.then(|| self.app.position()))
+    }
+}
+
 /// Reads the body into `sink` until it ends, the lock holder is interrupted, or the body goes
-/// past `limit`; checkpoints in the background every [`CHECKPOINT_EVERY`] unless a checksum
-/// must be verified first.
+/// past `limit`; checkpoints in the background every [`CHECKPOINT_EVERY`] and, while bytes
+/// arrive, every [`CHECKPOINT_INTERVAL`], unless a checksum must be verified first.
 async fn read_body(
     sink: &mut Sink,
     body: &mut Incoming,
@@ -250,10 +275,20 @@ async fn read_body(
 ) -> Result<End> {
     let verify = sink.digests.is_some();
     let mut checkpointed = info.offset;
+    let tick = tokio::time::sleep(CHECKPOINT_INTERVAL);
+    tokio::pin!(tick);
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
             _ = &mut guard.interrupted => return Ok(End::Interrupted),
+            _ = &mut tick, if !verify => {
+                if sink.received() > checkpointed {
+                    let started = sink.checkpoint_all_behind(info).await?;
+                    checkpointed = started.unwrap_or(checkpointed); // else: the next tick
+                }
+                tick.as_mut().reset(tokio::time::Instant::now() + CHECKPOINT_INTERVAL);
+                continue;
+            }
         };
         let frame = match frame {
             None => return Ok(End::Complete),
@@ -269,7 +304,7 @@ async fn read_body(
                 continue;
             }
         };
-        let room = limit.saturating_sub(sink.app.position() + sink.buf.len() as u64);
+        let room = limit.saturating_sub(sink.received());
         let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         if let Some(d) = sink.digests.as_mut() {
             d.update(&data[..take]);
@@ -283,8 +318,12 @@ async fn read_body(
             sink.buf.reserve(WRITE_CHUNK); // one allocation per chunk, no regrowth copies
         }
         if !verify && sink.app.position() - checkpointed >= CHECKPOINT_EVERY {
+            // Skipped while the previous one still runs; then the next tick takes it. A fast
+            // upload checkpoints by size only: each one puts the tick off by a full interval.
             sink.app.checkpoint_behind(info).await?;
             checkpointed = sink.app.position();
+            tick.as_mut()
+                .reset(tokio::time::Instant::now() + CHECKPOINT_INTERVAL);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! clients (tuspy, tus-js-client) and the kill/restart test are in `interop`.
 
 mod core;
+mod crash;
 mod extensions;
 mod ferry;
 mod interop;

@@ -93,10 +93,10 @@ impl Appender for FsAppender {
     fn checkpoint_behind<'a>(
         &'a mut self,
         info: &'a UploadInfo,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             if self.behind.as_ref().is_some_and(|h| !h.is_finished()) {
-                return Ok(());
+                return Ok(false);
             }
             self.settle().await?;
             self.drain().await?; // only bytes already written can be synced
@@ -106,7 +106,7 @@ impl Appender for FsAppender {
                     .map_err(|e| StoreError::Io(io::Error::other(e)))?
                     .map(|_| ())
             }));
-            Ok(())
+            Ok(true)
         })
     }
 

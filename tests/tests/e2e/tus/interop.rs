@@ -11,7 +11,7 @@ use ferry_proto::tus::encode_metadata;
 use ferry_tests::{client, pattern, sha256_hex, tool, TestServer};
 use ferryd::tus::TusConfig;
 
-const TOKEN: &str = "interop-token";
+pub(super) const TOKEN: &str = "interop-token";
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
@@ -212,10 +212,10 @@ async fn tus_js_client_streams_with_upload_length_deferred() {
 }
 
 /// A `ferryd_tus` process; killed (SIGKILL) when dropped.
-struct Proc(Child, String);
+pub(super) struct Proc(Child, String);
 
 impl Proc {
-    fn start(root: &Path) -> Self {
+    pub(super) fn start(root: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferryd_tus"))
             .arg(root)
             .arg(TOKEN)
@@ -235,7 +235,7 @@ impl Proc {
         Proc(child, base)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.1)
     }
 }
