@@ -22,6 +22,7 @@
 //! - [`observe`]: per-request access log, metrics and rate limit, attached in the router.
 //! - [`metrics`]: Prometheus metrics on their own address (`--metrics-listen`).
 //! - [`events`]: upload lifecycle events for metrics and hooks.
+//! - [`ratelimit`]: response rate limit and connections per address.
 //! - [`access_log`]: the access log writer (combined or JSON, reopened for logrotate).
 
 pub mod access_log;
@@ -40,6 +41,7 @@ pub mod multipart;
 pub mod observe;
 pub mod path;
 pub mod range;
+pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod store;

@@ -118,6 +118,16 @@ struct Args {
     /// Serve Prometheus metrics on this address (keep it off the public network).
     #[arg(long, env = "FERRY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Largest rate of each response body, in bytes per second (`512k`, `10m`), like nginx's
+    /// limit_rate.
+    #[arg(long, env = "FERRY_LIMIT_RATE", value_parser = ferryd::ratelimit::parse_size)]
+    limit_rate: Option<u64>,
+    /// Bytes of each response sent at full speed before --limit-rate applies.
+    #[arg(long, env = "FERRY_LIMIT_RATE_AFTER", value_parser = ferryd::ratelimit::parse_size, default_value = "0")]
+    limit_rate_after: u64,
+    /// Connections one client address may hold open; beyond it requests get 429.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -229,6 +239,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let access_log = start_access_log(&args)?;
     app.observe.access_log = access_log.as_ref().map(|h| h.log());
     app.observe.metrics = start_metrics(&args, app.tus.as_deref())?;
+    app.observe.limit_rate =
+        args.limit_rate
+            .filter(|&r| r > 0)
+            .map(|rate| ferryd::ratelimit::RateLimit {
+                rate,
+                after: args.limit_rate_after,
+            });
+    app.observe.per_ip = args
+        .max_connections_per_ip
+        .map(ferryd::ratelimit::PerIp::new);
     // Last, once everything is ready: scripts wait for this line and take the URL from it.
     announce(&format!(
         "ferryd listening on {scheme}://{addr}/ serving {root}"

@@ -20,29 +20,40 @@ use http_body_util::BodyExt as _;
 use crate::access_log::{self, AccessLog, Entry};
 use crate::body::Body;
 use crate::metrics::Metrics;
+use crate::ratelimit::{self, IpSlot, PerIp, RateLimit};
 
 /// The operator features of one server; all off by default.
 #[derive(Clone, Default)]
 pub struct Observe {
     pub access_log: Option<AccessLog>,
     pub metrics: Option<Arc<Metrics>>,
+    /// `--limit-rate`: response bodies are released at this rate.
+    pub limit_rate: Option<RateLimit>,
+    /// `--max-connections-per-ip`.
+    pub per_ip: Option<Arc<PerIp>>,
 }
 
 /// What the accept loop knows about a connection, handed to every request on it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// Beyond `--max-connections-per-ip`: every request gets 429 (the limit).
+    pub refused: Option<u32>,
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr) -> Self {
-        Self { peer }
+        Self {
+            peer,
+            refused: None,
+        }
     }
 }
 
 /// Held by the accept loop for as long as a connection is open.
 pub struct ConnGuard {
     metrics: Option<Arc<Metrics>>,
+    _slot: Option<IpSlot>,
 }
 
 impl Drop for ConnGuard {
@@ -55,7 +66,7 @@ impl Drop for ConnGuard {
 
 impl Observe {
     fn is_off(&self) -> bool {
-        self.access_log.is_none() && self.metrics.is_none()
+        self.access_log.is_none() && self.metrics.is_none() && self.limit_rate.is_none()
     }
 
     /// A connection was accepted: what its requests will know of it, and a guard to hold
@@ -64,10 +75,22 @@ impl Observe {
         if let Some(m) = &self.metrics {
             m.connections.inc();
         }
+        let mut conn = ConnInfo::new(peer);
+        let slot = match &self.per_ip {
+            Some(per) => {
+                let slot = per.acquire(peer.ip());
+                if slot.is_none() {
+                    conn.refused = Some(per.max());
+                }
+                slot
+            }
+            None => None,
+        };
         let guard = ConnGuard {
             metrics: self.metrics.clone(),
+            _slot: slot,
         };
-        (ConnInfo::new(peer), guard)
+        (conn, guard)
     }
 
     /// Notes what the log needs from the request before the handlers consume it.
@@ -137,6 +160,10 @@ impl Tap {
                 (id, after.saturating_sub(before))
             }
             None => (None, 0),
+        };
+        let body = match self.obs.limit_rate {
+            Some(limit) => ratelimit::throttle(body, limit),
+            None => body,
         };
         let report = Report {
             tap: self,

@@ -63,7 +63,10 @@ pub async fn handle(
         app.tus.as_ref().map(|t| t.config().base.as_str()),
     );
     // A bug must cost one request a 500, not the connection: panics are caught here.
-    let mut resp = match AssertUnwindSafe(dispatch(&app, req)).catch_unwind().await {
+    let mut resp = match AssertUnwindSafe(dispatch(&app, conn, req))
+        .catch_unwind()
+        .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => error_response(&e),
         Err(_) => error_response(&Error::Internal(std::io::Error::other("handler panicked"))),
@@ -78,7 +81,10 @@ pub async fn handle(
     })
 }
 
-async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn dispatch(app: &App, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<Body>> {
+    if let Some(max) = conn.refused {
+        return Ok(crate::ratelimit::too_many_connections(max));
+    }
     crate::host::check(req.version(), req.headers())?;
     if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(req.uri().path())) {
         return Ok(tus.handle(req).await);

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod metrics;
+mod ratelimit;
 
 use std::sync::Arc;
 
