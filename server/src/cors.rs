@@ -1,16 +1,18 @@
-//! CORS for browser tus clients (Fetch standard §3.2): an allowed `Origin` is echoed, and the
-//! tus response headers are exposed so tus-js-client can read `Location` and `Upload-Offset`.
+//! CORS for browser clients (Fetch standard §3.2), shared by tus, files and the page's assets:
+//! an allowed `Origin` is echoed, and the tus and range response headers are exposed so
+//! tus-js-client can read `Location` and `Upload-Offset` and a downloader `Content-Range`.
 
 use http::{header, HeaderMap, HeaderValue};
 
 pub const ALLOW_METHODS: &str = "POST, GET, HEAD, PATCH, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Tus-Resumable, Upload-Offset, Upload-Length, \
 Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum, X-HTTP-Method-Override, X-Requested-With, \
-Ferry-Instant-Length";
+Ferry-Instant-Length, Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since";
 const EXPOSE_HEADERS: &str =
     "Location, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Expires, \
 Upload-Metadata, Upload-Concat, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
-Tus-Checksum-Algorithm, Ferry-Published, Ferry-Instant-Candidate";
+Tus-Checksum-Algorithm, Ferry-Published, Ferry-Instant-Candidate, Content-Range, \
+Content-Disposition, Accept-Ranges, ETag";
 
 /// The value for `Access-Control-Allow-Origin`, if `origin` is allowed.
 pub fn allowed(origins: &[String], origin: &str) -> Option<String> {

@@ -40,6 +40,13 @@ impl App {
         }
     }
 
+    /// The origins allowed by `--cors-origin` (kept with the tus settings).
+    fn cors_origins(&self) -> Option<&[String]> {
+        self.tus
+            .as_ref()
+            .map(|t| t.config().cors_origins.as_slice())
+    }
+
     /// What the listing page needs to know: where uploads go and whether they need a token.
     fn page(&self) -> Page<'_> {
         Page {
@@ -90,9 +97,27 @@ async fn dispatch(app: &App, conn: ConnInfo, req: Request<Incoming>) -> Result<R
         return Ok(tus.handle(req).await);
     }
     let (mut parts, _body) = req.into_parts();
+    let Some(origins) = app.cors_origins().filter(|o| !o.is_empty()) else {
+        return files_path(app, &mut parts).await;
+    };
+    // CORS is shared with tus: files and the page's assets answer allowed origins too.
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let preflight = parts.method == Method::OPTIONS
+        && parts
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = files_path(app, &mut parts)
+        .await
+        .unwrap_or_else(|e| error_response(&e));
+    crate::cors::apply(origins, origin.as_ref(), preflight, resp.headers_mut());
+    Ok(resp)
+}
+
+/// Everything but tus: the page's assets, then (behind the read token) files and listings.
+async fn files_path(app: &App, parts: &mut http::request::Parts) -> Result<Response<Body>> {
     // The page's assets are public code: a browser needs them to ask for the read token.
     if ui::owns(parts.uri.path()) {
-        return ui::serve(&parts).await;
+        return ui::serve(parts).await;
     }
     if let Some(token) = app
         .read_token
@@ -100,7 +125,7 @@ async fn dispatch(app: &App, conn: ConnInfo, req: Request<Incoming>) -> Result<R
         .filter(|_| parts.method != Method::OPTIONS)
     {
         if !crate::auth::read_ok(&parts.headers, token) {
-            if ui::wants_page(&parts) {
+            if ui::wants_page(parts) {
                 return Ok(ui::login_page());
             }
             return Err(Error::client(
@@ -110,9 +135,7 @@ async fn dispatch(app: &App, conn: ConnInfo, req: Request<Incoming>) -> Result<R
         }
     }
     match parts.method {
-        Method::GET | Method::HEAD => {
-            files::serve(app.store.as_ref(), &mut parts, app.page()).await
-        }
+        Method::GET | Method::HEAD => files::serve(app.store.as_ref(), parts, app.page()).await,
         Method::OPTIONS => Ok(files::options()),
         _ => Err(Error::MethodNotAllowed),
     }

@@ -203,3 +203,36 @@ fn prefix_of(html: &str) -> String {
     let end = at + html[at + 11..].find('/').unwrap() + 12;
     html[at..end].to_string()
 }
+
+#[tokio::test]
+async fn cors_covers_files_and_assets_not_only_tus() {
+    let (srv, _) = ferry_tests::TestServer::start_tus(ferryd::tus::TusConfig {
+        cors_origins: vec!["https://app.example".into()],
+        ..Default::default()
+    })
+    .await;
+    srv.put_file("a.bin", b"0123456789");
+    let origin = ("origin", "https://app.example");
+    let (status, h, body) = get(&srv, "/a.bin", &[origin, ("range", "bytes=2-4")]).await;
+    assert_eq!((status, body.as_slice()), (206, &b"234"[..]));
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    let exposed = h["access-control-expose-headers"].to_str().unwrap();
+    assert!(exposed.contains("Content-Range"), "{exposed}");
+    let p = prefix(&srv).await;
+    let (_, h, _) = get(&srv, &format!("{p}ferry.css"), &[origin]).await;
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    let pre = client()
+        .request(reqwest::Method::OPTIONS, srv.url("/a.bin"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "range")
+        .send()
+        .await
+        .unwrap();
+    let allow = pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(allow.contains("Range"), "{allow}");
+    let (_, h, _) = get(&srv, "/a.bin", &[("origin", "https://evil.example")]).await;
+    assert!(h.get("access-control-allow-origin").is_none());
+}
