@@ -130,12 +130,23 @@ fn decode_ext_value(v: &str) -> Option<String> {
     }
 }
 
+/// Whether `c` is a bidirectional formatting character (Unicode UAX #9: embeddings and
+/// overrides U+202A–U+202E, isolates U+2066–U+2069, the marks U+200E, U+200F and U+061C).
+/// In a file name they make `txt.exe` display as `exe.txt` (CVE-2021-42574 style).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 /// Makes an untrusted name safe to use as one path component: keeps the part after the last
-/// `/` or `\`, drops control characters, refuses empty, `.` and `..`, and caps the length at
-/// 255 bytes on a character boundary. `None` means no usable name.
+/// `/` or `\`, drops control and bidirectional formatting characters, refuses empty, `.` and
+/// `..`, and caps the length at 255 bytes on a character boundary. `None` means no usable
+/// name.
 pub fn sanitize_file_name(name: &str) -> Option<String> {
     let last = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let mut clean: String = last.chars().filter(|c| !c.is_control()).collect();
+    let mut clean: String = last
+        .chars()
+        .filter(|&c| !c.is_control() && !is_bidi_control(c))
+        .collect();
     let trimmed = clean.trim();
     if trimmed.len() != clean.len() {
         clean = trimmed.to_string();

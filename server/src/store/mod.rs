@@ -112,7 +112,10 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn from_io(e: io::Error) -> Self {
         match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StoreError::NotFound,
+            // A name longer than the file system allows cannot exist: missing, like any other.
+            io::ErrorKind::NotFound
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::InvalidFilename => StoreError::NotFound,
             io::ErrorKind::PermissionDenied => StoreError::Forbidden,
             _ => StoreError::Io(e),
         }

@@ -9,6 +9,7 @@
 //! - [`checksum`]: checksum and checksum-trailer (sha1, md5, sha256, crc32).
 //! - [`expiration`]: `Upload-Expires` and the background reaper.
 //! - [`publish`]: moving a finished upload into the served tree; instant upload.
+//! - [`names`]: hygiene of the `dir` and `filename` a finished upload is published as.
 //! - [`lock`]: one writer per upload; a newcomer interrupts a streaming PATCH.
 //! - [`headers`]: typed parsing of tus request headers (pure).
 //!
@@ -28,6 +29,7 @@ pub mod creation;
 pub mod expiration;
 pub mod headers;
 pub mod lock;
+pub mod names;
 pub mod patch;
 pub mod publish;
 

@@ -12,37 +12,25 @@
 //! announced `Upload-Length` (and the file is still the one that was hashed), the upload is complete at creation: offset =
 //! length, published like any other as a link to (or copy of) the existing content.
 
-use ferry_proto::disposition::sanitize_file_name;
 use ferry_proto::tus::{META_FILENAME, META_SHA256};
 
 use super::headers::{meta_value, META_DIR};
 use super::Tus;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::Kind;
 use crate::path::RelPath;
 use crate::store::upload::{Concat, UploadInfo, UploadState};
 use crate::store::StoreError;
 
 /// Where a finished upload goes: directory and file name (pure; 400 for a bad directory).
+/// The rules are in [`super::names`].
 pub fn target(metadata: Option<&str>, id: &str) -> Result<(RelPath, String)> {
     let dir = match meta_value(metadata, META_DIR) {
-        Some(d) => {
-            let p = RelPath::from_segments(d.split('/'))?;
-            if p.is_hidden() {
-                return Err(Error::bad_request(format!(
-                    "expected a visible target directory, got {d:?}"
-                )));
-            }
-            p
-        }
+        Some(d) => super::names::publish_dir(&d)?,
         None => RelPath::root(),
     };
     let name = meta_value(metadata, META_FILENAME)
-        .and_then(|n| sanitize_file_name(&n))
-        .map(|n| match n.strip_prefix('.') {
-            Some(rest) => format!("_{rest}"),
-            None => n,
-        })
+        .and_then(|n| super::names::publish_name(&n))
         .unwrap_or_else(|| id.to_string());
     Ok((dir, name))
 }

@@ -7,6 +7,7 @@ mod crash;
 mod extensions;
 mod ferry;
 mod interop;
+mod names;
 mod owner;
 mod staging;
 

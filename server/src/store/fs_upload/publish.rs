@@ -23,11 +23,14 @@ fn target_dir(d: &Dirs, dir: &RelPath) -> Result<File, StoreError> {
         return Err(StoreError::Forbidden);
     }
     let f = create_dir_beneath(&d.root_dir, dir).map_err(|e| {
-        // A file where a directory should be, or a way out: the directory cannot be used.
+        // A file where a directory should be, a way out, or a name too long for the file
+        // system (a record from before `dir` was checked at creation): unusable.
         if is_escape(&e)
             || matches!(
                 e.kind(),
-                io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
+                io::ErrorKind::AlreadyExists
+                    | io::ErrorKind::NotADirectory
+                    | io::ErrorKind::InvalidFilename
             )
         {
             StoreError::Forbidden
