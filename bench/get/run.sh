@@ -11,6 +11,12 @@
 #              (nginx `map $connection $rate { "~[05]$" 256k; default 8m; }`), 16 connections.
 #              Target: ferry <= axel.
 #   free       1 GiB, no limit, 16 connections. Target: ferry <= aria2c.
+#   flaky      (issue 15) 128 MiB, nginx `limit_rate 16m` per connection, behind the seeded
+#              flaky proxy (tests/src/bin/flaky_proxy.rs): every connection cut after a random
+#              1-8 MiB, one in seven silent; 8 connections, `--retry-wait 1s --timeout 5s`, many
+#              tries, for ferry and aria2c alike. A fresh proxy with the same seed per run, the
+#              two tools interleaved; reports the median of REPEAT runs (default 5), the load
+#              average, and what the proxy did. Target: ferry <= aria2c.
 # Every run reports wall time and peak RSS (GNU time -v); target: ferry's peak RSS <= 32 MiB.
 # Ratios are measured in one run, on the same machine, one tool after the other; each figure is
 # the best of REPEAT runs (default 3), sha256-checked every time.
@@ -18,8 +24,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${BENCH_DIR:-/tmp/ferry-bench}"
-SCENARIOS="${SCENARIOS:-cap straggler free}"
-PORT_CAP=18081 PORT_STRAGGLER=18082 PORT_FREE=18083
+SCENARIOS="${SCENARIOS:-cap straggler free flaky}"
+PORT_CAP=18081 PORT_STRAGGLER=18082 PORT_FREE=18083 PORT_FLAKY=18084
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
 need nginx nginx-light
@@ -27,9 +33,10 @@ need aria2c aria2
 need axel axel
 [ -x /usr/bin/time ] || { echo "installing time"; apt-get install -y -qq time >/dev/null; }
 
-echo "building ferry (release)"
-(cd "$ROOT" && cargo build --release -q -p ferry)
+echo "building ferry and flaky_proxy (release)"
+(cd "$ROOT" && cargo build --release -q -p ferry -p ferry-tests --bin ferry --bin flaky_proxy)
 FERRY="$ROOT/target/release/ferry"
+PROXY="$ROOT/target/release/flaky_proxy"
 
 mkdir -p "$WORK/www" "$WORK/out" "$WORK/logs"
 chmod 755 "$WORK" "$WORK/www"
@@ -42,6 +49,7 @@ make_file() { # name MiB
 make_file f256 256
 make_file f64 64
 make_file f1g 1024
+make_file f128 128
 
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes 2;
@@ -63,6 +71,7 @@ http {
     server { listen 127.0.0.1:$PORT_CAP;       root $WORK/www; limit_rate 8m; limit_rate_after 0; }
     server { listen 127.0.0.1:$PORT_STRAGGLER; root $WORK/www; limit_rate \$straggler_rate; }
     server { listen 127.0.0.1:$PORT_FREE;      root $WORK/www; }
+    server { listen 127.0.0.1:$PORT_FLAKY;     root $WORK/www; limit_rate 16m; limit_rate_after 0; }
 }
 CONF
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
@@ -100,6 +109,48 @@ measure_axel() { measure "$1" "$3" axel -q -n16 -o "$WORK/out/$3" "$2"; }
 
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
+# One timed run of a tool through a fresh flaky proxy (same seed every time): prints the wall
+# time, appends the proxy's summary to $WORK/logs/LABEL.proxy, checks the sha256.
+FLAKY_ARGS="${FLAKY_ARGS:---cut 1M-8M --direction down --silent-every 7}"
+flaky_run() { # LABEL SEED CMD... (CMD gets the URL appended)
+    local label=$1 seed=$2; shift 2
+    local addr pid secs got
+    "$PROXY" --target "127.0.0.1:$PORT_FLAKY" --seed "$seed" $FLAKY_ARGS \
+        >"$WORK/proxy.addr" 2>>"$WORK/logs/$label.proxy" &
+    pid=$!
+    for _ in $(seq 50); do [ -s "$WORK/proxy.addr" ] && break; sleep 0.1; done
+    addr=$(sed -n 's/^listening on //p' "$WORK/proxy.addr")
+    rm -rf "$WORK/out"/*
+    sync
+    /usr/bin/time -f "%e" -o "$WORK/time.txt" "$@" "http://$addr/f128" >>"$WORK/logs/$label.log" 2>&1 || {
+        kill "$pid"; echo "$label FAILED (see $WORK/logs/$label.log)" >&2; return 1; }
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    got=$(sha256sum "$WORK/out/f128" | cut -d' ' -f1)
+    [ "$got" = "$(sha256sum "$WORK/www/f128" | cut -d' ' -f1)" ] || { echo "$label WRONG BYTES" >&2; return 1; }
+    tail -1 "$WORK/time.txt"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+flaky_scenario() {
+    local n="${REPEAT_FLAKY:-5}" seed="${SEED:-1}" f a tf="" ta=""
+    echo "-- flaky: 128 MiB, 16 MiB/s per connection, proxy $FLAKY_ARGS, seed $seed, 8 connections"
+    : >"$WORK/logs/ferry_flaky.proxy"; : >"$WORK/logs/aria2c_flaky.proxy"
+    for i in $(seq "$n"); do
+        f=$(flaky_run ferry_flaky "$seed" "$FERRY" get -q -x8 -k1M --retry-wait 1s --timeout 5s \
+            --max-tries 1000 -d "$WORK/out" -o f128) || return 1
+        a=$(flaky_run aria2c_flaky "$seed" aria2c -q -x8 -s8 -k1M --retry-wait=1 --timeout=5 \
+            --max-tries=0 --file-allocation=none -d "$WORK/out" -o f128) || return 1
+        printf '   run %s: ferry %6.2f s   aria2c %6.2f s   load %s\n' "$i" "$f" "$a" "$(cut -d' ' -f1-3 /proc/loadavg)"
+        tf="$tf$f\n"; ta="$ta$a\n"
+    done
+    T_ferry_flaky=$(printf "$tf" | median); T_aria2c_flaky=$(printf "$ta" | median)
+    printf '%-22s %7.2f s  (median of %s)\n' ferry_flaky "$T_ferry_flaky" "$n"
+    printf '%-22s %7.2f s  (median of %s)\n' aria2c_flaky "$T_aria2c_flaky" "$n"
+    echo "   proxy, last ferry run:  $(tail -1 "$WORK/logs/ferry_flaky.proxy")"
+    echo "   proxy, last aria2c run: $(tail -1 "$WORK/logs/aria2c_flaky.proxy")"
+    echo "   ferry/aria2c $(ratio "$T_ferry_flaky" "$T_aria2c_flaky")"
+}
+
 echo "== $(date -u +%FT%TZ) $(nproc) cores, $(nginx -v 2>&1), $(aria2c --version | head -1), $(axel --version | head -1)"
 for s in $SCENARIOS; do
     case $s in
@@ -125,6 +176,7 @@ for s in $SCENARIOS; do
         measure_aria aria2c_free "$url" f1g
         echo "   ferry/aria2c $(ratio "$T_ferry_free" "$T_aria2c_free")"
         ;;
+    flaky) flaky_scenario ;;
     *) echo "unknown scenario $s"; exit 2 ;;
     esac
 done

@@ -77,7 +77,8 @@ pub struct GetArgs {
     /// Attempts per connection before giving up on an error (reset whenever bytes arrive).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tries: u32,
-    /// First retry delay, doubled on each failure (e.g. 1s, 500ms).
+    /// First retry delay after a failure without progress, doubled on each further one (e.g.
+    /// 1s, 500ms); a connection that delivered bytes since its last failure reconnects at once.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub retry_wait: Duration,
     /// Connect timeout, and how long a connection may go without bytes before it is dropped.
