@@ -161,7 +161,7 @@ async fn probe_with_retries(client: &Client, url: &str, opts: &WorkerOptions) ->
     let mut rng = fastrand::Rng::new();
     let mut attempt = 0;
     loop {
-        match probe::probe(client, url, opts.timeout).await {
+        match hedged_probe(client, url, opts.timeout).await {
             Err(e) if e.is_retryable() && attempt + 1 < opts.max_tries => {
                 let delay = match &e {
                     Error::Status {
@@ -224,6 +224,32 @@ async fn run_rounds(
         url: url.to_string(),
         msg: format!("gave up after {MAX_RESTARTS} restarts from zero"),
     })
+}
+
+/// A probe without an answer after this long (or a quarter of `--timeout`, if shorter) gets
+/// a twin on a new connection, so that one silent connection does not cost a whole timeout
+/// before the download even starts (issue 15). The first answer wins.
+const PROBE_HEDGE_AFTER: Duration = Duration::from_secs(1);
+
+async fn hedged_probe(client: &Client, url: &str, timeout: Duration) -> Result<Probe> {
+    let first = probe::probe(client, url, timeout);
+    tokio::pin!(first);
+    tokio::select! {
+        r = &mut first => return r,
+        _ = tokio::time::sleep(PROBE_HEDGE_AFTER.min(timeout / 4)) => {}
+    }
+    let second = probe::probe(client, url, timeout);
+    tokio::pin!(second);
+    let (done, first_won) = tokio::select! {
+        r = &mut first => (r, true),
+        r = &mut second => (r, false),
+    };
+    match (done, first_won) {
+        (Ok(p), _) => Ok(p),
+        // One failed: the other may still answer.
+        (Err(_), true) => second.await,
+        (Err(_), false) => first.await,
+    }
 }
 
 /// Resolves once `flag` is true; never if its sender is gone without setting it.

@@ -112,3 +112,29 @@ async fn connections_silent_from_the_start_are_raced_not_waited_for() {
         "took {took:?} (timeout 30 s)"
     );
 }
+
+/// The probe's own connection is silent (as the first connection through the bench's proxy
+/// can be): a second probe after a second, not the whole `--timeout`, gets the download going.
+#[tokio::test]
+async fn a_silent_probe_connection_costs_a_second_not_the_timeout() {
+    let data = random_bytes(512 * 1024, 43);
+    let server = Server::start(data.clone()).await;
+    server.silent_first.store(1, SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = fast_options(dir.path(), "probe");
+    opts.worker.timeout = Duration::from_secs(30);
+    let started = Instant::now();
+    let path = tokio::time::timeout(
+        Duration::from_secs(60),
+        download(&server.url("/probe"), &opts),
+    )
+    .await
+    .expect("finished before twice the timeout")
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(sha256(&fs::read(path).unwrap()), sha256(&data));
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} (timeout 30 s)"
+    );
+}

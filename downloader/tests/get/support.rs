@@ -67,6 +67,8 @@ pub struct Server {
     /// (the connection stays open), for `hangs_left` responses.
     pub hang_at: AtomicU64,
     pub hangs_left: AtomicUsize,
+    /// The first this many connections never answer (silent, kept open).
+    pub silent_first: AtomicUsize,
     /// When each dropped response was cut.
     pub dropped_at: Arc<Mutex<Vec<Instant>>>,
     conns: AtomicUsize,
@@ -87,7 +89,12 @@ impl Server {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let s = Arc::clone(&s);
-                        async move { Ok::<_, Infallible>(s.respond(req, conn)) }
+                        async move {
+                            if conn < s.silent_first.load(Ordering::SeqCst) {
+                                std::future::pending::<()>().await;
+                            }
+                            Ok::<_, Infallible>(s.respond(req, conn))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
