@@ -23,6 +23,7 @@
 //! - [`metrics`]: Prometheus metrics on their own address (`--metrics-listen`).
 //! - [`events`]: upload lifecycle events for metrics and hooks.
 //! - [`ratelimit`]: response rate limit and connections per address.
+//! - [`tls_reload`]: TLS certificates reloaded on SIGHUP or when the files change.
 //! - [`access_log`]: the access log writer (combined or JSON, reopened for logrotate).
 
 pub mod access_log;
@@ -45,5 +46,6 @@ pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod tls_reload;
 pub mod tus;
 pub mod ui;

@@ -180,7 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot serve {}", args.root.display()))?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(server::tls_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(start_tls(cert, key)?),
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -324,6 +324,30 @@ fn start_metrics(
     ));
     tokio::spawn(ferryd::metrics::serve(listener, metrics.clone()));
     Ok(Some(metrics))
+}
+
+/// Loads the certificate and reloads it on SIGHUP and when the files change (checked every
+/// 5 s): new connections get the new one, a broken one is logged and the old one kept.
+fn start_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let certs = ferryd::tls_reload::CertStore::load(cert, key)?;
+    certs.spawn_watch(Duration::from_secs(5));
+    let mut hup = signal(SignalKind::hangup()).context("cannot install signal handlers")?;
+    let weak = Arc::downgrade(&certs);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match weak.upgrade() {
+                Some(c) => {
+                    let _ = c.reload();
+                }
+                None => break,
+            }
+        }
+    });
+    certs.server_config()
 }
 
 /// Opens the access log and reopens it on SIGHUP and SIGUSR1 (logrotate's `postrotate`).

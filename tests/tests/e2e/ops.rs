@@ -4,6 +4,7 @@
 mod access_log;
 mod metrics;
 mod ratelimit;
+mod tls_reload;
 
 use std::sync::Arc;
 
