@@ -254,7 +254,7 @@ const scenarios = {
     check(id === 'btn-files', 'Tab reaches the upload button');
     const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
     check(outline !== 'none', 'focus is visible');
-    const chooser = page.waitForEvent('filechooser');
+    const chooser = page.waitForEvent('filechooser', { timeout: T });
     await page.keyboard.press('Enter');
     await (await chooser).setFiles(path.join(cfg.dir, 'one.txt'));
     await allDone(page);
