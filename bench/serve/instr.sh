@@ -5,6 +5,8 @@
 # ferryd runs under callgrind; counters are zeroed after a warm-up, then one wrk run is
 # counted, and the instructions executed (Ir) are divided by the requests wrk completed.
 #   bench/serve/instr.sh [BINARY] [OUT.callgrind]  (default target/release/ferryd, built first)
+# WAIT_DIGEST=1 waits until the file is indexed (responses carry Repr-Digest) before counting;
+# FERRY_NO_INDEX=1 runs ferryd without the content index.
 # Keep OUT and read it with `callgrind_annotate --inclusive=yes OUT` to see where the work goes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,6 +40,11 @@ FERRYD_PID=$!
 for _ in $(seq 300); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.1; done
 URL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | sed 's:/$::')
 curl -sf -r 0-4095 -o /dev/null "$URL/big.bin"
+if [ -n "${WAIT_DIGEST:-}" ]; then
+  # Count requests that carry Repr-Digest: wait (bounded) for the content index to hash the file.
+  for _ in $(seq 1200); do curl -sfI "$URL/big.bin" | grep -qi '^repr-digest' && break; sleep 0.5; done
+  curl -sfI "$URL/big.bin" | grep -qi '^repr-digest' || { echo "big.bin was never indexed" >&2; exit 1; }
+fi
 wrk -t1 -c16 -d3s -s "$WORK/ranges.lua" "$URL" > /dev/null   # warm-up: caches, allocator
 
 callgrind_control -z "$FERRYD_PID" > /dev/null 2>&1

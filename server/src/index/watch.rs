@@ -32,7 +32,9 @@ pub struct Changes {
 }
 
 pub struct Watcher {
-    fd: OwnedFd,
+    /// `None` when inotify is unavailable (no instance left, no kernel support): then only
+    /// the periodic rescan finds changes.
+    fd: Option<OwnedFd>,
     wake: OwnedFd,
     dirs: HashMap<i32, String>,
     warned_full: bool,
@@ -40,13 +42,16 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscalls; the returned descriptors are checked and owned below.
+        // SAFETY: plain syscall; the returned descriptor is checked and owned below.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: as above.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = if fd < 0 {
+            tracing::warn!(error = %io::Error::last_os_error(),
+                "index: no inotify (fs.inotify.max_user_instances?); changes are found by the periodic rescan");
+            None
+        } else {
+            // SAFETY: a fresh descriptor nothing else owns.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
         let wake = new_eventfd()?;
         Ok(Self {
             fd,
@@ -63,11 +68,11 @@ impl Watcher {
 
     /// Watches the directory `full`, known to the index as `rel`.
     pub fn add(&mut self, rel: &str, full: &Path) {
-        let Ok(c) = CString::new(full.as_os_str().as_bytes()) else {
+        let (Some(fd), Ok(c)) = (&self.fd, CString::new(full.as_os_str().as_bytes())) else {
             return;
         };
         // SAFETY: `c` is NUL-terminated and valid for the call.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), MASK) };
         if wd >= 0 {
             self.dirs.insert(wd, rel.to_string());
         } else if !self.warned_full {
@@ -81,7 +86,8 @@ impl Watcher {
     pub fn wait(&mut self, timeout: Duration) -> Changes {
         let mut fds = [
             libc::pollfd {
-                fd: self.fd.as_raw_fd(),
+                // A negative descriptor is ignored by poll(2).
+                fd: self.fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -104,10 +110,13 @@ impl Watcher {
 
     fn drain(&mut self) -> Changes {
         let mut out = Changes::default();
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return out;
+        };
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: reads at most `buf.len()` bytes into `buf`.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 return out;
             }
