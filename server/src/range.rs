@@ -1,8 +1,10 @@
 //! Resolution of a `Range` request header against a representation length (RFC 9110 §14.1-14.2).
-//! Pure: no I/O. `http-range-header` is at most used for syntax; the resolution is ours.
+//! Pure: no I/O.
 //!
-//! We parse by hand because `http-range-header` rejects valid forms (a suffix longer than the
-//! representation, `Bytes=`, whitespace around list elements). Choices pinned by the tests:
+//! We parse by hand because `http-range-header` rejects valid RFC 9110 forms (listed in
+//! `range/oracle_tests.rs`, which uses the crate as a differential oracle on the inputs both
+//! accept).
+//! Choices pinned by the tests:
 //! - invalid syntax of any element (`bytes=abc`, `bytes=5-2`, `bytes=-`, `bytes=`, a number
 //!   that does not fit in u64) makes us ignore the whole header (200): RFC 9110 §14.2 allows a
 //!   server to ignore `Range`, and nginx does the same;
@@ -167,6 +169,9 @@ fn coalesce(ranges: &mut Vec<ByteRange>) {
     }
     *ranges = merged;
 }
+
+#[cfg(test)]
+mod oracle_tests;
 
 #[cfg(test)]
 mod tests {
@@ -428,16 +433,16 @@ mod tests {
 
     /// A small deterministic generator (xorshift64*), so the property test needs no crate and
     /// fails reproducibly.
-    struct Rng(u64);
+    pub(super) struct Rng(pub(super) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(super) fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
         }
-        fn below(&mut self, n: u64) -> u64 {
+        pub(super) fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
     }
