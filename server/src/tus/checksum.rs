@@ -1,6 +1,7 @@
 //! The checksum and checksum-trailer extensions: `Upload-Checksum: <algorithm> <base64 digest>`
-//! over the body of one PATCH. Unsupported algorithm → 400; mismatch → 460 and the chunk is
-//! discarded (the offset does not move).
+//! over the body of one PATCH. Unsupported algorithm, bad base64 or a digest of the wrong
+//! length for its algorithm → 400 (a malformed header: resending the chunk cannot help, so it
+//! must not be a 460); mismatch → 460 and the chunk is discarded (the offset does not move).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -46,6 +47,16 @@ impl Algorithm {
             _ => return None,
         })
     }
+
+    /// Length of a digest in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Algorithm::Sha1 => 20,
+            Algorithm::Md5 => 16,
+            Algorithm::Sha256 => 32,
+            Algorithm::Crc32 => 4,
+        }
+    }
 }
 
 /// A parsed `Upload-Checksum`.
@@ -55,7 +66,8 @@ pub struct Expected {
     pub digest: Vec<u8>,
 }
 
-/// Parses `Upload-Checksum` (400 for an unknown algorithm or bad base64).
+/// Parses `Upload-Checksum` (400 for an unknown algorithm, bad base64 or a digest whose length
+/// does not fit the algorithm).
 pub fn parse(value: &str) -> Result<Expected> {
     let (name, b64) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     let algorithm = Algorithm::parse(name).ok_or_else(|| {
@@ -66,6 +78,13 @@ pub fn parse(value: &str) -> Result<Expected> {
     let digest = STANDARD
         .decode(b64.trim())
         .map_err(|_| Error::bad_request("expected a base64 digest in Upload-Checksum"))?;
+    if digest.len() != algorithm.digest_len() {
+        return Err(Error::bad_request(format!(
+            "expected a {}-byte {name} digest in Upload-Checksum, got {} bytes",
+            algorithm.digest_len(),
+            digest.len()
+        )));
+    }
     Ok(Expected { algorithm, digest })
 }
 
@@ -191,6 +210,13 @@ mod tests {
             parse("sha1 !!").unwrap_err().status(),
             StatusCode::BAD_REQUEST
         );
+        // Issue 8: a digest of the wrong length can never match, so 460 made clients resend
+        // the chunk forever; it is a malformed header (400).
+        for bad in ["md5 AAAA", "sha1 XUFAKrxLKna5cZ2REBfFkg==", "crc32 ", "sha256 NhCmhg=="] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.to_string().contains("-byte"), "{bad}: {e}");
+        }
         assert_eq!(
             check("md5", b"x", "XUFAKrxLKna5cZ2REBfFkg==")
                 .unwrap_err()
