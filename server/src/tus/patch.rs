@@ -97,10 +97,10 @@ pub async fn patch(
         ));
     }
     if offset != info.offset {
-        return Err(Error::client(
-            StatusCode::CONFLICT,
-            format!("expected Upload-Offset {}, got {offset}", info.offset),
-        ));
+        return Err(Error::OffsetMismatch {
+            expected: info.offset,
+            got: offset,
+        });
     }
     declare_length(tus, &mut info, declared)?;
     check_fits(tus, &info, content_length(&parts.headers))?;
@@ -198,6 +198,8 @@ enum End {
     Complete,
     Interrupted,
     Disconnected,
+    /// The body broke HTTP/1.1 framing: none of it counts (issue 8).
+    Malformed,
     TooLong,
 }
 
@@ -292,6 +294,7 @@ async fn read_body(
         };
         let frame = match frame {
             None => return Ok(End::Complete),
+            Some(Err(e)) if crate::body::is_malformed(&e) => return Ok(End::Malformed),
             Some(Err(_)) => return Ok(End::Disconnected),
             Some(Ok(f)) => f,
         };
@@ -337,6 +340,14 @@ async fn finish(
     expected: Option<Expected>,
     end: End,
 ) -> Result<UploadInfo> {
+    if end == End::Malformed {
+        // Checkpoints taken while it streamed are undone too: the record goes back to `start`.
+        sink.app.rollback(start).await?;
+        sink.app.checkpoint(&mut info).await?;
+        return Err(Error::bad_request(format!(
+            "the request body is malformed (HTTP/1.1 framing); none of it was kept, offset {start}"
+        )));
+    }
     if !sink.buf.is_empty() {
         sink.app.write(sink.buf.split().freeze()).await?;
     }
