@@ -18,6 +18,11 @@ pub enum Error {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// tus core: a PATCH at another offset than the upload's. Answered 409 with the current
+    /// `Upload-Offset`, so the client resumes without a HEAD (the spec leaves the header out;
+    /// clients of tusd-compatible servers read it).
+    #[error("expected Upload-Offset {expected}, got {got}")]
+    OffsetMismatch { expected: u64, got: u64 },
     #[error("internal error: {0}")]
     Internal(#[source] std::io::Error),
 }
@@ -39,6 +44,7 @@ impl Error {
             Error::Path(_) => StatusCode::BAD_REQUEST,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::OffsetMismatch { .. } => StatusCode::CONFLICT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +92,12 @@ pub fn error_response(err: &Error) -> Response<Body> {
         h.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(crate::auth::CHALLENGE),
+        );
+    }
+    if let Error::OffsetMismatch { expected, .. } = err {
+        h.insert(
+            ferry_proto::tus::UPLOAD_OFFSET,
+            HeaderValue::from(*expected),
         );
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {

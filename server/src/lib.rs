@@ -18,6 +18,8 @@
 //!   instant upload).
 //! - [`store`]: the storage trait and its local-filesystem backend.
 //! - [`error`]: the error type and the one place errors become responses.
+//! - [`forwarded`]: the effective scheme, host and remote address of a request (proxies,
+//!   `--public-url`).
 //! - [`body`]: the response body type.
 //! - [`observe`]: per-request access log, metrics and rate limit, attached in the router.
 //! - [`metrics`]: Prometheus metrics on their own address (`--metrics-listen`).
@@ -34,6 +36,7 @@ pub mod cors;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod forwarded;
 pub mod host;
 pub mod index;
 pub mod listing;

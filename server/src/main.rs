@@ -100,6 +100,15 @@ struct Args {
     /// Time between full rescans of the tree, the backstop for missed notifications.
     #[arg(long, env = "FERRY_INDEX_RESCAN", default_value = "10m", value_parser = ferryd::tus::expiration::parse_duration)]
     index_rescan: Duration,
+    /// URL under which clients reach ROOT, e.g. `https://files.example/ferry`; every URL ferryd
+    /// hands out (tus `Location`, `Ferry-Published`) starts with it. Default: the request's
+    /// scheme and Host.
+    #[arg(long, env = "FERRY_PUBLIC_URL")]
+    public_url: Option<ferryd::forwarded::PublicUrl>,
+    /// Trust `Forwarded` and `X-Forwarded-Proto/Host/For` from the client (set this only when
+    /// every request comes through a reverse proxy that sets or strips them).
+    #[arg(long, env = "FERRY_BEHIND_PROXY")]
+    behind_proxy: bool,
     /// Worker threads, each running its own event loop on the shared listener (default: one
     /// per CPU).
     #[arg(long, env = "FERRY_WORKERS")]
@@ -220,6 +229,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut app = App::new(store);
     app.tus = Some(tus);
     app.read_token = args.read_token.clone();
+    app.frontend = ferryd::forwarded::Frontend {
+        public_url: args.public_url.clone(),
+        behind_proxy: args.behind_proxy,
+    };
     // Tokens travel in the fragment, which browsers never send: the page takes them from
     // there and removes them from the address bar.
     let upload = app

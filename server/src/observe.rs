@@ -6,7 +6,7 @@
 //! body ends or is dropped (client gone). With everything off, [`Observe::tap`] is one branch
 //! and the response is not touched.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,6 +19,7 @@ use http_body_util::BodyExt as _;
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::body::Body;
+use crate::forwarded::ConnInfo;
 use crate::metrics::Metrics;
 use crate::ratelimit::{self, IpSlot, PerIp, RateLimit};
 
@@ -31,23 +32,6 @@ pub struct Observe {
     pub limit_rate: Option<RateLimit>,
     /// `--max-connections-per-ip`.
     pub per_ip: Option<Arc<PerIp>>,
-}
-
-/// What the accept loop knows about a connection, handed to every request on it.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// Beyond `--max-connections-per-ip`: every request gets 429 (the limit).
-    pub refused: Option<u32>,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr) -> Self {
-        Self {
-            peer,
-            refused: None,
-        }
-    }
 }
 
 /// Held by the accept loop for as long as a connection is open.
@@ -69,16 +53,16 @@ impl Observe {
         self.access_log.is_none() && self.metrics.is_none() && self.limit_rate.is_none()
     }
 
-    /// A connection was accepted: what its requests will know of it, and a guard to hold
-    /// until it closes.
-    pub fn accept(&self, peer: SocketAddr) -> (ConnInfo, ConnGuard) {
+    /// A connection was accepted: `conn` is what its requests will know of it; returned with a
+    /// guard to hold until it closes.
+    pub fn accept(&self, conn: ConnInfo) -> (ConnInfo, ConnGuard) {
         if let Some(m) = &self.metrics {
             m.connections.inc();
         }
-        let mut conn = ConnInfo::new(peer);
+        let mut conn = conn;
         let slot = match &self.per_ip {
             Some(per) => {
-                let slot = per.acquire(peer.ip());
+                let slot = per.acquire(conn.peer.ip());
                 if slot.is_none() {
                     conn.refused = Some(per.max());
                 }
@@ -95,7 +79,8 @@ impl Observe {
 
     /// Notes what the log needs from the request before the handlers consume it.
     /// `tus_base` is the tus endpoint's path prefix, to name the upload a request is about.
-    pub fn tap<B>(&self, req: &Request<B>, conn: ConnInfo, tus_base: Option<&str>) -> Option<Tap> {
+    /// `remote` is the client's address (the effective one, see [`crate::forwarded`]).
+    pub fn tap<B>(&self, req: &Request<B>, remote: IpAddr, tus_base: Option<&str>) -> Option<Tap> {
         if self.is_off() {
             return None;
         }
@@ -110,7 +95,7 @@ impl Observe {
         Some(Tap {
             obs: self.clone(),
             start: Instant::now(),
-            remote: conn.peer.ip().to_string(),
+            remote: remote.to_string(),
             method: req.method().as_str().to_string(),
             target: access_log::redact_target(
                 req.uri().path_and_query().map_or(path, |pq| pq.as_str()),

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::error::{error_response, Error, Result};
 use crate::files;
+use crate::forwarded::{ConnInfo, Frontend};
 use crate::listing::Page;
-use crate::observe::ConnInfo;
 use crate::store::Store;
 use crate::tus::Tus;
 use crate::ui;
@@ -28,6 +28,8 @@ pub struct App {
     pub read_token: Option<String>,
     /// Access log, metrics and rate limits (all off by default).
     pub observe: crate::observe::Observe,
+    /// How clients reach ferryd (`--public-url`, `--behind-proxy`).
+    pub frontend: Frontend,
 }
 
 impl App {
@@ -37,6 +39,7 @@ impl App {
             tus: None,
             read_token: None,
             observe: Default::default(),
+            frontend: Frontend::default(),
         }
     }
 
@@ -62,11 +65,18 @@ impl App {
 pub async fn handle(
     app: Arc<App>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    req.extensions_mut().insert(conn);
+    // The client's address as --behind-proxy says to take it (forwarded.rs).
+    let remote = app
+        .frontend
+        .effective(&req)
+        .remote
+        .unwrap_or(conn.peer.ip());
     let tap = app.observe.tap(
         &req,
-        conn,
+        remote,
         app.tus.as_ref().map(|t| t.config().base.as_str()),
     );
     // A bug must cost one request a 500, not the connection: panics are caught here.
@@ -94,7 +104,7 @@ async fn dispatch(app: &App, conn: ConnInfo, req: Request<Incoming>) -> Result<R
     }
     crate::host::check(req.version(), req.headers())?;
     if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(req.uri().path())) {
-        return Ok(tus.handle(req).await);
+        return Ok(tus.handle(req, &app.frontend).await);
     }
     let (mut parts, _body) = req.into_parts();
     let Some(origins) = app.cors_origins().filter(|o| !o.is_empty()) else {

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::observe::ConnInfo;
+use crate::forwarded::ConnInfo;
 use crate::router::{self, App};
 
 /// Connection-level limits and timeouts.
@@ -82,7 +82,13 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let (app, opts, watcher) = (app.clone(), opts.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let (conn, _open) = app.observe.accept(peer);
+            let conn = ConnInfo {
+                peer,
+                local: tcp.local_addr().ok(),
+                tls: opts.tls.is_some(),
+                refused: None,
+            };
+            let (conn, _open) = app.observe.accept(conn);
             if let Err(e) = serve_connection(tcp, conn, app, &opts, watcher).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use ferryd::forwarded::Frontend;
 use ferryd::router::App;
 use ferryd::server::{self, ServerOptions};
 use ferryd::store::fs::{FsOptions, FsStore};
@@ -38,6 +39,15 @@ impl TestServer {
         opts: ServerOptions,
         configure: impl FnOnce(App) -> App,
     ) -> Self {
+        Self::start_bound(fs, opts, |app, _| configure(app)).await
+    }
+
+    /// As [`TestServer::start_with`], and `configure` knows the bound address.
+    pub async fn start_bound(
+        fs: FsOptions,
+        opts: ServerOptions,
+        configure: impl FnOnce(App, SocketAddr) -> App,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = tempfile::tempdir().expect("temp dir");
         let state = tempfile::tempdir().expect("temp dir");
@@ -46,11 +56,11 @@ impl TestServer {
             ..fs
         };
         let store = FsStore::new(root.path(), fs).expect("store");
-        let app = Arc::new(configure(App::new(Arc::new(store))));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let app = Arc::new(configure(App::new(Arc::new(store)), addr));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(listener, app, opts, async {
             let _ = rx.await;
@@ -74,9 +84,27 @@ impl TestServer {
         fs: FsOptions,
         cfg: ferryd::tus::TusConfig,
     ) -> (Self, Arc<ferryd::tus::Tus>) {
+        Self::start_tus_all(fs, cfg, |_| Frontend::default()).await
+    }
+
+    /// [`TestServer::start_tus`] with `--public-url`/`--behind-proxy` settings made from the
+    /// bound address.
+    pub async fn start_tus_front(
+        cfg: ferryd::tus::TusConfig,
+        frontend: impl FnOnce(SocketAddr) -> Frontend,
+    ) -> (Self, Arc<ferryd::tus::Tus>) {
+        Self::start_tus_all(FsOptions::default(), cfg, frontend).await
+    }
+
+    async fn start_tus_all(
+        fs: FsOptions,
+        cfg: ferryd::tus::TusConfig,
+        frontend: impl FnOnce(SocketAddr) -> Frontend,
+    ) -> (Self, Arc<ferryd::tus::Tus>) {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let keep = slot.clone();
-        let srv = Self::start_with(fs, ServerOptions::default(), move |mut app| {
+        let srv = Self::start_bound(fs, ServerOptions::default(), move |mut app, addr| {
+            app.frontend = frontend(addr);
             let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
             tus.spawn_reaper();
             *keep.lock().expect("slot") = Some(tus.clone());
@@ -211,7 +239,8 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
-    fn parse(buf: &[u8]) -> Self {
+    /// Splits a raw HTTP/1.1 answer into status, head and body.
+    pub fn parse(buf: &[u8]) -> Self {
         let split = buf.windows(4).position(|w| w == b"\r\n\r\n");
         let (head, body) = match split {
             Some(i) => (&buf[..i], buf[i + 4..].to_vec()),

@@ -46,7 +46,9 @@ fn oracle(header: &str, len: u64) -> Result<RangeOutcome, Refused> {
 /// A header both must accept for `len` ≥ 1: up to six disjoint ranges in random order, each
 /// written as `a-b`, and the one reaching the end possibly as `a-`, `-n` or `a-<past the end>`.
 fn canonical(rng: &mut Rng, len: u64) -> String {
-    let mut cuts: Vec<u64> = (0..2 * (1 + rng.below(6))).map(|_| rng.below(len)).collect();
+    let mut cuts: Vec<u64> = (0..2 * (1 + rng.below(6)))
+        .map(|_| rng.below(len))
+        .collect();
     cuts.sort_unstable();
     cuts.dedup();
     if cuts.len() % 2 == 1 {
@@ -118,7 +120,10 @@ fn resolution_agrees_with_http_range_header_where_it_accepts() {
         }
     }
     // Noisy headers the crate accepts must be common, or that half proves little.
-    assert!(agreed > 1_000, "only {agreed} noisy headers accepted by both");
+    assert!(
+        agreed > 1_000,
+        "only {agreed} noisy headers accepted by both"
+    );
 }
 
 // README "Download support matrix": the valid forms `http-range-header` refuses.
@@ -127,8 +132,16 @@ fn crate_refuses_valid_forms_that_ferryd_serves() {
     let r = |s, e| ByteRange::new(s, e).unwrap();
     let cases: [(&str, u64, RangeOutcome); 7] = [
         ("Bytes=0-1", 10, RangeOutcome::Single(r(0, 2))),
-        ("bytes=0-1 ,3-4", 10, RangeOutcome::Multi(vec![r(0, 2), r(3, 5)])),
-        ("bytes=0-1,,3-4", 10, RangeOutcome::Multi(vec![r(0, 2), r(3, 5)])),
+        (
+            "bytes=0-1 ,3-4",
+            10,
+            RangeOutcome::Multi(vec![r(0, 2), r(3, 5)]),
+        ),
+        (
+            "bytes=0-1,,3-4",
+            10,
+            RangeOutcome::Multi(vec![r(0, 2), r(3, 5)]),
+        ),
         ("bytes=007-9", 10, RangeOutcome::Single(r(7, 10))),
         ("bytes=-20", 10, RangeOutcome::Single(r(0, 10))),
         ("bytes=0-5,3-8", 20, RangeOutcome::Single(r(0, 9))),

@@ -212,7 +212,12 @@ mod tests {
         );
         // Issue 8: a digest of the wrong length can never match, so 460 made clients resend
         // the chunk forever; it is a malformed header (400).
-        for bad in ["md5 AAAA", "sha1 XUFAKrxLKna5cZ2REBfFkg==", "crc32 ", "sha256 NhCmhg=="] {
+        for bad in [
+            "md5 AAAA",
+            "sha1 XUFAKrxLKna5cZ2REBfFkg==",
+            "crc32 ",
+            "sha256 NhCmhg==",
+        ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
             assert!(e.to_string().contains("-byte"), "{bad}: {e}");

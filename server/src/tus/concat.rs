@@ -53,13 +53,16 @@ pub fn parse(value: &str, base: &str) -> Result<ConcatRequest> {
     Ok(ConcatRequest::Final(ids))
 }
 
+/// The upload id in an absolute URL or a path. The base may follow a prefix (a `--public-url`
+/// path or a proxy's), as tusd allows: the URLs ferryd hands out are valid here either way.
 fn id_from_url(url: &str, base: &str) -> Option<UploadId> {
     let path = match url.split_once("://") {
         Some((_, rest)) => &rest[rest.find('/')?..],
         None => url,
     };
     let path = path.split(['?', '#']).next()?;
-    UploadId::parse(path.strip_prefix(base)?.trim_end_matches('/'))
+    let at = path.find(base)?;
+    UploadId::parse(path[at + base.len()..].trim_end_matches('/'))
 }
 
 /// Loads the parts of a final upload; each must be a live partial upload.
@@ -195,6 +198,13 @@ mod tests {
         assert_eq!(parse("partial", "/files/").unwrap(), ConcatRequest::Partial);
         let v = format!("final;/files/{A} http://h:1/files/{B}/");
         let ids = vec![UploadId::parse(A).unwrap(), UploadId::parse(B).unwrap()];
+        assert_eq!(
+            parse(&v, "/files/").unwrap(),
+            ConcatRequest::Final(ids.clone())
+        );
+        // The absolute URLs ferryd hands out, also under a --public-url path prefix.
+        let v =
+            format!("final;https://up.example/ferry/files/{A} https://up.example/ferry/files/{B}");
         assert_eq!(parse(&v, "/files/").unwrap(), ConcatRequest::Final(ids));
     }
 

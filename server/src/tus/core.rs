@@ -43,8 +43,8 @@ pub async fn options(tus: &Tus, req: &HeaderMap) -> Response<Body> {
             None
         }
     };
+    // 200, not 204 (tusd's choice: some browsers take only 200 as a successful preflight).
     let mut resp = Response::new(body::empty());
-    *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
     h.insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
     set(h, TUS_EXTENSION, extensions(tus.caps()).join(","));

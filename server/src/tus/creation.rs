@@ -1,15 +1,16 @@
 //! POST {base} (creation, creation-with-upload, creation-defer-length, and instant upload).
 //!
-//! Steps: metadata (400), concatenation role, length or deferral (400/413), target check
-//! (400), create, instant upload if the content is already held, optional first chunk
+//! Steps: metadata (400), concatenation role (a final upload: no Upload-Length, 400; no body,
+//! 403), length or deferral (400/413), target check (400), first chunk's media type (415), create, instant upload if the content is already held, optional first chunk
 //! (creation-with-upload), respond 201 with `Location`. A refused first chunk (460, 413)
 //! still answers 201 with `Location` and the durable `Upload-Offset`: the upload exists, and
 //! the client must be able to resume it.
 
 use std::sync::Arc;
 
-use ferry_proto::tus::UPLOAD_CONCAT;
+use ferry_proto::tus::{OFFSET_OCTET_STREAM, UPLOAD_CONCAT, UPLOAD_LENGTH};
 use http::{header, Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::concat::{self, ConcatRequest};
@@ -34,7 +35,9 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
         Some(v) => concat::parse(v.to_str().unwrap_or(""), &tus.cfg.base)?,
         None => ConcatRequest::None,
     };
+    let has_body = !body.is_end_stream();
     if let ConcatRequest::Final(ids) = role {
+        final_preconditions(h, has_body)?;
         let info = concat::create_final(tus, ids, metadata).await?;
         tus.events.emit(Kind::Created, &info, None).await;
         return Ok(created(tus, &info));
@@ -44,7 +47,7 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
         patch::too_large(tus, l)?;
     }
     publish::target(metadata.as_deref(), "")?;
-    let first_chunk = first_chunk(h, length)?;
+    let first_chunk = first_chunk(h, length, has_body)?;
     let concat = match role {
         ConcatRequest::Partial => Concat::Partial,
         _ => Concat::None,
@@ -75,11 +78,41 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     Ok(created(tus, &info))
 }
 
+/// concatenation: the final upload's length is the sum of its parts, so the spec's "MUST NOT
+/// include Upload-Length" is enforced (400; tusd ignores the header), and it takes no bytes of
+/// its own (403 for a body, as tusd and as a PATCH of a final upload).
+fn final_preconditions(h: &http::HeaderMap, has_body: bool) -> Result<()> {
+    if h.contains_key(UPLOAD_LENGTH) {
+        return Err(Error::bad_request(
+            "expected no Upload-Length on a final upload (its length is the sum of its parts)",
+        ));
+    }
+    if has_body && is_offset_stream(h) {
+        return Err(Error::client(
+            StatusCode::FORBIDDEN,
+            "a final upload takes no bytes of its own",
+        ));
+    }
+    Ok(())
+}
+
 /// creation-with-upload: whether the POST carries a first chunk, and its checksum. Checked
-/// before the upload exists, so a refusal (400, 413) leaves nothing behind.
-fn first_chunk(h: &http::HeaderMap, length: Option<u64>) -> Result<Option<ChecksumSpec>> {
+/// before the upload exists, so a refusal (400, 413, 415) leaves nothing behind. A non-empty
+/// body of another media type is refused with 415 (tusd creates the upload and drops the
+/// body); an empty one is no chunk, whatever `Content-Type` a client library adds.
+fn first_chunk(
+    h: &http::HeaderMap,
+    length: Option<u64>,
+    has_body: bool,
+) -> Result<Option<ChecksumSpec>> {
     if !is_offset_stream(h) {
-        return Ok(None);
+        return match has_body {
+            true => Err(Error::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("expected Content-Type {OFFSET_OCTET_STREAM} for a body in the creation request"),
+            )),
+            false => Ok(None),
+        };
     }
     let body_len = h
         .get(header::CONTENT_LENGTH)
@@ -95,7 +128,7 @@ fn first_chunk(h: &http::HeaderMap, length: Option<u64>) -> Result<Option<Checks
     Ok(Some(ChecksumSpec::from_headers(h)?))
 }
 
-/// 201 with `Location` (a path, resolved by clients against the endpoint URL) and progress.
+/// 201 with `Location` (a path here; [`super::Tus::handle`] makes it absolute) and progress.
 fn created(tus: &Tus, info: &UploadInfo) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::CREATED;

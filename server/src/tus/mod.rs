@@ -37,7 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::headers::X_HTTP_METHOD_OVERRIDE;
-use ferry_proto::tus::{TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER};
+use ferry_proto::tus::{
+    FERRY_PUBLISHED, TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER, UPLOAD_CONCAT,
+};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -45,6 +47,7 @@ use crate::auth;
 use crate::body::Body;
 use crate::cors;
 use crate::error::{error_response, Error, Result};
+use crate::forwarded::Frontend;
 use crate::store::upload::{UploadCaps, UploadId, UploadStore};
 use crate::store::Store;
 
@@ -139,8 +142,14 @@ impl Tus {
     }
 
     /// Answers one request under the base path. Errors become responses here (through
-    /// [`error_response`]), then every response gets the tus and CORS headers.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    /// [`error_response`]), then every response gets the tus and CORS headers, and the
+    /// upload URLs it names become absolute.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        front: &Frontend,
+    ) -> Response<Body> {
+        let base_url = front.base_url(&req);
         let origin = req.headers().get(header::ORIGIN).cloned();
         let method = effective_method(&req);
         let preflight = method == Method::OPTIONS
@@ -164,6 +173,7 @@ impl Tus {
             _ => {}
         }
         cors::apply(&self.cfg.cors_origins, origin.as_ref(), preflight, h);
+        absolute_urls(h, &base_url);
         resp
     }
 
@@ -202,6 +212,33 @@ impl Tus {
             Method::GET => core::get(self, &id, req.headers()).await,
             _ => Err(Error::MethodNotAllowed),
         }
+    }
+}
+
+/// Handlers name uploads and published files by path; every URL an answer hands out is made
+/// absolute here, from `--public-url` or the request (tusd sends absolute URLs, and some
+/// clients resolve a path against the wrong base): `Location`, `Ferry-Published` and the
+/// parts of `Upload-Concat: final;…`.
+fn absolute_urls(h: &mut http::HeaderMap, base_url: &str) {
+    let abs = |v: &str| match v.starts_with('/') {
+        true => format!("{base_url}{v}"),
+        false => v.to_string(),
+    };
+    fn get(h: &http::HeaderMap, name: &http::HeaderName) -> Option<String> {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+    for name in [header::LOCATION, FERRY_PUBLISHED] {
+        if let Some(v) = get(h, &name) {
+            crate::files::set(h, name, abs(&v));
+        }
+    }
+    if let Some(list) =
+        get(h, &UPLOAD_CONCAT).and_then(|v| Some(v.strip_prefix("final;")?.to_string()))
+    {
+        let urls: Vec<String> = list.split(' ').map(abs).collect();
+        crate::files::set(h, UPLOAD_CONCAT, format!("final;{}", urls.join(" ")));
     }
 }
 

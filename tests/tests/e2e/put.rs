@@ -388,3 +388,34 @@ async fn pipe(down: TcpStream, up: TcpStream, sent: Arc<AtomicU64>, limit: Arc<A
     };
     tokio::select! { _ = upstream => {}, _ = downstream => {} }
 }
+
+// Issue 8: with --public-url, ferryd's Location and Ferry-Published name another origin than
+// the endpoint ferry was given; ferry sends its parts there, joins them by those absolute URLs
+// (`Upload-Concat: final;<url> <url>`) and prints the published URL on that origin.
+#[tokio::test]
+async fn put_follows_the_absolute_urls_of_a_public_url() {
+    let cfg = TusConfig {
+        upload_token: Some(TOKEN.into()),
+        ..TusConfig::default()
+    };
+    let (srv, _) = TestServer::start_tus_front(cfg, |addr| ferryd::forwarded::Frontend {
+        public_url: Some(
+            format!("http://localhost:{}/", addr.port())
+                .parse()
+                .unwrap(),
+        ),
+        behind_proxy: false,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern((1 << 20) + 77, 61);
+    let file = write(dir.path(), "public.bin", &data);
+    let a = args(&[&file], &srv.url("/files/"), 4, 256 << 10);
+    let location = put(a, &dir.path().join("d")).await.unwrap();
+    let public = format!("http://localhost:{}/public.bin", srv.addr.port());
+    assert_eq!(location, public, "ferry prints the public URL");
+    assert_eq!(
+        std::fs::read(srv.root.path().join("public.bin")).unwrap(),
+        data
+    );
+}

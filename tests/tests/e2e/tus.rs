@@ -6,10 +6,12 @@ mod core;
 mod crash;
 mod extensions;
 mod ferry;
+mod framing;
 mod interop;
 mod names;
 mod owner;
 mod staging;
+mod tusd;
 
 use std::time::Duration;
 
@@ -62,9 +64,29 @@ pub(super) async fn create(srv: &TestServer, len: u64, metadata: &str) -> String
         .await
         .unwrap();
     assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
-    let loc = h(&resp, "location");
+    let loc = location(srv, &resp);
     assert!(loc.starts_with("/files/"), "{loc}");
     loc
+}
+
+/// The path of an absolute URL ferryd handed out (`Location`, `Ferry-Published`), after
+/// checking that it is absolute and names the address the request went to.
+pub(super) fn path_of(srv: &TestServer, url: &str) -> String {
+    let origin = srv.url("");
+    match url.strip_prefix(&origin) {
+        Some(path) if path.starts_with('/') => path.to_string(),
+        _ => panic!("expected an absolute URL on {origin}, got {url:?}"),
+    }
+}
+
+/// The path of the absolute `Location` of a creation answer.
+pub(super) fn location(srv: &TestServer, resp: &Response) -> String {
+    path_of(srv, &h(resp, "location"))
+}
+
+/// The path of the absolute `Ferry-Published` of an answer.
+pub(super) fn published(srv: &TestServer, resp: &Response) -> String {
+    path_of(srv, &h(resp, "ferry-published"))
 }
 
 pub(super) async fn patch(srv: &TestServer, loc: &str, offset: u64, data: &[u8]) -> Response {

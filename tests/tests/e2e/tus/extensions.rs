@@ -16,7 +16,7 @@ async fn create_partial(srv: &TestServer, len: usize) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    h(&r, "location")
+    location(srv, &r)
 }
 
 #[tokio::test]
@@ -116,9 +116,12 @@ async fn concatenation_final_is_403_for_patch_and_unfinished_parts_complete_late
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let fin = h(&r, "location");
+    let fin = location(&srv, &r);
     let hd = head(&srv, &fin).await;
-    assert_eq!(h(&hd, "upload-concat"), format!("final;{a} {b}"));
+    assert_eq!(
+        h(&hd, "upload-concat"),
+        format!("final;{} {}", srv.url(&a), srv.url(&b))
+    );
     assert_eq!(
         h(&hd, "upload-offset"),
         "",
@@ -179,7 +182,7 @@ async fn creation_with_upload_and_a_bad_checksum_still_gives_the_location() {
         "0",
         "the refused chunk does not count"
     );
-    let loc = h(&r, "location");
+    let loc = location(&srv, &r);
     assert_eq!(patch(&srv, &loc, 0, b"hello").await.status(), 204);
     assert_eq!(
         std::fs::read(srv.root.path().join("cs.txt")).unwrap(),
@@ -208,7 +211,7 @@ async fn a_final_upload_created_early_takes_its_parts_bytes_in_place() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let fin = h(&r, "location");
+    let fin = location(&srv, &r);
     // Both parts now write into the final upload's data: their own data is gone.
     assert!(!staged(&a).exists() && !staged(&b).exists());
     assert_eq!(h(&head(&srv, &a).await, "upload-offset"), "5000");
@@ -227,7 +230,7 @@ async fn a_final_upload_created_early_takes_its_parts_bytes_in_place() {
     })
     .await
     .expect("the final upload completes with its last part");
-    assert_eq!(h(&hd, "ferry-published"), "/in-place.bin");
+    assert_eq!(published(&srv, &hd), "/in-place.bin");
     assert_eq!(
         std::fs::read(srv.root.path().join("in-place.bin")).unwrap(),
         data
@@ -280,7 +283,7 @@ async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
         204
     );
     assert_eq!(patch(&srv, &b, 25_000, &data[45_000..]).await.status(), 204);
-    let fin = h(&r, "location");
+    let fin = location(&srv, &r);
     let done =
         poll(|| async { (h(&head(&srv, &fin).await, "upload-offset") == "50000").then_some(()) })
             .await;
@@ -309,7 +312,7 @@ async fn a_placed_part_left_active_by_a_crash_is_still_reaped() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let fin = h(&r, "location");
+    let fin = location(&srv, &r);
     assert_eq!(patch(&srv, &a, 0, b"abc").await.status(), 204);
     let published =
         poll(|| async { (h(&head(&srv, &fin).await, "upload-offset") == "3").then_some(()) }).await;

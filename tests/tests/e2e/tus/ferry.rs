@@ -18,7 +18,7 @@ async fn an_existing_name_is_never_clobbered() {
     let loc = create(&srv, 3, &m).await;
     let r = patch(&srv, &loc, 0, b"new").await;
     assert_eq!(r.status(), 204);
-    assert_eq!(h(&r, "ferry-published"), "/docs/a%20%281%29.txt");
+    assert_eq!(published(&srv, &r), "/docs/a%20%281%29.txt");
     assert_eq!(
         std::fs::read(srv.root.path().join("docs/a.txt")).unwrap(),
         b"original"
@@ -28,7 +28,7 @@ async fn an_existing_name_is_never_clobbered() {
         b"new"
     );
     assert_eq!(
-        h(&head(&srv, &loc).await, "ferry-published"),
+        published(&srv, &head(&srv, &loc).await),
         "/docs/a%20%281%29.txt"
     );
     // An empty PATCH at the end of a finished upload is a no-op success (a client retrying).
@@ -50,7 +50,7 @@ async fn an_unusable_target_directory_publishes_at_the_root_instead_of_failing()
     let loc = create(&srv, 2, &m).await;
     let r = patch(&srv, &loc, 0, b"ok").await;
     assert_eq!(r.status(), 204);
-    assert_eq!(h(&r, "ferry-published"), "/f.txt");
+    assert_eq!(published(&srv, &r), "/f.txt");
     assert_eq!(std::fs::read(srv.root.path().join("f.txt")).unwrap(), b"ok");
 }
 
@@ -170,7 +170,7 @@ async fn instant_upload_completes_at_creation_for_known_content() {
     })
     .await
     .expect("instant upload within 2 s");
-    assert_eq!(h(&r, "ferry-published"), "/second.bin");
+    assert_eq!(published(&srv, &r), "/second.bin");
     assert_eq!(
         std::fs::read(srv.root.path().join("second.bin")).unwrap(),
         data
@@ -209,7 +209,7 @@ async fn instant_length_probe_answers_uploaders_only_and_tracks_the_index() {
     };
     // Nothing held yet.
     let r = probe("70001", Some(TOKEN)).await.unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200);
     assert_eq!(h(&r, "ferry-instant-candidate"), "?0");
     let data = pattern(70_001, 12);
     let loc = create(&srv, data.len() as u64, &meta("held.bin")).await;
@@ -226,11 +226,11 @@ async fn instant_length_probe_answers_uploaders_only_and_tracks_the_index() {
     // Whether a size exists is told only to those who may upload; OPTIONS itself stays open.
     for token in [None, Some("wrong")] {
         let r = probe("70001", token).await.unwrap();
-        assert_eq!(r.status(), 204);
+        assert_eq!(r.status(), 200);
         assert!(r.headers().get("ferry-instant-candidate").is_none());
     }
     let r = probe("not-a-number", Some(TOKEN)).await.unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200);
     assert!(r.headers().get("ferry-instant-candidate").is_none());
     // The file changed in place: the index no longer vouches for it.
     std::fs::write(srv.root.path().join("held.bin"), b"changed").unwrap();
