@@ -33,7 +33,7 @@ async fn upload(srv: &TestServer, data: &[u8], metadata: &str) -> String {
     let loc = create(srv, data.len() as u64, metadata).await;
     let r = patch(srv, &loc, 0, data).await;
     assert_eq!(r.status(), 204);
-    h(&r, "ferry-published")
+    published(srv, &r)
 }
 
 #[tokio::test]
