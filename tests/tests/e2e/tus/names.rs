@@ -62,9 +62,9 @@ async fn a_dir_the_file_system_cannot_hold_is_400_at_creation() {
         ("filename", Some(&b"f.txt"[..])),
         ("dir", Some(fits.as_bytes())),
     ]);
-    let loc = h(&post(&srv, &m).await, "location");
+    let loc = location(&srv, &post(&srv, &m).await);
     let r = patch(&srv, &loc, 0, b"ok").await;
-    assert_eq!(h(&r, "ferry-published"), format!("/{fits}/f.txt"));
+    assert_eq!(published(&srv, &r), format!("/{fits}/f.txt"));
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn a_filename_loses_bidi_and_control_characters_and_device_names_are_defus
     ] {
         let loc = create(&srv, 2, &meta(name)).await;
         let r = patch(&srv, &loc, 0, b"ok").await;
-        assert_eq!(h(&r, "ferry-published"), published, "{name:?}");
+        assert_eq!(super::published(&srv, &r), published, "{name:?}");
     }
 }
 
