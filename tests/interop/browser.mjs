@@ -262,6 +262,34 @@ const scenarios = {
     return id;
   },
 
+  // Point 2: sortable columns with aria-sort (folders stay first), the filter box, the
+  // download attribute, Simplified Chinese from navigator.language.
+  async listing(browser) {
+    const { page } = await open(browser);
+    await page.goto(cfg.url);
+    await page.waitForSelector('#filter');
+    const names = () => page.$$eval('#listing tbody td.n > a', (as) => as.map((a) => a.textContent));
+    check(JSON.stringify(await names()) === JSON.stringify(['zdir/', 'a.txt', 'b.txt', 'c.txt']), `folders first: ${await names()}`);
+    await page.click('#listing th.s button');
+    check(await page.getAttribute('#listing th.s', 'aria-sort') === 'ascending', 'aria-sort on the sorted column');
+    check(await page.getAttribute('#listing th.n', 'aria-sort') === null, 'only one column sorted');
+    check(JSON.stringify(await names()) === JSON.stringify(['zdir/', 'b.txt', 'c.txt', 'a.txt']), `by size: ${await names()}`);
+    await page.click('#listing th.s button');
+    check(await page.getAttribute('#listing th.s', 'aria-sort') === 'descending', 'descending on a second click');
+    check(JSON.stringify(await names()) === JSON.stringify(['zdir/', 'a.txt', 'c.txt', 'b.txt']), `by size, descending: ${await names()}`);
+    await page.fill('#filter', 'B.T');
+    await page.waitForFunction(() => document.querySelectorAll('#listing tbody td.n > a').length === 1);
+    check(await page.getAttribute('#listing a[download]', 'download') === 'b.txt', 'download attribute');
+    check((await page.getAttribute('#listing td.s', 'title')).includes('1,000'), 'exact bytes on hover');
+    const zh = await open(browser, { locale: 'zh-CN' });
+    await zh.page.goto(`${cfg.url}#token=${cfg.token}`);
+    await zh.page.waitForSelector('#btn-files');
+    const label = await zh.page.textContent('#btn-files');
+    check(label === '上传文件', `Chinese strings: ${label}`);
+    check(await zh.page.getAttribute('html', 'lang') === 'zh-CN', 'lang follows');
+    return label;
+  },
+
   // (j) screenshots: light, dark, phone (390×844), under `out`.
   async screenshots(browser) {
     mkdirSync(cfg.out, { recursive: true });

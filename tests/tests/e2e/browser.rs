@@ -283,3 +283,15 @@ async fn j_screenshots_light_dark_phone() {
         assert!(std::fs::metadata(&p).unwrap().len() > 10_000, "{p:?}");
     }
 }
+
+#[tokio::test]
+async fn listing_sorts_filters_and_speaks_chinese() {
+    let Some(_) = tools() else { return };
+    let _one = one_at_a_time().await;
+    let run = Run::start().await;
+    run.srv.put_file("a.txt", &[b'a'; 5000]);
+    run.srv.put_file("b.txt", &[b'b'; 1000]);
+    run.srv.put_file("c.txt", &[b'c'; 3000]);
+    run.srv.put_file("zdir/x", b"x");
+    run.scenario("listing", serde_json::json!({})).await;
+}
