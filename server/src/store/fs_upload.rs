@@ -23,6 +23,7 @@ use crate::path::RelPath;
 
 mod append;
 mod concat;
+mod finals;
 mod publish;
 #[cfg(test)]
 mod tests;
@@ -270,8 +271,26 @@ impl UploadStore for FsStore {
                     _ => {}
                 }
             }
-            Ok(())
+            finals::forget_blocking(&root, &id)
         }))
+    }
+
+    fn note_final<'a>(
+        &'a self,
+        part: &'a UploadId,
+        fin: &'a UploadId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let state = self.state_dir().to_path_buf();
+        let (part, fin) = (part.to_string(), fin.to_string());
+        Box::pin(blocking(move || finals::note_blocking(&state, &part, &fin)))
+    }
+
+    fn finals_of<'a>(
+        &'a self,
+        part: &'a UploadId,
+    ) -> BoxFuture<'a, Result<Vec<UploadId>, StoreError>> {
+        let (state, part) = (self.state_dir().to_path_buf(), part.to_string());
+        Box::pin(blocking(move || finals::finals_blocking(&state, &part)))
     }
 
     fn place<'a>(

@@ -277,6 +277,32 @@ pub trait UploadStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Every upload record (for the reaper).
     fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
+    /// Records that the final upload `fin` waits for the partial upload `part`
+    /// (concatenation-unfinished), so that [`UploadStore::finals_of`] finds it without
+    /// reading every record. Called before `fin` is created. The default records nothing.
+    fn note_final<'a>(
+        &'a self,
+        part: &'a UploadId,
+        fin: &'a UploadId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (part, fin);
+        Box::pin(async { Ok(()) })
+    }
+    /// The final uploads that may wait for `part`; some may be gone or finished (callers
+    /// check). The default reads every record.
+    fn finals_of<'a>(
+        &'a self,
+        part: &'a UploadId,
+    ) -> BoxFuture<'a, Result<Vec<UploadId>, StoreError>> {
+        Box::pin(async move {
+            let all = self.list_uploads().await?;
+            Ok(all
+                .into_iter()
+                .filter(|i| matches!(&i.concat, Concat::Final { parts } if parts.iter().any(|p| p == part.as_str())))
+                .filter_map(|i| UploadId::parse(&i.id))
+                .collect())
+        })
+    }
     /// Whether the content index holds a file of exactly `len` bytes (the cheap question a
     /// client asks before hashing for instant upload). A wrong "yes" only costs the client a
     /// hash; [`UploadStore::index_find`] checks before anything is trusted.

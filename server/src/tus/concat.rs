@@ -88,6 +88,27 @@ async fn load_parts(tus: &Tus, ids: &[String]) -> Result<Vec<UploadInfo>> {
     Ok(parts)
 }
 
+/// The length of the concatenation of `parts`: `None` while one has a deferred length, 413
+/// when the lengths add up past `u64` (clients choose them; they must not wrap).
+fn total_length(parts: &[UploadInfo]) -> Result<Option<u64>> {
+    let mut total = 0u64;
+    for part in parts {
+        let Some(len) = part.length else {
+            return Ok(None);
+        };
+        total = total.checked_add(len).ok_or_else(|| {
+            Error::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "expected parts adding up to at most {} bytes, got more",
+                    u64::MAX
+                ),
+            )
+        })?;
+    }
+    Ok(Some(total))
+}
+
 /// Creates a final upload and concatenates at once if every part is complete.
 pub async fn create_final(
     tus: &Arc<Tus>,
@@ -95,9 +116,19 @@ pub async fn create_final(
     metadata: Option<String>,
 ) -> Result<UploadInfo> {
     publish::target(metadata.as_deref(), "")?;
+    if let Some(twice) = ids
+        .iter()
+        .enumerate()
+        .find(|(i, id)| ids[..*i].contains(id))
+    {
+        return Err(Error::bad_request(format!(
+            "expected distinct partial uploads, got {} twice",
+            twice.1
+        )));
+    }
     let names: Vec<String> = ids.iter().map(|i| i.as_str().to_string()).collect();
     let parts = load_parts(tus, &names).await?;
-    let length = parts.iter().map(|p| p.length).sum::<Option<u64>>();
+    let length = total_length(&parts)?;
     if let Some(l) = length {
         super::patch::too_large(tus, l)?;
     }
@@ -105,7 +136,11 @@ pub async fn create_final(
     let _guard = tus.locks.acquire(&id).await;
     let mut info = UploadInfo::new(&id, length, metadata, Concat::Final { parts: names });
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
-    tus.uploads()?.create(&info).await?;
+    let store = tus.uploads()?;
+    for part in &ids {
+        store.note_final(part, &id).await?; // before the record: a crash leaves only a stray marker
+    }
+    store.create(&info).await?;
     if length.is_some() {
         place_parts(tus, &info, &ids, &parts).await;
     }
@@ -149,7 +184,7 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     if !parts.iter().all(UploadInfo::is_complete) {
         return Ok(());
     }
-    let total = parts.iter().filter_map(|p| p.length).sum::<u64>();
+    let total = total_length(&parts)?.unwrap_or(0);
     super::patch::too_large(tus, total)?;
     let store = tus.uploads()?;
     store.concatenate(info, &parts).await?;
@@ -168,21 +203,29 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
 /// final upload that names it and now has all its parts (runs in the background after the
 /// partial's last PATCH; a HEAD of the final upload does the same on demand).
 pub async fn finish_waiting_finals(tus: Arc<Tus>, part: String) {
-    let result = async {
-        for info in tus.uploads()?.list_uploads().await? {
-            let waiting = matches!(&info.concat, Concat::Final { parts } if parts.contains(&part));
-            let Some(id) = UploadId::parse(&info.id).filter(|_| waiting && !info.is_complete())
-            else {
-                continue;
-            };
-            let _guard = tus.locks.acquire(&id).await;
-            let mut info = super::core::load_live(&tus, &id).await?;
-            try_finish(&tus, &mut info).await?;
-        }
-        Ok::<(), Error>(())
+    let Some(part_id) = UploadId::parse(&part) else {
+        return;
     };
-    if let Err(e) = result.await {
-        tracing::warn!(%part, error = %e, "could not finish final uploads waiting for a part");
+    let finals = match tus.uploads() {
+        Ok(store) => store.finals_of(&part_id).await.map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    let finals = match finals {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(%part, error = %e, "could not find the final uploads waiting for a part");
+            return;
+        }
+    };
+    for id in finals {
+        let _guard = tus.locks.acquire(&id).await;
+        // A final upload that is gone, finished, or not (yet) recorded has nothing to do.
+        let Ok(mut info) = super::core::load_live(&tus, &id).await else {
+            continue;
+        };
+        if let Err(e) = try_finish(&tus, &mut info).await {
+            tracing::warn!(%part, fin = %id, error = %e, "could not finish a final upload waiting for a part");
+        }
     }
 }
 

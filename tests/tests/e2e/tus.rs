@@ -2,6 +2,7 @@
 //! extensions, publish into the served tree, instant upload, auth and CORS. Third-party
 //! clients (tuspy, tus-js-client) and the kill/restart test are in `interop`.
 
+mod bounded;
 mod core;
 mod crash;
 mod extensions;
