@@ -17,7 +17,7 @@ async fn partial(srv: &TestServer, len: u64) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    h(&r, "location")
+    location(srv, &r)
 }
 
 async fn fin(srv: &TestServer, parts: &str) -> reqwest::Response {
