@@ -113,7 +113,8 @@ impl Plan {
         Some(range)
     }
 
-    /// Pairs `worker` with the stalled holder that has the most left (not already raced).
+    /// Pairs `worker` with the stalled holder that has the most left. A holder already raced
+    /// qualifies when its rival is stalled too: that rival is beaten and replaced.
     fn race(
         &mut self,
         worker: WorkerId,
@@ -122,10 +123,18 @@ impl Plan {
         let holder = self
             .active
             .iter_mut()
-            .filter(|a| a.rival.is_none() && a.pos < a.end && stalled(a.worker))
+            .filter(|a| a.pos < a.end && stalled(a.worker) && a.rival.is_none_or(stalled))
             .max_by_key(|a| a.end - a.pos)?;
-        holder.rival = Some(worker);
-        Some((ByteRange::new(holder.pos, holder.end)?, holder.worker))
+        let replaced = holder.rival.replace(worker);
+        let (range, holder) = (ByteRange::new(holder.pos, holder.end)?, holder.worker);
+        if let Some(old) = replaced {
+            if let Some(o) = self.active.iter_mut().find(|a| a.worker == old) {
+                o.rival = None;
+                o.end = o.pos;
+            }
+            self.beaten.push(old);
+        }
+        Some((range, holder))
     }
 
     fn steal(&mut self) -> Option<ByteRange> {

@@ -160,8 +160,9 @@ fn idle_worker_races_a_stalled_holder_and_the_first_claim_wins() {
     let stalled = |w: WorkerId| w == 1;
     assert_eq!(plan.next(0, &stalled), Some(r(250, 400)));
     assert_eq!(plan.remaining(), 150, "a raced range counts once");
-    // A third worker finds nothing: racing pairs are neither raced again nor stolen from.
-    assert_eq!(plan.next(2, &|_| true), None);
+    // A third worker finds nothing: a racing pair is not stolen from, nor raced again while
+    // the racer is not silent.
+    assert_eq!(plan.next(2, &stalled), None);
     assert_eq!(plan.claim(0, 250, 10), 10);
     assert_eq!(plan.take_beaten(), vec![1]);
     assert_eq!(plan.take_beaten(), Vec::<WorkerId>::new());
@@ -171,6 +172,33 @@ fn idle_worker_races_a_stalled_holder_and_the_first_claim_wins() {
     assert_eq!(plan.claim(0, 260, 140), 140);
     plan.release(0, 400);
     assert!(plan.is_done());
+}
+
+/// Both of a racing pair silent (the racer's new connection was silent too): a third idle
+/// worker replaces the racer instead of waiting for `--timeout`.
+#[test]
+fn a_silent_racer_is_replaced_when_its_holder_is_silent_too() {
+    let mut plan = Plan::with_min_steal(&[r(0, 100)], 1, 1, 10);
+    assert_eq!(plan.next(0, &never), Some(r(0, 100)));
+    assert_eq!(plan.next(1, &|_| true), Some(r(0, 100)));
+    assert_eq!(
+        plan.next(2, &|w| w == 0),
+        None,
+        "the racer is not silent yet"
+    );
+    assert_eq!(plan.next(2, &|_| true), Some(r(0, 100)));
+    let beaten = plan.take_beaten();
+    assert_eq!(beaten.len(), 1, "one of the silent pair gives way");
+    let (gone, kept) = (beaten[0], 1 - beaten[0]);
+    assert_eq!(
+        plan.claim(gone, 0, 10),
+        0,
+        "the replaced one writes nothing"
+    );
+    plan.release(gone, 0);
+    assert_eq!(plan.remaining(), 100);
+    assert_eq!(plan.claim(2, 0, 10), 10);
+    assert_eq!(plan.take_beaten(), vec![kept]);
 }
 
 #[test]

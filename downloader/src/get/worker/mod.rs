@@ -155,7 +155,11 @@ async fn next_range(round: &Round, id: usize) -> Result<ByteRange, Outcome> {
         {
             let mut plan = lock_plan(round);
             let silent = |w: usize| round.speeds.silent(w, now, stall);
-            if let Some(range) = plan.next(id, &silent) {
+            let next = plan.next(id, &silent);
+            for loser in plan.take_beaten() {
+                round.kick(loser); // a silent racer replaced by this worker
+            }
+            if let Some(range) = next {
                 round.speeds.touch(id, now);
                 return Ok(range);
             }
