@@ -38,7 +38,7 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
   > "$WORK/ferryd.out" 2> "$WORK/valgrind.err" &
 FERRYD_PID=$!
 for _ in $(seq 300); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.1; done
-URL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | sed 's:/$::')
+URL=$(grep -o 'listening on http://[^ ]*' "$WORK/ferryd.out" | sed 's:^listening on ::; s:/$::')
 curl -sf -r 0-4095 -o /dev/null "$URL/big.bin"
 if [ -n "${WAIT_DIGEST:-}" ]; then
   # Count requests that carry Repr-Digest: wait (bounded) for the content index to hash the file.

@@ -45,7 +45,7 @@ CONF
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" & NGINX_PID=$!
 $FERRYD "$WORK/www" --listen 127.0.0.1:0 --log-level warn > "$WORK/ferryd.out" & FERRYD_PID=$!
 for _ in $(seq 50); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.1; done
-FURL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | sed 's:/$::')
+FURL=$(grep -o 'listening on http://[^ ]*' "$WORK/ferryd.out" | sed 's:^listening on ::; s:/$::')
 NURL="http://127.0.0.1:$NPORT"
 sleep 0.3
 
