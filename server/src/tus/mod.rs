@@ -15,8 +15,10 @@
 //!
 //! Bearer tokens and CORS are the crate's shared [`crate::auth`] and [`crate::cors`] modules.
 //!
-//! Where ferryd differs from tusd, on purpose, it follows the spec: 415 (not 400) for a PATCH
-//! with the wrong Content-Type, `Tus-Version` on every 412. Choices where the spec is silent:
+//! Where the spec allows two answers, ferryd gives tusd's (absolute URLs, OPTIONS 200); where
+//! it differs from tusd, on purpose, it follows the spec: 415 (not 400) for a PATCH with the
+//! wrong Content-Type, `Tus-Version` on every 412, 400 for a final upload with `Upload-Length`.
+//! The full list is the README's tus matrix. Choices where the spec is silent:
 //! a refused first chunk of creation-with-upload still answers 201 with `Location` (the upload
 //! exists); a chunked body running past `Upload-Length` keeps its valid prefix and answers 413;
 //! an interrupted PATCH answers 204 with the offset it kept; DELETE of a finished upload leaves
