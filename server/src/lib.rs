@@ -26,6 +26,7 @@
 //! - [`events`]: upload lifecycle events for metrics and hooks.
 //! - [`ratelimit`]: response rate limit and connections per address.
 //! - [`tls_reload`]: TLS certificates reloaded on SIGHUP or when the files change.
+//! - [`hooks`]: tusd-style HTTP hooks (pre-create; post-events from a durable queue).
 //! - [`access_log`]: the access log writer (combined or JSON, reopened for logrotate).
 
 pub mod access_log;
@@ -37,6 +38,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod forwarded;
+pub mod hooks;
 pub mod host;
 pub mod index;
 pub mod listing;

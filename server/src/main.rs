@@ -137,6 +137,13 @@ struct Args {
     /// Connections one client address may hold open; beyond it requests get 429.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<u32>,
+    /// URL that receives a JSON POST per upload event (tusd-style hooks).
+    #[arg(long, env = "FERRY_HOOK_URL", requires = "hooks")]
+    hook_url: Option<String>,
+    /// Events sent to --hook-url: pre-create, post-create, post-finish, post-terminate,
+    /// post-expire.
+    #[arg(long, env = "FERRY_HOOKS", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(ferryd::hooks::EVENT_NAMES))]
+    hooks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -206,6 +213,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let root = store.root().display().to_string();
+    let hooks_dir = store.state_dir().join("hooks");
     let store: Arc<dyn ferryd::store::Store> = Arc::new(store);
     let upload_token = match (&args.upload_token, args.public_uploads) {
         (_, true) => None,
@@ -226,6 +234,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let tus = Arc::new(Tus::new(store.clone(), tus_cfg)?);
     let _reaper = tus.spawn_reaper();
+    start_hooks(&args, &tus, &hooks_dir)?;
     let mut app = App::new(store);
     app.tus = Some(tus);
     app.read_token = args.read_token.clone();
@@ -337,6 +346,22 @@ fn start_metrics(
     ));
     tokio::spawn(ferryd::metrics::serve(listener, metrics.clone()));
     Ok(Some(metrics))
+}
+
+/// Sends upload events to --hook-url; post-events are queued durably in the state directory.
+fn start_hooks(args: &Args, tus: &Tus, dir: &std::path::Path) -> anyhow::Result<()> {
+    let Some(url) = &args.hook_url else {
+        return Ok(());
+    };
+    let cfg = ferryd::hooks::HookConfig {
+        url: url.clone(),
+        events: args.hooks.iter().cloned().collect(),
+    };
+    let hooks = ferryd::hooks::Hooks::new(cfg, dir).context("cannot open the hook queue")?;
+    tokio::spawn(hooks.queue().clone().run());
+    tus.events.subscribe(hooks.clone());
+    let _ = tus.hooks.set(hooks);
+    Ok(())
 }
 
 /// Loads the certificate and reloads it on SIGHUP and when the files change (checked every

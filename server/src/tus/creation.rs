@@ -55,6 +55,9 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     let id = UploadId::random()?;
     let mut info = UploadInfo::new(&id, length, metadata, concat);
     info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
+    if let Some(hooks) = tus.hooks.get() {
+        hooks.pre_create(&mut info).await?;
+    }
     let guard = tus.locks.acquire(&id).await;
     tus.uploads()?.create(&info).await?;
     tus.events.emit(Kind::Created, &info, None).await;

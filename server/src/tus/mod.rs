@@ -90,6 +90,8 @@ pub struct Tus {
     locks: lock::Locks,
     /// Upload lifecycle events for metrics and hooks.
     pub events: crate::events::Events,
+    /// `--hook-url`: asked before a creation (pre-create).
+    pub hooks: std::sync::OnceLock<Arc<crate::hooks::Hooks>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl Tus {
             cfg,
             locks: lock::Locks::default(),
             events: Default::default(),
+            hooks: Default::default(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! runs a real ferryd on 127.0.0.1:0 and checks what an operator would look at.
 
 mod access_log;
+mod hooks;
 mod metrics;
 mod ratelimit;
 mod tls_reload;
