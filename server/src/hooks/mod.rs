@@ -44,7 +44,7 @@ tokio::task_local! {
 /// when hooks are on (no cost for the rest).
 pub fn request_info<B>(
     on: bool,
-    conn: crate::observe::ConnInfo,
+    conn: crate::forwarded::ConnInfo,
     req: &http::Request<B>,
 ) -> Option<RequestInfo> {
     on.then(|| RequestInfo {
