@@ -7,13 +7,16 @@
 #      shared machine.
 #   2. Restart over an unchanged tree of FILES small files: seconds from start to
 #      "index: ready", and how many files were hashed (goal: none, seconds not minutes).
-# Usage: bench/index/run.sh [SIZE_MIB] [FILES]   (defaults 1024 and 100000; BENCH_DIR=/tmp)
+# Usage: bench/index/run.sh [SIZE_MIB] [FILES]   (defaults 1024 and 100000; BENCH_DIR=/tmp;
+#        FERRYD=path skips the build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-1024}
 FILES=${2:-100000}
-cargo build --release -q -p ferryd
-FERRYD=$PWD/target/release/ferryd
+if [ -z "${FERRYD:-}" ]; then
+  cargo build --release -q -p ferryd
+  FERRYD=$PWD/target/release/ferryd
+fi
 
 WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/ferry-bench-index.XXXXXX")
 cleanup() { kill ${SRV_PID:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -72,5 +75,5 @@ read -r FIRST FIRST_HASHED < <(index_once "$T")
 read -r AGAIN AGAIN_HASHED < <(index_once "$T")
 echo "first start: ${FIRST} s, $FIRST_HASHED files hashed"
 echo "restart:     ${AGAIN} s, $AGAIN_HASHED files hashed (goal: 0, seconds)"
-echo "cache: $(du -h "$T/.ferry/index.v1" | cut -f1) for $FILES entries"
+echo "cache: $(du -h "$WORK/.many.ferry/index.v1" | cut -f1) for $FILES entries"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -154,13 +154,14 @@ impl Worker {
             "index: tree scanned"
         );
         self.hash_all(&todo, todo_bytes);
+        // Saved before "ready" is logged: a server stopped right after it restarts from it.
+        self.save_if_due(true);
         tracing::info!(
             entries = self.shared.read().len(),
             hashed = todo.len(),
             secs = format_args!("{:.2}", started.elapsed().as_secs_f64()),
             "index: ready"
         );
-        self.save_if_due(true);
     }
 
     fn hash_all(&mut self, todo: &[(String, Identity)], todo_bytes: u64) {
