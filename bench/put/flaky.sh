@@ -80,7 +80,7 @@ once() { # COMMAND SEED: sets T (seconds), OK (ok|failed|capped|differs), STALL 
   elif cmp -s "$WORK/big.bin" "$ROOT/big.bin"; then OK=ok
   else OK=differs
   fi
-  STALL=$(grep -o 'no bytes received for [0-9]* s' "$WORK/client.out" | awk '{s += $5} END {print s + 0}')
+  STALL=$({ grep -o 'no bytes received for [0-9]* s' "$WORK/client.out" || true; } | awk '{s += $5} END {print s + 0}')
   stop_all
   rm -rf "$ROOT"
 }
