@@ -13,12 +13,16 @@
 # with the source. Prints each run, then per client: runs finished, median time of the
 # finished runs, and the median time ferry sat out stall timeouts (from its -v log: each
 # "no bytes received for N s" is N seconds spent waiting on a silent connection).
-# Usage: [BENCH_DIR=DIR] [ONLY=REGEX] [CAP=SECS] bench/put/flaky.sh [SIZE (64M)] [RUNS (3)]
+# tus-js-client is given CAP seconds (120), ferry FERRY_CAP (600). SEEDS="2 5" picks the seeds
+# (default 1..RUNS).
+# Usage: [BENCH_DIR=DIR] [ONLY=REGEX] [CAP=SECS] [SEEDS=LIST] bench/put/flaky.sh [SIZE (64M)] [RUNS (3)]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE=${1:-64M}
 RUNS=${2:-3}
 CAP=${CAP:-120}
+FERRY_CAP=${FERRY_CAP:-600}
+SEEDS=${SEEDS:-$(seq "$RUNS")}
 TOKEN=bench-token
 
 cargo build --release -q -p ferry -p ferryd
@@ -72,7 +76,9 @@ once() { # COMMAND SEED: sets T (seconds), OK (ok|failed|capped|differs), STALL 
   rm -rf "$WORK/data"
   local t0 t1 rc=0
   t0=$(date +%s.%N)
-  WORK=$WORK TOKEN=$TOKEN ENDPOINT=$ENDPOINT timeout "$CAP" bash -c "$1" > "$WORK/client.out" 2>&1 || rc=$?
+  local cap=$FERRY_CAP
+  [[ "$1" == *tusjs* ]] && cap=$CAP
+  WORK=$WORK TOKEN=$TOKEN ENDPOINT=$ENDPOINT timeout "$cap" bash -c "$1" > "$WORK/client.out" 2>&1 || rc=$?
   t1=$(date +%s.%N)
   T=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
   if [ "$rc" = 124 ]; then OK=capped
@@ -87,7 +93,7 @@ once() { # COMMAND SEED: sets T (seconds), OK (ok|failed|capped|differs), STALL 
 
 declare -A TIMES STALLS
 echo "run  seed  client                              result   time    stall"
-for r in $(seq "$RUNS"); do
+for r in $SEEDS; do
   for i in "${!CMDS[@]}"; do
     once "${CMDS[$i]}" "$r"
     printf '%-4s %-5s %-35s %-8s %6ss %5ss\n' "$r" "$r" "${NAMES[i]}" "$OK" "$T" "$STALL"
@@ -96,9 +102,9 @@ for r in $(seq "$RUNS"); do
   done
 done
 echo
-echo "upload of $(python3 -c "print(f'{$BYTES/2**20:.0f}')") MiB through flaky_proxy --cut 1M-8M --silent-every 7 (seeds 1..$RUNS), cap ${CAP} s, load average $(cut -d' ' -f1-3 /proc/loadavg):"
+echo "upload of $(python3 -c "print(f'{$BYTES/2**20:.0f}')") MiB through flaky_proxy --cut 1M-8M --silent-every 7 (seeds $(echo $SEEDS)), tus-js-client capped at ${CAP} s, load average $(cut -d' ' -f1-3 /proc/loadavg):"
 for i in "${!CMDS[@]}"; do
-  python3 - "${NAMES[i]}" "$RUNS" "${TIMES[$i]:-}" "${STALLS[$i]:-}" <<'EOF'
+  python3 - "${NAMES[i]}" "$(echo $SEEDS | wc -w)" "${TIMES[$i]:-}" "${STALLS[$i]:-}" <<'EOF'
 import statistics, sys
 name, runs, times, stalls = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 med = f"{statistics.median(map(float, times)):6.2f} s" if times else "     -  "
