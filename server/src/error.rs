@@ -23,6 +23,10 @@ pub enum Error {
     /// clients of tusd-compatible servers read it).
     #[error("expected Upload-Offset {expected}, got {got}")]
     OffsetMismatch { expected: u64, got: u64 },
+    /// A server-wide limit is reached for now: 503 with `Retry-After` and this reason (the
+    /// one 5xx whose text is shown: it says which limit, nothing internal).
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(#[source] std::io::Error),
 }
@@ -45,6 +49,7 @@ impl Error {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::OffsetMismatch { .. } => StatusCode::CONFLICT,
+            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,7 +74,7 @@ impl From<std::io::Error> for Error {
 /// The single place where errors become responses.
 pub fn error_response(err: &Error) -> Response<Body> {
     let status = err.status();
-    let text = if status.is_server_error() {
+    let text = if status.is_server_error() && !matches!(err, Error::Busy(_)) {
         crate::metrics::INTERNAL_ERRORS.inc();
         tracing::error!(error = %err, "request failed");
         status
@@ -98,6 +103,12 @@ pub fn error_response(err: &Error) -> Response<Body> {
         h.insert(
             ferry_proto::tus::UPLOAD_OFFSET,
             HeaderValue::from(*expected),
+        );
+    }
+    if let Error::Busy(_) = err {
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::tus::limits::RETRY_AFTER_SECS),
         );
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {

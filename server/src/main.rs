@@ -84,6 +84,12 @@ struct Args {
     /// Largest upload accepted, in bytes (Tus-Max-Size).
     #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE")]
     max_upload_size: Option<u64>,
+    /// Most unfinished tus uploads at once; a creation past it is 503 with Retry-After.
+    #[arg(long, env = "FERRY_MAX_OPEN_UPLOADS", default_value_t = 10_000)]
+    max_open_uploads: u64,
+    /// Most declared bytes of unfinished tus uploads at once (e.g. 50G); unlimited if unset.
+    #[arg(long, env = "FERRY_MAX_STAGED_BYTES", value_parser = ferryd::ratelimit::parse_size)]
+    max_staged_bytes: Option<u64>,
     /// Time after its last write an unfinished upload is removed (e.g. 24h, 30m, 90s).
     #[arg(long, env = "FERRY_UPLOAD_EXPIRY", default_value = "24h", value_parser = ferryd::tus::expiration::parse_duration)]
     upload_expiry: Duration,
@@ -231,6 +237,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_size: args.max_upload_size,
         expiry: args.upload_expiry,
         cors_origins: args.cors_origins.clone(),
+        max_open_uploads: args.max_open_uploads,
+        max_staged_bytes: args.max_staged_bytes,
     };
     let tus = Arc::new(Tus::new(store.clone(), tus_cfg)?);
     let _reaper = tus.spawn_reaper();

@@ -191,8 +191,11 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     publish::complete(tus, info).await?;
     for mut part in parts {
         if part.placement.as_ref().is_some_and(|p| p.upload == info.id) {
-            if let Err(e) = store.discard(&mut part, UploadState::Terminated).await {
-                tracing::warn!(part = %part.id, error = %e, "could not retire a placed part");
+            match store.discard(&mut part, UploadState::Terminated).await {
+                Ok(()) => tus.release(&part),
+                Err(e) => {
+                    tracing::warn!(part = %part.id, error = %e, "could not retire a placed part")
+                }
             }
         }
     }

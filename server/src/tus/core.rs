@@ -191,6 +191,7 @@ pub async fn delete(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
     tus.uploads()?
         .discard(&mut info, UploadState::Terminated)
         .await?;
+    tus.release(&info);
     tus.events
         .emit(crate::events::Kind::Terminated, &info, None)
         .await;

@@ -38,7 +38,10 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     let has_body = !body.is_end_stream();
     if let ConcatRequest::Final(ids) = role {
         final_preconditions(h, has_body)?;
-        let info = concat::create_final(tus, ids, metadata).await?;
+        tus.reserve(None).await?;
+        let info = concat::create_final(tus, ids, metadata)
+            .await
+            .inspect_err(|_| tus.unreserve(None))?;
         tus.events.emit(Kind::Created, &info, None).await;
         return Ok(created(tus, &info));
     }
@@ -59,7 +62,11 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
         hooks.pre_create(&mut info).await?;
     }
     let guard = tus.locks.acquire(&id).await;
-    tus.uploads()?.create(&info).await?;
+    tus.reserve(length).await?;
+    tus.uploads()?
+        .create(&info)
+        .await
+        .inspect_err(|_| tus.unreserve(length))?;
     tus.events.emit(Kind::Created, &info, None).await;
     if publish::try_instant(tus, &mut info).await? {
         return Ok(created(tus, &info));

@@ -107,6 +107,11 @@ impl Tus {
         let weak: Weak<Tus> = Arc::downgrade(self);
         let every = period(self.cfg.expiry);
         tokio::spawn(async move {
+            if let Some(tus) = weak.upgrade() {
+                if let Err(e) = tus.count_once().await {
+                    tracing::warn!(error = %e, "cannot count the open uploads");
+                }
+            }
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
@@ -150,6 +155,7 @@ impl Tus {
             } else if group_expired(self, &info, now).await {
                 info.expires_ms = Some(deadline(self.cfg.expiry));
                 store.discard(&mut info, UploadState::Expired).await?;
+                self.release(&info);
                 self.events
                     .emit(crate::events::Kind::Expired, &info, None)
                     .await;

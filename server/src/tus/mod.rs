@@ -10,6 +10,7 @@
 //! - [`expiration`]: `Upload-Expires` and the background reaper.
 //! - [`publish`]: moving a finished upload into the served tree; instant upload.
 //! - [`names`]: hygiene of the `dir` and `filename` a finished upload is published as.
+//! - [`limits`]: `--max-open-uploads` and `--max-staged-bytes`, counted from the records.
 //! - [`lock`]: one writer per upload; a newcomer interrupts a streaming PATCH.
 //! - [`headers`]: typed parsing of tus request headers (pure).
 //!
@@ -30,6 +31,7 @@ pub mod core;
 pub mod creation;
 pub mod expiration;
 pub mod headers;
+pub mod limits;
 pub mod lock;
 pub mod names;
 pub mod patch;
@@ -68,6 +70,10 @@ pub struct TusConfig {
     pub expiry: Duration,
     /// Origins allowed by CORS (`*` for any).
     pub cors_origins: Vec<String>,
+    /// Most unfinished uploads at once (`--max-open-uploads`), see [`limits`].
+    pub max_open_uploads: u64,
+    /// Most declared bytes of unfinished uploads at once (`--max-staged-bytes`).
+    pub max_staged_bytes: Option<u64>,
 }
 
 impl Default for TusConfig {
@@ -79,6 +85,8 @@ impl Default for TusConfig {
             max_size: None,
             expiry: Duration::from_secs(24 * 3600),
             cors_origins: Vec::new(),
+            max_open_uploads: 10_000,
+            max_staged_bytes: None,
         }
     }
 }
@@ -88,6 +96,7 @@ pub struct Tus {
     store: Arc<dyn Store>,
     cfg: TusConfig,
     locks: lock::Locks,
+    counts: limits::Counts,
     /// Upload lifecycle events for metrics and hooks.
     pub events: crate::events::Events,
     /// `--hook-url`: asked before a creation (pre-create).
@@ -117,6 +126,7 @@ impl Tus {
             store,
             cfg,
             locks: lock::Locks::default(),
+            counts: limits::Counts::default(),
             events: Default::default(),
             hooks: Default::default(),
         })

@@ -135,6 +135,7 @@ fn declare_length(tus: &Tus, info: &mut UploadInfo, declared: Option<u64>) -> Re
         ))),
         (None, Some(d)) => {
             too_large(tus, d)?;
+            tus.reserve_bytes(d)?; // a deferred length counts from now (limits.rs)
             info.length = Some(d);
             Ok(())
         }

@@ -55,6 +55,7 @@ pub async fn complete(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
         r => r?,
     };
     tracing::info!(id = %info.id, path = %path.as_str(), "upload published");
+    tus.release(info);
     tus.events
         .emit(Kind::Finished, info, Some(path.as_str()))
         .await;
@@ -82,6 +83,7 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry)); // when the record goes
     let path = store.publish_copy(info, &src, &dir, &name).await?;
     tracing::info!(id = %info.id, from = %src.as_str(), path = %path.as_str(), "instant upload");
+    tus.release(info);
     tus.events
         .emit(Kind::Finished, info, Some(path.as_str()))
         .await;

@@ -9,6 +9,7 @@ mod extensions;
 mod ferry;
 mod framing;
 mod interop;
+mod limits;
 mod names;
 mod owner;
 mod staging;
