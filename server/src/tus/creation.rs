@@ -58,11 +58,15 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     let id = UploadId::random()?;
     let mut info = UploadInfo::new(&id, length, metadata, concat);
     info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
+    // The limits first: a creation they refuse never reaches the pre-create hook.
+    tus.reserve(length).await?;
     if let Some(hooks) = tus.hooks.get() {
-        hooks.pre_create(&mut info).await?;
+        hooks
+            .pre_create(&mut info)
+            .await
+            .inspect_err(|_| tus.unreserve(length))?;
     }
     let guard = tus.locks.acquire(&id).await;
-    tus.reserve(length).await?;
     tus.uploads()?
         .create(&info)
         .await
