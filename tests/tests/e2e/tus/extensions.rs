@@ -73,7 +73,7 @@ async fn checksum_trailer_is_verified() {
 #[tokio::test]
 async fn expired_upload_is_410_and_the_reaper_frees_it() {
     let (srv, tus_) = TestServer::start_tus(TusConfig {
-        expiry: Duration::from_millis(1000),
+        expiry: Duration::from_millis(3000),
         ..cfg()
     })
     .await;
@@ -81,7 +81,7 @@ async fn expired_upload_is_410_and_the_reaper_frees_it() {
     assert_eq!(patch(&srv, &loc, 0, b"12").await.status(), 204);
     let done = create(&srv, 2, &meta("done.bin")).await;
     assert_eq!(patch(&srv, &done, 0, b"ok").await.status(), 204);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // real time: expiry is wall-clock based
+    tokio::time::sleep(Duration::from_millis(3100)).await; // real time: expiry is wall-clock based
     assert_eq!(head(&srv, &loc).await.status(), 410);
     tus_.reap_once().await.unwrap();
     // A published upload's record is forgotten too; its file stays in the served tree.
@@ -252,7 +252,7 @@ async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
     // Regression: the final upload (created first) expired one expiry after its creation
     // while its parts still streamed, and the reaper deleted the data they were placed in.
     let (srv, _tus) = TestServer::start_tus(TusConfig {
-        expiry: Duration::from_millis(1000),
+        expiry: Duration::from_millis(3000),
         ..cfg()
     })
     .await;
@@ -269,12 +269,13 @@ async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    // b keeps streaming for 1.5 s (real time: expiry is wall-clock based); a and the final
-    // upload are not written to in that time. The reaper runs every 250 ms.
-    for i in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let at = 20_000 + i * 5_000;
-        let r = patch(&srv, &b, (i * 5_000) as u64, &data[at..at + 5_000]).await;
+    // b keeps streaming for more than 3.5 s (real time: expiry is wall-clock based); a and
+    // the final upload are not written to in that time. The reaper runs every 750 ms. The
+    // expiry is 3 s, not 1 s: on a loaded 2-core machine one tus request can take 0.5 s.
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let at = 20_000 + i * 2_500;
+        let r = patch(&srv, &b, (i * 2_500) as u64, &data[at..at + 2_500]).await;
         assert_eq!(r.status(), 204, "part b, chunk {i}");
     }
     assert_eq!(h(&head(&srv, &a).await, "upload-offset"), "5000");
@@ -300,7 +301,7 @@ async fn a_placed_part_left_active_by_a_crash_is_still_reaped() {
     // between leaves a part recorded as active whose bytes went with the published file.
     // The store reports it terminated, and the reaper must clear it like any tombstone.
     let (srv, tus_) = TestServer::start_tus(TusConfig {
-        expiry: Duration::from_millis(1000),
+        expiry: Duration::from_millis(3000),
         ..cfg()
     })
     .await;
@@ -325,7 +326,7 @@ async fn a_placed_part_left_active_by_a_crash_is_still_reaped() {
     assert!(record.contains("\"terminated\""), "{record}");
     std::fs::write(&info, record.replace("\"terminated\"", "\"active\"")).unwrap();
     assert_eq!(head(&srv, &a).await.status(), 410, "no bytes left: gone");
-    tokio::time::sleep(Duration::from_millis(1100)).await; // wall-clock expiry
+    tokio::time::sleep(Duration::from_millis(3100)).await; // wall-clock expiry
     tus_.reap_once().await.unwrap();
     assert!(!info.exists(), "the stale part record is cleared");
 }
