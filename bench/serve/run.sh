@@ -4,6 +4,8 @@
 #   2. 4 KiB ranged GETs at random offsets, wrk -c64: requests/s ferryd/nginx (goal >= 1.0)
 #   3. ferryd peak RSS (VmHWM) during 256 concurrent range downloads of the 1 GiB file (goal <= 64 MiB)
 # Usage: bench/serve/run.sh [SECONDS_PER_WRK_RUN]   (ROUNDS=5 interleaved rounds, medians reported)
+#   FERRYD_ARGS="..." extra ferryd flags (e.g. --no-index); INDEX_BUSY_GIB=N adds a sparse N GiB
+#   file the content indexer hashes while the rounds run (pair with --index-rate to spread it out)
 # Wall-clock ratios on a shared 2-core machine swing by +-15 % between runs; for the CPU work per
 # request, a steadier figure, see bench/serve/instr.sh (instructions per 4 KiB GET, callgrind).
 set -euo pipefail
@@ -15,8 +17,10 @@ for t in nginx:nginx-light wrk:wrk curl:curl; do command -v "${t%%:*}" >/dev/nul
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release -q -p ferryd
-FERRYD=target/release/ferryd
+if [ -z "${FERRYD:-}" ]; then   # FERRYD=path measures another build (an A/B of two commits)
+  cargo build --release -q -p ferryd
+  FERRYD=target/release/ferryd
+fi
 
 WORK=$(mktemp -d /tmp/ferry-bench-serve.XXXXXX)
 cleanup() { kill "${NGINX_PID:-}" "${FERRYD_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -25,6 +29,7 @@ mkdir -p "$WORK/www" "$WORK/nginx"
 head -c 1G /dev/urandom > "$WORK/www/big.bin"
 chmod 755 "$WORK" "$WORK/www"; chmod 644 "$WORK/www/big.bin"   # nginx workers run as nobody
 cat "$WORK/www/big.bin" > /dev/null   # both servers read from the page cache
+if [ "${INDEX_BUSY_GIB:-0}" -gt 0 ]; then mkdir -p "$WORK/www/busy"; truncate -s "${INDEX_BUSY_GIB}G" "$WORK/www/busy/sparse.bin"; fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NPORT=$(free_port)
@@ -43,7 +48,8 @@ http {
 }
 CONF
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" & NGINX_PID=$!
-$FERRYD "$WORK/www" --listen 127.0.0.1:0 --log-level warn > "$WORK/ferryd.out" & FERRYD_PID=$!
+# shellcheck disable=SC2086 # FERRYD_ARGS is a list of flags
+$FERRYD "$WORK/www" --listen 127.0.0.1:0 --log-level warn ${FERRYD_ARGS:-} > "$WORK/ferryd.out" & FERRYD_PID=$!
 for _ in $(seq 50); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.1; done
 FURL=$(grep -o 'listening on http://[^ ]*' "$WORK/ferryd.out" | sed 's:^listening on ::; s:/$::')
 NURL="http://127.0.0.1:$NPORT"
