@@ -84,6 +84,15 @@ pub struct Effective {
 
 impl Frontend {
     /// Scheme, host and remote address of `req`.
+    /// The client's address alone, as [`Frontend::effective`] gives it, without building
+    /// the scheme and host (the access log needs only this, on every request).
+    pub fn remote<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        self.behind_proxy
+            .then(|| Proxied::parse(req.headers()).remote)
+            .flatten()
+            .or_else(|| req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()))
+    }
+
     pub fn effective<B>(&self, req: &Request<B>) -> Effective {
         let conn = req.extensions().get::<ConnInfo>();
         let h = req.headers();
@@ -296,6 +305,9 @@ mod tests {
             Some("10.0.0.9".parse().unwrap())
         );
         assert_eq!(proxy().base_url(&p), "https://outer.example");
+        // remote() is effective().remote without the rest.
+        assert_eq!(direct().remote(&p), direct().effective(&p).remote);
+        assert_eq!(proxy().remote(&p), proxy().effective(&p).remote);
         assert_eq!(
             proxy().effective(&p).remote,
             Some("203.0.113.5".parse().unwrap())

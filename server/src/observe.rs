@@ -80,7 +80,12 @@ impl Observe {
     /// Notes what the log needs from the request before the handlers consume it.
     /// `tus_base` is the tus endpoint's path prefix, to name the upload a request is about.
     /// `remote` is the client's address (the effective one, see [`crate::forwarded`]).
-    pub fn tap<B>(&self, req: &Request<B>, remote: IpAddr, tus_base: Option<&str>) -> Option<Tap> {
+    pub fn tap<B>(
+        &self,
+        req: &Request<B>,
+        remote: impl FnOnce() -> IpAddr,
+        tus_base: Option<&str>,
+    ) -> Option<Tap> {
         if self.is_off() {
             return None;
         }
@@ -95,7 +100,7 @@ impl Observe {
         Some(Tap {
             obs: self.clone(),
             start: Instant::now(),
-            remote: remote.to_string(),
+            remote: remote().to_string(),
             method: req.method().as_str().to_string(),
             target: access_log::redact_target(
                 req.uri().path_and_query().map_or(path, |pq| pq.as_str()),

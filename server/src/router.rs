@@ -68,15 +68,11 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     req.extensions_mut().insert(conn);
-    // The client's address as --behind-proxy says to take it (forwarded.rs).
-    let remote = app
-        .frontend
-        .effective(&req)
-        .remote
-        .unwrap_or(conn.peer.ip());
+    // The client's address as --behind-proxy says to take it (forwarded.rs), worked out only
+    // when the access log or metrics are on.
     let tap = app.observe.tap(
         &req,
-        remote,
+        || app.frontend.remote(&req).unwrap_or(conn.peer.ip()),
         app.tus.as_ref().map(|t| t.config().base.as_str()),
     );
     // A bug must cost one request a 500, not the connection: panics are caught here.
