@@ -246,6 +246,9 @@ const scenarios = {
     const { page } = await open(browser);
     await page.goto(`${cfg.url}#token=${cfg.token}`);
     await page.waitForSelector('#upload');
+    // The page settles first (listing enhancement, pending-upload check), so nothing moves the
+    // focus between Tab and Enter: a full run once timed out waiting for the picker here.
+    await page.waitForLoadState('networkidle');
     let id = '';
     for (let i = 0; i < 30 && id !== 'btn-files'; i += 1) {
       await page.keyboard.press('Tab');
@@ -255,6 +258,7 @@ const scenarios = {
     const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
     check(outline !== 'none', 'focus is visible');
     const chooser = page.waitForEvent('filechooser', { timeout: T });
+    check(await page.evaluate(() => document.activeElement?.id) === 'btn-files', 'focus stays on the button');
     await page.keyboard.press('Enter');
     await (await chooser).setFiles(path.join(cfg.dir, 'one.txt'));
     await allDone(page);
