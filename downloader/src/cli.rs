@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::get::{self, checksum};
 use crate::progress::Ui;
-use crate::retry::Backoff;
 use crate::size::parse_size;
+pub use crate::http::install_crypto_provider;
+pub use shared::SharedArgs;
+
+pub mod shared;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -69,21 +72,6 @@ pub struct GetArgs {
     /// Verify the finished file: ALGO=HEX with ALGO one of sha256, sha512, sha1, md5.
     #[arg(long, value_name = "ALGO=HEX", value_parser = checksum::parse_checksum_arg)]
     pub checksum: Option<checksum::Expected>,
-    /// Extra request header "Name: value" (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    #[arg(long, value_name = "UA")]
-    pub user_agent: Option<String>,
-    /// Attempts per connection before giving up on an error (reset whenever bytes arrive).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_tries: u32,
-    /// First retry delay after a failure without progress, doubled on each further one (e.g.
-    /// 1s, 500ms); a connection that delivered bytes since its last failure reconnects at once.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub retry_wait: Duration,
-    /// Connect timeout, and how long a connection may go without bytes before it is dropped.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
     /// Discard an existing journal and partial file and start from zero.
     #[arg(long)]
     pub restart: bool,
@@ -99,6 +87,8 @@ pub struct GetArgs {
     /// Allow HTTP/2 (all ranges then share one connection); HTTP/1.1 otherwise.
     #[arg(long)]
     pub http2: bool,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
 /// Parses `Name: value`.
@@ -135,14 +125,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(v * scale))
-}
-
-/// Installs the ring crypto provider for rustls (once per process).
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -235,7 +217,7 @@ impl GetPlan {
                 )));
             }
         }
-        let client = build_client(&args)?;
+        let client = crate::http::client(&args.shared, args.http2)?;
         let options = get::Options {
             output: args.output,
             dir: args.dir,
@@ -245,9 +227,9 @@ impl GetPlan {
             overwrite: args.overwrite,
             restart: args.restart,
             worker: get::WorkerOptions {
-                timeout: args.timeout,
-                backoff: Backoff::new(args.retry_wait),
-                max_tries: args.max_tries,
+                timeout: args.shared.timeout,
+                backoff: args.shared.backoff(),
+                max_tries: args.shared.max_tries,
             },
             journal_interval: Duration::from_secs(1),
         };
@@ -286,31 +268,6 @@ impl GetPlan {
         }
         failed
     }
-}
-
-fn build_client(args: &GetArgs) -> Result<reqwest::Client, Error> {
-    install_crypto_provider();
-    let mut headers = HeaderMap::new();
-    for (name, value) in &args.headers {
-        headers.append(name.clone(), value.clone());
-    }
-    let agent = args
-        .user_agent
-        .clone()
-        .unwrap_or_else(|| format!("ferry/{}", env!("CARGO_PKG_VERSION")));
-    let mut builder = reqwest::Client::builder()
-        .user_agent(agent)
-        .default_headers(headers)
-        .connect_timeout(args.timeout)
-        .pool_max_idle_per_host(64)
-        .tcp_nodelay(true);
-    if !args.http2 {
-        // One TCP connection per worker: HTTP/2 would multiplex every range onto one.
-        builder = builder.http1_only();
-    }
-    builder
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))
 }
 
 #[cfg(test)]

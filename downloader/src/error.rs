@@ -84,6 +84,14 @@ impl Error {
         }
     }
 
+    /// The server's `Retry-After`, when it sent one with an error status.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Usage(_))
     }

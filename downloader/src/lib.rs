@@ -1,7 +1,9 @@
 //! ferry: multi-connection resumable downloads (`ferry get`) and tus uploads (`ferry put`).
 //!
 //! Module map:
-//! - [`cli`]: clap definitions for both subcommands, turned into library options.
+//! - [`cli`]: clap definitions for both subcommands, turned into library options;
+//!   [`cli::shared`] holds the flags both share (one definition, one help text).
+//! - [`http`]: the one HTTP client builder of `get` and `put`.
 //! - [`get`]: the downloader. [`get::probe`] (HEAD / ranged GET), [`get::plan`] (segment
 //!   split and work stealing, pure), [`get::journal`] (versioned, CRC'd progress file),
 //!   [`get::worker`] (one HTTP/1.1 connection, the never-a-wrong-byte checks),
@@ -17,6 +19,7 @@
 pub mod cli;
 pub mod error;
 pub mod get;
+pub mod http;
 pub mod progress;
 pub mod put;
 pub mod retry;

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Ui};
-use crate::retry::{Backoff, Shedder};
+use crate::retry::{Backoff, Retries, Shedder};
 use crate::size::format_size;
 use checksum::Expected;
 use output::Target;
@@ -158,21 +158,15 @@ pub async fn download(
 }
 
 async fn probe_with_retries(client: &Client, url: &str, opts: &WorkerOptions) -> Result<Probe> {
-    let mut rng = fastrand::Rng::new();
-    let mut attempt = 0;
+    // The one retry rule (`Retries`): a probe makes no progress, so failures back off, and a
+    // `Retry-After` is honoured with the same cap as everywhere else.
+    let mut retries = Retries::new(opts.backoff);
     loop {
         match hedged_probe(client, url, opts.timeout).await {
-            Err(e) if e.is_retryable() && attempt + 1 < opts.max_tries => {
-                let delay = match &e {
-                    Error::Status {
-                        retry_after: Some(d),
-                        ..
-                    } => (*d).min(crate::retry::MAX_RETRY_AFTER),
-                    _ => opts.backoff.delay(attempt, &mut rng),
-                };
+            Err(e) if e.is_retryable() && retries.failures() + 1 < opts.max_tries => {
+                let delay = retries.failed(e.retry_after());
                 tracing::info!("probe failed ({e}); retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                attempt += 1;
             }
             other => return other,
         }

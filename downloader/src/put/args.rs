@@ -10,10 +10,9 @@ use super::client::Tus;
 use super::fingerprint::{default_data_dir, Store};
 use super::plan::{parse_metadata_arg, ChecksumChoice};
 use super::{Options, Uploader};
-use crate::cli::{install_crypto_provider, parse_duration, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::cli::{SharedArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::error::Error;
 use crate::progress::Ui;
-use crate::retry::Backoff;
 use crate::size::parse_size;
 
 #[derive(Debug, Clone, Args)]
@@ -24,9 +23,6 @@ pub struct PutArgs {
     /// The tus endpoint (creation URL), e.g. http://host:8080/files/
     #[arg(required = true, value_name = "URL")]
     pub url: String,
-    /// Bearer token for the upload endpoint.
-    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// Parallel parts per file (needs the server's concatenation extension; 1 to 64).
     #[arg(short = 'x', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
@@ -36,15 +32,6 @@ pub struct PutArgs {
     /// Extra Upload-Metadata KEY=VALUE (repeatable; `filename` defaults to the file name).
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = parse_metadata_arg)]
     pub metadata: Vec<(String, String)>,
-    /// Failed attempts in a row per part before giving up (reset whenever bytes are taken).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_tries: u32,
-    /// First retry delay, doubled on each failure (e.g. 1s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub retry_wait: Duration,
-    /// Connect timeout and limit for requests without a body.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
     /// Never hash the file for instant upload. By default ferry hashes it first only when
     /// the server (ferryd) holds a file of the same size, and sends nothing if it is the same.
     #[arg(long)]
@@ -56,6 +43,8 @@ pub struct PutArgs {
     /// md5), none, or one algorithm.
     #[arg(long, value_name = "ALGO", default_value = "auto", value_parser = ChecksumChoice::parse)]
     pub checksum: ChecksumChoice,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
 /// Resume entries untouched this long are removed at start (uploads expire on servers long
@@ -101,14 +90,7 @@ impl PutPlan {
                 )));
             }
         }
-        install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(format!("ferry/{}", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(args.timeout)
-            .http1_only()
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))?;
+        let http = crate::http::client(&args.shared, false)?;
         // Without a usable data directory uploads still work, they just cannot resume.
         let store = match default_data_dir().map(|d| Store::open(&d)).transpose() {
             Ok(store) => store,
@@ -128,16 +110,15 @@ impl PutPlan {
             instant: !args.no_instant,
             restart: args.restart,
             checksum: args.checksum,
-            backoff: Backoff::new(args.retry_wait),
-            max_tries: args.max_tries,
+            backoff: args.shared.backoff(),
+            max_tries: args.shared.max_tries,
             store,
         };
         Ok(Self {
             files,
             tus: Tus {
                 http,
-                token: args.token.filter(|t| !t.is_empty()),
-                timeout: args.timeout,
+                timeout: args.shared.timeout,
             },
             options,
         })

@@ -48,7 +48,7 @@ impl Attempts {
             self.mark = offset;
             self.retries.progress();
         }
-        let wait = self.retries.failed(retry_after(e));
+        let wait = self.retries.failed(e.retry_after());
         if self.retries.failures() >= self.max_tries {
             return None;
         }
@@ -58,14 +58,6 @@ impl Attempts {
     /// Failures since the last progress so far.
     pub fn failures(&self) -> u32 {
         self.retries.failures()
-    }
-}
-
-/// The server's `Retry-After`, if it sent one.
-fn retry_after(e: &Error) -> Option<Duration> {
-    match e {
-        Error::Status { retry_after, .. } => *retry_after,
-        _ => None,
     }
 }
 
@@ -84,7 +76,7 @@ where
     loop {
         match op().await {
             Err(e) if e.is_retryable() && retries.failures() + 1 < max_tries => {
-                let wait = retries.failed(retry_after(&e));
+                let wait = retries.failed(e.retry_after());
                 let failures = retries.failures();
                 tracing::info!("{e}; retrying in {wait:?} ({failures}/{max_tries})");
                 tokio::time::sleep(wait).await;

@@ -1,6 +1,7 @@
 //! The tus requests `ferry put` makes (tus 1.0.0, tus.io `protocols/resumable-upload`): OPTIONS
 //! discovery, POST creation (plain, partial, final), HEAD for the offset, PATCH of one chunk,
-//! DELETE. Every request carries `Tus-Resumable` and, with a token, `Authorization: Bearer`.
+//! DELETE. Every request carries `Tus-Resumable`; the client adds `Authorization: Bearer` with a token
+//! ([`crate::http::client`]).
 //! Non-success statuses become [`Error::Status`] so callers branch on the code (404/410 gone,
 //! 409 offset mismatch, 460 checksum mismatch).
 
@@ -14,7 +15,7 @@ use ferry_proto::tus::{
     TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT,
     UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Method};
 use reqwest::{Client, RequestBuilder, Response, Url};
 
@@ -26,11 +27,10 @@ use crate::retry::parse_retry_after;
 /// Bytes handed to the connection at a time while a PATCH body streams (progress granularity).
 const BODY_SLICE: usize = 64 * 1024;
 
-/// A tus endpoint's client: the HTTP client, the token, the per-request timeout.
+/// A tus endpoint's client: the HTTP client (with the credentials), the per-request timeout.
 #[derive(Clone)]
 pub struct Tus {
     pub http: Client,
-    pub token: Option<String>,
     /// Limit for requests without a body; a PATCH may take as long as its body keeps moving
     /// and fails after this long without a byte taken and without an answer.
     pub timeout: Duration,
@@ -75,14 +75,9 @@ pub struct Creation {
 
 impl Tus {
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let req = self
-            .http
+        self.http
             .request(method, url)
-            .header(TUS_RESUMABLE, TUS_VERSION);
-        match &self.token {
-            Some(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
-            None => req,
-        }
+            .header(TUS_RESUMABLE, TUS_VERSION)
     }
 
     async fn send(&self, url: &str, req: RequestBuilder, timeout: Duration) -> Result<Response> {

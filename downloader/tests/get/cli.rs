@@ -126,3 +126,40 @@ async fn same_name_twice_in_one_run_is_refused_not_mixed() {
         sha256(&data)
     );
 }
+
+/// Issue 9 §7: the flags `get` and `put` share are one definition, so `--help` says the same
+/// words for each of them in both subcommands.
+#[test]
+fn shared_flags_have_the_same_help_in_get_and_put() {
+    const HEADING: &str = "Connection options (same for get and put):";
+    let section = |sub: &str| {
+        let out = ferry(&[sub, "--help"]);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let start = text
+            .find(HEADING)
+            .unwrap_or_else(|| panic!("{sub} --help has no {HEADING:?}:\n{text}"));
+        // The section ends at the next heading (a line that does not start with a space).
+        let body: Vec<&str> = text[start + HEADING.len()..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .collect();
+        body.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let (get, put) = (section("get"), section("put"));
+    assert_eq!(get, put);
+    for flag in [
+        "--header",
+        "--user-agent",
+        "--token",
+        "--max-tries",
+        "--retry-wait",
+        "--timeout",
+    ] {
+        assert!(get.contains(flag), "{flag} missing from the shared section: {get}");
+    }
+    // A shared flag is listed once, under the shared heading only.
+    let full = String::from_utf8_lossy(&ferry(&["put", "--help"]).stdout).into_owned();
+    assert_eq!(full.matches("--max-tries").count(), 1, "{full}");
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::progress::{Mode, Ui};
+use ferry::cli::SharedArgs;
 use ferry::put::args::{PutArgs, PutPlan};
 use ferry::put::fingerprint::Store;
 use ferry::put::plan::ChecksumChoice;
@@ -30,16 +31,19 @@ fn args(files: &[&Path], endpoint: &str, parallel: u16, chunk: u64) -> PutArgs {
     PutArgs {
         files: files.iter().map(|f| f.to_path_buf()).collect(),
         url: endpoint.to_string(),
-        token: Some(TOKEN.into()),
         parallel,
         chunk_size: chunk,
         metadata: Vec::new(),
-        max_tries: 3,
-        retry_wait: Duration::from_millis(20),
-        timeout: Duration::from_secs(10),
         no_instant: false,
         restart: false,
         checksum: ChecksumChoice::Auto,
+        shared: SharedArgs {
+            token: Some(TOKEN.into()),
+            max_tries: 3,
+            retry_wait: Duration::from_millis(20),
+            timeout: Duration::from_secs(10),
+            ..SharedArgs::default()
+        },
     }
 }
 

@@ -184,11 +184,7 @@ fn retry_delay(
     err: Error,
     retries: &mut Retries,
 ) -> Result<Duration, Outcome> {
-    let retry_after = match &err {
-        Error::Status { retry_after, .. } => *retry_after,
-        _ => None,
-    };
-    let delay = retries.failed(retry_after);
+    let delay = retries.failed(err.retry_after());
     let failures = retries.failures();
     if !err.is_retryable() || failures >= round.opts.max_tries {
         return Err(Outcome::Failed(err));

@@ -1,0 +1,63 @@
+//! The flags `ferry get` and `ferry put` share (issue 9 §7): one definition, so both
+//! subcommands accept the same spelling, default and `--help` text for each. Flattened into
+//! both argument structs under one help heading; [`crate::http::client`] turns them into the
+//! one HTTP client.
+
+use std::time::Duration;
+
+use clap::Args;
+use http::{HeaderName, HeaderValue};
+
+use super::{parse_duration, parse_header};
+use crate::retry::Backoff;
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection options (same for get and put)")]
+pub struct SharedArgs {
+    /// Extra request header "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// User-Agent header (default ferry/VERSION).
+    #[arg(long, value_name = "UA")]
+    pub user_agent: Option<String>,
+    /// Bearer token sent as "Authorization: Bearer TOKEN" (never to another host after a
+    /// redirect).
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Failed attempts in a row per connection before giving up; the count starts over
+    /// whenever bytes move.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tries: u32,
+    /// First retry delay after a failure without progress, doubled on each further one and
+    /// jittered (e.g. 1s, 500ms); a failure right after bytes moved retries at once. A
+    /// server's Retry-After is honoured, up to 600 s.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_wait: Duration,
+    /// Connect timeout, and how long a request may go without moving a byte or getting an
+    /// answer before it is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl Default for SharedArgs {
+    /// The defaults of the command line, for callers that build arguments in code.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            shared: SharedArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["ferry"]).shared
+    }
+}
+
+impl SharedArgs {
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.retry_wait)
+    }
+
+    /// The token, unless empty (`FERRY_TOKEN=` means none).
+    pub fn bearer(&self) -> Option<String> {
+        self.token.clone().filter(|t| !t.is_empty())
+    }
+}
