@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::get::{self, checksum};
+pub use crate::http::install_crypto_provider;
 use crate::progress::Ui;
 use crate::size::parse_size;
-pub use crate::http::install_crypto_provider;
 pub use shared::SharedArgs;
 
 pub mod shared;

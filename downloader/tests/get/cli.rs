@@ -145,7 +145,10 @@ fn shared_flags_have_the_same_help_in_get_and_put() {
             .skip(1)
             .take_while(|l| l.is_empty() || l.starts_with(' '))
             .collect();
-        body.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+        body.join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let (get, put) = (section("get"), section("put"));
     assert_eq!(get, put);
@@ -157,7 +160,10 @@ fn shared_flags_have_the_same_help_in_get_and_put() {
         "--retry-wait",
         "--timeout",
     ] {
-        assert!(get.contains(flag), "{flag} missing from the shared section: {get}");
+        assert!(
+            get.contains(flag),
+            "{flag} missing from the shared section: {get}"
+        );
     }
     // A shared flag is listed once, under the shared heading only.
     let full = String::from_utf8_lossy(&ferry(&["put", "--help"]).stdout).into_owned();

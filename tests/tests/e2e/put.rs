@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry::progress::{Mode, Ui};
 use ferry::cli::SharedArgs;
+use ferry::progress::{Mode, Ui};
 use ferry::put::args::{PutArgs, PutPlan};
 use ferry::put::fingerprint::Store;
 use ferry::put::plan::ChecksumChoice;
