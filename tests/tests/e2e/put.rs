@@ -107,7 +107,7 @@ async fn wrong_token_fails_without_retrying_forever() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "t.bin", b"hello");
     let mut a = args(&[&file], &srv.url("/files/"), 1, 1 << 20);
-    a.token = Some("wrong".into());
+    a.shared.token = Some("wrong".into());
     let err = put(a, &dir.path().join("d")).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 }
@@ -126,7 +126,7 @@ async fn failed_run_resumes_into_the_same_upload() {
         2,
         128 << 10,
     );
-    a.max_tries = 1;
+    a.shared.max_tries = 1;
     assert!(put(a, &dir.path().join("d")).await.is_err());
     // The same endpoint string (the fingerprint includes it), through a proxy that no longer
     // cuts; count only this run's bytes.
@@ -305,7 +305,7 @@ async fn ferryd_sigkilled_and_restarted_mid_upload_then_the_same_run_finishes() 
         2,
         256 << 10,
     );
-    a.max_tries = 30;
+    a.shared.max_tries = 30;
     let data_dir = dir.path().join("d");
     let task = tokio::spawn(async move { put(a, &data_dir).await });
     for _ in 0..2000 {
