@@ -1,6 +1,7 @@
 //! ferryd: a range-correct file server with tus 1.0 resumable uploads.
 //!
 //! Module map:
+//! - [`app`]: `Config` and the one builder of the [`app::App`] that `main` and the tests share.
 //! - [`server`]: accept loop, HTTP/1.1 + HTTP/2 (h2c and ALPN over TLS), limits, graceful shutdown.
 //! - [`router`]: dispatches a request to the file handler or the tus endpoint.
 //! - [`tus`]: tus 1.0.0 resumable uploads with every extension, published into the store.
@@ -8,6 +9,7 @@
 //! - [`cors`]: CORS for browser clients, shared by files and tus.
 //! - [`files`]: GET/HEAD of stored files and directories.
 //! - [`host`]: the HTTP/1.1 `Host` rule (RFC 9112 §3.2).
+//! - [`http`]: small HTTP helpers shared by every layer (HTTP dates).
 //! - [`range`]: `Range` resolution against a length (pure).
 //! - [`conditional`]: `If-*` precondition evaluation (pure).
 //! - [`multipart`]: streamed `multipart/byteranges` bodies.
@@ -30,6 +32,7 @@
 //! - [`access_log`]: the access log writer (combined or JSON, reopened for logrotate).
 
 pub mod access_log;
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod conditional;
@@ -40,6 +43,7 @@ pub mod files;
 pub mod forwarded;
 pub mod hooks;
 pub mod host;
+pub mod http;
 pub mod index;
 pub mod listing;
 pub mod metrics;

@@ -18,8 +18,9 @@ use serde::Serialize;
 pub use html::html_escape;
 
 use crate::body::{self, Body};
+use crate::http::http_date;
 use crate::path::RelPath;
-use crate::store::{fs::http_date, Entry};
+use crate::store::Entry;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC

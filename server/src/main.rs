@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use ferryd::access_log::AccessLogHandle;
+use ferryd::app::{App, Config, StoreConfig};
 use ferryd::index::IndexOptions;
-use ferryd::router::App;
 use ferryd::server::{self, ServerOptions};
-use ferryd::store::fs::{FsOptions, FsStore};
+use ferryd::store::fs::FsOptions;
 use ferryd::tus::{Tus, TusConfig};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -187,20 +187,6 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = FsStore::new(
-        &args.root,
-        FsOptions {
-            allow_hidden: args.allow_hidden,
-            allow_symlinks_outside: args.allow_symlinks_outside,
-            state_dir: args.state_dir.clone(),
-            index: (!args.no_index).then_some(IndexOptions {
-                rate: args.index_rate,
-                rescan: args.index_rescan,
-            }),
-            ..FsOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot serve {}", args.root.display()))?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(start_tls(cert, key)?),
         _ => None,
@@ -215,22 +201,63 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls,
     };
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    let access_log = start_access_log(&args)?;
+    let mut app = App::build(config(&args, access_log.as_ref())?)?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let root = store.root().display().to_string();
-    let hooks_dir = store.state_dir().join("hooks");
-    let store: Arc<dyn ferryd::store::Store> = Arc::new(store);
+    if let Some(tus) = &app.tus {
+        start_hooks(&args, tus, app.state_dir.as_deref())?;
+    }
+    if let Some(t) = app
+        .tus
+        .as_ref()
+        .and_then(|t| t.config().upload_token.as_deref())
+    {
+        if args.upload_token.is_none() {
+            announce(&format!("ferryd upload token: {t}"));
+        }
+    }
+    announce_browser_link(&app, scheme, addr);
+    app.observe.metrics = start_metrics(&args, app.tus.as_deref())?;
+    // Last, once everything is ready: scripts wait for this line and take the URL from it.
+    announce(&format!(
+        "ferryd listening on {scheme}://{addr}/ serving {}",
+        app.serving
+    ));
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    server::run_workers(listener, Arc::new(app), opts, workers, shutdown).await?;
+    if let Some(h) = access_log {
+        h.close();
+    }
+    Ok(())
+}
+
+/// The flags as a [`Config`] for [`App::build`].
+fn config(args: &Args, access_log: Option<&Arc<AccessLogHandle>>) -> anyhow::Result<Config> {
+    let store = StoreConfig::Fs {
+        root: args.root.clone(),
+        opts: FsOptions {
+            allow_hidden: args.allow_hidden,
+            allow_symlinks_outside: args.allow_symlinks_outside,
+            state_dir: args.state_dir.clone(),
+            index: (!args.no_index).then_some(IndexOptions {
+                rate: args.index_rate,
+                rescan: args.index_rescan,
+            }),
+            ..FsOptions::default()
+        },
+    };
     let upload_token = match (&args.upload_token, args.public_uploads) {
         (_, true) => None,
         (Some(t), false) => Some(t.clone()),
         (None, false) => {
-            let t = ferryd::auth::generate_token().context("cannot generate an upload token")?;
-            announce(&format!("ferryd upload token: {t}"));
-            Some(t)
+            Some(ferryd::auth::generate_token().context("cannot generate an upload token")?)
         }
     };
-    let tus_cfg = TusConfig {
+    let tus = TusConfig {
         base: args.tus_base.clone(),
         upload_token,
         read_token: args.read_token.clone(),
@@ -240,18 +267,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_open_uploads: args.max_open_uploads,
         max_staged_bytes: args.max_staged_bytes,
     };
-    let tus = Arc::new(Tus::new(store.clone(), tus_cfg)?);
-    let _reaper = tus.spawn_reaper();
-    start_hooks(&args, &tus, &hooks_dir)?;
-    let mut app = App::new(store);
-    app.tus = Some(tus);
-    app.read_token = args.read_token.clone();
-    app.frontend = ferryd::forwarded::Frontend {
-        public_url: args.public_url.clone(),
-        behind_proxy: args.behind_proxy,
+    let observe = ferryd::observe::Observe {
+        access_log: access_log.map(|h| h.log()),
+        metrics: None, // started once the tus endpoint exists, to count its events
+        limit_rate: args
+            .limit_rate
+            .filter(|&r| r > 0)
+            .map(|rate| ferryd::ratelimit::RateLimit {
+                rate,
+                after: args.limit_rate_after,
+            }),
+        per_ip: args
+            .max_connections_per_ip
+            .map(ferryd::ratelimit::PerIp::new),
     };
-    // Tokens travel in the fragment, which browsers never send: the page takes them from
-    // there and removes them from the address bar.
+    Ok(Config {
+        store,
+        tus: Some(tus),
+        read_token: args.read_token.clone(),
+        frontend: ferryd::forwarded::Frontend {
+            public_url: args.public_url.clone(),
+            behind_proxy: args.behind_proxy,
+        },
+        observe,
+    })
+}
+
+/// Tokens travel in the fragment, which browsers never send: the page takes them from there
+/// and removes them from the address bar.
+fn announce_browser_link(app: &App, scheme: &str, addr: SocketAddr) {
     let upload = app
         .tus
         .as_ref()
@@ -266,31 +310,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             fragment.join("&")
         ));
     }
-    let access_log = start_access_log(&args)?;
-    app.observe.access_log = access_log.as_ref().map(|h| h.log());
-    app.observe.metrics = start_metrics(&args, app.tus.as_deref())?;
-    app.observe.limit_rate =
-        args.limit_rate
-            .filter(|&r| r > 0)
-            .map(|rate| ferryd::ratelimit::RateLimit {
-                rate,
-                after: args.limit_rate_after,
-            });
-    app.observe.per_ip = args
-        .max_connections_per_ip
-        .map(ferryd::ratelimit::PerIp::new);
-    // Last, once everything is ready: scripts wait for this line and take the URL from it.
-    announce(&format!(
-        "ferryd listening on {scheme}://{addr}/ serving {root}"
-    ));
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    server::run_workers(listener, Arc::new(app), opts, workers, shutdown).await?;
-    if let Some(h) = access_log {
-        h.close();
-    }
-    Ok(())
 }
 
 /// A byte rate: a number with an optional binary K, M or G suffix (`50M` = 50 MiB/s).
@@ -357,15 +376,18 @@ fn start_metrics(
 }
 
 /// Sends upload events to --hook-url; post-events are queued durably in the state directory.
-fn start_hooks(args: &Args, tus: &Tus, dir: &std::path::Path) -> anyhow::Result<()> {
+fn start_hooks(args: &Args, tus: &Tus, state: Option<&std::path::Path>) -> anyhow::Result<()> {
     let Some(url) = &args.hook_url else {
         return Ok(());
     };
+    let dir = state
+        .context("--hook-url needs a local state directory for its queue (--state-dir)")?
+        .join("hooks");
     let cfg = ferryd::hooks::HookConfig {
         url: url.clone(),
         events: args.hooks.iter().cloned().collect(),
     };
-    let hooks = ferryd::hooks::Hooks::new(cfg, dir).context("cannot open the hook queue")?;
+    let hooks = ferryd::hooks::Hooks::new(cfg, &dir).context("cannot open the hook queue")?;
     tokio::spawn(hooks.queue().clone().run());
     tus.events.subscribe(hooks.clone());
     let _ = tus.hooks.set(hooks);

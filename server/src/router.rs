@@ -10,57 +10,12 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+pub use crate::app::App;
 use crate::body::Body;
 use crate::error::{error_response, Error, Result};
 use crate::files;
-use crate::forwarded::{ConnInfo, Frontend};
-use crate::listing::Page;
-use crate::store::Store;
-use crate::tus::Tus;
+use crate::forwarded::ConnInfo;
 use crate::ui;
-
-/// Everything a request handler needs: the store and the per-feature settings.
-pub struct App {
-    pub store: Arc<dyn Store>,
-    /// The tus endpoint, when uploads are enabled.
-    pub tus: Option<Arc<Tus>>,
-    /// Bearer token required for GET/HEAD of files (`--read-token`); `None` means public.
-    pub read_token: Option<String>,
-    /// Access log, metrics and rate limits (all off by default).
-    pub observe: crate::observe::Observe,
-    /// How clients reach ferryd (`--public-url`, `--behind-proxy`).
-    pub frontend: Frontend,
-}
-
-impl App {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            tus: None,
-            read_token: None,
-            observe: Default::default(),
-            frontend: Frontend::default(),
-        }
-    }
-
-    /// The origins allowed by `--cors-origin` (kept with the tus settings).
-    fn cors_origins(&self) -> Option<&[String]> {
-        self.tus
-            .as_ref()
-            .map(|t| t.config().cors_origins.as_slice())
-    }
-
-    /// What the listing page needs to know: where uploads go and whether they need a token.
-    fn page(&self) -> Page<'_> {
-        Page {
-            tus_base: self.tus.as_ref().map(|t| t.config().base.as_str()),
-            upload_token: self
-                .tus
-                .as_ref()
-                .is_some_and(|t| t.config().upload_token.is_some()),
-        }
-    }
-}
 
 pub async fn handle(
     app: Arc<App>,

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use ferryd::app::{App, Config};
 use ferryd::forwarded::Frontend;
-use ferryd::router::App;
 use ferryd::server::{self, ServerOptions};
-use ferryd::store::fs::{FsOptions, FsStore};
+use ferryd::store::fs::FsOptions;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
@@ -48,6 +48,18 @@ impl TestServer {
         opts: ServerOptions,
         configure: impl FnOnce(App, SocketAddr) -> App,
     ) -> Self {
+        Self::launch(fs, opts, |_, _| {}, configure).await
+    }
+
+    /// Starts ferryd from a [`Config`] made as `main` makes it, through the one builder
+    /// ([`App::build`]): `config` adjusts the config (it knows the bound address), then
+    /// `configure` the built app.
+    pub async fn launch(
+        fs: FsOptions,
+        opts: ServerOptions,
+        config: impl FnOnce(&mut Config, SocketAddr),
+        configure: impl FnOnce(App, SocketAddr) -> App,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = tempfile::tempdir().expect("temp dir");
         let state = tempfile::tempdir().expect("temp dir");
@@ -55,12 +67,14 @@ impl TestServer {
             state_dir: Some(fs.state_dir.unwrap_or_else(|| state.path().to_path_buf())),
             ..fs
         };
-        let store = FsStore::new(root.path(), fs).expect("store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = Arc::new(configure(App::new(Arc::new(store)), addr));
+        let mut cfg = Config::fs(root.path(), fs);
+        config(&mut cfg, addr);
+        let app = App::build(cfg).expect("app");
+        let app = Arc::new(configure(app, addr));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(listener, app, opts, async {
             let _ = rx.await;
@@ -103,13 +117,13 @@ impl TestServer {
     ) -> (Self, Arc<ferryd::tus::Tus>) {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let keep = slot.clone();
-        let srv = Self::start_bound(fs, ServerOptions::default(), move |mut app, addr| {
-            app.frontend = frontend(addr);
-            let tus = Arc::new(ferryd::tus::Tus::new(app.store.clone(), cfg).expect("tus"));
-            tus.spawn_reaper();
-            *keep.lock().expect("slot") = Some(tus.clone());
-            app.read_token = tus.config().read_token.clone(); // as ferryd's main does
-            app.tus = Some(tus);
+        let config = move |c: &mut Config, addr| {
+            c.read_token = cfg.read_token.clone(); // as ferryd's main does
+            c.tus = Some(cfg);
+            c.frontend = frontend(addr);
+        };
+        let srv = Self::launch(fs, ServerOptions::default(), config, move |app, _| {
+            *keep.lock().expect("slot") = app.tus.clone();
             app
         })
         .await;

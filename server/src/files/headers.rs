@@ -9,7 +9,8 @@ use ferry_proto::headers::REPR_DIGEST;
 use http::{header, HeaderMap, HeaderValue};
 
 use super::content_type;
-use crate::store::{fs::http_date, FileHandle, Meta};
+use crate::http::http_date;
+use crate::store::{FileHandle, Meta};
 
 /// The header values of a file that do not depend on the request: validators, type and
 /// disposition. Building them (a MIME lookup, an HTTP-date, percent-encoding, header-value

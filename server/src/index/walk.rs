@@ -8,25 +8,8 @@ use std::fs;
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::Path;
 
-use crate::store::fs::state::LEGACY_DIR;
 use crate::store::open_cache::Identity;
-
-/// Which names the file server would serve.
-#[derive(Debug, Clone, Copy)]
-pub struct Visibility {
-    pub allow_hidden: bool,
-}
-
-impl Visibility {
-    /// Whether the relative path `rel` (segments joined by `/`) is served.
-    pub fn serves(&self, rel: &str) -> bool {
-        let mut segs = rel.split('/');
-        if segs.clone().next() == Some(LEGACY_DIR) {
-            return false;
-        }
-        self.allow_hidden || !segs.any(|s| s.starts_with('.'))
-    }
-}
+pub use crate::store::visibility::Visibility;
 
 /// What a walk reports.
 pub trait Visit {

@@ -19,13 +19,14 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use tokio::sync::Semaphore;
 
 use super::open_cache::{Identity, OpenCache};
+use super::visibility::Visibility;
 use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
-use crate::index::{Index, IndexOptions, Visibility};
+use crate::index::{Index, IndexOptions};
 use crate::path::RelPath;
 
 pub(crate) mod beneath;
@@ -61,6 +62,15 @@ pub struct FsOptions {
     pub state_dir: Option<PathBuf>,
     /// The content index (`None`: `--no-index`, no digests and no instant upload).
     pub index: Option<IndexOptions>,
+}
+
+impl FsOptions {
+    /// The hidden-file policy these options ask for.
+    pub fn visibility(&self) -> Visibility {
+        Visibility {
+            allow_hidden: self.allow_hidden,
+        }
+    }
 }
 
 impl Default for FsOptions {
@@ -102,12 +112,7 @@ impl FsStore {
         let permits = opts.read_budget.max(2 * CHUNK);
         let state = state::prepare(&root, opts.state_dir.as_deref())?;
         let index = match &opts.index {
-            Some(o) => {
-                let vis = Visibility {
-                    allow_hidden: opts.allow_hidden,
-                };
-                Some(Index::start(&root, &state, vis, o.clone())?)
-            }
+            Some(o) => Some(Index::start(&root, &state, opts.visibility(), o.clone())?),
             None => None,
         };
         Ok(Self {
@@ -206,10 +211,12 @@ impl FsStore {
         self.open_files.get(path.as_str(), now)
     }
 
+    fn visibility(&self) -> Visibility {
+        self.opts.visibility()
+    }
+
     fn check_visible(&self, path: &RelPath) -> Result<(), StoreError> {
-        if path.segments().next() == Some(LEGACY_DIR)
-            || (!self.opts.allow_hidden && path.is_hidden())
-        {
+        if !self.visibility().serves_path(path) {
             return Err(StoreError::NotFound);
         }
         Ok(())
@@ -265,7 +272,7 @@ fn list_dir(
         let Ok(name) = ent.file_name().into_string() else {
             continue; // not UTF-8: cannot be linked to, so not listed
         };
-        if name == LEGACY_DIR || (!opts.allow_hidden && name.starts_with('.')) {
+        if !opts.visibility().lists(&name) {
             continue;
         }
         let full = dir.join(&name);
@@ -398,18 +405,9 @@ impl Store for FsStore {
     }
 }
 
-/// Modification time as the second-precision value HTTP dates carry. `httpdate` panics outside
-/// 1970..=9999, and a file can carry any mtime (`touch -d 1960-01-01`), so the time is clamped.
-pub fn http_date(t: SystemTime) -> String {
-    // 9999-12-31T23:59:59Z
-    let latest = UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
-    httpdate::fmt_http_date(t.clamp(UNIX_EPOCH, latest))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn stat_at_sees_what_metadata_sees() {
@@ -431,14 +429,5 @@ mod tests {
         assert_eq!(stat_at(&root, "link").unwrap(), Identity::of(&md));
         let missing = stat_at(&root, "nope").unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
-    }
-
-    #[test]
-    fn http_date_clamps_times_httpdate_cannot_format() {
-        // Regression: a file dated 1960 made httpdate panic inside a request.
-        let before_epoch = UNIX_EPOCH - Duration::from_secs(10 * 365 * 86_400);
-        assert_eq!(http_date(before_epoch), "Thu, 01 Jan 1970 00:00:00 GMT");
-        let far_future = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
-        assert_eq!(http_date(far_future), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 }

@@ -15,6 +15,7 @@ pub mod fs;
 pub mod fs_upload;
 pub mod open_cache;
 pub mod upload;
+pub mod visibility;
 
 use std::future::Future;
 use std::io;

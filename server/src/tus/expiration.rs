@@ -72,7 +72,7 @@ pub fn header_value(info: &UploadInfo) -> Option<String> {
         return None;
     }
     let at = UNIX_EPOCH + Duration::from_millis(info.expires_ms?);
-    Some(crate::store::fs::http_date(at)) // clamped: a huge --upload-expiry must not panic
+    Some(crate::http::http_date(at)) // clamped: a huge --upload-expiry must not panic
 }
 
 /// Parses `24h`, `30m`, `90s`, `500ms` or a plain number of seconds (`--upload-expiry`).

@@ -7,11 +7,10 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use ferryd::router::App;
+use ferryd::app::{App, Config};
 use ferryd::server::{self, ServerOptions};
-use ferryd::store::fs::{FsOptions, FsStore};
-use ferryd::tus::{Tus, TusConfig};
+use ferryd::store::fs::FsOptions;
+use ferryd::tus::TusConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,16 +19,12 @@ async fn main() -> anyhow::Result<()> {
         [_, root, token] => (root, token),
         _ => anyhow::bail!("usage: ferryd_tus ROOT TOKEN"),
     };
-    let store: Arc<dyn ferryd::store::Store> =
-        Arc::new(FsStore::new(root.as_ref(), FsOptions::default()).context("root")?);
-    let cfg = TusConfig {
+    let mut cfg = Config::fs(root, FsOptions::default());
+    cfg.tus = Some(TusConfig {
         upload_token: Some(token.clone()),
         ..TusConfig::default()
-    };
-    let tus = Arc::new(Tus::new(store.clone(), cfg)?);
-    tus.spawn_reaper();
-    let mut app = App::new(store);
-    app.tus = Some(tus);
+    });
+    let app = App::build(cfg)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening on http://{}/", listener.local_addr()?);
     std::io::stdout().flush()?;

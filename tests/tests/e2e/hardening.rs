@@ -199,8 +199,8 @@ async fn per_core_workers_serve_and_stop_gracefully() {
         state_dir: Some(state.path().to_path_buf()),
         ..FsOptions::default()
     };
-    let store = ferryd::store::fs::FsStore::new(root.path(), opts).unwrap();
-    let app = std::sync::Arc::new(ferryd::router::App::new(std::sync::Arc::new(store)));
+    let cfg = ferryd::app::Config::fs(root.path(), opts);
+    let app = std::sync::Arc::new(ferryd::app::App::build(cfg).unwrap());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

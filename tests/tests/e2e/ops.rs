@@ -6,14 +6,11 @@ mod hooks;
 mod metrics;
 mod ratelimit;
 mod tls_reload;
-
-use std::sync::Arc;
-
 use ferry_tests::TestServer;
 use ferryd::router::App;
 use ferryd::server::ServerOptions;
 use ferryd::store::fs::FsOptions;
-use ferryd::tus::{Tus, TusConfig};
+use ferryd::tus::TusConfig;
 
 pub(super) const TOKEN: &str = "ops-token";
 
@@ -22,13 +19,13 @@ pub(super) async fn server(
     opts: ServerOptions,
     configure: impl FnOnce(&mut App) + Send + 'static,
 ) -> TestServer {
-    TestServer::start_with(FsOptions::default(), opts, move |mut app| {
-        let cfg = TusConfig {
+    let config = |c: &mut ferryd::app::Config, _| {
+        c.tus = Some(TusConfig {
             upload_token: Some(TOKEN.into()),
             ..TusConfig::default()
-        };
-        let tus = Arc::new(Tus::new(app.store.clone(), cfg).expect("tus"));
-        app.tus = Some(tus);
+        });
+    };
+    TestServer::launch(FsOptions::default(), opts, config, move |mut app, _| {
         configure(&mut app);
         app
     })

@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 /// The state directory of older versions, inside ROOT. Never served, whatever the flags.
-pub const LEGACY_DIR: &str = ".ferry";
+pub const LEGACY_DIR: &str = crate::store::visibility::RESERVED;
 
 fn setup_error(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)

@@ -1,0 +1,156 @@
+//! One [`Config`], one builder: `main` and the tests make the [`App`] the same way
+//! (mini-redis, static-web-server's `Server::new(Settings)`). Flags become a `Config` in
+//! `main`; everything that follows from it (which store, whether the tus endpoint runs, the
+//! read token both sides check) is decided here, once.
+//!
+//! Process-wide services stay in `main`: signals, the TLS certificate watcher, the access-log
+//! writer, the metrics listener and the hook sender attach to the built app.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::forwarded::Frontend;
+use crate::listing::Page;
+use crate::observe::Observe;
+use crate::store::fs::{FsOptions, FsStore};
+use crate::store::Store;
+use crate::tus::{SetupError, Tus, TusConfig};
+
+/// Where the served files live (`ROOT` or `--store URL`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A local directory (the default).
+    Fs { root: PathBuf, opts: FsOptions },
+}
+
+/// Everything the app is built from.
+#[derive(Clone)]
+pub struct Config {
+    pub store: StoreConfig,
+    /// The tus endpoint; `None`: no uploads.
+    pub tus: Option<TusConfig>,
+    /// Bearer token for every read (`--read-token`), files and uploads alike.
+    pub read_token: Option<String>,
+    /// How clients reach ferryd (`--public-url`, `--behind-proxy`).
+    pub frontend: Frontend,
+    /// Access log, metrics and rate limits (all off by default).
+    pub observe: Observe,
+}
+
+impl Config {
+    /// Serves the directory `root` with default options, downloads only.
+    pub fn fs(root: impl Into<PathBuf>, opts: FsOptions) -> Self {
+        Self {
+            store: StoreConfig::Fs {
+                root: root.into(),
+                opts,
+            },
+            tus: None,
+            read_token: None,
+            frontend: Frontend::default(),
+            observe: Observe::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot serve {}: {source}", path.display())]
+    Fs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tus(#[from] SetupError),
+}
+
+/// Everything a request handler needs: the store and the per-feature settings.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    /// The tus endpoint, when uploads are enabled.
+    pub tus: Option<Arc<Tus>>,
+    /// Bearer token required for GET/HEAD of files (`--read-token`); `None` means public.
+    pub read_token: Option<String>,
+    /// Access log, metrics and rate limits (all off by default).
+    pub observe: Observe,
+    /// How clients reach ferryd (`--public-url`, `--behind-proxy`).
+    pub frontend: Frontend,
+    /// What is served, for the start-up line (a canonical path or a store URL).
+    pub serving: String,
+    /// The store's local state directory, if it has one (the hook queue lives there).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl App {
+    /// An app around an opened store with every feature off (tests of the bare file server).
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            tus: None,
+            read_token: None,
+            observe: Observe::default(),
+            frontend: Frontend::default(),
+            serving: String::new(),
+            state_dir: None,
+        }
+    }
+
+    /// Opens the store and starts the tus endpoint (with its reaper) as `cfg` says. Call it
+    /// inside a tokio runtime: the reaper is spawned on it.
+    pub fn build(cfg: Config) -> Result<Self, BuildError> {
+        let (store, serving, state_dir) = open_store(&cfg.store)?;
+        let tus = match cfg.tus {
+            Some(mut t) => {
+                t.read_token = cfg.read_token.clone();
+                let tus = Arc::new(Tus::new(store.clone(), t)?);
+                tus.spawn_reaper();
+                Some(tus)
+            }
+            None => None,
+        };
+        Ok(Self {
+            store,
+            tus,
+            read_token: cfg.read_token,
+            observe: cfg.observe,
+            frontend: cfg.frontend,
+            serving,
+            state_dir,
+        })
+    }
+
+    /// The origins allowed by `--cors-origin` (kept with the tus settings).
+    pub(crate) fn cors_origins(&self) -> Option<&[String]> {
+        self.tus
+            .as_ref()
+            .map(|t| t.config().cors_origins.as_slice())
+    }
+
+    /// What the listing page needs to know: where uploads go and whether they need a token.
+    pub(crate) fn page(&self) -> Page<'_> {
+        Page {
+            tus_base: self.tus.as_ref().map(|t| t.config().base.as_str()),
+            upload_token: self
+                .tus
+                .as_ref()
+                .is_some_and(|t| t.config().upload_token.is_some()),
+        }
+    }
+}
+
+/// The store, what it serves (for the start-up line) and its local state directory.
+type Opened = (Arc<dyn Store>, String, Option<PathBuf>);
+
+fn open_store(cfg: &StoreConfig) -> Result<Opened, BuildError> {
+    match cfg {
+        StoreConfig::Fs { root, opts } => {
+            let store = FsStore::new(root, opts.clone()).map_err(|source| BuildError::Fs {
+                path: root.clone(),
+                source,
+            })?;
+            let serving = store.root().display().to_string();
+            let state = Some(store.state_dir().to_path_buf());
+            Ok((Arc::new(store), serving, state))
+        }
+    }
+}
