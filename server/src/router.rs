@@ -55,7 +55,7 @@ async fn dispatch(app: &App, conn: ConnInfo, req: Request<Incoming>) -> Result<R
     }
     crate::host::check(req.version(), req.headers())?;
     if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(req.uri().path())) {
-        let ctx = crate::hooks::request_info(tus.hooks.get().is_some(), conn, &req);
+        let ctx = crate::hooks::request_info(tus.hooks.get().is_some(), &app.frontend, conn, &req);
         return Ok(crate::hooks::scope(ctx, tus.handle(req, &app.frontend)).await);
     }
     let (mut parts, _body) = req.into_parts();

@@ -10,9 +10,13 @@
 //!   authorization).
 //! - post-events (`post-create`, `post-finish`, `post-terminate`, `post-expire`) are written
 //!   durably to a queue in the state directory before the request that caused them answers,
-//!   and a background task delivers them in order, at least once, retrying with backoff
-//!   (1 s doubling to 60 s) until the hook answers 2xx. A hook server that is down delays only
-//!   the deliveries, never an upload, and queued events survive a restart ([`queue`]).
+//!   and a background task delivers them in order per upload, at least once, retrying with
+//!   backoff (1 s doubling to 60 s) until the hook answers 2xx; a failing event holds back
+//!   only its own upload's later events. A hook server that is down delays only the
+//!   deliveries, never an upload, and queued events survive a restart ([`queue`]).
+//! - Every event names the request that caused it (client address as the access log has it,
+//!   headers with credentials redacted), also when it fires in a task the request spawned;
+//!   `post-expire` has none (the reaper).
 
 pub mod queue;
 
@@ -28,28 +32,32 @@ use crate::error::{Error, Result};
 use crate::events::{Kind, Listener, UploadEvent};
 use crate::store::upload::UploadInfo;
 
-/// The request behind an event, as hooks see it.
+/// The request behind an event, as hooks see it: the client's address (as `--behind-proxy`
+/// says to take it, the same the access log writes) and its headers with credentials
+/// already redacted, so no token is kept for the life of a background task.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
     pub remote: String,
-    pub headers: HeaderMap,
+    pub headers: serde_json::Map<String, Value>,
 }
 
 tokio::task_local! {
-    /// Set by the router around a tus request, so events can name the request.
+    /// Set by the router around a tus request, so events can name the request; carried into
+    /// the tasks the request spawns ([`spawn`]).
     pub static REQUEST: RequestInfo;
 }
 
-/// What the router hands to [`scope`]: the request's remote address and headers, taken only
+/// What the router hands to [`scope`]: the request's client address and headers, taken only
 /// when hooks are on (no cost for the rest).
 pub fn request_info<B>(
     on: bool,
+    frontend: &crate::forwarded::Frontend,
     conn: crate::forwarded::ConnInfo,
     req: &http::Request<B>,
 ) -> Option<RequestInfo> {
     on.then(|| RequestInfo {
-        remote: conn.peer.ip().to_string(),
-        headers: req.headers().clone(),
+        remote: frontend.remote(req).unwrap_or(conn.peer.ip()).to_string(),
+        headers: redacted_headers(req.headers()),
     })
 }
 
@@ -59,6 +67,18 @@ pub async fn scope<F: std::future::Future>(ctx: Option<RequestInfo>, fut: F) -> 
         Some(c) => REQUEST.scope(c, fut).await,
         None => fut.await,
     }
+}
+
+/// `tokio::spawn` that keeps the request of the spawning task: an event the task emits (a
+/// finish completed after the client went, a final upload concatenated after its last part)
+/// names the request that caused it, as one emitted in the request itself does.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let ctx = REQUEST.try_with(Clone::clone).ok();
+    tokio::spawn(scope(ctx, fut))
 }
 
 #[derive(Debug, Clone)]
@@ -209,7 +229,7 @@ fn payload(event: &str, info: &UploadInfo, published: Option<&str>) -> Value {
         },
         "request": req.map(|r| json!({
             "remote_addr": r.remote,
-            "headers": redacted_headers(&r.headers),
+            "headers": r.headers,
         })),
     })
 }
@@ -242,7 +262,7 @@ impl Listener for Hooks {
                 return;
             }
             let body = payload(name, &e.info, e.published.as_deref());
-            if let Err(err) = self.queue.push(&body).await {
+            if let Err(err) = self.queue.push(&e.info.id, &body).await {
                 tracing::error!(error = %err, event = name, id = %e.info.id, "cannot queue hook event");
             }
         })

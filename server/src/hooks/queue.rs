@@ -1,20 +1,38 @@
 //! The durable queue of post-event hook calls: one file per event in the state directory
-//! (`hooks/NNNNNNNNNNNNNNNNNNNN.json`, sequence-numbered), written with the house rule (temp
-//! file, fsync, rename, fsync the directory) before the request that caused it answers. One
-//! sender task delivers the files in sequence order, removing each only after a 2xx, so
-//! events are delivered at least once and in order (per upload, and in fact overall); a
-//! failure is retried with backoff (1 s doubling to 60 s) and holds the rest back. After a
-//! restart, [`Queue::open`] finds the files left and the sender delivers them first.
+//! (`hooks/NNNNNNNNNNNNNNNNNNNN-UPLOADID.json`, sequence-numbered), written with the house
+//! rule (temp file, fsync, rename, fsync the directory) before the request that caused it
+//! answers. Delivery is in order per upload, as tusd's hooks are: each upload's events go out
+//! one after the other in sequence order, and a file is removed only after a 2xx, so every
+//! event is delivered at least once. A failure is retried with backoff (1 s doubling to 60 s)
+//! and holds back only the later events of the same upload: other uploads' events keep going
+//! (up to [`PARALLEL`] uploads at a time, so one slow receiver cannot stall the rest either).
+//! After a restart, [`Queue::open`] finds the files left and the sender delivers them first.
+//!
+//! Files named `NNN.json` (before the upload id was part of the name) still load: their
+//! upload is read from the event's `upload.id`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Uploads whose events are being delivered at once.
+pub const PARALLEL: usize = 8;
+
+/// One queued event: the upload it is about and its file.
+#[derive(Debug, Clone)]
+struct Event {
+    upload: String,
+    path: PathBuf,
+}
 
 pub struct Queue {
     dir: PathBuf,
@@ -24,13 +42,23 @@ pub struct Queue {
     wake: Notify,
     /// Deliveries that succeeded (for tests and logs).
     delivered: AtomicU64,
+    /// Events not yet delivered, by sequence number.
+    waiting: Mutex<BTreeMap<u64, Event>>,
+}
+
+/// When an upload whose delivery failed is tried again, and the wait after that.
+#[derive(Clone, Copy)]
+struct Retry {
+    at: Instant,
+    backoff: Duration,
 }
 
 impl Queue {
     /// Opens (creating) the queue directory; numbering continues after what is there.
     pub fn open(dir: &Path, url: String, client: reqwest::Client) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
-        let last = pending(dir)?.last().map_or(0, |(n, _)| *n);
+        let waiting = pending(dir)?;
+        let last = waiting.keys().next_back().copied().unwrap_or(0);
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             next: AtomicU64::new(last + 1),
@@ -38,6 +66,7 @@ impl Queue {
             client,
             wake: Notify::new(),
             delivered: AtomicU64::new(0),
+            waiting: Mutex::new(waiting),
         }))
     }
 
@@ -45,41 +74,96 @@ impl Queue {
         self.delivered.load(Ordering::Relaxed)
     }
 
-    /// Writes one event durably and wakes the sender.
-    pub async fn push(&self, body: &serde_json::Value) -> std::io::Result<()> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Event>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes one event about `upload` durably and wakes the sender.
+    pub async fn push(&self, upload: &str, body: &serde_json::Value) -> std::io::Result<()> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let upload = file_safe(upload);
         let dir = self.dir.clone();
         let bytes = serde_json::to_vec(body).map_err(std::io::Error::other)?;
-        tokio::task::spawn_blocking(move || write_durably(&dir, seq, &bytes))
+        let name = format!("{seq:020}-{upload}.json");
+        let path = tokio::task::spawn_blocking(move || write_durably(&dir, seq, &name, &bytes))
             .await
             .map_err(std::io::Error::other)??;
+        self.waiting().insert(seq, Event { upload, path });
         self.wake.notify_one();
         Ok(())
     }
 
     /// Delivers queued events forever (spawn it once).
     pub async fn run(self: Arc<Self>) {
-        let mut backoff = Duration::from_secs(1);
+        let mut retry: HashMap<String, Retry> = HashMap::new();
+        let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut tasks: JoinSet<bool> = JoinSet::new();
         loop {
-            let files = match pending(&self.dir) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list the hook queue");
-                    Vec::new()
-                }
-            };
-            if files.is_empty() {
-                self.wake.notified().await;
-                continue;
+            let now = Instant::now();
+            let ready = self.ready(&busy, &retry, now);
+            for (upload, events) in ready {
+                let handle = tasks.spawn(self.clone().deliver_all(events));
+                busy.insert(handle.id(), upload);
             }
-            for (_, path) in files {
-                while !self.deliver(&path).await {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+            let next_retry = retry
+                .iter()
+                .filter(|(u, r)| r.at > now && !busy.values().any(|b| b == *u))
+                .map(|(_, r)| r.at)
+                .min();
+            let sleep = next_retry.unwrap_or_else(|| now + Duration::from_secs(3600));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(sleep) => {}
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let (id, ok) = match done {
+                        Ok((id, ok)) => (id, ok),
+                        Err(e) => (e.id(), false),
+                    };
+                    if let Some(upload) = busy.remove(&id) {
+                        note_outcome(&mut retry, upload, ok);
+                    }
                 }
-                backoff = Duration::from_secs(1);
             }
         }
+    }
+
+    /// The uploads to start delivering now, each with its waiting events in order: not busy,
+    /// not waiting for a retry, at most [`PARALLEL`] in all, oldest first event first.
+    fn ready(
+        &self,
+        busy: &HashMap<tokio::task::Id, String>,
+        retry: &HashMap<String, Retry>,
+        now: Instant,
+    ) -> Vec<(String, Vec<Event>)> {
+        let busy: HashSet<&String> = busy.values().collect();
+        let room = PARALLEL.saturating_sub(busy.len());
+        let mut groups: Vec<(String, Vec<Event>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for e in self.waiting().values() {
+            if busy.contains(&e.upload) || retry.get(&e.upload).is_some_and(|r| r.at > now) {
+                continue;
+            }
+            match index.get(&e.upload) {
+                Some(&i) => groups[i].1.push(e.clone()),
+                None if groups.len() < room => {
+                    index.insert(e.upload.clone(), groups.len());
+                    groups.push((e.upload.clone(), vec![e.clone()]));
+                }
+                None => {}
+            }
+        }
+        groups
+    }
+
+    /// Delivers one upload's events in order; stops at the first failure (false).
+    async fn deliver_all(self: Arc<Self>, events: Vec<Event>) -> bool {
+        for e in events {
+            if !self.deliver(&e.path).await {
+                return false;
+            }
+            self.waiting().retain(|_, w| w.path != e.path);
+        }
+        true
     }
 
     /// One attempt; true when the event is done with (delivered, or unreadable).
@@ -114,30 +198,116 @@ impl Queue {
     }
 }
 
-/// Queued files in sequence order.
-fn pending(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
+/// After an upload's delivery ended: forget its backoff, or double it (pure).
+fn note_outcome(retry: &mut HashMap<String, Retry>, upload: String, ok: bool) {
+    if ok {
+        retry.remove(&upload);
+        return;
+    }
+    let backoff = retry.get(&upload).map_or(FIRST_BACKOFF, |r| r.backoff);
+    let next = Retry {
+        at: Instant::now() + backoff,
+        backoff: (backoff * 2).min(MAX_BACKOFF),
+    };
+    retry.insert(upload, next);
+}
+
+/// An upload id as it may appear in a file name: ASCII letters and digits, at most 64.
+fn file_safe(upload: &str) -> String {
+    upload
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect()
+}
+
+/// Queued events by sequence number; stray temp files (a crash before the rename) go.
+fn pending(dir: &Path) -> std::io::Result<BTreeMap<u64, Event>> {
+    let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name();
-        let Some(seq) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".json"))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
+        let Some((seq, upload)) = parse_name(name) else {
             continue;
         };
-        out.push((seq, e.path()));
+        let upload = match upload {
+            Some(u) => u.to_string(),
+            None => legacy_upload(&e.path()),
+        };
+        out.insert(
+            seq,
+            Event {
+                upload,
+                path: e.path(),
+            },
+        );
     }
-    out.sort_unstable_by_key(|(n, _)| *n);
     Ok(out)
 }
 
-fn write_durably(dir: &Path, seq: u64, bytes: &[u8]) -> std::io::Result<()> {
+/// `NNN-UPLOAD.json` or (the earlier form) `NNN.json` (pure).
+fn parse_name(name: &str) -> Option<(u64, Option<&str>)> {
+    let stem = name.strip_suffix(".json")?;
+    match stem.split_once('-') {
+        Some((seq, upload)) => Some((seq.parse().ok()?, Some(upload))),
+        None => Some((stem.parse().ok()?, None)),
+    }
+}
+
+/// The upload of an event file named without it: its `upload.id` ("" if unreadable).
+fn legacy_upload(path: &Path) -> String {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["upload"]["id"].as_str().map(file_safe))
+        .unwrap_or_default()
+}
+
+fn write_durably(dir: &Path, seq: u64, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     let tmp = dir.join(format!("{seq:020}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(format!("{seq:020}.json")))?;
-    std::fs::File::open(dir)?.sync_all()
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_with_and_without_the_upload() {
+        assert_eq!(
+            parse_name("00000000000000000007-abc123.json"),
+            Some((7, Some("abc123")))
+        );
+        assert_eq!(parse_name("00000000000000000012.json"), Some((12, None)));
+        assert_eq!(parse_name("00000000000000000012.tmp"), None);
+        assert_eq!(parse_name("x-abc.json"), None);
+        assert_eq!(file_safe("../a/b-c"), "abc");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_per_upload_and_resets_on_success() {
+        let mut r = HashMap::new();
+        note_outcome(&mut r, "a".into(), false);
+        note_outcome(&mut r, "a".into(), false);
+        note_outcome(&mut r, "b".into(), false);
+        assert_eq!(r["a"].backoff, Duration::from_secs(4));
+        assert_eq!(r["b"].backoff, Duration::from_secs(2));
+        for _ in 0..10 {
+            note_outcome(&mut r, "a".into(), false);
+        }
+        assert_eq!(r["a"].backoff, MAX_BACKOFF);
+        note_outcome(&mut r, "a".into(), true);
+        assert!(!r.contains_key("a") && r.contains_key("b"));
+    }
 }

@@ -180,12 +180,13 @@ pub async fn receive(
 ) -> Result<UploadInfo> {
     info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
     let tus = tus.clone();
-    let task = tokio::spawn(async move {
+    // The task keeps the request's hook context: the finish it may publish names this PATCH.
+    let task = crate::hooks::spawn(async move {
         let mut guard = guard;
         let mut info = stream(&tus, info, body, sum, &mut guard).await?;
         publish::complete(&tus, &mut info).await?;
         if info.concat == Concat::Partial && info.is_complete() {
-            tokio::spawn(concat::finish_waiting_finals(tus.clone(), info.id.clone()));
+            crate::hooks::spawn(concat::finish_waiting_finals(tus.clone(), info.id.clone()));
         }
         Ok(info)
     });
