@@ -295,8 +295,8 @@ mod tests {
         assert_eq!(file_safe("../a/b-c"), "abc");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn backoff_doubles_per_upload_and_resets_on_success() {
+    #[test]
+    fn backoff_doubles_per_upload_and_resets_on_success() {
         let mut r = HashMap::new();
         note_outcome(&mut r, "a".into(), false);
         note_outcome(&mut r, "a".into(), false);
