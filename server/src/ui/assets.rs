@@ -6,13 +6,20 @@ pub(super) const ALL: &[(&str, &[u8])] = &[
     ("i18n.js", include_bytes!("assets/i18n.js")),
     ("upload.js", include_bytes!("assets/upload.js")),
     ("uploader.js", include_bytes!("assets/uploader.js")),
+    ("tusapi.js", include_bytes!("assets/tusapi.js")),
+    ("checksum.js", include_bytes!("assets/checksum.js")),
     ("drop.js", include_bytes!("assets/drop.js")),
     ("login.js", include_bytes!("assets/login.js")),
     ("hash-worker.js", include_bytes!("assets/hash-worker.js")),
+    ("sum-worker.js", include_bytes!("assets/sum-worker.js")),
     ("vendor/tus.min.js", include_bytes!("vendor/tus.min.js")),
     (
         "vendor/hash-wasm-sha256.umd.min.js",
         include_bytes!("vendor/hash-wasm-sha256.umd.min.js"),
+    ),
+    (
+        "vendor/hash-wasm-crc32.umd.min.js",
+        include_bytes!("vendor/hash-wasm-crc32.umd.min.js"),
     ),
     (
         "vendor/tus-js-client.LICENSE.txt",

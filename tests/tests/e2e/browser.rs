@@ -295,3 +295,6 @@ async fn listing_sorts_filters_and_speaks_chinese() {
     run.srv.put_file("zdir/x", b"x");
     run.scenario("listing", serde_json::json!({})).await;
 }
+
+mod front;
+mod upload;

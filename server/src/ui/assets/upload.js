@@ -109,7 +109,7 @@ function add(items) {
     parts.pop();
     const dir = [here, ...parts].filter(Boolean).join('/');
     const u = new Upload(file, dir, {
-      endpoint, token, workerUrl: `${ui}hash-worker.js`, onChange: update, onDone: done,
+      endpoint, token, workerUrl: `${ui}hash-worker.js`, sumWorkerUrl: `${ui}sum-worker.js`, onChange: update, onDone: done,
     });
     u.rel = rel;
     if (uploads.some((o) => o.key === u.key && !o.finished)) continue; // already queued

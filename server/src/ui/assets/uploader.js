@@ -1,44 +1,23 @@
 // One file's upload, and the rules that keep its work: instant upload (OPTIONS with
 // Ferry-Instant-Length, SHA-256 in a worker only on `?1`, creation with the `sha256` metadata),
 // creation by the page itself (tus-js-client ignores Upload-Offset on a creation response, so
-// an instant answer would be missed), then tus-js-client from the server's offset. Retries with
-// backoff, honouring Retry-After; waits for the network when offline. The upload URL is kept in
-// localStorage under (endpoint, target path, size, lastModified) so a reload resumes it.
+// an instant answer would be missed), then tus-js-client from the server's offset. A big file
+// is sent as several parts joined by the server (tus concatenation), like `ferry put -x`; every
+// PATCH carries an `Upload-Checksum` when the server offers one (checksum.js). Retries with
+// backoff, honouring Retry-After; waits for the network when offline. The upload URLs are kept
+// in localStorage under (endpoint, target path, size, lastModified) so a reload resumes them.
+import { ChecksumStack, pickAlgorithm } from './checksum.js';
+import {
+  HttpError, retryable, retryAfter, reason, encodeMetadata, capabilities, planParts, createUpload, headUpload,
+} from './tusapi.js';
+
+export { HttpError, retryable };
 
 const STORE = 'ferry-upload:';
 const BACKOFF = [1, 2, 4, 8, 15, 30];
-const CHUNK = 16 * 1024 * 1024;
-
-export class HttpError extends Error {
-  constructor(status, reason, retryAfter) {
-    super(reason || `HTTP ${status}`);
-    this.status = status;
-    this.retryAfter = retryAfter;
-  }
-}
-
-/** Whether an error is worth retrying by itself: the network, 409 (offset), 423, 429, 5xx. */
-export function retryable(err) {
-  const s = err.status ?? 0;
-  return s === 0 || s === 409 || s === 423 || s === 429 || s >= 500;
-}
-
-function b64(s) {
-  return btoa(String.fromCharCode(...new TextEncoder().encode(s)));
-}
-
-function retryAfter(v) {
-  if (!v) return undefined;
-  const n = Number(v);
-  if (Number.isFinite(n)) return Math.max(0, n);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, (at - Date.now()) / 1000);
-}
-
-async function reason(r) {
-  const text = (await r.text().catch(() => '')).trim();
-  return text.slice(0, 300) || `${r.status} ${r.statusText}`;
-}
+// Bytes per PATCH. With a checksum the server keeps nothing of a PATCH cut short (it cannot
+// verify it), so a cut or a reload loses at most this much per part: ferry put's default.
+const CHUNK = 8 * 1024 * 1024;
 
 export function storageKey(endpoint, target, file) {
   return `${STORE}${JSON.stringify([endpoint, target, file.size, file.lastModified])}`;
@@ -62,7 +41,8 @@ export class Upload {
   /**
    * @param file the File
    * @param dir the target directory relative to ROOT ('' for the root, 'a/b' otherwise)
-   * @param opts { endpoint, token: () => string|null, onChange(upload), onDone(upload) }
+   * @param opts { endpoint, token: () => string|null, workerUrl (SHA-256), sumWorkerUrl
+   *   (Upload-Checksum), onChange(upload), onDone(upload) }
    */
   constructor(file, dir, opts) {
     this.file = file;
@@ -72,12 +52,14 @@ export class Upload {
     this.key = storageKey(opts.endpoint, this.target, file);
     this.status = 'queued';
     this.history = ['queued']; // every status this upload went through, for tests
-    this.sent = 0;
+    this.sent = 0; // bytes sent, some maybe still on their way
+    this.acked = 0; // bytes the server has confirmed
     this.hashed = 0;
     this.attempt = 0;
     this.samples = [];
-    this.tus = null;
-    this.url = null;
+    this.tus = null; // tus-js-client uploads, one per part being sent
+    this.url = null; // the upload, or the final upload joining the parts
+    this.parts = null; // [{start, end, url, sent}] when the file goes as several parts
   }
 
   set(status, extra = {}) {
@@ -103,13 +85,19 @@ export class Upload {
     return ['done', 'instant', 'cancelled', 'failed'].includes(this.status);
   }
 
-  /** Starts or resumes: a kept URL first, else instant check, else a fresh creation. */
+  /** Starts or resumes: kept URLs first, else instant check, else a fresh creation. */
   async start() {
     this.stopped = false;
     this.set('checking', { error: null });
     try {
-      if (!this.url) this.url = this.kept();
-      if (this.url && !(await this.stillThere())) this.url = null;
+      this.caps = await capabilities(this.opts.endpoint, this.headers());
+      if (!this.url) Object.assign(this, this.kept());
+      if (this.url) {
+        const state = await this.resumable();
+        if (this.stopped) return;
+        if (state === 'complete') return this.finish('done');
+        if (state === 'gone') this.forget();
+      }
       if (!this.url) {
         const created = await this.create();
         if (this.stopped) return;
@@ -124,46 +112,91 @@ export class Upload {
   }
 
   kept() {
-    try { return JSON.parse(localStorage.getItem(this.key) || 'null')?.url ?? null; } catch { return null; }
+    try {
+      const rec = JSON.parse(localStorage.getItem(this.key) || 'null');
+      return { url: rec?.url ?? null, parts: rec?.parts ?? null };
+    } catch { return { url: null, parts: null }; }
   }
 
   keep() {
-    const rec = { url: this.url, name: this.file.name, dir: this.dir, offset: this.sent, at: Date.now() };
+    const parts = this.parts?.map(({ start, end, url }) => ({ start, end, url }));
+    const rec = { url: this.url, parts, name: this.file.name, dir: this.dir, offset: this.acked, at: Date.now() };
     try { localStorage.setItem(this.key, JSON.stringify(rec)); } catch { /* storage full: resume works within this page */ }
   }
 
-  /** HEAD of a kept upload: whether it can be resumed, and from where. */
-  async stillThere() {
-    const r = await fetch(this.url, { method: 'HEAD', headers: this.headers(), cache: 'no-store' });
-    if (r.status === 404 || r.status === 410 || r.status === 403) {
-      localStorage.removeItem(this.key);
-      return false;
-    }
-    if (!r.ok) throw new HttpError(r.status, `HEAD ${r.status}`, retryAfter(r.headers.get('Retry-After')));
-    this.sent = Number(r.headers.get('Upload-Offset') || 0);
-    return true;
+  forget() {
+    localStorage.removeItem(this.key);
+    this.url = null;
+    this.parts = null;
+    this.sent = 0;
+    this.acked = 0;
   }
 
-  async create() {
+  /** HEADs of a kept upload: 'gone', 'complete' (a final upload already joined), or 'open'
+   * with each part's offset from the server. */
+  async resumable() {
+    const h = this.headers();
+    const head = await headUpload(this.url, h);
+    if (!head) return 'gone';
+    if (head.offset === this.file.size) {
+      this.published = head.published || this.published;
+      return 'complete';
+    }
+    if (!this.parts) {
+      this.sent = head.offset ?? 0;
+      this.acked = this.sent;
+      return 'open';
+    }
+    for (const p of this.parts) {
+      const ph = await headUpload(p.url, h);
+      if (!ph) {
+        fetch(this.url, { method: 'DELETE', headers: h }).catch(() => {});
+        return 'gone';
+      }
+      p.sent = ph.offset ?? 0;
+      p.acked = p.sent;
+    }
+    this.sent = this.parts.reduce((s, p) => s + p.sent, 0);
+    this.acked = this.sent;
+    return 'open';
+  }
+
+  metadata(digest) {
     const meta = [['filename', this.file.name], ['filetype', this.file.type || 'application/octet-stream']];
     if (this.dir) meta.push(['dir', this.dir]);
+    if (digest) meta.push(['sha256', digest]);
+    return encodeMetadata(meta);
+  }
+
+  /** Creates the upload: one whole-file upload, or (big files) partial uploads and the final
+   * upload that joins them. With a digest the whole-file creation comes first even for a big
+   * file: it is the instant-upload question, removed again when the server lacks the bytes. */
+  async create() {
     const digest = await this.instantDigest();
     if (this.stopped) return null;
-    if (digest) meta.push(['sha256', digest]);
-    const r = await fetch(this.opts.endpoint, {
-      method: 'POST',
-      headers: this.headers({
-        'Upload-Length': String(this.file.size),
-        'Upload-Metadata': meta.map(([k, v]) => `${k} ${b64(v)}`).join(','),
-      }),
-    });
-    if (!r.ok) throw new HttpError(r.status, await reason(r), retryAfter(r.headers.get('Retry-After')));
-    const loc = r.headers.get('Location');
-    if (!loc) throw new HttpError(0, 'creation answered without Location');
-    this.url = new URL(loc, new URL(this.opts.endpoint, location.href)).href;
-    this.published = r.headers.get('Ferry-Published');
-    const offset = Number(r.headers.get('Upload-Offset') ?? -1);
-    if (offset === this.file.size) return digest ? 'instant' : 'complete';
+    const { endpoint } = this.opts;
+    const h = this.headers();
+    const size = this.file.size;
+    const plan = planParts(size, this.caps.extensions);
+    if (digest || plan.length === 1) {
+      const c = await createUpload(endpoint, h, { length: size, metadata: this.metadata(digest) });
+      this.published = c.published;
+      if (c.offset === size) return digest ? 'instant' : 'complete';
+      if (plan.length === 1) {
+        this.url = c.url;
+        this.keep();
+        return 'created';
+      }
+      fetch(c.url, { method: 'DELETE', headers: h }).catch(() => {});
+    }
+    const parts = [];
+    for (const [start, end] of plan) {
+      const c = await createUpload(endpoint, h, { length: end - start, concat: 'partial' });
+      parts.push({ start, end, url: c.url, sent: 0 });
+    }
+    const paths = parts.map((p) => new URL(p.url).pathname).join(' ');
+    const fin = await createUpload(endpoint, h, { metadata: this.metadata(digest), concat: `final;${paths}` });
+    Object.assign(this, { url: fin.url, parts, published: fin.published });
     this.keep();
     return 'created';
   }
@@ -200,29 +233,77 @@ export class Upload {
     });
   }
 
-  /** Hands the URL to tus-js-client, which asks the server for the offset and sends the rest. */
+  /** The HTTP stack for tus-js-client: the default one, with a checksum on every PATCH when
+   * the server offers an algorithm we have. */
+  stack() {
+    const algo = pickAlgorithm(this.caps?.checksums);
+    const inner = new window.tus.DefaultHttpStack();
+    return algo ? new ChecksumStack(inner, algo, this.opts.sumWorkerUrl) : inner;
+  }
+
+  /** Hands each unfinished part (or the whole file) to tus-js-client, which asks the server for
+   * the offset and sends the rest; the parts go at once, each over its own connection. */
   send() {
     this.set(this.sent > 0 ? 'resuming' : 'uploading');
     this.samples = [{ t: performance.now(), b: this.sent }];
-    const up = new window.tus.Upload(this.file, {
-      uploadUrl: this.url,
-      chunkSize: CHUNK,
-      retryDelays: null, // retries are ours: they honour Retry-After and the offline state
-      storeFingerprintForResuming: false,
-      headers: this.authHeader(), // tus-js-client adds Tus-Resumable itself
-      onProgress: (b) => this.progress(b),
-      onSuccess: ({ lastResponse }) => {
-        this.published = lastResponse?.getHeader('Ferry-Published') || this.published;
-        this.finish('done');
-      },
-      onError: (err) => this.failed(err),
+    const pieces = this.parts ?? [{ start: 0, end: this.file.size, url: this.url, sent: this.sent, acked: this.acked }];
+    const open = pieces.filter((p) => p.sent < p.end - p.start);
+    const gen = (this.gen = (this.gen ?? 0) + 1);
+    const stack = this.stack();
+    let left = open.length;
+    if (!left) return this.join();
+    this.tus = open.map((p) => {
+      const up = new window.tus.Upload(this.parts ? this.file.slice(p.start, p.end) : this.file, {
+        uploadUrl: p.url,
+        chunkSize: CHUNK,
+        retryDelays: null, // retries are ours: they honour Retry-After and the offline state
+        storeFingerprintForResuming: false,
+        headers: this.authHeader(), // tus-js-client adds Tus-Resumable itself
+        httpStack: stack,
+        onProgress: (b) => { if (gen === this.gen) { p.sent = b; this.progress(pieces); } },
+        onChunkComplete: (_, accepted) => {
+          if (gen !== this.gen) return;
+          p.acked = accepted;
+          this.acked = pieces.reduce((sum, q) => sum + (q.acked ?? 0), 0);
+        },
+        onSuccess: ({ lastResponse }) => {
+          if (gen !== this.gen) return;
+          p.sent = p.end - p.start;
+          this.published = lastResponse?.getHeader('Ferry-Published') || this.published;
+          left -= 1;
+          if (left > 0) return;
+          if (this.parts) this.join(); else this.finish('done');
+        },
+        onError: (err) => { if (gen === this.gen) this.failed(err); },
+      });
+      up.start();
+      return up;
     });
-    this.tus = up;
-    up.start();
   }
 
-  progress(bytes) {
+  /** Every part is complete: ferryd has joined them into the final upload already (or does so
+   * on this HEAD, tus concatenation-unfinished); another server may take a moment. */
+  async join() {
+    this.tus = null;
+    try {
+      for (let wait = 50; ; wait *= 2) {
+        const head = await headUpload(this.url, this.headers());
+        if (!head) throw new HttpError(410, 'the final upload is gone');
+        if (head.offset === this.file.size) {
+          this.published = head.published || this.published;
+          return this.finish('done');
+        }
+        if (wait > 5000) throw new HttpError(0, 'the parts were not joined');
+        await new Promise((ok) => { setTimeout(ok, wait); });
+      }
+    } catch (err) {
+      this.failed(err);
+    }
+  }
+
+  progress(pieces) {
     if (this.status !== 'uploading') this.set('uploading');
+    const bytes = pieces.reduce((s, p) => s + p.sent, 0);
     this.sent = bytes;
     this.attempt = 0;
     const now = performance.now();
@@ -231,6 +312,7 @@ export class Upload {
     const first = this.samples[0];
     const dt = (now - first.t) / 1000;
     this.speed = dt > 0.2 ? (bytes - first.b) / dt : this.speed;
+    if (!(now - this.keptAt < 2000)) { this.keptAt = now; this.keep(); } // for the pending list
     this.opts.onChange(this);
   }
 
@@ -242,19 +324,26 @@ export class Upload {
     this.opts.onDone(this);
   }
 
+  /** Stops every part's transfer (a failure of one stops the others: they restart together
+   * from the server's offsets). */
+  abortAll() {
+    this.gen = (this.gen ?? 0) + 1;
+    for (const up of this.tus ?? []) up.abort(false);
+    this.tus = null;
+  }
+
   failed(err) {
     if (this.stopped) return;
     const res = err.originalResponse;
     const status = err.status ?? (res ? res.getStatus() : 0);
     const why = res ? (res.getBody() || '').trim().slice(0, 300) : err.message;
     const e = new HttpError(status, why || err.message, err.retryAfter ?? retryAfter(res?.getHeader('Retry-After')));
-    this.tus = null;
+    this.abortAll();
     if ((status === 404 || status === 410) && this.url && !this.recreated) {
       // The kept upload expired or was removed: start a new one, once.
       this.recreated = true;
-      localStorage.removeItem(this.key);
-      this.url = null;
-      this.sent = 0;
+      if (this.parts) fetch(this.url, { method: 'DELETE', headers: this.headers() }).catch(() => {});
+      this.forget();
       this.start();
       return;
     }
@@ -295,8 +384,7 @@ export class Upload {
     clearInterval(this.timer);
     this.worker?.terminate();
     this.worker = null;
-    if (this.tus) this.tus.abort(false);
-    this.tus = null;
+    this.abortAll();
   }
 
   pause() {
@@ -306,12 +394,11 @@ export class Upload {
 
   async cancel() {
     this.pause();
-    localStorage.removeItem(this.key);
-    if (this.url) {
-      await fetch(this.url, { method: 'DELETE', headers: this.headers() }).catch(() => {});
-    }
-    this.url = null;
-    this.sent = 0;
+    // Terminating a final upload ends the parts it holds too (ferryd); the parts are asked
+    // anyway, for a server that keeps them apart.
+    const urls = [this.url, ...(this.parts ?? []).map((p) => p.url)].filter(Boolean);
+    this.forget();
+    await Promise.all(urls.map((u) => fetch(u, { method: 'DELETE', headers: this.headers() }).catch(() => {})));
     this.set('cancelled');
     this.opts.onDone(this);
   }
