@@ -219,7 +219,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     announce_browser_link(&app, scheme, addr);
-    app.observe.metrics = start_metrics(&args, app.tus.as_deref())?;
+    app.observe.metrics = start_metrics(&args, &app)?;
     // Last, once everything is ready: scripts wait for this line and take the URL from it.
     announce(&format!(
         "ferryd listening on {scheme}://{addr}/ serving {}",
@@ -351,11 +351,9 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Binds the metrics address and serves Prometheus text there; upload events are counted.
-fn start_metrics(
-    args: &Args,
-    tus: Option<&Tus>,
-) -> anyhow::Result<Option<Arc<ferryd::metrics::Metrics>>> {
+/// Binds the metrics address and serves Prometheus text there; upload events and the content
+/// indexer's progress are counted.
+fn start_metrics(args: &Args, app: &App) -> anyhow::Result<Option<Arc<ferryd::metrics::Metrics>>> {
     let Some(addr) = args.metrics_listen else {
         return Ok(None);
     };
@@ -364,9 +362,10 @@ fn start_metrics(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let metrics = Arc::new(ferryd::metrics::Metrics::new());
-    if let Some(tus) = tus {
+    if let Some(tus) = &app.tus {
         tus.events.subscribe(metrics.clone());
     }
+    metrics.watch_index(app.store.clone());
     announce(&format!(
         "ferryd metrics on http://{}/metrics",
         listener.local_addr()?

@@ -5,24 +5,27 @@
 //! Request metrics are updated by [`crate::observe`] when a response body ends; connection
 //! counts by the accept loop; upload counts from [`crate::events`]; lock waits and internal
 //! errors are process-wide counters bumped where they happen ([`LOCK_WAITS`],
-//! [`INTERNAL_ERRORS`]).
+//! [`INTERNAL_ERRORS`]); the content indexer's progress is read from the store at each scrape
+//! ([`Metrics::watch_index`]), so the indexer keeps plain atomics and knows nothing of this.
 
 use std::convert::Infallible;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
 use crate::events::{Kind, Listener, UploadEvent};
+use crate::store::Store;
 
 /// Waits for an upload's lock held by another request (process-wide).
 pub static LOCK_WAITS: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -48,6 +51,7 @@ pub struct Metrics {
     pub(crate) connections: Gauge,
     pub(crate) in_flight: Gauge,
     uploads: Family<UploadLabels, Counter>,
+    index: Arc<IndexCollector>,
 }
 
 impl Default for Metrics {
@@ -67,6 +71,7 @@ impl Metrics {
             connections: Gauge::default(),
             in_flight: Gauge::default(),
             uploads: Family::default(),
+            index: Arc::default(),
         };
         r.register(
             "http_requests",
@@ -108,7 +113,13 @@ impl Metrics {
             "Requests that failed with a store or I/O error (500)",
             INTERNAL_ERRORS.clone(),
         );
+        r.register_collector(Box::new(m.index.clone()));
         Self { registry: r, ..m }
+    }
+
+    /// Reports the content indexer of `store` from now on (nothing if it runs none).
+    pub fn watch_index(&self, store: Arc<dyn Store>) {
+        let _ = self.index.store.set(store);
     }
 
     /// Counts one finished response.
@@ -142,6 +153,74 @@ impl Listener for Metrics {
         };
         self.uploads.get_or_create(&UploadLabels { event }).inc();
         Box::pin(async {})
+    }
+}
+
+/// The content indexer's progress, read from the store at each scrape.
+#[derive(Default)]
+struct IndexCollector {
+    store: OnceLock<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for IndexCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IndexCollector")
+    }
+}
+
+impl Collector for IndexCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let Some(s) = self.store.get().and_then(|s| s.index_stats()) else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "index_hashed_files",
+                "Files the content indexer hashed since start",
+                s.files_hashed,
+            ),
+            (
+                "index_hashed_bytes",
+                "Bytes the content indexer hashed since start",
+                s.bytes_hashed,
+            ),
+            (
+                "index_scans",
+                "Full walks of the served tree (the first and each rescan)",
+                s.scans,
+            ),
+            (
+                "index_cache_saves",
+                "Times the content index cache was written",
+                s.cache_saves,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let m = ConstCounter::new(v);
+            m.encode(e.encode_descriptor(name, help, None, m.metric_type())?)?;
+        }
+        let gauges = [
+            (
+                "index_files",
+                "Served files with a digest in the content index",
+                s.entries,
+            ),
+            (
+                "index_pending_files",
+                "Files waiting to be hashed",
+                s.pending,
+            ),
+            (
+                "index_ready",
+                "1 once the first scan is over",
+                u64::from(s.ready),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let m = ConstGauge::new(v);
+            m.encode(e.encode_descriptor(name, help, None, m.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

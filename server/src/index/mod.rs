@@ -56,7 +56,7 @@ impl Default for IndexOptions {
     }
 }
 
-/// What the indexer has done, for the log and for tests.
+/// What the indexer has done, for the log, the metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexStats {
     /// Files hashed since start (a restart over an unchanged tree hashes none).
@@ -64,6 +64,13 @@ pub struct IndexStats {
     pub bytes_hashed: u64,
     /// Files with a digest.
     pub entries: u64,
+    /// Files known to need hashing and not hashed yet (the rest of a scan's list, and files
+    /// that changed too recently and wait to settle).
+    pub pending: u64,
+    /// Full walks of the tree done since start (the first one and every rescan).
+    pub scans: u64,
+    /// Times the cache was written since start.
+    pub cache_saves: u64,
     /// The first scan is over: every file present at start has a digest or failed.
     pub ready: bool,
 }
@@ -76,6 +83,9 @@ pub struct Shared {
     generation: AtomicU64,
     files_hashed: AtomicU64,
     bytes_hashed: AtomicU64,
+    pending: AtomicU64,
+    scans: AtomicU64,
+    cache_saves: AtomicU64,
     ready: AtomicBool,
 }
 
@@ -122,6 +132,9 @@ impl Shared {
             files_hashed: self.files_hashed.load(Ordering::Relaxed),
             bytes_hashed: self.bytes_hashed.load(Ordering::Relaxed),
             entries: self.read().len() as u64,
+            pending: self.pending.load(Ordering::Relaxed),
+            scans: self.scans.load(Ordering::Relaxed),
+            cache_saves: self.cache_saves.load(Ordering::Relaxed),
             ready: self.ready.load(Ordering::Acquire),
         }
     }
@@ -150,6 +163,9 @@ impl Index {
             generation: AtomicU64::new(0),
             files_hashed: AtomicU64::new(0),
             bytes_hashed: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            scans: AtomicU64::new(0),
+            cache_saves: AtomicU64::new(0),
             ready: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));

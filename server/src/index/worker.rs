@@ -91,9 +91,13 @@ impl Worker {
             }
             let due = self.take_due();
             let paths: HashSet<String> = changes.paths.into_iter().chain(due).collect();
+            let mut left = paths.len();
             for p in paths {
+                self.note_pending(left);
                 self.look(&p);
+                left -= 1;
             }
+            self.note_pending(0);
             self.save_if_due(false);
         }
         self.save_if_due(true);
@@ -105,6 +109,13 @@ impl Worker {
 
     fn table(&self) -> RwLockWriteGuard<'_, Table> {
         self.shared.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes how many files wait for hashing: `in_hand` still to look at now, and those
+    /// waiting to settle.
+    fn note_pending(&self, in_hand: usize) {
+        let n = (in_hand + self.later.len()) as u64;
+        self.shared.pending.store(n, Ordering::Relaxed);
     }
 
     fn take_due(&mut self) -> Vec<String> {
@@ -154,6 +165,8 @@ impl Worker {
             "index: tree scanned"
         );
         self.hash_all(&todo, todo_bytes);
+        self.note_pending(0);
+        self.shared.scans.fetch_add(1, Ordering::Relaxed);
         // Saved before "ready" is logged: a server stopped right after it restarts from it.
         self.save_if_due(true);
         tracing::info!(
@@ -172,6 +185,7 @@ impl Worker {
             if self.stopping() {
                 return;
             }
+            self.note_pending(todo.len() - i);
             self.update(rel, *id);
             done_bytes += id.len;
             if last_log.elapsed() >= PROGRESS_EVERY {
@@ -296,7 +310,10 @@ impl Worker {
         let started = Instant::now();
         let result = cache::save(&self.cache_path, &self.shared.read());
         match result {
-            Ok(()) => self.dirty_since = None,
+            Ok(()) => {
+                self.dirty_since = None;
+                self.shared.cache_saves.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::warn!(path = %self.cache_path.display(), error = %e, "index: cannot save the cache");
                 self.dirty_since = Some(Instant::now());

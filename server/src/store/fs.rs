@@ -403,6 +403,10 @@ impl Store for FsStore {
     fn uploads(&self) -> Option<&dyn super::upload::UploadStore> {
         Some(self)
     }
+
+    fn index_stats(&self) -> Option<crate::index::IndexStats> {
+        self.index().map(|ix| ix.stats())
+    }
 }
 
 #[cfg(test)]

@@ -132,4 +132,8 @@ pub trait Store: Send + Sync + 'static {
     fn uploads(&self) -> Option<&dyn upload::UploadStore> {
         None
     }
+    /// The content indexer's progress (for the metrics), if this backend runs one.
+    fn index_stats(&self) -> Option<crate::index::IndexStats> {
+        None
+    }
 }

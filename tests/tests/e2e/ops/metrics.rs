@@ -127,3 +127,77 @@ async fn scrape_shows_requests_bytes_connections_and_upload_events() {
     .await;
     assert!(idle.is_some(), "a dropped download stayed in flight");
 }
+
+/// Scrapes until `done` holds for the text (every 20 ms, at most `secs`); the last text.
+async fn scrape_until(
+    addr: std::net::SocketAddr,
+    secs: u64,
+    mut done: impl FnMut(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let t = scrape(addr).await;
+        if done(&t) || std::time::Instant::now() > deadline {
+            return t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 14 point 2: the content indexer's progress (files indexed and pending, bytes hashed,
+/// scans, cache saves) is in the metrics and moves as it works.
+#[tokio::test]
+async fn scrape_shows_the_content_indexer_progress() {
+    use ferryd::index::IndexOptions;
+    use ferryd::store::fs::FsOptions;
+    let m = Arc::new(Metrics::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let maddr = listener.local_addr().unwrap();
+    tokio::spawn(metrics::serve(listener, m.clone()));
+    let fs = FsOptions {
+        // Slow enough that the files wait their turn; rescans often enough to count.
+        index: Some(IndexOptions {
+            rate: Some(2 << 20),
+            rescan: std::time::Duration::from_secs(1),
+        }),
+        ..FsOptions::default()
+    };
+    let mm = m.clone();
+    let srv = ferry_tests::TestServer::start_with(fs, ServerOptions::default(), move |app| {
+        mm.watch_index(app.store.clone());
+        app
+    })
+    .await;
+    let ready = scrape_until(maddr, 20, |t| sample(t, "ferryd_index_ready") == 1.0).await;
+    assert_eq!(sample(&ready, "ferryd_index_ready"), 1.0, "{ready}");
+    let before = scrape(maddr).await;
+    assert_eq!(sample(&before, "ferryd_index_files"), 0.0, "{before}");
+
+    for i in 0..4 {
+        srv.put_file(&format!("f{i}.bin"), &pattern(1 << 20, i));
+    }
+    let busy = scrape_until(maddr, 10, |t| sample(t, "ferryd_index_pending_files") > 0.0).await;
+    assert!(
+        sample(&busy, "ferryd_index_pending_files") > 0.0,
+        "no file was ever pending: {busy}"
+    );
+    let base = |series: &str| sample(&before, series);
+    let after = scrape_until(maddr, 30, |t| {
+        sample(t, "ferryd_index_files") == 4.0
+            && sample(t, "ferryd_index_pending_files") == 0.0
+            && sample(t, "ferryd_index_scans_total") > base("ferryd_index_scans_total")
+            && sample(t, "ferryd_index_cache_saves_total") > base("ferryd_index_cache_saves_total")
+    })
+    .await;
+    let d = |series: &str| sample(&after, series) - base(series);
+    assert_eq!(sample(&after, "ferryd_index_files"), 4.0, "{after}");
+    assert_eq!(sample(&after, "ferryd_index_pending_files"), 0.0, "{after}");
+    assert_eq!(d("ferryd_index_hashed_files_total"), 4.0, "{after}");
+    // At least: a hash cut short by a change counts what it read.
+    assert!(
+        d("ferryd_index_hashed_bytes_total") >= 4.0 * 1048576.0,
+        "{after}"
+    );
+    assert!(d("ferryd_index_scans_total") >= 1.0, "{after}");
+    assert!(d("ferryd_index_cache_saves_total") >= 1.0, "{after}");
+}
