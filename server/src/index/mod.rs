@@ -104,13 +104,15 @@ impl Shared {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// A served file with `sha` and `len` that is, right now, the file that was hashed.
-    pub fn find(&self, sha: &Sha256, len: u64) -> Option<RelPath> {
+    /// A served file with `sha` and `len` that is, right now, the file that was hashed: its
+    /// path and the descriptor (read-only) that was checked, so the caller uses exactly that
+    /// file, not whatever the path names a moment later.
+    pub fn find(&self, sha: &Sha256, len: u64) -> Option<(RelPath, std::fs::File)> {
         let candidates = self.read().with_digest(sha, len);
-        candidates
-            .into_iter()
-            .filter(|(path, id)| self.unchanged(path, id))
-            .find_map(|(path, _)| RelPath::from_segments(path.split('/')).ok())
+        candidates.into_iter().find_map(|(path, id)| {
+            let file = self.open_unchanged(&path, &id)?;
+            Some((RelPath::from_segments(path.split('/')).ok()?, file))
+        })
     }
 
     /// Whether an indexed file of exactly `len` bytes is, right now, the file that was
@@ -125,6 +127,17 @@ impl Shared {
     /// Whether `path` is, now, the regular file `id` names (a confined open and `fstat`).
     fn unchanged(&self, path: &str, id: &Identity) -> bool {
         self.root.identity(path) == Some(*id)
+    }
+
+    /// `path` opened for reading (confined, non-blocking in case a FIFO was swapped in) if the
+    /// descriptor is the regular file `id` names.
+    fn open_unchanged(&self, path: &str, id: &Identity) -> Option<std::fs::File> {
+        let f = self
+            .root
+            .open(path, libc::O_RDONLY | libc::O_NONBLOCK)
+            .ok()?;
+        let md = f.metadata().ok()?;
+        (md.is_file() && Identity::of(&md) == *id).then_some(f)
     }
 
     pub fn stats(&self) -> IndexStats {

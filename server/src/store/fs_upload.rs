@@ -225,14 +225,16 @@ impl UploadStore for FsStore {
     fn publish_copy<'a>(
         &'a self,
         info: &'a mut UploadInfo,
-        src: &'a RelPath,
+        src: &'a Indexed,
         dir: &'a RelPath,
         name: &'a str,
     ) -> BoxFuture<'a, Result<RelPath, StoreError>> {
         let dirs = self.dirs();
-        let (mut owned, src, dir, name) =
-            (info.clone(), src.clone(), dir.clone(), name.to_string());
+        let (mut owned, dir, name) = (info.clone(), dir.clone(), name.to_string());
+        // The checked descriptor itself (a dup of it), never the path opened again.
+        let src = src.file.try_clone();
         Box::pin(async move {
+            let src = src?;
             let (path, owned) = blocking(move || {
                 Ok((
                     publish_copy_blocking(&dirs, &mut owned, &src, &dir, &name)?,
@@ -344,15 +346,16 @@ impl UploadStore for FsStore {
         &'a self,
         sha256: &'a str,
         len: u64,
-    ) -> BoxFuture<'a, Result<Option<RelPath>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<Indexed>, StoreError>> {
         let mut sha = [0u8; 32];
         let index = self.index().cloned();
         let valid = hex::decode_to_slice(sha256.trim(), &mut sha).is_ok();
         Box::pin(async move {
-            match index {
-                Some(ix) if valid => blocking(move || Ok(ix.find(&sha, len))).await,
-                _ => Ok(None),
-            }
+            let found = match index {
+                Some(ix) if valid => blocking(move || Ok(ix.find(&sha, len))).await?,
+                _ => None,
+            };
+            Ok(found.map(|(path, file)| Indexed { path, file }))
         })
     }
 }

@@ -237,11 +237,12 @@ pub trait UploadStore: Send + Sync {
         name: &'a str,
     ) -> BoxFuture<'a, Result<RelPath, StoreError>>;
     /// Like [`UploadStore::publish`] but with the bytes of the already served file `src`
-    /// (instant upload): `info` must have `length` equal to its size.
+    /// (instant upload) as [`UploadStore::index_find`] found and checked it, whatever its
+    /// path names now: `info` must have `length` equal to its size.
     fn publish_copy<'a>(
         &'a self,
         info: &'a mut UploadInfo,
-        src: &'a RelPath,
+        src: &'a Indexed,
         dir: &'a RelPath,
         name: &'a str,
     ) -> BoxFuture<'a, Result<RelPath, StoreError>>;
@@ -308,12 +309,24 @@ pub trait UploadStore: Send + Sync {
     /// hash; [`UploadStore::index_find`] checks before anything is trusted.
     fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>>;
     /// A served file with content `sha256` (hex) and `len` bytes, only while it is still the
-    /// very file that was hashed (same device, inode, size and mtime).
+    /// very file that was hashed (same device, inode, size and mtime), held so that
+    /// [`UploadStore::publish_copy`] uses that file and not whatever its path names later.
     fn index_find<'a>(
         &'a self,
         sha256: &'a str,
         len: u64,
-    ) -> BoxFuture<'a, Result<Option<RelPath>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<Indexed>, StoreError>>;
+}
+
+/// A served file the content index vouched for (instant upload): where it was found, and a
+/// hold on the very file that was checked, so that publishing a copy of it cannot pick up
+/// another file renamed over `path` between the check and the copy (issue 12's swap race).
+#[derive(Debug)]
+pub struct Indexed {
+    pub path: RelPath,
+    /// The directory backend's hold: the descriptor whose identity was checked. (A backend
+    /// without descriptors would hold a version or an ETag here instead.)
+    pub(crate) file: std::fs::File,
 }
 
 /// Longest file name (bytes) a candidate may have: the common `NAME_MAX`.

@@ -82,7 +82,7 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
     info.offset = len;
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry)); // when the record goes
     let path = store.publish_copy(info, &src, &dir, &name).await?;
-    tracing::info!(id = %info.id, from = %src.as_str(), path = %path.as_str(), "instant upload");
+    tracing::info!(id = %info.id, from = %src.path.as_str(), path = %path.as_str(), "instant upload");
     tus.release(info);
     tus.events
         .emit(Kind::Finished, info, Some(path.as_str()))

@@ -120,25 +120,28 @@ pub(super) fn publish_blocking(
     Ok(path)
 }
 
-/// Publishes a copy of the served file `src`: a hard link when the file system allows it,
-/// else a byte copy into staging first.
+/// Publishes a copy of the served file open as `src` (the descriptor the content index
+/// checked): a hard link to that very inode when the file system allows it, else a byte copy
+/// of it into staging first. Never the path opened again: another file renamed over it since
+/// the check must not be what gets published.
 pub(super) fn publish_copy_blocking(
     d: &Dirs,
     info: &mut UploadInfo,
-    src: &RelPath,
+    src: &File,
     dir: &RelPath,
     name: &str,
 ) -> Result<RelPath, StoreError> {
-    // The source is opened confined to the root and linked through its descriptor's path.
-    let src_f = super::super::fs::beneath::open_beneath(&d.root_dir, src.as_str(), libc::O_RDONLY)
-        .map_err(StoreError::from_io)?;
-    let src_full = super::super::fs::beneath::fd_path(&src_f);
+    use std::io::{Seek as _, SeekFrom};
+    // `linkat` through `/proc/self/fd/N` links the inode the descriptor holds.
+    let src_full = super::super::fs::beneath::fd_path(src);
     let path = match link_no_clobber(d, &src_full, dir, name) {
         Ok(p) => p,
         Err(StoreError::Io(e)) if e.kind() != io::ErrorKind::AlreadyExists => {
             let data = data_path(&d.state, &info.id);
             let mut out = OpenOptions::new().write(true).truncate(true).open(&data)?;
-            io::copy(&mut &src_f, &mut out)?;
+            let mut from = src;
+            from.seek(SeekFrom::Start(0))?;
+            io::copy(&mut from, &mut out)?;
             out.sync_data()?;
             link_no_clobber(d, &data, dir, name)?
         }

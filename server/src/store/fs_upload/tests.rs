@@ -213,13 +213,12 @@ async fn index_is_trusted_only_while_the_file_is_unchanged() {
     assert!(s.index_has_length(7).await.unwrap());
     assert!(!s.index_has_length(8).await.unwrap());
     let upper = s.index_find(&sha.to_uppercase(), 7).await.unwrap();
-    assert_eq!(upper.as_ref().map(RelPath::as_str), Some("f.bin"));
-    assert_eq!(
-        s.index_find(&sha, 8).await.unwrap(),
-        None,
+    assert_eq!(upper.as_ref().map(|f| f.path.as_str()), Some("f.bin"));
+    assert!(
+        s.index_find(&sha, 8).await.unwrap().is_none(),
         "size must match"
     );
-    assert_eq!(s.index_find("../../etc/passwd", 7).await.unwrap(), None);
+    assert!(s.index_find("../../etc/passwd", 7).await.unwrap().is_none());
     fs::write(d.path().join("f.bin"), b"CONTENT").unwrap(); // same size and inode ...
     let f = File::options()
         .write(true)
@@ -227,22 +226,53 @@ async fn index_is_trusted_only_while_the_file_is_unchanged() {
         .unwrap();
     f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap(); // ... another mtime
                                                                 // Not trusted from the moment the file changed, whether or not the indexer saw it yet.
-    assert_eq!(s.index_find(&sha, 7).await.unwrap(), None);
+    assert!(s.index_find(&sha, 7).await.unwrap().is_none());
     // The old entry no longer counts for its length; the indexer (inotify) may already have
     // hashed the new 7 bytes, and then only that new entry may answer (this assertion used to
     // demand `false` outright, which failed whenever the indexer was quick).
     if s.index_has_length(7).await.unwrap() {
         let new_sha = hex::encode(Sha256::digest(b"CONTENT"));
         let new = s.index_find(&new_sha, 7).await.unwrap();
-        assert_eq!(new.as_ref().map(RelPath::as_str), Some("f.bin"));
+        assert_eq!(new.as_ref().map(|f| f.path.as_str()), Some("f.bin"));
     }
+}
+
+/// Regression (issue 12's notes): instant upload checked the indexed file in `index_find`,
+/// then `publish_copy` opened the path again; a file renamed over that path in between was
+/// published in place of the content the client's digest named. The swap is made here
+/// exactly in that window, so the test is deterministic: the copy must be the checked file.
+#[tokio::test]
+async fn instant_publish_copies_the_file_that_was_checked_not_one_renamed_over_it() {
+    let (d, s) = store();
+    let (good, evil) = (b"checked content".to_vec(), b"swapped content".to_vec());
+    fs::write(d.path().join("src.bin"), &good).unwrap();
+    let sha = hex::encode(Sha256::digest(&good));
+    crate::index::tests::until(|| s.index_find_now(&sha, good.len() as u64));
+    let found = s
+        .index_find(&sha, good.len() as u64)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.path.as_str(), "src.bin");
+    // Between the check and the copy: another file of the same size takes the name.
+    fs::write(d.path().join("evil.tmp"), &evil).unwrap();
+    fs::rename(d.path().join("evil.tmp"), d.path().join("src.bin")).unwrap();
+    let mut info = new_upload(&s, Some(good.len() as u64), Concat::None).await;
+    info.offset = good.len() as u64;
+    let path = s
+        .publish_copy(&mut info, &found, &RelPath::root(), "copy.bin")
+        .await
+        .unwrap();
+    assert_eq!(path.as_str(), "copy.bin");
+    assert_eq!(fs::read(d.path().join("copy.bin")).unwrap(), good);
+    assert_eq!(fs::read(d.path().join("src.bin")).unwrap(), evil);
 }
 
 impl FsStore {
     fn index_find_now(&self, sha: &str, len: u64) -> Option<RelPath> {
         let mut raw = [0u8; 32];
         hex::decode_to_slice(sha, &mut raw).ok()?;
-        self.index()?.find(&raw, len)
+        self.index()?.find(&raw, len).map(|(path, _)| path)
     }
 }
 
