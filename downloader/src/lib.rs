@@ -8,12 +8,14 @@
 //!   split and work stealing, pure), [`get::journal`] (versioned, CRC'd progress file),
 //!   [`get::worker`] (one HTTP/1.1 connection, the never-a-wrong-byte checks),
 //!   [`get::speed`] (straggler detection), [`get::ranges`] (range sets), [`get::checksum`],
-//!   [`get::output`] (part file, publish); rounds and resume are private submodules.
+//!   [`get::output`] (part file, publish); rounds and resume are private submodules;
+//!   [`get::tree`] (`-r`: listings, scope and safe paths, the walk).
 //! - [`put`]: tus uploads: [`put::plan`] (parts, chunks, capabilities, pure),
 //!   [`put::fingerprint`] (resume store), [`put::client`] (tus requests), [`put::upload`].
 //! - [`progress`]: bar on a TTY, lines otherwise, quiet mode (shared with `put`).
 //! - [`retry`]: backoff with jitter, `Retry-After`, connection shedding (shared with `put`).
 //! - [`size`]: human sizes (`4M`) in and out.
+//! - [`summary`]: the tally and summary line of a tree transfer (`-r`).
 //! - [`error`]: the crate's error type; [`cli::run`] maps a command to an exit code.
 
 pub mod cli;
@@ -24,5 +26,6 @@ pub mod progress;
 pub mod put;
 pub mod retry;
 pub mod size;
+pub mod summary;
 
 pub use error::{Error, Result};

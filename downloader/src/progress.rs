@@ -27,6 +27,9 @@ pub struct Ui {
     /// Interval between lines when stderr is not a terminal.
     pub line_interval: Duration,
     multi: MultiProgress,
+    /// Set for the files of a tree (`-r`): their bytes also count towards this overall line,
+    /// and their bars are cleared when they finish, so only the files in flight show.
+    parent: Option<Arc<Progress>>,
 }
 
 impl Ui {
@@ -51,6 +54,15 @@ impl Ui {
             verbose,
             line_interval: Duration::from_secs(5),
             multi: MultiProgress::with_draw_target(target),
+            parent: None,
+        }
+    }
+
+    /// The same display, for transfers that are part of `overall` (a tree).
+    pub fn under(&self, overall: Arc<Progress>) -> Self {
+        Self {
+            parent: Some(overall),
+            ..self.clone()
         }
     }
 
@@ -68,7 +80,12 @@ impl Ui {
         });
         Arc::new(Progress {
             name: name.to_string(),
-            ui: self.clone(),
+            ui: Self {
+                parent: None,
+                ..self.clone()
+            },
+            parent: self.parent.clone(),
+            status: Mutex::new(None),
             bar,
             total: AtomicU64::new(u64::MAX),
             done: AtomicU64::new(0),
@@ -90,6 +107,9 @@ impl Ui {
 pub struct Progress {
     name: String,
     ui: Ui,
+    parent: Option<Arc<Progress>>,
+    /// Replaces the live-connection count in the message (the overall line of a tree).
+    status: Mutex<Option<String>>,
     bar: Option<ProgressBar>,
     /// `u64::MAX` while unknown.
     total: AtomicU64,
@@ -110,7 +130,13 @@ impl Progress {
 
     /// Sets the byte count (a resumed transfer starts at what is already on disk).
     pub fn set_done(&self, done: u64) {
-        self.done.store(done, Ordering::Relaxed);
+        let before = self.done.swap(done, Ordering::Relaxed);
+        if let Some(parent) = &self.parent {
+            match done.checked_sub(before) {
+                Some(more) => parent.add_bytes(more),
+                None => parent.sub_bytes(before - done),
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.reset_eta();
@@ -123,10 +149,7 @@ impl Progress {
 
     /// Connection `id` moved `n` more bytes.
     pub fn add(&self, id: usize, n: u64) {
-        self.done.fetch_add(n, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
-            bar.inc(n);
-        }
+        self.add_bytes(n);
         let mut per = self
             .per_connection
             .lock()
@@ -135,6 +158,31 @@ impl Progress {
             per.resize(id + 1, 0);
         }
         per[id] += n;
+    }
+
+    fn add_bytes(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+        if let Some(parent) = &self.parent {
+            parent.add_bytes(n);
+        }
+    }
+
+    fn sub_bytes(&self, n: u64) {
+        let before = self.done.fetch_sub(n.min(self.done()), Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_position(before.saturating_sub(n));
+        }
+        if let Some(parent) = &self.parent {
+            parent.sub_bytes(n);
+        }
+    }
+
+    /// Text shown instead of the live-connection count (the overall line of a tree).
+    pub fn set_status(&self, status: String) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
     }
 
     pub fn connection_opened(&self) {
@@ -167,7 +215,8 @@ impl Progress {
     /// Refreshes the bar message, or prints a line when the interval has passed. Call often.
     pub fn tick(&self) {
         let live = self.live.load(Ordering::Relaxed);
-        let mut msg = format!("{live} conn");
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut msg = status.unwrap_or_else(|| format!("{live} conn"));
         if self.ui.verbose {
             let per = self
                 .per_connection
@@ -212,7 +261,9 @@ impl Progress {
     /// The transfer ended; `ok` leaves a finished bar, otherwise it is abandoned.
     pub fn finish(&self, ok: bool, summary: &str) {
         if let Some(bar) = &self.bar {
-            if ok {
+            if self.parent.is_some() {
+                bar.finish_and_clear();
+            } else if ok {
                 bar.finish_with_message(summary.to_string());
             } else {
                 bar.abandon_with_message(summary.to_string());

@@ -14,6 +14,7 @@ pub mod ranges;
 mod resume;
 mod round;
 pub mod speed;
+pub mod tree;
 pub mod worker;
 
 use std::fs::File;
