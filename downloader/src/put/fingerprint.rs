@@ -14,9 +14,10 @@
 //!
 //! Entry format (version 1), JSON: `{"version": 1, "fingerprint": {"endpoint", "path" (hex of
 //! the path bytes), "size", "mtime_s", "mtime_ns"}, "sha256": hex or null, "parts": [{"start",
-//! "end", "url"}], "final_url": url (optional)}`; parts are half-open byte ranges of the file,
-//! one per tus upload; `final_url` is the final upload created before the parts finished
-//! (concatenation-unfinished). Another version is reported and replaced, never misread.
+//! "end", "url"}], "final_url": url (optional), "done": url (optional)}`; parts are half-open
+//! byte ranges of the file, one per tus upload; `final_url` is the final upload created before
+//! the parts finished (concatenation-unfinished); `done` is where the finished file is, kept
+//! so that a re-run skips it (an entry without it is an unfinished upload). Another version is reported and replaced, never misread.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -104,6 +105,10 @@ pub struct Entry {
     /// The final upload joining `parts`, when it was created before they finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_url: Option<String>,
+    /// Where the finished file can be downloaded: set once the upload completed, so running
+    /// the same command again (`put -r` over a tree) skips it. Older entries lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<String>,
 }
 
 impl Entry {
@@ -114,6 +119,7 @@ impl Entry {
             sha256: None,
             parts: Vec::new(),
             final_url: None,
+            done: None,
         }
     }
 }

@@ -19,6 +19,7 @@ mod create;
 pub mod digest;
 pub mod fingerprint;
 pub mod plan;
+pub mod tree;
 pub mod upload;
 
 use std::path::Path;
@@ -61,6 +62,7 @@ pub struct Options {
 }
 
 /// One run against one endpoint.
+#[derive(Clone)]
 pub struct Uploader {
     pub tus: Tus,
     pub opts: Options,
@@ -110,6 +112,12 @@ impl Uploader {
 
     /// Uploads `path`; returns where it can be downloaded.
     pub async fn put(&self, path: &Path, ui: &Ui) -> Result<String> {
+        self.put_file(path, ui).await.map(|(location, _)| location)
+    }
+
+    /// Uploads `path`; returns where it can be downloaded, and whether it had been uploaded
+    /// completely before (nothing was sent).
+    pub async fn put_file(&self, path: &Path, ui: &Ui) -> Result<(String, bool)> {
         let fp = Fingerprint::of(&self.opts.endpoint, path)?;
         if let Some(max) = self.caps.max_size.filter(|m| fp.size > *m) {
             let msg = format!(
@@ -138,41 +146,49 @@ impl Uploader {
         };
         let progress = ui.transfer(&name);
         progress.set_total(Some(fp.size));
-        let result = self.put_tracked(path, &fp, &progress, ui).await;
+        let mut entry = self.load(&fp, &progress);
+        if let Some(location) = entry.done.clone() {
+            progress.set_done(fp.size);
+            progress.finish(true, "already uploaded (--restart sends it again)");
+            return Ok((location, true));
+        }
+        let result = self.put_tracked(path, &mut entry, &progress, ui).await;
         match &result {
             Ok(_) => progress.finish(true, &format!("done, {}", format_size(fp.size))),
             Err(_) => progress.finish(false, "failed; run the same command again to resume"),
         }
-        result
+        result.map(|location| (location, false))
     }
 
     async fn put_tracked(
         &self,
         path: &Path,
-        fp: &Fingerprint,
+        entry: &mut Entry,
         progress: &Arc<Progress>,
         ui: &Ui,
     ) -> Result<String> {
-        let mut entry = self.load(fp, progress);
+        let size = entry.fingerprint.size;
         if entry.sha256.is_none()
             && entry.parts.is_empty()
-            && self.instant_may_apply(fp.size, progress).await
+            && self.instant_may_apply(size, progress).await
         {
-            entry.sha256 = Some(self.hash(path, fp.size, ui).await?);
-            self.save(&entry)?;
+            entry.sha256 = Some(self.hash(path, size, ui).await?);
+            self.save(entry)?;
         }
         for _ in 0..MAX_RESTARTS {
-            match self.attempt(path, &mut entry, progress).await {
+            match self.attempt(path, entry, progress).await {
                 Err(e) if is_gone(&e) => {
                     progress.note("the server no longer knows the upload; starting over");
                     entry.parts.clear();
                     entry.final_url = None;
-                    self.save(&entry)?;
+                    self.save(entry)?;
                 }
                 Ok(location) => {
-                    if let Some(store) = &self.opts.store {
-                        store.remove(fp)?;
-                    }
+                    // Kept (not removed) so that the same command run again skips the file.
+                    entry.parts.clear();
+                    entry.final_url = None;
+                    entry.done = Some(location.clone());
+                    self.save(entry)?;
                     return Ok(location);
                 }
                 Err(e) => return Err(e),
@@ -182,6 +198,13 @@ impl Uploader {
             url: self.opts.endpoint.clone(),
             msg: format!("upload vanished {MAX_RESTARTS} times; giving up"),
         })
+    }
+
+    /// Whether the endpoint is ferryd: it answers the instant-upload question (with `?0` or
+    /// `?1`), other tus servers do not. Decides how `put -r` sends the tree's structure.
+    pub async fn is_ferryd(&self) -> bool {
+        let asked = self.tus.instant_candidate(&self.opts.endpoint, 0).await;
+        matches!(asked, Ok(Some(_)))
     }
 
     /// Whether hashing the file for instant upload can pay off: only when the server says it

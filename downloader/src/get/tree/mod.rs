@@ -154,7 +154,7 @@ fn local_len(path: &Path) -> u64 {
 }
 
 /// Refreshes the overall line: bytes, files done of all, failed, in flight.
-fn spawn_ticker(
+pub(crate) fn spawn_ticker(
     overall: Arc<Progress>,
     tally: Arc<Tally>,
     total: usize,
