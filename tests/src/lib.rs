@@ -1,7 +1,8 @@
 //! Support for the end-to-end tests: an in-process ferryd on 127.0.0.1:0, fixture files, and
-//! helpers to find third-party clients, and [`flaky`], a seeded flaky TCP proxy for the fault
-//! benchmarks and tests. Compiled once, shared by every test module.
+//! helpers to find third-party clients, [`flaky`], a seeded flaky TCP proxy for the fault
+//! benchmarks and tests, and [`autoindex`], nginx and python's `http.server` serving listings. Compiled once, shared by every test module.
 
+pub mod autoindex;
 pub mod flaky;
 
 use std::net::SocketAddr;

@@ -10,5 +10,6 @@ mod mirror;
 mod ops;
 mod protocols;
 mod put;
+mod tree;
 mod tus;
 mod ui;
