@@ -81,9 +81,14 @@ pub struct GetArgs {
     /// Read URLs from FILE, one per line ('#' starts a comment).
     #[arg(short, long, value_name = "FILE")]
     pub input_file: Option<PathBuf>,
-    /// Downloads at once when several URLs are given.
+    /// Downloads at once: of several URLs, or of the files of a tree (-r).
     #[arg(short = 'j', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent_downloads: u16,
+    /// Download the folder tree below URL, read from its listings (ferryd's JSON, or the
+    /// HTML of nginx, Apache, Caddy, python's http.server...); links are followed only below
+    /// URL. Saved as URL's last folder inside -d DIR, or as -o DIR.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
     /// Allow HTTP/2 (all ranges then share one connection); HTTP/1.1 otherwise.
     #[arg(long)]
     pub http2: bool,
@@ -153,6 +158,9 @@ async fn run_get(args: GetArgs, ui: &Ui) -> u8 {
         interrupted().await;
         let _ = tx.send(true);
     });
+    if plan.recursive {
+        return plan.run_tree(ui, interrupt).await;
+    }
     let failures = plan.run(ui, interrupt).await;
     if failures == 0 {
         EXIT_OK
@@ -183,6 +191,23 @@ pub struct GetPlan {
     pub client: reqwest::Client,
     pub options: get::Options,
     pub parallel: usize,
+    /// `-r`: `urls` holds one folder URL.
+    pub recursive: bool,
+}
+
+/// Prints the summary of a tree transfer (always when something failed, else unless
+/// `--quiet`); returns the exit code: 1 when anything failed.
+pub fn summary(cmd: &str, tally: &crate::summary::Tally, ui: &Ui) -> u8 {
+    let line = format!("{cmd}: {}", tally.line());
+    if tally.failed() > 0 {
+        ui.error(&line);
+        EXIT_FAILED
+    } else {
+        if ui.mode != crate::progress::Mode::Quiet {
+            ui.error(&line);
+        }
+        EXIT_OK
+    }
 }
 
 impl GetPlan {
@@ -200,6 +225,11 @@ impl GetPlan {
         if urls.is_empty() {
             return Err(Error::Usage(
                 "no URL given: expected ferry get URL... or -i FILE".into(),
+            ));
+        }
+        if args.recursive && (urls.len() > 1 || args.checksum.is_some()) {
+            return Err(Error::Usage(
+                "-r takes one folder URL and no --checksum".into(),
             ));
         }
         if args.output.is_some() && urls.len() > 1 {
@@ -238,7 +268,34 @@ impl GetPlan {
             client,
             options,
             parallel: usize::from(args.max_concurrent_downloads),
+            recursive: args.recursive,
         })
+    }
+
+    /// `-r`: the tree below the one URL; prints the summary; returns the exit code.
+    pub async fn run_tree(self, ui: &Ui, interrupt: watch::Receiver<bool>) -> u8 {
+        let Some(url) = self.urls.first() else {
+            return EXIT_USAGE;
+        };
+        let tree = get::tree::get_tree(
+            &self.client,
+            url,
+            &self.options,
+            self.parallel,
+            ui,
+            interrupt,
+        );
+        match tree.await {
+            Ok(tally) => summary("ferry get", &tally, ui),
+            Err(e) => {
+                ui.error(&format!("ferry get: {e}"));
+                if e.is_usage() {
+                    EXIT_USAGE
+                } else {
+                    EXIT_FAILED
+                }
+            }
+        }
     }
 
     /// Downloads every URL, `parallel` at a time; returns how many failed.

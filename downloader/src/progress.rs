@@ -215,7 +215,11 @@ impl Progress {
     /// Refreshes the bar message, or prints a line when the interval has passed. Call often.
     pub fn tick(&self) {
         let live = self.live.load(Ordering::Relaxed);
-        let status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut msg = status.unwrap_or_else(|| format!("{live} conn"));
         if self.ui.verbose {
             let per = self

@@ -3,7 +3,18 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::progress::{Mode, Progress, Ui};
 use crate::size::format_size;
+
+/// Ends the overall line: on a terminal the bar keeps the summary; in line mode nothing is
+/// printed here, since the command prints the summary line itself.
+pub fn finish_overall(overall: &Progress, tally: &Tally, ui: &Ui) {
+    if ui.mode == Mode::Bar {
+        overall.set_status(tally.line());
+        overall.tick();
+        overall.finish(tally.failed() == 0, &tally.line());
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -65,7 +76,10 @@ impl Tally {
         if failed > 0 {
             s.push_str(&format!(", {failed} failed"));
         }
-        s.push_str(&format!(", {} in flight", self.in_flight.load(Ordering::Relaxed)));
+        s.push_str(&format!(
+            ", {} in flight",
+            self.in_flight.load(Ordering::Relaxed)
+        ));
         s
     }
 

@@ -89,7 +89,15 @@ pub fn python_http_server(root: &Path) -> Option<Served> {
     let python = tool("python3")?;
     let work = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(python)
-        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
         .arg(root)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -17,7 +17,7 @@ use crate::size::parse_size;
 
 #[derive(Debug, Clone, Args)]
 pub struct PutArgs {
-    /// Files to upload.
+    /// Files to upload (folders with -r).
     #[arg(required = true, num_args = 1.., value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// The tus endpoint (creation URL), e.g. http://host:8080/files/
@@ -43,6 +43,13 @@ pub struct PutArgs {
     /// md5), none, or one algorithm.
     #[arg(long, value_name = "ALGO", default_value = "auto", value_parser = ChecksumChoice::parse)]
     pub checksum: ChecksumChoice,
+    /// Upload each folder's tree, keeping its structure (ferryd: `dir` metadata; other tus
+    /// servers: the relative path as `filename`); a re-run skips finished files.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Files uploaded at once with -r (1 to 64).
+    #[arg(short = 'j', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_uploads: u16,
     #[command(flatten)]
     pub shared: SharedArgs,
 }
@@ -64,6 +71,10 @@ fn parse_chunk(s: &str) -> Result<u64, String> {
 /// Validated `ferry put` arguments.
 pub struct PutPlan {
     pub files: Vec<PathBuf>,
+    /// `-r`: `files` are folders.
+    pub recursive: bool,
+    /// `-j`: files at once (with `-r`).
+    pub jobs: usize,
     pub tus: Tus,
     pub options: Options,
 }
@@ -83,11 +94,19 @@ impl PutPlan {
         }
         let files = args.files;
         for f in &files {
-            if !f.is_file() {
-                return Err(Error::Usage(format!(
-                    "{}: expected a regular file",
-                    f.display()
-                )));
+            let fine = if args.recursive {
+                f.is_dir()
+            } else {
+                f.is_file()
+            };
+            if !fine {
+                let (want, hint) = match (args.recursive, f.is_dir()) {
+                    (true, _) => ("a folder", " (-r uploads folders)"),
+                    (false, true) => ("a regular file", " (use -r for a folder)"),
+                    (false, false) => ("a regular file", ""),
+                };
+                let msg = format!("{}: expected {want}{hint}", f.display());
+                return Err(Error::Usage(msg));
             }
         }
         let http = crate::http::client(&args.shared, false)?;
@@ -116,6 +135,8 @@ impl PutPlan {
         };
         Ok(Self {
             files,
+            recursive: args.recursive,
+            jobs: usize::from(args.max_concurrent_uploads),
             tus: Tus {
                 http,
                 timeout: args.shared.timeout,
@@ -150,6 +171,15 @@ pub async fn run(args: PutArgs, ui: &Ui) -> u8 {
             return EXIT_FAILED;
         }
     };
+    if plan.recursive {
+        return match super::tree::put_tree(uploader, &plan.files, plan.jobs, ui).await {
+            Ok(tally) => crate::cli::summary("ferry put", &tally, ui),
+            Err(e) => {
+                ui.error(&format!("ferry put: {e}"));
+                EXIT_FAILED
+            }
+        };
+    }
     let mut failed = 0;
     for file in &plan.files {
         match uploader.put(file, ui).await {

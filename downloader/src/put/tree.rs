@@ -71,7 +71,11 @@ pub fn walk_local(dir: &Path) -> Result<(Vec<LocalFile>, Vec<String>)> {
                 stack.push((child, rel));
             } else if kind.is_file() {
                 let size = entry.metadata().map_err(|e| Error::io(&child, e))?.len();
-                files.push(LocalFile { path: child, rel, size });
+                files.push(LocalFile {
+                    path: child,
+                    rel,
+                    size,
+                });
             } else {
                 notes.push(format!("{}: skipped: not a regular file", child.display()));
             }
@@ -103,7 +107,12 @@ pub fn placement(rel: &RelPath, user_dir: Option<&str>, ferryd: bool) -> Vec<(St
 
 /// Uploads the tree below each of `dirs`, `jobs` files at a time; prints each file's
 /// location on stdout; returns the tally.
-pub async fn put_tree(uploader: Uploader, dirs: &[PathBuf], jobs: usize, ui: &Ui) -> Result<Tally> {
+pub async fn put_tree(
+    uploader: Uploader,
+    dirs: &[PathBuf],
+    jobs: usize,
+    ui: &Ui,
+) -> Result<Arc<Tally>> {
     let ferryd = uploader.is_ferryd().await;
     let tally = Arc::new(Tally::default());
     let mut files = Vec::new();
@@ -131,8 +140,12 @@ pub async fn put_tree(uploader: Uploader, dirs: &[PathBuf], jobs: usize, ui: &Ui
     let mut set = tokio::task::JoinSet::new();
     for file in files {
         let mut one = uploader.clone();
-        one.opts.metadata.retain(|(k, _)| k != META_DIR && k != META_FILENAME);
-        one.opts.metadata.extend(placement(&file.rel, user_dir.as_deref(), ferryd));
+        one.opts
+            .metadata
+            .retain(|(k, _)| k != META_DIR && k != META_FILENAME);
+        one.opts
+            .metadata
+            .extend(placement(&file.rel, user_dir.as_deref(), ferryd));
         let (gate, tally, ui) = (Arc::clone(&gate), Arc::clone(&tally), files_ui.clone());
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
@@ -140,7 +153,11 @@ pub async fn put_tree(uploader: Uploader, dirs: &[PathBuf], jobs: usize, ui: &Ui
             match one.put_file(&file.path, &ui).await {
                 Ok((location, skipped)) => {
                     println!("{location}");
-                    let outcome = if skipped { Outcome::Skipped } else { Outcome::Done };
+                    let outcome = if skipped {
+                        Outcome::Skipped
+                    } else {
+                        Outcome::Done
+                    };
                     tally.record(outcome, file.size);
                 }
                 Err(e) => {
@@ -152,9 +169,8 @@ pub async fn put_tree(uploader: Uploader, dirs: &[PathBuf], jobs: usize, ui: &Ui
     }
     while set.join_next().await.is_some() {}
     ticker.abort();
-    overall.tick();
-    overall.finish(tally.failed() == 0, &tally.line());
-    Ok(Arc::into_inner(tally).unwrap_or_default())
+    crate::summary::finish_overall(&overall, &tally, ui);
+    Ok(tally)
 }
 
 #[cfg(test)]
@@ -171,11 +187,17 @@ mod tests {
         let pairs = |v: Vec<(String, String)>| v.into_iter().collect::<Vec<_>>();
         assert_eq!(
             pairs(placement(&r, None, true)),
-            [("filename".into(), "b.jpg".into()), ("dir".into(), "photos/a".into())]
+            [
+                ("filename".into(), "b.jpg".into()),
+                ("dir".into(), "photos/a".into())
+            ]
         );
         assert_eq!(
             pairs(placement(&r, Some("in/box/"), true)),
-            [("filename".into(), "b.jpg".into()), ("dir".into(), "in/box/photos/a".into())]
+            [
+                ("filename".into(), "b.jpg".into()),
+                ("dir".into(), "in/box/photos/a".into())
+            ]
         );
         assert_eq!(
             pairs(placement(&r, None, false)),

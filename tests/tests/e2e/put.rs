@@ -37,6 +37,8 @@ fn args(files: &[&Path], endpoint: &str, parallel: u16, chunk: u64) -> PutArgs {
         no_instant: false,
         restart: false,
         checksum: ChecksumChoice::Auto,
+        recursive: false,
+        max_concurrent_uploads: 1,
         shared: SharedArgs {
             token: Some(TOKEN.into()),
             max_tries: 3,

@@ -69,10 +69,14 @@ pub fn parse_html(html: &str) -> Vec<Link> {
     while let Some(off) = html[i..].find('<') {
         i += off;
         if html[i..].starts_with("<!--") {
-            i = html[i + 4..].find("-->").map_or(html.len(), |e| i + 4 + e + 3);
+            i = html[i + 4..]
+                .find("-->")
+                .map_or(html.len(), |e| i + 4 + e + 3);
             continue;
         }
-        let is_a = bytes.get(i + 1).is_some_and(|b| b.eq_ignore_ascii_case(&b'a'))
+        let is_a = bytes
+            .get(i + 1)
+            .is_some_and(|b| b.eq_ignore_ascii_case(&b'a'))
             && bytes
                 .get(i + 2)
                 .is_some_and(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/');
@@ -99,7 +103,10 @@ fn scan_tag(html: &str, mut i: usize) -> (Option<String>, usize) {
     let b = html.as_bytes();
     let mut href = None;
     loop {
-        while b.get(i).is_some_and(|c| c.is_ascii_whitespace() || *c == b'/') {
+        while b
+            .get(i)
+            .is_some_and(|c| c.is_ascii_whitespace() || *c == b'/')
+        {
             i += 1;
         }
         match b.get(i) {
@@ -128,12 +135,17 @@ fn scan_tag(html: &str, mut i: usize) -> (Option<String>, usize) {
         let (value, next) = match b.get(i) {
             Some(q @ (b'"' | b'\'')) => {
                 let start = i + 1;
-                let end = html[start..].find(*q as char).map_or(b.len(), |e| start + e);
+                let end = html[start..]
+                    .find(*q as char)
+                    .map_or(b.len(), |e| start + e);
                 (&html[start..end], (end + 1).min(b.len()))
             }
             _ => {
                 let start = i;
-                while b.get(i).is_some_and(|c| !c.is_ascii_whitespace() && *c != b'>') {
+                while b
+                    .get(i)
+                    .is_some_and(|c| !c.is_ascii_whitespace() && *c != b'>')
+                {
                     i += 1;
                 }
                 (&html[start..i], i)
@@ -244,7 +256,14 @@ mod tests {
 
     #[test]
     fn truncated_pages_do_not_panic() {
-        for page in ["<a", "<a href", "<a href=", "<a href=\"x", "<!-- <a href=x>", "<a href=x"] {
+        for page in [
+            "<a",
+            "<a href",
+            "<a href=",
+            "<a href=\"x",
+            "<!-- <a href=x>",
+            "<a href=x",
+        ] {
             let _ = parse_html(page);
         }
         assert_eq!(hrefs("<a href=\"x"), ["x"]);
@@ -259,6 +278,8 @@ mod tests {
         assert_eq!(links.len(), 2);
         assert_eq!((links[0].dir, links[0].size), (Some(true), None));
         assert_eq!((links[1].href.as_str(), links[1].size), ("f", Some(7)));
-        assert!(parse_json(b"{\"not\":\"a list\"}").unwrap_err().contains("expected"));
+        assert!(parse_json(b"{\"not\":\"a list\"}")
+            .unwrap_err()
+            .contains("expected"));
     }
 }

@@ -35,7 +35,7 @@ pub async fn get_tree(
     jobs: usize,
     ui: &Ui,
     interrupt: watch::Receiver<bool>,
-) -> Result<Tally> {
+) -> Result<Arc<Tally>> {
     let url = Url::parse(start).map_err(|e| Error::Usage(format!("invalid URL {start:?}: {e}")))?;
     let scope = Scope::new(url);
     let root = match (&opts.output, &opts.dir) {
@@ -80,9 +80,8 @@ pub async fn get_tree(
     }
     while set.join_next().await.is_some() {}
     ticker.abort();
-    overall.tick();
-    overall.finish(tally.failed() == 0, &tally.line());
-    Ok(Arc::into_inner(tally).unwrap_or_default())
+    crate::summary::finish_overall(&overall, &tally, ui);
+    Ok(tally)
 }
 
 /// One file of the tree, with everything its task needs.
@@ -102,12 +101,23 @@ impl Job {
             return;
         }
         self.tally.started();
-        let path = self.opts.dir.clone().unwrap_or_default().join(file.rel.to_path());
+        let path = self
+            .opts
+            .dir
+            .clone()
+            .unwrap_or_default()
+            .join(file.rel.to_path());
         let result = match self.already_there(&file, &path).await {
             Ok(Some(len)) => Ok((Outcome::Skipped, len)),
             Ok(None) => {
                 let url = file.url.as_str();
-                let got = download(&self.client, url, &self.opts, &self.ui, self.interrupt.clone());
+                let got = download(
+                    &self.client,
+                    url,
+                    &self.opts,
+                    &self.ui,
+                    self.interrupt.clone(),
+                );
                 got.await.map(|p| (Outcome::Done, local_len(&p)))
             }
             Err(e) => Err(e),
@@ -134,7 +144,9 @@ impl Job {
             Some(size) => Some(size),
             None => {
                 let timeout = self.opts.worker.timeout;
-                probe::probe(&self.client, file.url.as_str(), timeout).await?.length
+                probe::probe(&self.client, file.url.as_str(), timeout)
+                    .await?
+                    .length
             }
         };
         if meta.is_file() && remote == Some(meta.len()) {

@@ -128,7 +128,8 @@ impl Scope {
             .and_then(|s| decode_segment(s).ok());
         last.unwrap_or_else(|| {
             let host = self.root.host_str().unwrap_or("download");
-            host.trim_matches(|c| c == '[' || c == ']').replace(':', "_")
+            host.trim_matches(|c| c == '[' || c == ']')
+                .replace(':', "_")
         })
     }
 
@@ -198,7 +199,10 @@ mod tests {
         assert_eq!(s.root().as_str(), "http://h:8080/pub/");
         assert_eq!(s.folder_name(), "pub");
         let top = Scope::new(Url::parse("http://[::1]:8080/?x").unwrap());
-        assert_eq!((top.root().as_str(), top.folder_name()), ("http://[::1]:8080/", "__1".into()));
+        assert_eq!(
+            (top.root().as_str(), top.folder_name()),
+            ("http://[::1]:8080/", "__1".into())
+        );
         let enc = Scope::new(Url::parse("http://h/a%20b/").unwrap());
         assert_eq!(enc.folder_name(), "a b");
     }
@@ -206,16 +210,31 @@ mod tests {
     #[test]
     fn links_below_the_start_keep_their_decoded_path() {
         let (s, base) = scope();
-        assert_eq!(rel(s.member(&base, "x%20y.txt", None)), Ok("a/x y.txt".into()));
-        assert_eq!(rel(s.member(&base, "%E6%8A%A5.pdf", None)), Ok("a/\u{62a5}.pdf".into()));
+        assert_eq!(
+            rel(s.member(&base, "x%20y.txt", None)),
+            Ok("a/x y.txt".into())
+        );
+        assert_eq!(
+            rel(s.member(&base, "%E6%8A%A5.pdf", None)),
+            Ok("a/\u{62a5}.pdf".into())
+        );
         let d = s.member(&base, "deep/", None).unwrap();
         assert!(d.dir);
         assert_eq!(d.url.as_str(), "http://h:8080/pub/a/deep/");
         // ferryd's JSON says it is a directory even without the slash.
         let j = s.member(&base, "deeper", Some(true)).unwrap();
-        assert_eq!((j.dir, j.url.as_str()), (true, "http://h:8080/pub/a/deeper/"));
-        assert_eq!(rel(s.member(&base, "./c.txt#frag", None)), Ok("a/c.txt".into()));
-        assert_eq!(rel(s.member(&base, "http://h:8080/pub/a/abs", None)), Ok("a/abs".into()));
+        assert_eq!(
+            (j.dir, j.url.as_str()),
+            (true, "http://h:8080/pub/a/deeper/")
+        );
+        assert_eq!(
+            rel(s.member(&base, "./c.txt#frag", None)),
+            Ok("a/c.txt".into())
+        );
+        assert_eq!(
+            rel(s.member(&base, "http://h:8080/pub/a/abs", None)),
+            Ok("a/abs".into())
+        );
         assert_eq!(rel(s.member(&base, "../b/sib", None)), Ok("b/sib".into()));
     }
 
@@ -254,13 +273,28 @@ mod tests {
     #[test]
     fn traversal_links_never_escape() {
         let (s, base) = scope();
-        for href in ["../../x", "%2e%2e/%2e%2e/x", ".%2E/.%2e/x", "..%2f..%2fx", "/etc/x"] {
+        for href in [
+            "../../x",
+            "%2e%2e/%2e%2e/x",
+            ".%2E/.%2e/x",
+            "..%2f..%2fx",
+            "/etc/x",
+        ] {
             match s.member(&base, href, None) {
                 Err(_) => {}
                 Ok(m) => panic!("{href} became {:?}", m.rel),
             }
         }
-        for href in ["..%2fx", "a%2fb", "a%5cb", "a%00b", "%2e%2e%2f", "x%0a", "%FF", "\u{202e}cod.exe"] {
+        for href in [
+            "..%2fx",
+            "a%2fb",
+            "a%5cb",
+            "a%00b",
+            "%2e%2e%2f",
+            "x%0a",
+            "%FF",
+            "\u{202e}cod.exe",
+        ] {
             assert!(
                 matches!(s.member(&base, href, None), Err(Skip::Unsafe(_))),
                 "{href}"
@@ -272,7 +306,12 @@ mod tests {
 
     #[test]
     fn rel_paths_refuse_dots_separators_and_empties() {
-        for bad in [vec![], vec![String::new()], vec!["..".into()], vec!["a/b".into()]] {
+        for bad in [
+            vec![],
+            vec![String::new()],
+            vec!["..".into()],
+            vec!["a/b".into()],
+        ] {
             assert!(RelPath::from_segments(bad).is_err());
         }
         let ok = RelPath::from_segments(vec!["a".into(), "b c".into()]).unwrap();

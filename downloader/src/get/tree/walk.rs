@@ -120,7 +120,10 @@ async fn fetch_once(client: &Client, url: &Url, opts: &WorkerOptions) -> Result<
         url: url.to_string(),
         after: opts.timeout,
     };
-    let send = client.get(url.clone()).header(ACCEPT, ACCEPT_LISTING).send();
+    let send = client
+        .get(url.clone())
+        .header(ACCEPT, ACCEPT_LISTING)
+        .send();
     let mut resp = tokio::time::timeout(opts.timeout, send)
         .await
         .map_err(|_| stalled())?
@@ -142,7 +145,8 @@ async fn fetch_once(client: &Client, url: &Url, opts: &WorkerOptions) -> Result<
         .to_ascii_lowercase();
     let json = ctype.starts_with("application/json");
     if !json && !ctype.starts_with("text/html") {
-        let msg = format!("expected a directory listing (HTML or JSON), got Content-Type {ctype:?}");
+        let msg =
+            format!("expected a directory listing (HTML or JSON), got Content-Type {ctype:?}");
         return Err(Error::Usage(format!("{url}: {msg}")));
     }
     let mut body = Vec::new();
@@ -152,7 +156,10 @@ async fn fetch_once(client: &Client, url: &Url, opts: &WorkerOptions) -> Result<
         .map_err(network)?
     {
         if body.len() + chunk.len() > MAX_LISTING_BYTES {
-            return Err(protocol(url, format!("listing larger than {MAX_LISTING_BYTES} bytes")));
+            return Err(protocol(
+                url,
+                format!("listing larger than {MAX_LISTING_BYTES} bytes"),
+            ));
         }
         body.extend_from_slice(&chunk);
     }

@@ -15,12 +15,28 @@ use super::{assert_tree, ferry, files_below, make_tree, out_dir, path_arg, stder
 async fn get_twice(url: &str) {
     let t = tempfile::tempdir().unwrap();
     let out = out_dir(&t);
-    let args = ["get", "-r", "-j", "3", "-x", "2", "-k", "256K", "-d", path_arg(&out), url];
+    let args = [
+        "get",
+        "-r",
+        "-j",
+        "3",
+        "-x",
+        "2",
+        "-k",
+        "256K",
+        "-d",
+        path_arg(&out),
+        url,
+    ];
     let first = ferry(&args, t.path()).await;
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stderr(&first).contains("6 files,"), "{}", stderr(&first));
     assert_tree(&out.join("pub"));
-    assert_eq!(files_below(&out).len(), super::TREE.len(), "only pub/ below the output");
+    assert_eq!(
+        files_below(&out).len(),
+        super::TREE.len(),
+        "only pub/ below the output"
+    );
 
     let before = mtimes(&out);
     let again = ferry(&args, t.path()).await;
@@ -58,7 +74,9 @@ async fn get_r_from_nginx_autoindex_is_byte_identical_and_a_rerun_is_a_noop() {
     let root = tempfile::tempdir().unwrap();
     make_tree(&root.path().join("pub"));
     std::fs::write(root.path().join("outside.txt"), b"not below pub/").unwrap();
-    let Some(srv) = nginx(root.path()) else { return };
+    let Some(srv) = nginx(root.path()) else {
+        return;
+    };
     get_twice(&srv.url("/pub/")).await;
 }
 
@@ -67,6 +85,8 @@ async fn get_r_from_python_http_server_is_byte_identical_and_a_rerun_is_a_noop()
     let root = tempfile::tempdir().unwrap();
     make_tree(&root.path().join("pub"));
     std::fs::write(root.path().join("outside.txt"), b"not below pub/").unwrap();
-    let Some(srv) = python_http_server(root.path()) else { return };
+    let Some(srv) = python_http_server(root.path()) else {
+        return;
+    };
     get_twice(&srv.url("/pub/")).await;
 }
