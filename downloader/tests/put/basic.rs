@@ -34,7 +34,27 @@ async fn single_stream_upload_is_byte_identical_and_prints_the_published_locatio
         server.patch_bytes.load(Ordering::SeqCst),
         s.data.len() as u64
     );
-    assert_eq!(s.entries(), 0, "a finished upload leaves no resume entry");
+    assert_eq!(
+        s.unfinished_entries(),
+        0,
+        "a finished upload leaves no unfinished entry"
+    );
+    // The same command again: the same location, nothing sent (issue 9 points 1 and 6).
+    let again = s
+        .put(&server.endpoint(), &["--chunk-size", "256K"])
+        .await
+        .unwrap();
+    assert_eq!(again, location);
+    assert_eq!(
+        server.patches.load(Ordering::SeqCst),
+        5,
+        "no PATCH on a re-run"
+    );
+    assert_eq!(
+        server.creations.load(Ordering::SeqCst),
+        1,
+        "no creation on a re-run"
+    );
 }
 
 #[tokio::test]
@@ -64,7 +84,11 @@ async fn parallel_upload_concatenates_parts_byte_identically() {
         assert_eq!(server.creations.load(Ordering::SeqCst), 5);
         let kept = if unfinished { 1 } else { 5 };
         assert_eq!(server.upload_count(), kept, "unfinished: {unfinished}");
-        assert_eq!(s.entries(), 0, "a finished upload leaves no resume entry");
+        assert_eq!(
+            s.unfinished_entries(),
+            0,
+            "a finished upload leaves no unfinished entry"
+        );
     }
 }
 

@@ -58,7 +58,7 @@ async fn sigkill_loop_then_resume_is_byte_identical() {
         server.content(location.trim()).as_deref(),
         Some(&s.data[..])
     );
-    assert_eq!(s.entries(), 0);
+    assert_eq!(s.unfinished_entries(), 0);
     let last_run = server.patch_bytes.load(Ordering::SeqCst) - before;
     eprintln!("{kills} kills; {before} bytes sent before the last run, {last_run} by it");
     assert!(

@@ -46,6 +46,22 @@ impl Scratch {
     }
 
     /// Resume entries (`*.json`; lock files are not entries).
+    /// Resume entries of uploads that have not finished (a finished one keeps its entry,
+    /// with `done`, so that a re-run skips it).
+    pub fn unfinished_entries(&self) -> usize {
+        let Ok(dir) = std::fs::read_dir(self.data_dir().join("uploads")) else {
+            return 0;
+        };
+        dir.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                v.get("done").is_none()
+            })
+            .count()
+    }
+
     pub fn entries(&self) -> usize {
         let dir = std::fs::read_dir(self.data_dir().join("uploads"));
         let json = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().ends_with(".json");

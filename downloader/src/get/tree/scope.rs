@@ -124,7 +124,7 @@ impl Scope {
         let last = self
             .root
             .path_segments()
-            .and_then(|s| s.filter(|s| !s.is_empty()).last())
+            .and_then(|mut s| s.rfind(|s| !s.is_empty()))
             .and_then(|s| decode_segment(s).ok());
         last.unwrap_or_else(|| {
             let host = self.root.host_str().unwrap_or("download");
