@@ -21,6 +21,11 @@ pub enum Error {
         status: u16,
         retry_after: Option<Duration>,
     },
+    /// tus core: a PATCH at another offset than the server's (409), with the offset the
+    /// server holds (`Upload-Offset`, as ferryd sends it). A 409 without it (tusd's) is a
+    /// plain [`Error::Status`], and the client asks with a HEAD instead.
+    #[error("{url}: server answered 409 Conflict; it holds {offset} bytes")]
+    Conflict { url: String, offset: u64 },
     #[error("{url}: {msg}")]
     Protocol { url: String, msg: String },
     #[error("{}: {source}", path.display())]

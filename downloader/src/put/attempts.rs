@@ -39,7 +39,7 @@ impl Attempts {
             Error::Status {
                 status: 409 | 460,
                 ..
-            }
+            } | Error::Conflict { .. }
         );
         if !(e.is_retryable() || resend) {
             return None;

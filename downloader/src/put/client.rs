@@ -239,6 +239,12 @@ impl Tus {
                 url: url.to_string(),
                 source,
             })?;
+        if let Some(offset) = conflict_offset(&resp) {
+            return Err(Error::Conflict {
+                url: url.to_string(),
+                offset,
+            });
+        }
         let resp = success(url, resp)?;
         let h = resp.headers();
         let new = header_u64(h, &UPLOAD_OFFSET).ok_or_else(|| Error::Protocol {
@@ -272,6 +278,14 @@ fn success(url: &str, resp: Response) -> Result<Response> {
         status: resp.status().as_u16(),
         retry_after,
     })
+}
+
+/// The server's offset from a 409 that says it (ferryd's `Upload-Offset`); `None` for any
+/// other answer and for a bare 409 (tusd's), which the caller resolves with a HEAD.
+fn conflict_offset(resp: &Response) -> Option<u64> {
+    (resp.status() == http::StatusCode::CONFLICT)
+        .then(|| header_u64(resp.headers(), &UPLOAD_OFFSET))
+        .flatten()
 }
 
 fn stalled(url: &str, after: Duration) -> Error {

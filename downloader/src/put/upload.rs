@@ -4,8 +4,9 @@
 //! Recovery, as tus expects of a client: a failed request is followed at once by HEAD to learn
 //! what the server kept, then the upload continues from there, immediately when the offset
 //! moved since the last failure, after a backoff otherwise ([`Attempts`]). 409 (offset
-//! mismatch) resyncs the same way; 460 (checksum mismatch, tus checksum extension) resends the
-//! chunk. A cut PATCH or a 413 shrinks the chunks ([`ChunkSizer`]). 404/410 mean the upload is
+//! mismatch) resyncs the same way, without the HEAD when the 409 carries the server's
+//! `Upload-Offset` (ferryd's does; tusd's does not); 460 (checksum mismatch, tus checksum
+//! extension) resends the chunk. A cut PATCH or a 413 shrinks the chunks ([`ChunkSizer`]). 404/410 mean the upload is
 //! gone and are returned to the caller, which starts over.
 
 use std::fs::File;
@@ -188,8 +189,18 @@ impl Sender {
             }
             _ => {}
         }
-        // 460: the chunk was discarded, send it again; anything else: ask first.
-        run.resync = !matches!(e, Error::Status { status: 460, .. });
+        // 460: the chunk was discarded, send it again; a 409 that says the server's offset:
+        // go on from there without asking; anything else (a bare 409 too): ask first.
+        run.resync = !matches!(
+            e,
+            Error::Status { status: 460, .. } | Error::Conflict { .. }
+        );
+        if let Error::Conflict { offset, .. } = &e {
+            if let Err(bad) = self.adopt(&mut run.part, run.len, *offset, "409") {
+                run.pending = Some(bad);
+                return Ok(());
+            }
+        }
         run.pending = Some(e);
         Ok(())
     }
@@ -197,16 +208,21 @@ impl Sender {
     /// HEAD: learn what the server kept (tus core: the client resumes from `Upload-Offset`).
     async fn resync(&self, part: &mut Part, len: u64) -> Result<()> {
         let h = self.tus.head(&part.url).await?;
-        if h.offset > len {
-            let msg = format!("expected Upload-Offset <= {len} on HEAD, got {}", h.offset);
+        self.adopt(part, len, h.offset, "HEAD")
+    }
+
+    /// Goes on from `offset`, what the server says it holds (on a HEAD or a 409).
+    fn adopt(&self, part: &mut Part, len: u64, offset: u64, on: &str) -> Result<()> {
+        if offset > len {
+            let msg = format!("expected Upload-Offset <= {len} on {on}, got {offset}");
             // Not retryable: the server holds more than this part has.
             return Err(Error::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other(format!("{}: {msg}", part.url)),
             });
         }
-        self.reposition(part, h.offset);
-        part.offset = h.offset;
+        self.reposition(part, offset);
+        part.offset = offset;
         Ok(())
     }
 

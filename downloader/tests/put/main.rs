@@ -3,6 +3,7 @@
 //! node, plus a SIGKILL loop of the real binary.
 
 mod basic;
+mod conflict;
 mod cutter;
 mod flaky;
 mod kill;

@@ -95,6 +95,13 @@ pub struct TusServer {
     pub fail_from: AtomicUsize,
     /// Delay before answering each PATCH (to give a kill loop something to interrupt).
     pub patch_delay_ms: AtomicU64,
+    /// Every 409 carries the upload's `Upload-Offset` (ferryd's answer); off: a bare 409
+    /// (tusd's).
+    pub conflict_offset: std::sync::atomic::AtomicBool,
+    /// The next PATCHes that are stored and then answered 409 anyway (as if an earlier copy
+    /// of the request had landed first), so the offset the 409 names is ahead of the client.
+    pub stored_conflicts: AtomicUsize,
+    pub heads: AtomicUsize,
     addr: Mutex<Option<SocketAddr>>,
     stop: Mutex<Option<watch::Sender<bool>>>,
     next_id: AtomicU64,
@@ -202,7 +209,10 @@ impl TusServer {
             (Method::OPTIONS, ok) => self.options(req.headers(), ok),
             (_, false) => status(401),
             (Method::POST, _) => self.create(req.headers()),
-            (Method::HEAD, _) => self.head(&id_of(&req)),
+            (Method::HEAD, _) => {
+                self.heads.fetch_add(1, Ordering::SeqCst);
+                self.head(&id_of(&req))
+            }
             (Method::PATCH, _) => self.patch(req).await,
             (Method::DELETE, _) => {
                 let gone = self.uploads.lock().unwrap().remove(&id_of(&req)).is_none();
@@ -389,7 +399,11 @@ impl TusServer {
         if n >= self.fail_from.load(Ordering::SeqCst) {
             return status(503);
         }
+        let id = id_of(&req);
         if let Some(code) = self.faults.lock().unwrap().pop_front() {
+            if code == 409 {
+                return self.conflict(&id);
+            }
             return status(code);
         }
         if self.too_large(req.headers()) {
@@ -398,7 +412,6 @@ impl TusServer {
             while let Some(Ok(_)) = body.frame().await {}
             return status(413);
         }
-        let id = id_of(&req);
         if self.retired.lock().unwrap().contains(&id) {
             return status(410);
         }
@@ -410,7 +423,8 @@ impl TusServer {
                 return status(404);
             };
             if offset != Some(u.data.len() as u64) {
-                return status(409);
+                drop(uploads);
+                return self.conflict(&id);
             }
         }
         let mut body = req.into_body();
@@ -439,6 +453,12 @@ impl TusServer {
             self.patch_delay_ms.load(Ordering::SeqCst),
         ))
         .await;
+        let taken = self
+            .stored_conflicts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if taken.is_ok() {
+            return self.conflict(&id);
+        }
         let uploads = self.uploads.lock().unwrap();
         let Some(u) = uploads.get(&id) else {
             return status(404);
@@ -446,6 +466,16 @@ impl TusServer {
         let mut r = status(204);
         r.headers_mut().insert(UPLOAD_OFFSET, u.data.len().into());
         self.complete(&id, u, r.headers_mut());
+        r
+    }
+
+    /// 409, with the upload's offset when `conflict_offset` is on.
+    fn conflict(&self, id: &str) -> Response<Empty<Bytes>> {
+        let mut r = status(409);
+        let held = self.uploads.lock().unwrap().get(id).map(|u| u.data.len());
+        if let Some(n) = held.filter(|_| self.conflict_offset.load(Ordering::SeqCst)) {
+            r.headers_mut().insert(UPLOAD_OFFSET, n.into());
+        }
         r
     }
 
