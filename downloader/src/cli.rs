@@ -75,9 +75,13 @@ pub struct GetArgs {
     /// Discard an existing journal and partial file and start from zero.
     #[arg(long)]
     pub restart: bool,
-    /// Replace the final file if it exists.
+    /// Replace the final file if it exists, whatever it is.
     #[arg(long)]
     pub overwrite: bool,
+    /// When the final file exists but the remote file changed since it was downloaded,
+    /// download the new version (into NAME.part) and replace the file once it is complete.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub update: bool,
     /// Read URLs from FILE, one per line ('#' starts a comment).
     #[arg(short, long, value_name = "FILE")]
     pub input_file: Option<PathBuf>,
@@ -255,6 +259,7 @@ impl GetPlan {
             min_split: args.min_split_size,
             checksum: args.checksum,
             overwrite: args.overwrite,
+            update: args.update,
             restart: args.restart,
             worker: get::WorkerOptions {
                 timeout: args.shared.timeout,

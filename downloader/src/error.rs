@@ -34,6 +34,8 @@ pub enum Error {
     DiskFull { path: PathBuf },
     #[error("{} already exists; use --overwrite to replace it", path.display())]
     Exists { path: PathBuf },
+    #[error("{} exists and is not the remote file: {why}; --update downloads the new version and replaces it, --overwrite replaces it whatever it is", path.display())]
+    Differs { path: PathBuf, why: String },
     #[error("{} is already being downloaded from another URL of this run", path.display())]
     InUse { path: PathBuf },
     #[error("{}: {source}; --restart discards it and starts from zero", path.display())]

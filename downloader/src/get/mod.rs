@@ -7,6 +7,7 @@
 
 pub mod checksum;
 pub mod journal;
+pub mod origin;
 pub mod output;
 pub mod plan;
 pub mod probe;
@@ -16,6 +17,7 @@ mod round;
 pub mod speed;
 pub mod tree;
 pub mod worker;
+mod xattr;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -49,6 +51,8 @@ pub struct Options {
     pub min_split: u64,
     pub checksum: Option<Expected>,
     pub overwrite: bool,
+    /// Replace an existing final file when the remote one changed (else exit 1 saying so).
+    pub update: bool,
     pub restart: bool,
     pub worker: WorkerOptions,
     /// How often durable progress is recorded (the issue asks for at least once a second).
@@ -71,6 +75,7 @@ impl Default for Options {
             min_split: 1 << 20,
             checksum: None,
             overwrite: false,
+            update: false,
             restart: false,
             worker: WorkerOptions {
                 timeout: Duration::from_secs(30),
@@ -143,12 +148,17 @@ pub async fn download(
     let probe = probe_with_retries(client, url, &opts.worker).await?;
     let target = Target::resolve(opts, probe.file_name.as_deref())?;
     let _reservation = target.reserve()?;
-    target.refuse_existing(opts.overwrite)?;
     let progress = ui.transfer(&target.display_name());
+    if let Some(proof) = existing(&target, url, &probe, opts, &progress)? {
+        progress.set_total(probe.length);
+        progress.set_done(probe.length.unwrap_or(0));
+        progress.finish(true, &format!("already complete ({proof}), nothing to do"));
+        return Ok(target.path.clone());
+    }
     let mut state = resume_state(&target, url, probe, opts, &progress)?;
     let result = run_rounds(client, url, opts, &target, &mut state, &progress, interrupt).await;
     let result = match result {
-        Ok(()) => finish(&target, &state, opts).await,
+        Ok(()) => finish(&target, url, &state, opts).await,
         Err(e) => Err(e),
     };
     match &result {
@@ -254,8 +264,41 @@ pub async fn cancelled(flag: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Verifies digests, publishes the file without clobbering, removes the journal.
-async fn finish(target: &Target, state: &State, opts: &Options) -> Result<()> {
+/// An existing final file (issue 9 §1): `Some(proof)` when it is already the remote file
+/// (done; its leftover part file and journal are removed), `None` to download, an error when
+/// it differs and neither `--update` nor `--overwrite` allows replacing it.
+fn existing(
+    target: &Target,
+    url: &str,
+    probe: &Probe,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Option<String>> {
+    if opts.overwrite {
+        return Ok(None);
+    }
+    let Some(local) = origin::inspect(&target.path).map_err(|e| Error::io(&target.path, e))? else {
+        return Ok(None);
+    };
+    match origin::compare(&local, url, probe) {
+        origin::Verdict::Current(proof) => {
+            target.discard()?;
+            Ok(Some(proof))
+        }
+        origin::Verdict::Differs(why) if opts.update => {
+            progress.note(&format!("{why}: downloading it again (--update)"));
+            Ok(None)
+        }
+        origin::Verdict::Differs(why) => Err(Error::Differs {
+            path: target.path.clone(),
+            why,
+        }),
+    }
+}
+
+/// Verifies digests, records the origin, publishes the file (without clobbering unless
+/// `--overwrite` or `--update`), removes the journal.
+async fn finish(target: &Target, url: &str, state: &State, opts: &Options) -> Result<()> {
     let expected: Vec<Expected> = opts
         .checksum
         .iter()
@@ -263,8 +306,16 @@ async fn finish(target: &Target, state: &State, opts: &Options) -> Result<()> {
         .cloned()
         .collect();
     let part = target.part.clone();
-    tokio::task::spawn_blocking(move || checksum::verify(&part, &expected))
-        .await
-        .map_err(|e| Error::io(&target.part, std::io::Error::other(e)))??;
-    target.publish(opts.overwrite)
+    let (url, probe) = (url.to_string(), state.probe.clone());
+    tokio::task::spawn_blocking(move || {
+        checksum::verify(&part, &expected)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .and_then(|f| origin::record(&f, &url, &probe).map(|()| f));
+        file.map(drop).map_err(|e| Error::io(&part, e))
+    })
+    .await
+    .map_err(|e| Error::io(&target.part, std::io::Error::other(e)))??;
+    target.publish(opts.overwrite || opts.update)
 }

@@ -74,16 +74,6 @@ impl Target {
         Ok(Reservation(self.path.clone()))
     }
 
-    /// Fails early when the final file exists and may not be replaced.
-    pub fn refuse_existing(&self, overwrite: bool) -> Result<()> {
-        if !overwrite && self.path.exists() {
-            return Err(Error::Exists {
-                path: self.path.clone(),
-            });
-        }
-        Ok(())
-    }
-
     /// Opens `NAME.part`. A fresh download truncates it (a preallocated file without a
     /// journal is never trusted); a resumed one keeps its bytes.
     pub fn open_part(&self, length: Option<u64>, resume: bool) -> Result<File> {

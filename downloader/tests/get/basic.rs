@@ -151,7 +151,9 @@ async fn existing_file_is_not_clobbered_without_overwrite() {
     let err = download(&server.url("/x"), &fast_options(dir.path(), "x"))
         .await
         .unwrap_err();
+    // Same length, no recorded origin, no Last-Modified: not provably the remote file.
     assert!(err.to_string().contains("--overwrite"), "{err}");
+    assert!(err.to_string().contains("--update"), "{err}");
     assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"old");
     let mut opts = fast_options(dir.path(), "x");
     opts.overwrite = true;

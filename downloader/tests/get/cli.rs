@@ -67,14 +67,24 @@ async fn input_file_downloads_several_at_once_and_failures_exit_1() {
     );
     assert_eq!(fs::read(dir.path().join("a.bin")).unwrap(), a);
     assert_eq!(fs::read(dir.path().join("b.bin")).unwrap(), a);
-    // Run again: both files exist now, so both fail without --overwrite.
+    // Run again: both files are complete already (issue 9 §1), so nothing fails.
+    let d = dir.path().to_str().unwrap().to_string();
+    let l = list.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || ferry(&["get", "-i", &l, "-d", &d]))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("already complete").count(), 2, "{err}");
+    // One of them is not the remote file: that one fails, the other is still done.
+    fs::write(dir.path().join("b.bin"), b"something else").unwrap();
     let d = dir.path().to_str().unwrap().to_string();
     let l = list.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || ferry(&["get", "-q", "-i", &l, "-d", &d]))
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--update"));
 }
 
 /// RFC 9530: a `Repr-Digest` from the server is checked before the file gets its name.

@@ -6,4 +6,5 @@ mod cli;
 mod faults;
 mod flaky;
 mod kill;
+mod rerun;
 mod support;

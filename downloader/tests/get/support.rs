@@ -62,6 +62,8 @@ pub struct Server {
     pub content_disposition: Mutex<Option<String>>,
     /// An RFC 9530 `Repr-Digest` value to send.
     pub repr_digest: Mutex<Option<String>>,
+    /// `Last-Modified` sent with every answer that has a length.
+    pub last_modified: Mutex<Option<String>>,
     pub log: Mutex<Vec<Logged>>,
     /// A response covering file offset `hang_at` sends the bytes before it, then nothing
     /// (the connection stays open), for `hangs_left` responses.
@@ -177,6 +179,9 @@ impl Server {
             return self.body(method, h, StatusCode::OK, data, 0..len, conn, false);
         }
         h.insert(header::ETAG, etag.parse().unwrap());
+        if let Some(lm) = self.last_modified.lock().unwrap().clone() {
+            h.insert(header::LAST_MODIFIED, lm.parse().unwrap());
+        }
         let accept = if self.ranges_none.load(Ordering::SeqCst) {
             "none"
         } else {
