@@ -188,6 +188,17 @@ impl Tus {
         Ok((offset == Some(size)).then(|| published.unwrap_or_else(|| url.to_string())))
     }
 
+    /// Whether `url` (a published file or an upload) still holds all `size` bytes: its
+    /// `Upload-Offset`, else its `Content-Length`, equals `size`.
+    pub async fn holds(&self, url: &str, size: u64) -> Result<bool> {
+        let resp = self
+            .send(url, self.request(Method::HEAD, url), self.timeout)
+            .await?;
+        let h = resp.headers();
+        let have = header_u64(h, &UPLOAD_OFFSET).or_else(|| header_u64(h, &CONTENT_LENGTH));
+        Ok(have == Some(size))
+    }
+
     async fn head_fields(&self, url: &str) -> Result<(Option<u64>, Option<u64>, Option<String>)> {
         let resp = self
             .send(url, self.request(Method::HEAD, url), self.timeout)

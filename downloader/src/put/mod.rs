@@ -16,6 +16,7 @@ mod attempts;
 pub mod chunking;
 pub mod client;
 mod create;
+mod done;
 pub mod digest;
 pub mod fingerprint;
 pub mod plan;
@@ -147,8 +148,7 @@ impl Uploader {
         let progress = ui.transfer(&name);
         progress.set_total(Some(fp.size));
         let mut entry = self.load(&fp, &progress);
-        if let Some(location) = entry.done.clone() {
-            progress.set_done(fp.size);
+        if let Some(location) = self.already_done(&mut entry, &progress).await? {
             progress.finish(true, "already uploaded (--restart sends it again)");
             return Ok((location, true));
         }

@@ -513,3 +513,28 @@ async fn second_put_of_the_same_file_is_refused_while_the_first_runs() {
         .await
         .expect("the lock is released when the first run ends");
 }
+
+/// Issue 9 §1: a finished upload the server has since lost (expired, deleted) is not
+/// reported as done: the HEAD before skipping finds it gone, and the file is sent again.
+#[tokio::test]
+async fn rerun_after_the_server_lost_a_finished_upload_sends_it_again() {
+    let server = TusServer::start(Config::full()).await;
+    let s = Scratch::new(300_000, 14);
+    let first = s.put(&server.endpoint(), &["--no-instant"]).await.unwrap();
+    let (patches, creations) = (
+        server.patches.load(Ordering::SeqCst),
+        server.creations.load(Ordering::SeqCst),
+    );
+    let again = s.put(&server.endpoint(), &["--no-instant"]).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(server.patches.load(Ordering::SeqCst), patches, "no PATCH");
+    assert_eq!(
+        server.creations.load(Ordering::SeqCst),
+        creations,
+        "no POST"
+    );
+    server.forget_all();
+    let third = s.put(&server.endpoint(), &["--no-instant"]).await.unwrap();
+    assert_eq!(server.content(&third).as_deref(), Some(&s.data[..]));
+    assert!(server.patches.load(Ordering::SeqCst) > patches);
+}

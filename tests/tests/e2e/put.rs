@@ -114,6 +114,39 @@ async fn wrong_token_fails_without_retrying_forever() {
     assert!(err.to_string().contains("401"), "{err}");
 }
 
+/// Issue 9 §1: running the same `ferry put` again after it finished is safe: it succeeds
+/// and names the same location, and ferryd keeps one copy.
+#[tokio::test]
+async fn rerun_of_a_finished_upload_names_the_same_location() {
+    let srv = ferryd().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(1 << 20, 54);
+    let file = write(dir.path(), "again.bin", &data);
+    let (endpoint, store) = (srv.url("/files/"), dir.path().join("d"));
+    let run = || put(args(&[&file], &endpoint, 2, 256 << 10), &store);
+    let first = run().await.unwrap();
+    assert!(first.ends_with("/again.bin"), "{first}");
+    // At once (ferryd may not have indexed the file yet), and once it has.
+    let second = run().await.unwrap();
+    let url = srv.url("/again.bin");
+    let indexed = poll(|| async {
+        let r = client().head(&url).send().await.ok()?;
+        r.headers().contains_key("repr-digest").then_some(())
+    })
+    .await;
+    assert!(indexed.is_some(), "ferryd never indexed the upload");
+    let third = run().await.unwrap();
+    assert_eq!((&second, &third), (&first, &first));
+    assert_eq!(download(&first).await, data);
+    let names: Vec<_> = std::fs::read_dir(srv.root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("again"))
+        .collect();
+    assert_eq!(names, vec!["again.bin".to_string()], "one published copy");
+}
+
 #[tokio::test]
 async fn failed_run_resumes_into_the_same_upload() {
     let srv = ferryd().await;
