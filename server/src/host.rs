@@ -35,25 +35,69 @@ pub fn check(version: Version, headers: &HeaderMap) -> Result<()> {
 }
 
 /// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2), or empty (RFC 9112 §3.2: a target without
-/// an authority). No userinfo, path, or whitespace.
+/// an authority). No userinfo, path, or whitespace. A byte scan, not a URI parse: this runs on
+/// every request (#13).
 fn valid(v: &[u8]) -> bool {
-    if v.is_empty() {
-        return true;
-    }
-    if v.contains(&b'@') {
-        return false;
-    }
-    let Ok(a) = http::uri::Authority::try_from(v) else {
-        return false;
+    let (host, port) = match v.first() {
+        None => return true,
+        // IP-literal = "[" ( IPv6address / IPvFuture ) "]" (RFC 3986 §3.2.2)
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(end) if end > 1 => {
+                let inner = &v[1..end];
+                if !inner.iter().all(|&b| literal_byte(b)) {
+                    return false;
+                }
+                (&v[..=end], &v[end + 1..])
+            }
+            _ => return false,
+        },
+        Some(_) => {
+            let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+            (&v[..end], &v[end..])
+        }
     };
-    // `port = *DIGIT` (RFC 3986 §3.2.3); `Authority` leaves the port unchecked.
-    match a.as_str().get(a.host().len()..) {
-        Some("") => true,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())),
-        None => false,
+    let host_ok = host.first() == Some(&b'[') || reg_name(host);
+    // `port = *DIGIT` (RFC 3986 §3.2.3)
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`, which IPv4 addresses also match.
+fn reg_name(v: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = v.get(i) {
+        if b == b'%' {
+            let hex = v.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if unreserved(b) || sub_delim(b) {
+            i += 1;
+        } else {
+            return false;
+        }
     }
+    true
+}
+
+fn literal_byte(b: u8) -> bool {
+    unreserved(b) || sub_delim(b) || b == b':'
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
 }
 
 #[cfg(test)]
@@ -85,10 +129,16 @@ mod tests {
             "[::1]:80",
             "[::1]",
             "",
+            "%41.example",
+            "[v1.fe80::a+en1]",
+            "x:",
         ] {
             assert!(ok(Version::HTTP_11, &[good]), "{good}");
         }
-        for bad in ["a b", "u@x", "x/y", "x:port", "[::1", "x?q"] {
+        for bad in [
+            "a b", "u@x", "x/y", "x:port", "[::1", "x?q", "[]", "[::1]x", "x:1:2", "%zz", "x\\y",
+            "[a/b]", "a#b", "x:-1",
+        ] {
             assert!(!ok(Version::HTTP_11, &[bad]), "{bad}");
         }
     }
