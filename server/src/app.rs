@@ -21,6 +21,9 @@ use crate::tus::{SetupError, Tus, TusConfig};
 pub enum StoreConfig {
     /// A local directory (the default).
     Fs { root: PathBuf, opts: FsOptions },
+    /// An S3-compatible bucket (`--store s3://bucket/prefix`); downloads only for now.
+    #[cfg(feature = "s3")]
+    S3(crate::store::s3::S3Options),
 }
 
 /// Everything the app is built from.
@@ -62,6 +65,12 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Tus(#[from] SetupError),
+    #[cfg(feature = "s3")]
+    #[error("cannot use {url}: {source}")]
+    S3 {
+        url: String,
+        source: object_store::Error,
+    },
 }
 
 /// Everything a request handler needs: the store and the per-feature settings.
@@ -79,7 +88,13 @@ pub struct App {
     pub serving: String,
     /// The store's local state directory, if it has one (the hook queue lives there).
     pub state_dir: Option<PathBuf>,
+    /// The tus base path, when uploads were asked for but the store cannot take them.
+    pub refused_uploads: Option<String>,
 }
+
+/// Why an upload is refused on a store without the upload capability (also logged at start).
+pub const UPLOADS_REFUSED: &str =
+    "uploads are off: this ferryd serves an S3 store, which does not take tus uploads yet";
 
 impl App {
     /// An app around an opened store with every feature off (tests of the bare file server).
@@ -92,6 +107,7 @@ impl App {
             frontend: Frontend::default(),
             serving: String::new(),
             state_dir: None,
+            refused_uploads: None,
         }
     }
 
@@ -99,7 +115,14 @@ impl App {
     /// inside a tokio runtime: the reaper is spawned on it.
     pub fn build(cfg: Config) -> Result<Self, BuildError> {
         let (store, serving, state_dir) = open_store(&cfg.store)?;
+        let mut refused_uploads = None;
         let tus = match cfg.tus {
+            // A store without the upload capability (S3, until tus into multipart uploads
+            // lands) serves downloads; uploads are refused with a reason, not a 404.
+            Some(t) if store.uploads().is_none() => {
+                refused_uploads = Some(t.base);
+                None
+            }
             Some(mut t) => {
                 t.read_token = cfg.read_token.clone();
                 let tus = Arc::new(Tus::new(store.clone(), t)?);
@@ -116,7 +139,34 @@ impl App {
             frontend: cfg.frontend,
             serving,
             state_dir,
+            refused_uploads,
         })
+    }
+
+    /// Refuses an upload request (POST, PATCH, DELETE under the tus base) when uploads were
+    /// asked for but the store cannot take them: 403 with the reason, so a tus client stops
+    /// instead of retrying.
+    pub(crate) fn check_uploads(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> crate::error::Result<()> {
+        let Some(base) = self.refused_uploads.as_deref() else {
+            return Ok(());
+        };
+        let under = path.starts_with(base) || path == base.trim_end_matches('/');
+        if under
+            && matches!(
+                *method,
+                http::Method::POST | http::Method::PATCH | http::Method::DELETE
+            )
+        {
+            return Err(crate::error::Error::client(
+                http::StatusCode::FORBIDDEN,
+                UPLOADS_REFUSED,
+            ));
+        }
+        Ok(())
     }
 
     /// The origins allowed by `--cors-origin` (kept with the tus settings).
@@ -151,6 +201,14 @@ fn open_store(cfg: &StoreConfig) -> Result<Opened, BuildError> {
             let serving = store.root().display().to_string();
             let state = Some(store.state_dir().to_path_buf());
             Ok((Arc::new(store), serving, state))
+        }
+        #[cfg(feature = "s3")]
+        StoreConfig::S3(opts) => {
+            let store = crate::store::s3::S3Store::new(opts).map_err(|source| BuildError::S3 {
+                url: opts.url(),
+                source,
+            })?;
+            Ok((Arc::new(store), opts.url(), None))
         }
     }
 }

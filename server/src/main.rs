@@ -26,9 +26,24 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "ferryd", version)]
 struct Args {
-    /// Directory to serve.
-    #[arg(env = "FERRY_ROOT", default_value = ".")]
-    root: PathBuf,
+    /// Directory to serve (default: `.`); same as `--store PATH`.
+    #[arg(env = "FERRY_ROOT")]
+    root: Option<PathBuf>,
+    /// What to serve: a directory (a path or `file:///path`) or an S3-compatible bucket
+    /// (`s3://bucket/prefix`; credentials from the `AWS_*` environment variables).
+    #[arg(long, env = "FERRY_STORE", conflicts_with = "root")]
+    store: Option<ferryd::store::url::StoreUrl>,
+    /// S3 endpoint URL, for MinIO, Garage, R2, Ceph (`http://` allowed); default: AWS, or
+    /// `AWS_ENDPOINT_URL`.
+    #[arg(long, env = "FERRY_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: `AWS_REGION`, else `us-east-1`).
+    #[arg(long, env = "FERRY_S3_REGION")]
+    s3_region: Option<String>,
+    /// Virtual-hosted-style S3 requests (`bucket.host/key`) instead of path-style
+    /// (`host/bucket/key`, what MinIO and Garage expect).
+    #[arg(long, env = "FERRY_S3_VIRTUAL_HOSTED")]
+    s3_virtual_hosted: bool,
     /// Address to listen on; port 0 picks a free port (the bound URL is printed).
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -206,6 +221,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    if app.refused_uploads.is_some() {
+        tracing::warn!("{}", ferryd::app::UPLOADS_REFUSED);
+    }
     if let Some(tus) = &app.tus {
         start_hooks(&args, tus, app.state_dir.as_deref())?;
     }
@@ -237,19 +255,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// The flags as a [`Config`] for [`App::build`].
 fn config(args: &Args, access_log: Option<&Arc<AccessLogHandle>>) -> anyhow::Result<Config> {
-    let store = StoreConfig::Fs {
-        root: args.root.clone(),
-        opts: FsOptions {
-            allow_hidden: args.allow_hidden,
-            allow_symlinks_outside: args.allow_symlinks_outside,
-            state_dir: args.state_dir.clone(),
-            index: (!args.no_index).then_some(IndexOptions {
-                rate: args.index_rate,
-                rescan: args.index_rescan,
-            }),
-            ..FsOptions::default()
-        },
-    };
+    let store = store_config(args)?;
     let upload_token = match (&args.upload_token, args.public_uploads) {
         (_, true) => None,
         (Some(t), false) => Some(t.clone()),
@@ -291,6 +297,47 @@ fn config(args: &Args, access_log: Option<&Arc<AccessLogHandle>>) -> anyhow::Res
         },
         observe,
     })
+}
+
+/// `ROOT` or `--store` as the store to build.
+fn store_config(args: &Args) -> anyhow::Result<StoreConfig> {
+    use ferryd::store::url::StoreUrl;
+    let url = match (&args.store, &args.root) {
+        (Some(url), _) => url.clone(),
+        (None, Some(root)) => StoreUrl::Dir(root.clone()),
+        (None, None) => StoreUrl::Dir(PathBuf::from(".")),
+    };
+    match url {
+        StoreUrl::Dir(root) => Ok(StoreConfig::Fs {
+            root,
+            opts: FsOptions {
+                allow_hidden: args.allow_hidden,
+                allow_symlinks_outside: args.allow_symlinks_outside,
+                state_dir: args.state_dir.clone(),
+                index: (!args.no_index).then_some(IndexOptions {
+                    rate: args.index_rate,
+                    rescan: args.index_rescan,
+                }),
+                ..FsOptions::default()
+            },
+        }),
+        #[cfg(feature = "s3")]
+        StoreUrl::S3 { bucket, prefix } => Ok(StoreConfig::S3(ferryd::store::s3::S3Options {
+            bucket,
+            prefix,
+            endpoint: args.s3_endpoint.clone(),
+            region: args.s3_region.clone(),
+            virtual_hosted: args.s3_virtual_hosted,
+            allow_hidden: args.allow_hidden,
+            credentials: None,
+        })),
+        #[cfg(not(feature = "s3"))]
+        StoreUrl::S3 { .. } => {
+            anyhow::bail!(
+                "this ferryd was built without the s3 feature; rebuild with --features s3"
+            )
+        }
+    }
 }
 
 /// Tokens travel in the fragment, which browsers never send: the page takes them from there

@@ -63,6 +63,7 @@ async fn dispatch(app: &App, conn: ConnInfo, mut req: Request<Incoming>) -> Resu
         let upload = Box::pin(tus.handle(req, &app.frontend));
         return Ok(crate::hooks::scope(ctx, upload).await);
     }
+    app.check_uploads(req.method(), req.uri().path())?;
     let (mut parts, _body) = req.into_parts();
     let Some(origins) = app.cors_origins().filter(|o| !o.is_empty()) else {
         return files_path(app, &mut parts).await;

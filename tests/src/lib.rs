@@ -4,6 +4,7 @@
 
 pub mod autoindex;
 pub mod flaky;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,11 +18,51 @@ use ferryd::store::fs::FsOptions;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-/// A ferryd serving a temporary directory on an ephemeral loopback port. Dropping it shuts
-/// the server down.
+/// The store a test server runs on. Suites that both backends must pass are written once,
+/// taking a `Backend`, and instantiated for each with [`backends!`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary directory.
+    Fs,
+    /// A fresh prefix of a bucket on the S3 server of [`s3`].
+    S3,
+}
+
+/// Makes `fs::NAME` and `s3::NAME` tests for each `async fn NAME(backend: Backend)`: one
+/// suite, parameterised over the store. The S3 variant runs against the real S3 server of
+/// [`s3`] (in CI it fails, never skips, when there is none).
+#[macro_export]
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod fs {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::Backend::Fs).await
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::s3::available() {
+                        super::$name($crate::Backend::S3).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A ferryd serving a temporary directory (or a bucket prefix) on an ephemeral loopback port.
+/// Dropping it shuts the server down.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The served directory (with the S3 backend, files are written here and to the bucket).
     pub root: tempfile::TempDir,
+    /// The S3 store's options, when the server runs on S3.
+    pub s3: Option<ferryd::store::s3::S3Options>,
     /// The store's state directory (upload staging, records, index), outside the root.
     pub state: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -32,6 +73,18 @@ impl TestServer {
     /// Starts ferryd with default options on a fresh temporary root.
     pub async fn start() -> Self {
         Self::start_with(FsOptions::default(), ServerOptions::default(), |app| app).await
+    }
+
+    /// Starts ferryd with default options on `backend`.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::launch_on(
+            backend,
+            FsOptions::default(),
+            ServerOptions::default(),
+            |_, _| {},
+            |app, _| app,
+        )
+        .await
     }
 
     /// Starts ferryd with the given store and server options; `configure` may adjust the app.
@@ -61,6 +114,17 @@ impl TestServer {
         config: impl FnOnce(&mut Config, SocketAddr),
         configure: impl FnOnce(App, SocketAddr) -> App,
     ) -> Self {
+        Self::launch_on(Backend::Fs, fs, opts, config, configure).await
+    }
+
+    /// [`TestServer::launch`] on `backend` (`fs.allow_hidden` applies to both).
+    pub async fn launch_on(
+        backend: Backend,
+        fs: FsOptions,
+        opts: ServerOptions,
+        config: impl FnOnce(&mut Config, SocketAddr),
+        configure: impl FnOnce(App, SocketAddr) -> App,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let root = tempfile::tempdir().expect("temp dir");
         let state = tempfile::tempdir().expect("temp dir");
@@ -72,7 +136,11 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let s3 = (backend == Backend::S3).then(|| s3::fresh_options(fs.allow_hidden));
         let mut cfg = Config::fs(root.path(), fs);
+        if let Some(o) = &s3 {
+            cfg.store = ferryd::app::StoreConfig::S3(o.clone());
+        }
         config(&mut cfg, addr);
         let app = App::build(cfg).expect("app");
         let app = Arc::new(configure(app, addr));
@@ -83,6 +151,7 @@ impl TestServer {
         Self {
             addr,
             root,
+            s3,
             state,
             shutdown: Some(tx),
             task: Some(task),
@@ -137,8 +206,12 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Writes a file under the root, creating parent directories.
+    /// Writes a file under the root, creating parent directories; with the S3 backend the
+    /// object is put into the bucket as well.
     pub fn put_file(&self, rel: &str, data: &[u8]) -> PathBuf {
+        if let Some(o) = &self.s3 {
+            s3::put(o, rel, data);
+        }
         let p = self.root.path().join(rel);
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir).expect("mkdir");

@@ -7,6 +7,11 @@
 //! may implement and advertise through [`Store::uploads`]; the tus `Tus-Extension` header is
 //! derived from what the backend returns there.
 //!
+//! Backends: [`fs`] (a local directory, the default) and, with the `s3` feature, [`s3`] (an
+//! S3-compatible bucket through `object_store`). Which one serves is chosen by `--store`
+//! ([`url`]); the hidden-file policy both apply is [`visibility`]. Handlers only see this
+//! trait: nothing outside `store/` knows which backend answers.
+//!
 //! Reads go through an opened handle so that the metadata a response announces (length,
 //! ETag) and the bytes it sends come from the same version of the file: a file replaced by
 //! rename while a response streams keeps streaming the old version.
@@ -14,7 +19,10 @@
 pub mod fs;
 pub mod fs_upload;
 pub mod open_cache;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod upload;
+pub mod url;
 pub mod visibility;
 
 use std::future::Future;

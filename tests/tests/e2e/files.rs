@@ -1,8 +1,13 @@
 //! ferryd GET/HEAD over real HTTP: the RFC 9110 cases of the foundation issue as a table.
+//! Everything a download can observe runs against both stores (`files::fs::…` and
+//! `files::s3::…`, see [`ferry_tests::backends`]); what only a directory has (symlinks,
+//! sparse files, mtimes before 1970, inode-based ETags) is tested on the directory alone.
 
 use std::time::Duration;
 
-use ferry_tests::{client, pattern, raw, TestServer};
+use ferry_tests::{client, pattern, raw, Backend, TestServer};
+use ferryd::server::ServerOptions;
+use ferryd::store::fs::FsOptions;
 use reqwest::header::HeaderMap;
 
 const LEN: usize = 1000;
@@ -18,16 +23,15 @@ async fn get(srv: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, He
     (status, h, resp.bytes().await.expect("body").to_vec())
 }
 
-async fn fixture() -> (TestServer, Vec<u8>) {
-    let srv = TestServer::start().await;
+async fn fixture(b: Backend) -> (TestServer, Vec<u8>) {
+    let srv = TestServer::start_on(b).await;
     let data = pattern(LEN, 7);
     srv.put_file("f.bin", &data);
     (srv, data)
 }
 
-#[tokio::test]
-async fn whole_file_with_validators() {
-    let (srv, data) = fixture().await;
+async fn whole_file_with_validators(b: Backend) {
+    let (srv, data) = fixture(b).await;
     let (status, h, body) = get(&srv, "/f.bin", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(h["accept-ranges"], "bytes");
@@ -46,9 +50,8 @@ async fn whole_file_with_validators() {
 type RangeCase<'a> = (&'a str, u16, Option<&'a str>, Option<(usize, usize)>);
 
 /// RFC 9110 §14.1.2 and §14.2.
-#[tokio::test]
-async fn range_table() {
-    let (srv, data) = fixture().await;
+async fn range_table(b: Backend) {
+    let (srv, data) = fixture(b).await;
     let cases: &[RangeCase] = &[
         ("bytes=0-", 206, Some("bytes 0-999/1000"), Some((0, 1000))),
         ("bytes=0-99", 206, Some("bytes 0-99/1000"), Some((0, 100))),
@@ -164,9 +167,8 @@ fn parts(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[tokio::test]
-async fn several_ranges_are_multipart_with_exact_length() {
-    let (srv, data) = fixture().await;
+async fn several_ranges_are_multipart_with_exact_length(b: Backend) {
+    let (srv, data) = fixture(b).await;
     let (status, h, body) = get(&srv, "/f.bin", &[("range", "bytes=900-909, 0-9 ,500-")]).await;
     assert_eq!(status, 206);
     let ctype = h["content-type"].to_str().unwrap();
@@ -185,9 +187,8 @@ async fn several_ranges_are_multipart_with_exact_length() {
     assert!(body.ends_with(format!("\r\n--{boundary}--\r\n").as_bytes()));
 }
 
-#[tokio::test]
-async fn more_than_sixteen_ranges_are_ignored() {
-    let (srv, _) = fixture().await;
+async fn more_than_sixteen_ranges_are_ignored(b: Backend) {
+    let (srv, _) = fixture(b).await;
     let sixteen: Vec<String> = (0..16)
         .map(|i| format!("{}-{}", i * 20, i * 20 + 1))
         .collect();
@@ -211,9 +212,8 @@ async fn more_than_sixteen_ranges_are_ignored() {
     assert_eq!(body.len(), LEN);
 }
 
-#[tokio::test]
-async fn conditional_requests_follow_rfc9110_order() {
-    let (srv, data) = fixture().await;
+async fn conditional_requests_follow_rfc9110_order(b: Backend) {
+    let (srv, data) = fixture(b).await;
     let (_, h, _) = get(&srv, "/f.bin", &[]).await;
     let etag = h["etag"].to_str().unwrap().to_string();
     let lm = h["last-modified"].to_str().unwrap().to_string();
@@ -272,7 +272,7 @@ async fn conditional_requests_follow_rfc9110_order() {
 
 #[tokio::test]
 async fn etag_changes_on_any_rewrite() {
-    let (srv, _) = fixture().await;
+    let (srv, _) = fixture(Backend::Fs).await;
     let etag = |h: &HeaderMap| h["etag"].to_str().unwrap().to_string();
     let (_, h0, _) = get(&srv, "/f.bin", &[]).await;
     let path = srv.root.path().join("f.bin");
@@ -294,9 +294,8 @@ async fn etag_changes_on_any_rewrite() {
     assert_ne!(etag(&h1), etag(&h2));
 }
 
-#[tokio::test]
-async fn head_sends_the_headers_of_get_without_body() {
-    let (srv, _) = fixture().await;
+async fn head_sends_the_headers_of_get_without_body(b: Backend) {
+    let (srv, _) = fixture(b).await;
     for range in [
         None,
         Some("bytes=0-9"),
@@ -334,9 +333,8 @@ async fn head_sends_the_headers_of_get_without_body() {
     }
 }
 
-#[tokio::test]
-async fn content_disposition_inline_attachment_and_utf8_names() {
-    let srv = TestServer::start().await;
+async fn content_disposition_inline_attachment_and_utf8_names(b: Backend) {
+    let srv = TestServer::start_on(b).await;
     srv.put_file("报告 2024.txt", b"hello");
     let (status, h, body) = get(&srv, "/%E6%8A%A5%E5%91%8A%202024.txt", &[]).await;
     assert_eq!(status, 200);
@@ -356,9 +354,8 @@ async fn content_disposition_inline_attachment_and_utf8_names() {
     );
 }
 
-#[tokio::test]
-async fn directory_listing_html_json_and_redirect() {
-    let srv = TestServer::start().await;
+async fn directory_listing_html_json_and_redirect(b: Backend) {
+    let srv = TestServer::start_on(b).await;
     srv.put_file("docs/报告 #1.pdf", b"x");
     srv.put_file("docs/sub/a.txt", b"y");
     srv.put_file("docs/.secret", b"z");
@@ -474,9 +471,8 @@ async fn files_larger_than_4_gib_use_64_bit_offsets() {
     );
 }
 
-#[tokio::test]
-async fn methods_other_than_get_head_options_get_405() {
-    let (srv, _) = fixture().await;
+async fn methods_other_than_get_head_options_get_405(b: Backend) {
+    let (srv, _) = fixture(b).await;
     let resp = client().delete(srv.url("/f.bin")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     assert!(resp.headers().contains_key("allow"));
@@ -485,7 +481,7 @@ async fn methods_other_than_get_head_options_get_405() {
 #[tokio::test]
 async fn file_dated_before_1970_is_served_not_a_panic() {
     // Regression: httpdate panicked on pre-epoch mtimes inside the request.
-    let (srv, data) = fixture().await;
+    let (srv, data) = fixture(Backend::Fs).await;
     let f = std::fs::File::options()
         .write(true)
         .open(srv.root.path().join("f.bin"))
@@ -500,3 +496,56 @@ async fn file_dated_before_1970_is_served_not_a_panic() {
     let (status, _, _) = get(&srv, "/", &[]).await;
     assert_eq!(status, 200, "the listing formats the date too");
 }
+
+/// Replacing a file's content changes its strong ETag, whatever the store (on S3 the ETag is
+/// the object's, an MD5 of the content).
+async fn etag_changes_when_the_content_is_replaced(b: Backend) {
+    let (srv, _) = fixture(b).await;
+    let (_, h0, _) = get(&srv, "/f.bin", &[]).await;
+    let new = pattern(LEN, 8);
+    srv.put_file("f.bin", &new);
+    let (status, h1, body) = get(&srv, "/f.bin", &[]).await;
+    assert_eq!((status, body), (200, new));
+    assert_ne!(h0["etag"], h1["etag"]);
+}
+
+/// The backend's own state (the directory store's legacy `ROOT/.ferry`, the S3 store's
+/// staging prefix `PREFIX/.ferry/`) is never served or listed, even with `--allow-hidden`.
+async fn state_area_is_never_served_or_listed_even_with_allow_hidden(b: Backend) {
+    let fs = FsOptions {
+        allow_hidden: true,
+        ..FsOptions::default()
+    };
+    let srv = TestServer::launch_on(b, fs, ServerOptions::default(), |_, _| {}, |app, _| app).await;
+    srv.put_file(".ferry/uploads/x.info", b"internal");
+    srv.put_file(".env", b"SECRET=1");
+    let (status, _, _) = get(&srv, "/.ferry/uploads/x.info", &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(&srv, "/.ferry/", &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, body) = get(&srv, "/.env", &[]).await;
+    assert_eq!((status, body.as_slice()), (200, &b"SECRET=1"[..]));
+    let (_, _, body) = get(&srv, "/?json", &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [".env"]);
+}
+
+ferry_tests::backends!(
+    whole_file_with_validators,
+    range_table,
+    several_ranges_are_multipart_with_exact_length,
+    more_than_sixteen_ranges_are_ignored,
+    conditional_requests_follow_rfc9110_order,
+    head_sends_the_headers_of_get_without_body,
+    content_disposition_inline_attachment_and_utf8_names,
+    directory_listing_html_json_and_redirect,
+    methods_other_than_get_head_options_get_405,
+    etag_changes_when_the_content_is_replaced,
+    state_area_is_never_served_or_listed_even_with_allow_hidden,
+);

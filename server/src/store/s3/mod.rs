@@ -1,0 +1,267 @@
+//! The S3-compatible backend (`--store s3://bucket/prefix`), through `object_store`: AWS S3,
+//! MinIO, Garage, Ceph RGW, R2. Downloads only for now; uploads (tus into S3 multipart
+//! uploads) are issue 11 point 3, so [`Store::uploads`] is `None` and the tus endpoint is not
+//! offered.
+//!
+//! Layout: the served tree is the bucket's keys under `prefix/`, `/` being the directory
+//! separator (a "directory" is a common prefix of a delimiter listing). The top-level
+//! `prefix/.ferry/` is reserved for the backend's own state (upload staging, records) and,
+//! like the directory store's state, never served or listed (see [`super::visibility`]).
+//!
+//! Reads: [`read::S3File`] asks S3 for exactly the bytes of each range (a ranged GET with
+//! `If-Match` on the ETag the response announced), so a response never mixes two versions of
+//! an object, and streams the body as the client takes it (memory per response is what the
+//! HTTP client buffers, not the range).
+
+mod read;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt as _;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as Key;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
+
+use super::visibility::Visibility;
+use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
+use crate::path::RelPath;
+
+/// Where the objects are and how to reach them. Credentials come from the standard `AWS_*`
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_REGION`, `AWS_ENDPOINT_URL`, …); the fields here win over them.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    /// Key prefix of the served tree, without leading or trailing `/`; empty: the bucket.
+    pub prefix: String,
+    /// `--s3-endpoint`: e.g. `http://127.0.0.1:9000` for MinIO; `http://` is allowed then.
+    pub endpoint: Option<String>,
+    /// `--s3-region` (default: `AWS_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// `--s3-virtual-hosted`: `bucket.host/key` instead of path-style `host/bucket/key`
+    /// (path-style is what MinIO, Garage and most S3-compatible servers expect).
+    pub virtual_hosted: bool,
+    /// `--allow-hidden`: serve and list names starting with `.`.
+    pub allow_hidden: bool,
+    /// Access key id and secret, instead of the environment's (for embedding and tests;
+    /// ferryd itself takes them from `AWS_*` like every S3 tool).
+    pub credentials: Option<(String, String)>,
+}
+
+impl S3Options {
+    /// The S3 client these options describe (no request is made).
+    pub fn client(&self) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&self.bucket)
+            .with_virtual_hosted_style_request(self.virtual_hosted);
+        if let Some(e) = &self.endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        if let Some(r) = &self.region {
+            b = b.with_region(r);
+        }
+        if let Some((id, secret)) = &self.credentials {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        Ok(Arc::new(b.build()?))
+    }
+
+    /// `s3://bucket/prefix`, for the start-up line.
+    pub fn url(&self) -> String {
+        match self.prefix.as_str() {
+            "" => format!("s3://{}/", self.bucket),
+            p => format!("s3://{}/{p}/", self.bucket),
+        }
+    }
+}
+
+pub struct S3Store {
+    client: Arc<dyn ObjectStore>,
+    prefix: String,
+    vis: Visibility,
+}
+
+impl S3Store {
+    pub fn new(opts: &S3Options) -> Result<Self, object_store::Error> {
+        Ok(Self {
+            client: opts.client()?,
+            prefix: opts.prefix.clone(),
+            vis: Visibility {
+                allow_hidden: opts.allow_hidden,
+            },
+        })
+    }
+
+    /// The object key of a request path (the prefix's own key for the root). A name S3 keys
+    /// cannot carry (a control character) is `None`: nothing can be stored under it.
+    fn key(&self, path: &RelPath) -> Option<Key> {
+        let rel = path.as_str().trim_matches('/');
+        let full = match (self.prefix.as_str(), rel) {
+            ("", r) => r.to_owned(),
+            (p, "") => p.to_owned(),
+            (p, r) => format!("{p}/{r}"),
+        };
+        Key::parse(full).ok()
+    }
+
+    /// Whether any object lies under `dir/` (S3 has no directories, only common prefixes).
+    async fn is_dir(&self, dir: &Key) -> Result<bool, StoreError> {
+        let mut objects = self.client.list(Some(dir));
+        match objects.next().await {
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(from_s3(e)),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Directories carry no metadata in S3; a listing shows them without size or date.
+fn dir_meta() -> Meta {
+    Meta {
+        len: 0,
+        modified: UNIX_EPOCH,
+        etag: "\"dir\"".into(),
+    }
+}
+
+/// The object's metadata as a response announces it. The ETag is S3's, which is strong (an
+/// MD5 of the content, or of the parts' MD5s for a multipart upload): kept as it is, quoted
+/// if a server sent it bare. A server that sends none gets one from size and date.
+fn meta_of(m: &ObjectMeta) -> Meta {
+    let modified: SystemTime = m.last_modified.into();
+    let etag = match m.e_tag.as_deref().map(|t| t.trim_start_matches("W/")) {
+        Some(t) if t.starts_with('"') && t.ends_with('"') && t.len() >= 2 => t.to_owned(),
+        Some(t) if !t.is_empty() && !t.contains('"') => format!("\"{t}\""),
+        _ => {
+            let nanos = modified
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("\"{:x}-{nanos:x}\"", m.size)
+        }
+    };
+    Meta {
+        len: m.size,
+        modified,
+        etag,
+    }
+}
+
+/// S3's answer as the store's error: a missing key is NotFound, a refused one Forbidden,
+/// anything else an I/O error (a 500 whose body says nothing of it).
+pub(crate) fn from_s3(e: object_store::Error) -> StoreError {
+    match e {
+        object_store::Error::NotFound { .. } => StoreError::NotFound,
+        object_store::Error::PermissionDenied { .. } => StoreError::Forbidden,
+        e => StoreError::Io(std::io::Error::other(e)),
+    }
+}
+
+impl Store for S3Store {
+    fn open<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Object, StoreError>> {
+        Box::pin(async move {
+            if !self.vis.serves_path(path) {
+                return Err(StoreError::NotFound);
+            }
+            let key = self.key(path).ok_or(StoreError::NotFound)?;
+            if path.is_root() {
+                return Ok(Object::Dir(dir_meta()));
+            }
+            match self.client.head(&key).await {
+                Ok(m) => {
+                    let meta = meta_of(&m);
+                    let file = read::S3File::new(self.client.clone(), key, meta);
+                    Ok(Object::File(Arc::new(file)))
+                }
+                Err(object_store::Error::NotFound { .. }) if self.is_dir(&key).await? => {
+                    Ok(Object::Dir(dir_meta()))
+                }
+                Err(e) => Err(from_s3(e)),
+            }
+        })
+    }
+
+    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+        Box::pin(async move {
+            if !self.vis.serves_path(path) {
+                return Err(StoreError::NotFound);
+            }
+            let key = self.key(path).ok_or(StoreError::NotFound)?;
+            let prefix = (!key.as_ref().is_empty()).then_some(&key);
+            let listing = self
+                .client
+                .list_with_delimiter(prefix)
+                .await
+                .map_err(from_s3)?;
+            let dirs = listing.common_prefixes.iter().filter_map(|p| {
+                let name = p.filename()?.to_owned();
+                Some(Entry {
+                    name,
+                    is_dir: true,
+                    meta: dir_meta(),
+                    sha256: None,
+                })
+            });
+            let files = listing.objects.iter().filter_map(|o| {
+                // A "folder" marker some consoles create (`dir/`) is the directory itself.
+                let name = o.location.filename().filter(|_| o.location != key)?;
+                Some(Entry {
+                    name: name.to_owned(),
+                    is_dir: false,
+                    meta: meta_of(o),
+                    sha256: None,
+                })
+            });
+            let mut out: Vec<Entry> = dirs
+                .chain(files)
+                .filter(|e| self.vis.lists(&e.name))
+                .collect();
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(e_tag: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            location: Key::from("a"),
+            last_modified: SystemTime::UNIX_EPOCH.into(),
+            size: 5,
+            e_tag: e_tag.map(str::to_owned),
+            version: None,
+        }
+    }
+
+    // RFC 9110 §8.8.3: an entity tag is a quoted string; S3's are strong.
+    #[test]
+    fn s3_etags_become_strong_quoted_tags() {
+        assert_eq!(meta_of(&object(Some("\"abc\""))).etag, "\"abc\"");
+        assert_eq!(meta_of(&object(Some("abc-3"))).etag, "\"abc-3\"");
+        assert_eq!(meta_of(&object(Some("W/\"abc\""))).etag, "\"abc\"");
+        assert_eq!(meta_of(&object(None)).etag, "\"5-0\"");
+        assert_eq!(meta_of(&object(Some("\""))).etag, "\"5-0\"");
+    }
+
+    #[test]
+    fn keys_join_the_prefix_and_refuse_what_s3_cannot_store() {
+        let store = |prefix: &str| S3Store {
+            client: Arc::new(object_store::memory::InMemory::new()),
+            prefix: prefix.into(),
+            vis: Visibility::default(),
+        };
+        let p = |s: &str| RelPath::from_uri_path(s).unwrap();
+        assert_eq!(store("").key(&p("/a/b.txt")).unwrap().as_ref(), "a/b.txt");
+        assert_eq!(store("x/y").key(&p("/a")).unwrap().as_ref(), "x/y/a");
+        assert_eq!(store("x").key(&p("/")).unwrap().as_ref(), "x");
+        assert_eq!(
+            store("").key(&p("/报告 #1.pdf")).unwrap().as_ref(),
+            "报告 #1.pdf"
+        );
+        assert!(store("").key(&p("/a%01b")).is_none());
+    }
+}

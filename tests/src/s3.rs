@@ -1,0 +1,127 @@
+//! A real S3-compatible server for the tests that run against the S3 store: moto's server
+//! (PyPI `moto[server]`, pinned in `tests/interop/requirements.txt`), never a mock of the S3
+//! client. `scripts/test` starts one on 127.0.0.1 and exports its URL as
+//! `FERRY_TEST_S3_ENDPOINT`; without it the first S3 test starts `moto_server` itself, for
+//! the life of the test binary. Every test server gets a prefix of its own in one bucket.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use ferryd::store::s3::S3Options;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+
+/// The bucket every S3 test uses (each test server under its own prefix).
+pub const BUCKET: &str = "ferry-tests";
+
+static ENDPOINT: OnceLock<Option<String>> = OnceLock::new();
+
+/// Whether an S3 server is there for the S3 variant of a suite. In CI (`CI=true` or
+/// `FERRY_REQUIRE_TOOLS`) a missing moto is a failure, never a skip; elsewhere the test says
+/// it skipped.
+pub fn available() -> bool {
+    endpoint().is_some()
+}
+
+/// The S3 endpoint (`http://127.0.0.1:PORT`) with the test bucket created, if there is one.
+pub fn endpoint() -> Option<&'static str> {
+    ENDPOINT
+        .get_or_init(|| {
+            let url = match std::env::var("FERRY_TEST_S3_ENDPOINT") {
+                Ok(u) if !u.is_empty() => u,
+                _ => start_moto()?,
+            };
+            create_bucket(&url);
+            Some(url)
+        })
+        .as_deref()
+}
+
+/// Starts `moto_server` on 127.0.0.1 port 0 and reads the port it printed. It runs under a
+/// shell that stops it when this process exits (its stdin, our pipe, closes).
+fn start_moto() -> Option<String> {
+    let moto = crate::tool("moto_server")?;
+    let script = format!(
+        "{} -H 127.0.0.1 -p 0 2>&1 & pid=$!; trap 'kill $pid' EXIT; cat >/dev/null",
+        moto.display()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("moto_server exited before listening")
+            .expect("moto_server output");
+        if let Some(at) = line.find("http://127.0.0.1:") {
+            break line[at..].trim().to_string();
+        }
+    };
+    // Keep the pipes open for the life of the process: the shell stops moto when they close.
+    std::mem::forget(child);
+    std::thread::spawn(move || for _ in lines {});
+    Some(url)
+}
+
+/// Creates the test bucket (moto does not check signatures, so a plain PUT does; an
+/// existing bucket answers 200 or 409, both fine).
+fn create_bucket(endpoint: &str) {
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(authority).expect("connect to the S3 server");
+    let req = format!(
+        "PUT /{BUCKET} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("create bucket");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(
+        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 409"),
+        "cannot create bucket {BUCKET}: {resp}"
+    );
+}
+
+/// S3 options for a fresh, empty prefix of the test bucket.
+pub fn fresh_options(allow_hidden: bool) -> S3Options {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    S3Options {
+        bucket: BUCKET.into(),
+        prefix: format!("t{}-{n}/www", std::process::id()),
+        endpoint: endpoint().map(str::to_owned),
+        region: Some("us-east-1".into()),
+        virtual_hosted: false,
+        allow_hidden,
+        credentials: Some(("testing".into(), "testing".into())),
+    }
+}
+
+/// Puts `data` at `rel` under the served prefix of `opts` (or at the bucket level when
+/// `rel` starts with `/`). Blocking: the put runs on a runtime of its own, so it can be
+/// called from a test's async body like a file write.
+pub fn put(opts: &S3Options, rel: &str, data: &[u8]) {
+    let key = match rel.strip_prefix('/') {
+        Some(abs) => abs.to_owned(),
+        None => format!("{}/{rel}", opts.prefix),
+    };
+    let (opts, data) = (opts.clone(), data.to_vec());
+    std::thread::spawn(move || {
+        let client: Arc<dyn ObjectStore> = opts.client().expect("s3 client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let key = object_store::path::Path::parse(&key).expect("key");
+        rt.block_on(client.put(&key, data.into()))
+            .expect("put object");
+    })
+    .join()
+    .expect("put thread");
+}
