@@ -10,6 +10,7 @@ mod mirror;
 mod ops;
 mod protocols;
 mod put;
+mod s3;
 mod tree;
 mod tus;
 mod ui;
