@@ -1,6 +1,6 @@
 //! Integration tests for `ferry put`: real HTTP on 127.0.0.1 against an in-test tus server
 //! (concatenation, checksum, instant upload, faults, restart) and against @tus/server under
-//! node, plus a SIGKILL loop of the real binary.
+//! node, plus a SIGKILL loop of the real binary, and `put -r` placing a tree's files.
 
 mod basic;
 mod conflict;
@@ -9,4 +9,5 @@ mod flaky;
 mod kill;
 mod node;
 mod support;
+mod tree;
 mod tus_server;

@@ -45,7 +45,6 @@ impl Scratch {
         self.dir.path().join("data")
     }
 
-    /// Resume entries (`*.json`; lock files are not entries).
     /// Resume entries of uploads that have not finished (a finished one keeps its entry,
     /// with `done`, so that a re-run skips it).
     pub fn unfinished_entries(&self) -> usize {
@@ -62,6 +61,7 @@ impl Scratch {
             .count()
     }
 
+    /// Resume entries (`*.json`; lock files are not entries).
     pub fn entries(&self) -> usize {
         let dir = std::fs::read_dir(self.data_dir().join("uploads"));
         let json = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().ends_with(".json");

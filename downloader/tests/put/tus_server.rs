@@ -183,6 +183,19 @@ impl TusServer {
         decode_metadata(&m).expect("valid metadata")
     }
 
+    /// The decoded `Upload-Metadata` of every complete upload, with its bytes.
+    pub fn complete_uploads(&self) -> Vec<(Vec<MetadataPair>, Vec<u8>)> {
+        let uploads = self.uploads.lock().unwrap();
+        uploads
+            .values()
+            .filter(|u| u.data.len() as u64 == u.length && u.waiting_for.is_none())
+            .map(|u| {
+                let m = u.metadata.clone().unwrap_or_default();
+                (decode_metadata(&m).expect("valid metadata"), u.data.clone())
+            })
+            .collect()
+    }
+
     /// Makes `data` known to the instant-upload index, as if uploaded before.
     pub fn seed(&self, data: &[u8]) {
         self.known
