@@ -296,6 +296,31 @@ mod tests {
     }
 
     #[test]
+    fn open_loads_both_name_forms_in_order_and_drops_stray_temp_files() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let d = tempfile::tempdir().unwrap();
+        let legacy = r#"{"event":"post-create","upload":{"id":"aaaa"}}"#;
+        std::fs::write(d.path().join("00000000000000000003.json"), legacy).unwrap();
+        std::fs::write(d.path().join("00000000000000000005-bbbb.json"), "{}").unwrap();
+        std::fs::write(d.path().join("00000000000000000009.tmp"), "half").unwrap();
+        std::fs::write(d.path().join("README"), "not an event").unwrap();
+        let client = reqwest::Client::builder().build().unwrap();
+        let q = Queue::open(d.path(), "http://127.0.0.1:9/".into(), client).unwrap();
+        let waiting: Vec<(u64, String)> = q
+            .waiting()
+            .iter()
+            .map(|(n, e)| (*n, e.upload.clone()))
+            .collect();
+        assert_eq!(waiting, [(3, "aaaa".to_string()), (5, "bbbb".to_string())]);
+        assert!(!d.path().join("00000000000000000009.tmp").exists());
+        assert_eq!(
+            q.next.load(Ordering::Relaxed),
+            6,
+            "numbering goes on after the last"
+        );
+    }
+
+    #[test]
     fn backoff_doubles_per_upload_and_resets_on_success() {
         let mut r = HashMap::new();
         note_outcome(&mut r, "a".into(), false);
