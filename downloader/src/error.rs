@@ -11,7 +11,7 @@ use crate::get::journal::JournalError;
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", describe_network(source))]
     Network { url: String, source: reqwest::Error },
     #[error("{url}: no bytes received for {secs} s, dropping the connection", secs = .after.as_secs())]
     Stalled { url: String, after: Duration },
@@ -54,6 +54,24 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A TLS failure in words with the way out (see [`crate::tls`]); otherwise reqwest's text
+/// followed by the innermost cause ("connection refused"), which reqwest leaves out.
+fn describe_network(source: &reqwest::Error) -> String {
+    if let Some(tls) = crate::tls::describe(source) {
+        return tls;
+    }
+    let mut root: &(dyn std::error::Error + 'static) = source;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (outer, inner) = (source.to_string(), root.to_string());
+    if std::ptr::addr_eq(root, source) || outer.contains(&inner) {
+        outer
+    } else {
+        format!("{outer}: {inner}")
+    }
+}
+
 /// `404 Not Found`, with a hint where the user can do something about it.
 fn describe_status(status: u16) -> String {
     let mut out = status.to_string();
@@ -85,7 +103,9 @@ impl Error {
     /// Whether another attempt on a fresh connection may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Network { .. } | Error::Stalled { .. } | Error::Protocol { .. } => true,
+            // A certificate that does not verify (or any TLS failure) is not transient.
+            Error::Network { source, .. } => crate::tls::rustls_error(source).is_none(),
+            Error::Stalled { .. } | Error::Protocol { .. } => true,
             Error::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
             _ => false,
         }
@@ -109,8 +129,9 @@ mod tests {
     #[test]
     fn statuses_are_named_and_auth_failures_say_what_to_do() {
         assert_eq!(super::describe_status(404), "404 Not Found");
-        assert!(super::describe_status(401)
-            .starts_with("401 Unauthorized (credentials needed: --token"));
+        assert!(
+            super::describe_status(401).starts_with("401 Unauthorized (credentials needed: --user")
+        );
         assert_eq!(super::describe_status(599), "599");
     }
 

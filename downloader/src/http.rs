@@ -37,9 +37,42 @@ pub fn client(shared: &SharedArgs, http2: bool) -> Result<Client, Error> {
     if !http2 {
         builder = builder.http1_only();
     }
+    builder = tls(builder, shared)?;
+    if let Some(proxy) = &shared.proxy {
+        let p = reqwest::Proxy::all(proxy.as_str())
+            .map_err(|e| Error::Usage(format!("invalid --proxy {:?}: {e}", proxy)))?;
+        builder = builder.proxy(p.no_proxy(reqwest::NoProxy::from_env()));
+    }
     builder
         .build()
         .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// `--ca-cert` adds roots to the system's; `--insecure` turns verification off (warned).
+fn tls(
+    mut builder: reqwest::ClientBuilder,
+    shared: &SharedArgs,
+) -> Result<reqwest::ClientBuilder, Error> {
+    if let Some(path) = &shared.ca_cert {
+        let bad = |why: String| Error::Usage(format!("--ca-cert {}: {why}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad(
+                "expected PEM certificates (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if shared.insecure {
+        tracing::warn!(
+            "--insecure: TLS certificates are not verified; anyone on the path can read and change this transfer"
+        );
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
 }
 
 fn user_agent(shared: &SharedArgs) -> String {

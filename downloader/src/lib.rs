@@ -3,7 +3,8 @@
 //! Module map:
 //! - [`cli`]: clap definitions for both subcommands, turned into library options;
 //!   [`cli::shared`] holds the flags both share (one definition, one help text).
-//! - [`http`]: the one HTTP client builder of `get` and `put`.
+//! - [`http`]: the one HTTP client builder of `get` and `put` (TLS roots, proxy).
+//! - [`tls`]: TLS failures in words, not retried.
 //! - [`get`]: the downloader. [`get::probe`] (HEAD / ranged GET), [`get::plan`] (segment
 //!   split and work stealing, pure), [`get::journal`] (versioned, CRC'd progress file),
 //!   [`get::worker`] (one HTTP/1.1 connection, the never-a-wrong-byte checks),
@@ -27,5 +28,6 @@ pub mod put;
 pub mod retry;
 pub mod size;
 pub mod summary;
+pub mod tls;
 
 pub use error::{Error, Result};

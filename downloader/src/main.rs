@@ -9,9 +9,11 @@ use ferry::cli::{self, Cli};
 fn main() -> ExitCode {
     tune_malloc();
     let cli = Cli::parse(); // exits with code 2 on usage errors
+                            // The TLS verifier logs its own ERROR line for a certificate ferry reports better (with
+                            // the reason and the way out, `tls.rs`); FERRY_LOG can bring it back.
     let default = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0 | 1) => "warn",
+        (true, _) => "error,rustls=off,rustls_platform_verifier=off",
+        (false, 0 | 1) => "warn,rustls=off,rustls_platform_verifier=off",
         (false, _) => "ferry=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")

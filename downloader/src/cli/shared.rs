@@ -3,6 +3,7 @@
 //! both argument structs under one help heading; [`crate::http::client`] turns them into the
 //! one HTTP client.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -24,6 +25,18 @@ pub struct SharedArgs {
     /// redirect).
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Also trust the certificate authorities in FILE (PEM), besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify TLS certificates (unsafe: anyone on the path can read and change the
+    /// transfer); a warning says so.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Send every request through this proxy (http:// or https://, with
+    /// user:password@ if it needs them); NO_PROXY still applies. Without it, HTTPS_PROXY,
+    /// HTTP_PROXY, ALL_PROXY and NO_PROXY are honoured.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// Failed attempts in a row per connection before giving up; the count starts over
     /// whenever bytes move.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]

@@ -6,5 +6,7 @@ mod cli;
 mod faults;
 mod flaky;
 mod kill;
+mod proxy;
 mod rerun;
 mod support;
+mod tls;

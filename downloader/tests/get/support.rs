@@ -30,6 +30,7 @@ pub struct Logged {
     pub conn: usize,
     pub range: Option<String>,
     pub if_range: Option<String>,
+    pub authorization: Option<String>,
     pub status: u16,
     pub at: Instant,
 }
@@ -73,21 +74,51 @@ pub struct Server {
     pub silent_first: AtomicUsize,
     /// When each dropped response was cut.
     pub dropped_at: Arc<Mutex<Vec<Instant>>>,
+    /// Every request must carry exactly this `Authorization` (else 401).
+    pub authorization: Mutex<Option<String>>,
+    /// `/go/x` redirects to this base + `/x` (another server) instead of `/x`.
+    pub redirect_base: Mutex<Option<String>>,
     conns: AtomicUsize,
+    scheme: Mutex<&'static str>,
 }
 
 impl Server {
     /// Starts a server for `data` on 127.0.0.1:0.
     pub async fn start(data: Vec<u8>) -> Arc<Server> {
+        Self::start_with(data, None).await
+    }
+
+    /// The same server over TLS with the PEM certificate chain and key at `cert`, `key`
+    /// (fixtures/tls); `url()` then gives https:// URLs.
+    pub async fn start_tls(data: Vec<u8>, cert: &Path, key: &Path) -> Arc<Server> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        ferry::cli::install_crypto_provider();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::start_with(data, Some(acceptor)).await
+    }
+
+    async fn start_with(data: Vec<u8>, tls: Option<tokio_rustls::TlsAcceptor>) -> Arc<Server> {
         let server = Arc::new(Server::default());
         server.set_data(data, "\"v1\"");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         *server.addr.lock().unwrap() = Some(listener.local_addr().unwrap());
+        *server.scheme.lock().unwrap() = if tls.is_some() { "https" } else { "http" };
         let s = Arc::clone(&server);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let conn = s.conns.fetch_add(1, Ordering::SeqCst);
                 let s = Arc::clone(&s);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let s = Arc::clone(&s);
@@ -98,17 +129,28 @@ impl Server {
                             Ok::<_, Infallible>(s.respond(req, conn))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), svc).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => http.serve_connection(TokioIo::new(tls), svc).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
         server
     }
 
+    /// TCP connections accepted so far (TLS handshakes tried, over TLS).
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr.lock().unwrap().unwrap())
+        let scheme = *self.scheme.lock().unwrap();
+        format!("{scheme}://{}{path}", self.addr.lock().unwrap().unwrap())
     }
 
     pub fn set_data(&self, data: Vec<u8>, etag: &str) {
@@ -124,12 +166,24 @@ impl Server {
         let h = req.headers();
         let text = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(String::from);
         let (range, if_range) = (text(header::RANGE), text(header::IF_RANGE));
+        let authorization = text(header::AUTHORIZATION);
         let path = req.uri().path().to_string();
+        let required = self.authorization.lock().unwrap().clone();
         let resp = match path.strip_prefix("/go") {
+            _ if required.is_some() && required != authorization => {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"t\"".parse().unwrap(),
+                );
+                empty(StatusCode::UNAUTHORIZED, h)
+            }
             // A redirect, like a signed-URL service: /go/x -> /x.
             Some(rest) => {
+                let base = self.redirect_base.lock().unwrap().clone();
+                let to = format!("{}{rest}", base.unwrap_or_default());
                 let mut h = HeaderMap::new();
-                h.insert(header::LOCATION, rest.parse().unwrap());
+                h.insert(header::LOCATION, to.parse().unwrap());
                 empty(StatusCode::FOUND, h)
             }
             None => self.answer(req.method(), range.as_deref(), if_range.as_deref(), conn),
@@ -140,6 +194,7 @@ impl Server {
             conn,
             range,
             if_range,
+            authorization,
             status: resp.status().as_u16(),
             at: Instant::now(),
         });
