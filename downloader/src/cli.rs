@@ -242,14 +242,17 @@ impl GetPlan {
                 urls.len()
             )));
         }
-        for u in &urls {
+        let mut auth = args.shared.auth()?;
+        for u in &mut urls {
+            let shown = crate::auth::redact(u);
             let parsed = reqwest::Url::parse(u)
-                .map_err(|e| Error::Usage(format!("invalid URL {u:?}: {e}")))?;
+                .map_err(|e| Error::Usage(format!("invalid URL {shown:?}: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(Error::Usage(format!(
-                    "unsupported URL {u:?}: expected http:// or https://"
+                    "unsupported URL {shown:?}: expected http:// or https://"
                 )));
             }
+            *u = auth.url(u);
         }
         let client = crate::http::client(&args.shared, args.http2)?;
         let options = get::Options {
@@ -265,6 +268,7 @@ impl GetPlan {
                 timeout: args.shared.timeout,
                 backoff: args.shared.backoff(),
                 max_tries: args.shared.max_tries,
+                auth: auth.finish(),
             },
             journal_interval: Duration::from_secs(1),
         };

@@ -83,7 +83,7 @@ fn describe_status(status: u16) -> String {
         out.push_str(reason);
     }
     out.push_str(match status {
-        401 => " (credentials needed: --token or FERRY_TOKEN for put, -H \"Authorization: ...\" for get)",
+        401 => " (credentials needed: --user USER[:PASSWORD], user:password@ in the URL, ~/.netrc or --netrc-file FILE, or --token)",
         403 => " (the credentials were refused)",
         _ => "",
     });

@@ -10,6 +10,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use reqwest::Client;
 
+use crate::auth::redact;
 use crate::cli::shared::SharedArgs;
 use crate::error::Error;
 
@@ -40,7 +41,7 @@ pub fn client(shared: &SharedArgs, http2: bool) -> Result<Client, Error> {
     builder = tls(builder, shared)?;
     if let Some(proxy) = &shared.proxy {
         let p = reqwest::Proxy::all(proxy.as_str())
-            .map_err(|e| Error::Usage(format!("invalid --proxy {:?}: {e}", proxy)))?;
+            .map_err(|e| Error::Usage(format!("invalid --proxy {:?}: {e}", redact(proxy))))?;
         builder = builder.proxy(p.no_proxy(reqwest::NoProxy::from_env()));
     }
     builder

@@ -5,6 +5,8 @@
 //!   [`cli::shared`] holds the flags both share (one definition, one help text).
 //! - [`http`]: the one HTTP client builder of `get` and `put` (TLS roots, proxy).
 //! - [`tls`]: TLS failures in words, not retried.
+//! - [`auth`]: credentials (URL, `--user`, netrc) per origin, taken out of printed URLs;
+//!   [`netrc`] parses the netrc file.
 //! - [`get`]: the downloader. [`get::probe`] (HEAD / ranged GET), [`get::plan`] (segment
 //!   split and work stealing, pure), [`get::journal`] (versioned, CRC'd progress file),
 //!   [`get::worker`] (one HTTP/1.1 connection, the never-a-wrong-byte checks),
@@ -19,10 +21,12 @@
 //! - [`summary`]: the tally and summary line of a tree transfer (`-r`).
 //! - [`error`]: the crate's error type; [`cli::run`] maps a command to an exit code.
 
+pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod get;
 pub mod http;
+pub mod netrc;
 pub mod progress;
 pub mod put;
 pub mod retry;

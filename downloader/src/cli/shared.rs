@@ -10,6 +10,8 @@ use clap::Args;
 use http::{HeaderName, HeaderValue};
 
 use super::{parse_duration, parse_header};
+use crate::auth::AuthBuilder;
+use crate::error::Error;
 use crate::retry::Backoff;
 
 #[derive(Debug, Clone, Args)]
@@ -25,6 +27,17 @@ pub struct SharedArgs {
     /// redirect).
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Basic credentials for the URLs given (never sent to another host after a redirect);
+    /// without ":PASSWORD" the password is asked for on the terminal (else read from standard
+    /// input), as curl does. Overrides user:password@ in the URL and .netrc.
+    #[arg(short = 'u', long, value_name = "USER[:PASSWORD]")]
+    pub user: Option<String>,
+    /// Read credentials from FILE instead of ~/.netrc (used for hosts given without them).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_netrc")]
+    pub netrc_file: Option<PathBuf>,
+    /// Do not read ~/.netrc.
+    #[arg(long)]
+    pub no_netrc: bool,
     /// Also trust the certificate authorities in FILE (PEM), besides the system's.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
@@ -67,6 +80,16 @@ impl Default for SharedArgs {
 impl SharedArgs {
     pub fn backoff(&self) -> Backoff {
         Backoff::new(self.retry_wait)
+    }
+
+    /// Reads `--netrc-file` or `~/.netrc` and asks for a `--user` password if needed; each
+    /// URL the user gives then goes through [`AuthBuilder::url`].
+    pub fn auth(&self) -> Result<AuthBuilder, Error> {
+        AuthBuilder::new(
+            self.user.as_deref(),
+            self.netrc_file.as_deref(),
+            self.no_netrc,
+        )
     }
 
     /// The token, unless empty (`FERRY_TOKEN=` means none).

@@ -64,6 +64,8 @@ pub struct WorkerOptions {
     pub timeout: Duration,
     pub backoff: Backoff,
     pub max_tries: u32,
+    /// Credentials, sent only to the origins they were given for.
+    pub auth: crate::auth::Auth,
 }
 
 impl Default for Options {
@@ -81,6 +83,7 @@ impl Default for Options {
                 timeout: Duration::from_secs(30),
                 backoff: Backoff::new(Duration::from_secs(1)),
                 max_tries: 5,
+                auth: crate::auth::Auth::default(),
             },
             journal_interval: Duration::from_secs(1),
         }
@@ -173,7 +176,7 @@ async fn probe_with_retries(client: &Client, url: &str, opts: &WorkerOptions) ->
     // `Retry-After` is honoured with the same cap as everywhere else.
     let mut retries = Retries::new(opts.backoff);
     loop {
-        match hedged_probe(client, url, opts.timeout).await {
+        match hedged_probe(client, url, opts).await {
             Err(e) if e.is_retryable() && retries.failures() + 1 < opts.max_tries => {
                 let delay = retries.failed(e.retry_after());
                 tracing::info!("probe failed ({e}); retrying in {delay:?}");
@@ -236,14 +239,15 @@ async fn run_rounds(
 /// before the download even starts (issue 15). The first answer wins.
 const PROBE_HEDGE_AFTER: Duration = Duration::from_secs(1);
 
-async fn hedged_probe(client: &Client, url: &str, timeout: Duration) -> Result<Probe> {
-    let first = probe::probe(client, url, timeout);
+async fn hedged_probe(client: &Client, url: &str, opts: &WorkerOptions) -> Result<Probe> {
+    let timeout = opts.timeout;
+    let first = probe::probe_as(client, url, timeout, &opts.auth);
     tokio::pin!(first);
     tokio::select! {
         r = &mut first => return r,
         _ = tokio::time::sleep(PROBE_HEDGE_AFTER.min(timeout / 4)) => {}
     }
-    let second = probe::probe(client, url, timeout);
+    let second = probe::probe_as(client, url, timeout, &opts.auth);
     tokio::pin!(second);
     let (done, first_won) = tokio::select! {
         r = &mut first => (r, true),

@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode};
 use reqwest::{Client, Response};
 
 use super::checksum::{parse_digest_header, Expected};
+use crate::auth::Auth;
 use crate::error::{Error, Result};
 
 /// What identifies one version of the remote file (RFC 9110 §8.8). `etag` holds only a strong
@@ -74,7 +75,12 @@ pub struct Probe {
 
 /// Probes `url`; the client follows redirects, so each request starts at the user's URL.
 pub async fn probe(client: &Client, url: &str, timeout: Duration) -> Result<Probe> {
-    let head = tokio::time::timeout(timeout, client.head(url).send()).await;
+    probe_as(client, url, timeout, &Auth::default()).await
+}
+
+/// [`probe`] with the run's credentials.
+pub async fn probe_as(client: &Client, url: &str, timeout: Duration, auth: &Auth) -> Result<Probe> {
+    let head = tokio::time::timeout(timeout, auth.apply(client.head(url), url).send()).await;
     if let Ok(Ok(resp)) = head {
         if resp.status().is_success() {
             return Ok(from_head(url, &resp));
@@ -84,7 +90,8 @@ pub async fn probe(client: &Client, url: &str, timeout: Duration) -> Result<Prob
     let first = ByteRange::new(0, 1)
         .map(|r| r.to_range_header())
         .unwrap_or_default();
-    let resp = tokio::time::timeout(timeout, client.get(url).header(RANGE, first).send())
+    let get = auth.apply(client.get(url), url).header(RANGE, first);
+    let resp = tokio::time::timeout(timeout, get.send())
         .await
         .map_err(|_| stalled(url, timeout))?
         .map_err(|source| Error::Network {

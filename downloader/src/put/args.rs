@@ -81,17 +81,19 @@ pub struct PutPlan {
 
 impl PutPlan {
     pub fn from_args(args: PutArgs) -> Result<Self, Error> {
-        let endpoint = args.url;
-        let url = reqwest::Url::parse(&endpoint).map_err(|e| {
+        let shown = crate::auth::redact(&args.url);
+        let url = reqwest::Url::parse(&args.url).map_err(|e| {
             Error::Usage(format!(
-                "invalid URL {endpoint:?} ({e}): expected http:// or https:// after the files"
+                "invalid URL {shown:?} ({e}): expected http:// or https:// after the files"
             ))
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::Usage(format!(
-                "unsupported URL {endpoint:?}: expected http:// or https:// (the URL comes last)"
+                "unsupported URL {shown:?}: expected http:// or https:// (the URL comes last)"
             )));
         }
+        let mut auth = args.shared.auth()?;
+        let endpoint = auth.url(&args.url);
         let files = args.files;
         for f in &files {
             let fine = if args.recursive {
@@ -140,6 +142,7 @@ impl PutPlan {
             tus: Tus {
                 http,
                 timeout: args.shared.timeout,
+                auth: auth.finish(),
             },
             options,
         })

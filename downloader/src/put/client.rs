@@ -20,6 +20,7 @@ use http::{HeaderMap, Method};
 use reqwest::{Client, RequestBuilder, Response, Url};
 
 use super::plan::{parse_list, Capabilities};
+use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::retry::parse_retry_after;
@@ -34,6 +35,9 @@ pub struct Tus {
     /// Limit for requests without a body; a PATCH may take as long as its body keeps moving
     /// and fails after this long without a byte taken and without an answer.
     pub timeout: Duration,
+    /// Credentials, sent only to the origins they were given for (an upload URL on another
+    /// host than the endpoint gets none).
+    pub auth: Auth,
 }
 
 /// Counts the bytes of a PATCH body as they are handed to the connection: into `sent` (so a
@@ -75,9 +79,8 @@ pub struct Creation {
 
 impl Tus {
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http
-            .request(method, url)
-            .header(TUS_RESUMABLE, TUS_VERSION)
+        let req = self.http.request(method, url);
+        self.auth.apply(req, url).header(TUS_RESUMABLE, TUS_VERSION)
     }
 
     async fn send(&self, url: &str, req: RequestBuilder, timeout: Duration) -> Result<Response> {

@@ -1,6 +1,7 @@
 //! Integration tests for `ferry get`: real HTTP on 127.0.0.1 against small in-test servers
 //! that misbehave on purpose, plus a SIGKILL loop against the real binary.
 
+mod auth;
 mod basic;
 mod cli;
 mod faults;

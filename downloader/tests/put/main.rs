@@ -2,6 +2,7 @@
 //! (concatenation, checksum, instant upload, faults, restart) and against @tus/server under
 //! node, plus a SIGKILL loop of the real binary, and `put -r` placing a tree's files.
 
+mod auth;
 mod basic;
 mod conflict;
 mod cutter;

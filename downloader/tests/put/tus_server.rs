@@ -36,6 +36,8 @@ pub struct Config {
     pub checksum: bool,
     pub instant: bool,
     pub token: Option<String>,
+    /// The exact `Authorization` every request but OPTIONS must carry (e.g. Basic).
+    pub authorization: Option<String>,
     /// Advertised as `Tus-Max-Size`.
     pub max_size: Option<u64>,
     /// Answer OPTIONS with this status instead (405: a proxy that refuses OPTIONS).
@@ -214,10 +216,13 @@ impl TusServer {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Empty<Bytes>> {
-        let authorized = match &self.cfg.token {
-            Some(t) => text(req.headers(), &AUTHORIZATION) == Some(format!("Bearer {t}")),
-            None => true,
-        };
+        let seen = text(req.headers(), &AUTHORIZATION);
+        let authorized = self
+            .cfg
+            .token
+            .as_ref()
+            .is_none_or(|t| seen == Some(format!("Bearer {t}")))
+            && (self.cfg.authorization.as_ref()).is_none_or(|a| seen.as_ref() == Some(a));
         let mut resp = match (req.method().clone(), authorized) {
             (Method::OPTIONS, ok) => self.options(req.headers(), ok),
             (_, false) => status(401),

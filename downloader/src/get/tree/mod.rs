@@ -143,8 +143,8 @@ impl Job {
         let remote = match file.size {
             Some(size) => Some(size),
             None => {
-                let timeout = self.opts.worker.timeout;
-                probe::probe(&self.client, file.url.as_str(), timeout)
+                let (timeout, auth) = (self.opts.worker.timeout, &self.opts.worker.auth);
+                probe::probe_as(&self.client, file.url.as_str(), timeout, auth)
                     .await?
                     .length
             }

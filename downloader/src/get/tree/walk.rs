@@ -120,8 +120,9 @@ async fn fetch_once(client: &Client, url: &Url, opts: &WorkerOptions) -> Result<
         url: url.to_string(),
         after: opts.timeout,
     };
-    let send = client
-        .get(url.clone())
+    let send = opts
+        .auth
+        .apply(client.get(url.clone()), url.as_str())
         .header(ACCEPT, ACCEPT_LISTING)
         .send();
     let mut resp = tokio::time::timeout(opts.timeout, send)

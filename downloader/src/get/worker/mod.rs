@@ -225,7 +225,10 @@ async fn fetch(
             format!("cannot fetch {range} without Range support"),
         ));
     }
-    let mut req = round.client.get(&round.url);
+    let mut req = round
+        .opts
+        .auth
+        .apply(round.client.get(&round.url), &round.url);
     if round.ranged {
         req = req.header(RANGE, range.to_range_header());
         if let Some(v) = round.validator.if_range() {
