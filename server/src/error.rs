@@ -60,6 +60,12 @@ impl From<StoreError> for Error {
         match e {
             // A forbidden path answers 404 like a missing one: its existence is not revealed.
             StoreError::NotFound | StoreError::Forbidden => Error::NotFound,
+            // Another request took the upload over while this one worked on it (a client that
+            // reconnected): what this one had committed stays, the client asks HEAD and resumes.
+            StoreError::Conflict => Error::client(
+                StatusCode::CONFLICT,
+                "the upload was changed by another request meanwhile; ask HEAD for its offset",
+            ),
             StoreError::Io(e) => Error::Internal(e),
         }
     }

@@ -8,13 +8,16 @@
 //!   placed into a final upload has none: its bytes are in the final upload's `.bin` from
 //!   `placement.at` on.
 //! - `STATE/uploads/<id>.info`: the [`UploadInfo`], replaced atomically (temp, fsync,
-//!   rename, fsync dir) after every `fdatasync` of the data.
+//!   rename, fsync dir) after every `fdatasync` of the data. Its [`Revision`] is a digest of
+//!   its bytes, and every replacement is a compare-and-swap on it ([`save_info`]).
 //! - `STATE/index.v1`: the content index cache (see [`crate::index::cache`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest as _, Sha256};
 
 use super::fs::FsStore;
 use super::upload::*;
@@ -99,13 +102,48 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
-fn read_info(root: &Path, id: &str) -> Result<UploadInfo, StoreError> {
-    let raw = fs::read(info_path(root, id)).map_err(StoreError::from_io)?;
-    Ok(UploadInfo::decode(&raw)?)
+/// The revision of a record: a digest of its bytes. Two records with equal bytes are the
+/// same state, so a compare-and-swap that cannot tell them apart loses nothing.
+fn revision_of(raw: &[u8]) -> Revision {
+    Revision(hex::encode(&Sha256::digest(raw)[..16]))
 }
 
-fn save_info(root: &Path, info: &UploadInfo) -> Result<(), StoreError> {
-    Ok(write_atomic(&info_path(root, &info.id), &info.encode())?)
+/// Serialises the compare-and-swap of one record with every other write of it in this
+/// process (one of a fixed set of locks, chosen by the id). The directory store has a single
+/// ferryd writing its state directory; stores shared by processes compare in the storage.
+fn record_lock(id: &str) -> MutexGuard<'static, ()> {
+    const STRIPES: usize = 64;
+    static LOCKS: [Mutex<()>; STRIPES] = [const { Mutex::new(()) }; STRIPES];
+    let h = id.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    LOCKS[h % STRIPES].lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_info(root: &Path, id: &str) -> Result<UploadInfo, StoreError> {
+    let raw = fs::read(info_path(root, id)).map_err(StoreError::from_io)?;
+    let mut info = UploadInfo::decode(&raw)?;
+    info.revision = Some(revision_of(&raw));
+    Ok(info)
+}
+
+/// Records `info` if the stored record is still at `info.revision` (absent, for `None`) and
+/// moves `info.revision` on; otherwise [`StoreError::Conflict`] and nothing is written.
+fn save_info(root: &Path, info: &mut UploadInfo) -> Result<(), StoreError> {
+    let path = info_path(root, &info.id);
+    let _only_writer = record_lock(&info.id);
+    let stored = match fs::read(&path) {
+        Ok(raw) => Some(revision_of(&raw)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    if stored != info.revision {
+        return Err(StoreError::Conflict);
+    }
+    let raw = info.encode();
+    write_atomic(&path, &raw)?;
+    info.revision = Some(revision_of(&raw));
+    Ok(())
 }
 
 fn list_blocking(root: &Path) -> Result<Vec<UploadInfo>, StoreError> {
@@ -138,17 +176,28 @@ impl UploadStore for FsStore {
         }
     }
 
-    fn create<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, info) = (self.state_dir().to_path_buf(), info.clone());
-        Box::pin(blocking(move || {
-            let dir = uploads_dir(&root);
-            fs::create_dir_all(&dir)?;
-            File::options()
-                .write(true)
-                .create_new(true)
-                .open(data_path(&root, &info.id))?;
-            save_info(&root, &info)
-        }))
+    fn create<'a>(&'a self, info: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (root, mut owned) = (self.state_dir().to_path_buf(), info.clone());
+        owned.revision = None; // a creation expects no record
+        Box::pin(async move {
+            *info = blocking(move || {
+                let dir = uploads_dir(&root);
+                fs::create_dir_all(&dir)?;
+                let data = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(data_path(&root, &owned.id));
+                match data {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return Err(StoreError::Conflict)
+                    }
+                    r => r?,
+                };
+                save_info(&root, &mut owned).map(|()| owned)
+            })
+            .await?;
+            Ok(())
+        })
     }
 
     fn load<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<UploadInfo, StoreError>> {
@@ -167,9 +216,12 @@ impl UploadStore for FsStore {
         }))
     }
 
-    fn save<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, info) = (self.state_dir().to_path_buf(), info.clone());
-        Box::pin(blocking(move || save_info(&root, &info)))
+    fn save<'a>(&'a self, info: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (root, mut owned) = (self.state_dir().to_path_buf(), info.clone());
+        Box::pin(async move {
+            *info = blocking(move || save_info(&root, &mut owned).map(|()| owned)).await?;
+            Ok(())
+        })
     }
 
     fn append<'a>(
@@ -179,6 +231,7 @@ impl UploadStore for FsStore {
         let root = self.state_dir().to_path_buf();
         let (path, base) = data_location(&root, info);
         let (offset, placed) = (info.offset, info.placement.is_some());
+        let revision = info.revision.clone();
         Box::pin(async move {
             let file = blocking(move || {
                 let f = OpenOptions::new()
@@ -199,6 +252,7 @@ impl UploadStore for FsStore {
                 base,
                 placed,
                 pos: offset,
+                revision,
                 pending: None,
                 behind: None,
             }) as Box<dyn Appender>)
@@ -252,16 +306,19 @@ impl UploadStore for FsStore {
         info: &'a mut UploadInfo,
         state: UploadState,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let root = self.state_dir().to_path_buf();
-        info.state = state;
-        let owned = info.clone();
-        Box::pin(blocking(move || {
-            save_info(&root, &owned)?; // the tombstone first: a crash leaves no live record without data
-            match fs::remove_file(data_path(&root, &owned.id)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            }
-        }))
+        let (root, mut owned) = (self.state_dir().to_path_buf(), info.clone());
+        owned.state = state;
+        Box::pin(async move {
+            *info = blocking(move || {
+                save_info(&root, &mut owned)?; // the tombstone first: a crash leaves no live record without data
+                match fs::remove_file(data_path(&root, &owned.id)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(owned),
+                }
+            })
+            .await?;
+            Ok(())
+        })
     }
 
     fn purge<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<(), StoreError>> {

@@ -16,6 +16,8 @@
 //! ETag) and the bytes it sends come from the same version of the file: a file replaced by
 //! rename while a response streams keeps streaming the old version.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod fs;
 pub mod fs_upload;
 pub mod open_cache;
@@ -114,6 +116,10 @@ pub enum StoreError {
     /// The path exists but policy forbids serving it (dotfile, symlink leaving the root).
     #[error("forbidden")]
     Forbidden,
+    /// A compare-and-swap of a record lost: the record changed (or, for a creation, already
+    /// existed) since the caller read it. Another writer owns it now; nothing was recorded.
+    #[error("the record changed since it was read")]
+    Conflict,
     #[error(transparent)]
     Io(#[from] io::Error),
 }

@@ -9,6 +9,15 @@
 //! [`Appender::checkpoint`] makes the appended bytes durable (`fdatasync`) and only then
 //! records the new offset atomically. The recorded offset is the upload's offset; bytes past
 //! it (written before a crash, never checkpointed) are cut off when the next appender opens.
+//!
+//! Concurrency contract: the record is versioned. Every write of a record is a
+//! compare-and-swap against the [`Revision`] the caller's [`UploadInfo`] was loaded (or last
+//! recorded) at: creating expects no record, every later write expects `info.revision`. A
+//! record that changed meanwhile (another writer took the upload over) fails with
+//! [`StoreError::Conflict`] and is left as the other writer recorded it; a success stores the
+//! new revision in `info.revision`. Several writers can never silently overwrite each other's
+//! progress (object_store's `PutMode::Create` / `PutMode::Update`; the directory store checks
+//! the same way under a per-record lock).
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -94,6 +103,12 @@ pub enum UploadState {
     Expired,
 }
 
+/// Which stored revision of an upload record an [`UploadInfo`] was read at, as the store names
+/// it (the directory store: a digest of the record's bytes; an object store: the object's
+/// ETag). Opaque to everyone but the store that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Revision(pub(crate) String);
+
 /// The durable record of one upload (versioned JSON on the fs backend).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadInfo {
@@ -113,6 +128,10 @@ pub struct UploadInfo {
     /// [`UploadStore::place`]); `None`: the upload has its own data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// The stored revision this record was loaded or last recorded at; `None` before it is
+    /// created. Not part of the record: the store derives it (see the concurrency contract).
+    #[serde(skip)]
+    pub revision: Option<Revision>,
 }
 
 /// Where a placed partial upload's bytes live: in the data of final upload `upload`, from
@@ -140,6 +159,7 @@ impl UploadInfo {
             state: UploadState::Active,
             expires_ms: None,
             placement: None,
+            revision: None,
         }
     }
 
@@ -192,7 +212,9 @@ pub trait Appender: Send {
     /// Position after every byte queued so far.
     fn position(&self) -> u64;
     /// Makes every queued byte durable, then atomically records `info` with
-    /// `offset = position()`. On error `info.offset` is unchanged.
+    /// `offset = position()`, expecting the revision this appender recorded last (or opened
+    /// at). On error `info` is unchanged; on [`StoreError::Conflict`] another writer owns the
+    /// upload now and this appender must stop.
     fn checkpoint<'a>(
         &'a mut self,
         info: &'a mut UploadInfo,
@@ -213,16 +235,20 @@ pub trait Appender: Send {
 }
 
 /// Upload staging, publish and (optionally) termination, concatenation, expiry and a content
-/// index. All ids are validated; all paths are [`RelPath`]s.
+/// index. All ids are validated; all paths are [`RelPath`]s. Every method that records an
+/// `info` does so by compare-and-swap (see the module's concurrency contract): on
+/// [`StoreError::Conflict`] nothing of the record changed.
 pub trait UploadStore: Send + Sync {
     fn caps(&self) -> UploadCaps;
-    /// Creates empty staging data and records `info` durably.
-    fn create<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// The last checkpointed record. `NotFound` for an unknown id.
+    /// Creates empty staging data and records `info` durably, only if no record of its id
+    /// exists (else [`StoreError::Conflict`]).
+    fn create<'a>(&'a self, info: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The last checkpointed record, with its [`Revision`]. `NotFound` for an unknown id.
     fn load<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<UploadInfo, StoreError>>;
     /// Records `info` atomically (length declared later, state changes).
-    fn save<'a>(&'a self, info: &'a UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn save<'a>(&'a self, info: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Opens the staging data for appending at `info.offset`, cutting off any bytes past it.
+    /// The appender's checkpoints are compare-and-swaps from `info.revision` on.
     fn append<'a>(
         &'a self,
         info: &'a UploadInfo,

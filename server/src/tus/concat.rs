@@ -140,7 +140,7 @@ pub async fn create_final(
     for part in &ids {
         store.note_final(part, &id).await?; // before the record: a crash leaves only a stray marker
     }
-    store.create(&info).await?;
+    store.create(&mut info).await?;
     if length.is_some() {
         place_parts(tus, &info, &ids, &parts).await;
     }

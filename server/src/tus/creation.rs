@@ -68,7 +68,7 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     }
     let guard = tus.locks.acquire(&id).await;
     tus.uploads()?
-        .create(&info)
+        .create(&mut info)
         .await
         .inspect_err(|_| tus.unreserve(length))?;
     tus.events.emit(Kind::Created, &info, None).await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use super::super::upload::{Appender, UploadInfo};
+use super::super::upload::{Appender, Revision, UploadInfo};
 use super::super::{BoxFuture, StoreError};
 use super::save_info;
 
@@ -24,9 +24,13 @@ pub(super) struct FsAppender {
     pub(super) placed: bool,
     /// Upload offset after every byte queued so far.
     pub(super) pos: u64,
+    /// The record's revision as this appender recorded it last (or opened it): what the next
+    /// checkpoint's compare-and-swap expects.
+    pub(super) revision: Option<Revision>,
     pub(super) pending: Option<JoinHandle<io::Result<()>>>,
-    /// A background checkpoint (sync + record) still running or not yet collected.
-    pub(super) behind: Option<JoinHandle<Result<(), StoreError>>>,
+    /// A background checkpoint (sync + record) still running or not yet collected; it yields
+    /// the revision it recorded.
+    pub(super) behind: Option<JoinHandle<Result<Option<Revision>, StoreError>>>,
 }
 
 impl FsAppender {
@@ -37,21 +41,24 @@ impl FsAppender {
         }
     }
 
-    /// Waits for the background checkpoint, if any, and reports its failure.
+    /// Waits for the background checkpoint, if any, takes the revision it recorded and
+    /// reports its failure.
     async fn settle(&mut self) -> Result<(), StoreError> {
-        match self.behind.take() {
-            Some(h) => h.await.map_err(|e| StoreError::Io(io::Error::other(e)))?,
-            None => Ok(()),
+        if let Some(h) = self.behind.take() {
+            self.revision = h.await.map_err(|e| StoreError::Io(io::Error::other(e)))??;
         }
+        Ok(())
     }
 
-    /// Syncs the data, then records `info` with the current position (blocking pool).
+    /// Syncs the data, then records `info` with the current position, by compare-and-swap
+    /// from the revision this appender recorded last (blocking pool).
     fn sync_then_record(&self, info: &UploadInfo) -> JoinHandle<Result<UploadInfo, StoreError>> {
         let (file, root, mut next) = (self.file.clone(), self.root.clone(), info.clone());
         next.offset = self.pos;
+        next.revision = self.revision.clone();
         tokio::task::spawn_blocking(move || {
             file.sync_data()?; // data first ...
-            save_info(&root, &next)?; // ... then the offset that claims it
+            save_info(&root, &mut next)?; // ... then the offset that claims it
             Ok(next)
         })
     }
@@ -85,6 +92,7 @@ impl Appender for FsAppender {
                 .sync_then_record(info)
                 .await
                 .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+            self.revision = saved.revision.clone();
             *info = saved;
             Ok(())
         })
@@ -104,7 +112,7 @@ impl Appender for FsAppender {
             self.behind = Some(tokio::spawn(async move {
                 job.await
                     .map_err(|e| StoreError::Io(io::Error::other(e)))?
-                    .map(|_| ())
+                    .map(|saved| saved.revision)
             }));
             Ok(true)
         })

@@ -25,9 +25,14 @@ fn store() -> (Dir, FsStore) {
 }
 
 async fn new_upload(s: &FsStore, len: Option<u64>, concat: Concat) -> UploadInfo {
-    let info = UploadInfo::new(&UploadId::random().unwrap(), len, None, concat);
-    s.create(&info).await.unwrap();
+    let mut info = UploadInfo::new(&UploadId::random().unwrap(), len, None, concat);
+    s.create(&mut info).await.unwrap();
     info
+}
+
+/// The store conformance suite on the directory store.
+mod conformance {
+    crate::store::conformance::conformance_tests!(super::store());
 }
 
 fn staged_len(s: &FsStore, info: &UploadInfo) -> u64 {
