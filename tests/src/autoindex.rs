@@ -39,10 +39,17 @@ impl Drop for Served {
 /// nginx serving `root` with `autoindex on` (exact sizes, the default). `None` when nginx
 /// is not installed outside CI ([`tool`] fails the test in CI).
 pub fn nginx(root: &Path) -> Option<Served> {
+    nginx_with(root, |_| String::new())
+}
+
+/// [`nginx`] with more directives in its `server` block, made from nginx's work directory
+/// (where the test may write files such as an `auth_basic_user_file`).
+pub fn nginx_with(root: &Path, extra: impl FnOnce(&Path) -> String) -> Option<Served> {
     let nginx = tool("nginx")?;
     let work = tempfile::tempdir().expect("temp dir");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let extra = extra(work.path());
     let w = work.path().display();
     // `user root` only matters when the test runs as root (workers would otherwise drop to
     // `nobody`, who cannot read a 0700 temp dir); nginx ignores it with a warning otherwise.
@@ -51,7 +58,7 @@ pub fn nginx(root: &Path) -> Option<Served> {
          events {{ worker_connections 256; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {w}; proxy_temp_path {w};\n  \
          fastcgi_temp_path {w}; uwsgi_temp_path {w}; scgi_temp_path {w};\n  \
-         server {{ listen {addr}; root {root}; autoindex on; }}\n}}\n",
+         server {{ listen {addr}; root {root}; autoindex on; {extra} }}\n}}\n",
         root = root.display()
     );
     std::fs::write(work.path().join("nginx.conf"), conf).expect("write nginx.conf");

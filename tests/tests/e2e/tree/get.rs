@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use ferry_tests::autoindex::{nginx, python_http_server};
+use ferry_tests::autoindex::{nginx, nginx_with, python_http_server};
 use ferry_tests::TestServer;
 
 use super::{assert_tree, ferry, files_below, make_tree, out_dir, path_arg, stderr};
@@ -89,4 +89,41 @@ async fn get_r_from_python_http_server_is_byte_identical_and_a_rerun_is_a_noop()
         return;
     };
     get_twice(&srv.url("/pub/")).await;
+}
+
+/// Issue 9 §3: credentials from the URL go with every listing and file request of `-r`
+/// (nginx `auth_basic` checks each one; its `/pub` → `/pub/` redirect stays on the origin),
+/// and no printed line holds the password.
+#[tokio::test]
+async fn get_r_behind_basic_auth_sends_the_url_credentials_and_never_prints_them() {
+    let root = tempfile::tempdir().unwrap();
+    make_tree(&root.path().join("pub"));
+    let users = |work: &Path| {
+        let file = work.join("htpasswd");
+        std::fs::write(&file, "alice:{PLAIN}tr33-s3cret\n").unwrap();
+        format!(
+            "auth_basic \"ferry\"; auth_basic_user_file {};",
+            file.display()
+        )
+    };
+    let Some(srv) = nginx_with(root.path(), users) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let out = out_dir(&t);
+    let url = srv
+        .url("/pub")
+        .replace("http://", "http://alice:tr33-s3cret@");
+    let args = ["get", "-r", "-v", "-j", "2", "-d", path_arg(&out), &url];
+    let run = ferry(&args, t.path()).await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(!stderr(&run).contains("tr33-s3cret"), "{}", stderr(&run));
+    assert_tree(&out.join("pub"));
+    let wrong = url.replace("tr33-s3cret", "tr33-s3cretX");
+    let t2 = tempfile::tempdir().unwrap();
+    let args = ["get", "-r", "--no-netrc", "-d", path_arg(t2.path()), &wrong];
+    let run = ferry(&args, t2.path()).await;
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(stderr(&run).contains("401"), "{}", stderr(&run));
+    assert!(!stderr(&run).contains("tr33-s3cret"), "{}", stderr(&run));
 }
