@@ -269,6 +269,7 @@ impl GetPlan {
                 backoff: args.shared.backoff(),
                 max_tries: args.shared.max_tries,
                 auth: auth.finish(),
+                limit: None,
             },
             journal_interval: Duration::from_secs(1),
         };

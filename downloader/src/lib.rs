@@ -16,6 +16,7 @@
 //! - [`put`]: tus uploads: [`put::plan`] (parts, chunks, capabilities, pure),
 //!   [`put::fingerprint`] (resume store), [`put::client`] (tus requests), [`put::upload`].
 //! - [`progress`]: bar on a TTY, lines otherwise, quiet mode (shared with `put`).
+//! - [`ratelimit`]: `--limit-rate`, one token bucket shared by every connection of a run.
 //! - [`retry`]: backoff with jitter, `Retry-After`, connection shedding (shared with `put`).
 //! - [`size`]: human sizes (`4M`) in and out.
 //! - [`summary`]: the tally and summary line of a tree transfer (`-r`).
@@ -29,6 +30,7 @@ pub mod http;
 pub mod netrc;
 pub mod progress;
 pub mod put;
+pub mod ratelimit;
 pub mod retry;
 pub mod size;
 pub mod summary;

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Ui};
+use crate::ratelimit::RateLimit;
 use crate::retry::{Backoff, Retries, Shedder};
 use crate::size::format_size;
 use checksum::Expected;
@@ -66,6 +67,8 @@ pub struct WorkerOptions {
     pub max_tries: u32,
     /// Credentials, sent only to the origins they were given for.
     pub auth: crate::auth::Auth,
+    /// `--limit-rate`: one bucket shared by every connection of every download of the run.
+    pub limit: Option<Arc<RateLimit>>,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
                 backoff: Backoff::new(Duration::from_secs(1)),
                 max_tries: 5,
                 auth: crate::auth::Auth::default(),
+                limit: None,
             },
             journal_interval: Duration::from_secs(1),
         }

@@ -143,6 +143,7 @@ impl PutPlan {
                 http,
                 timeout: args.shared.timeout,
                 auth: auth.finish(),
+                limit: None,
             },
             options,
         })

@@ -15,6 +15,7 @@ use ferry_proto::tus::{
     TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION, UPLOAD_CHECKSUM, UPLOAD_CONCAT,
     UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET,
 };
+use futures_util::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Method};
 use reqwest::{Client, RequestBuilder, Response, Url};
@@ -23,6 +24,7 @@ use super::plan::{parse_list, Capabilities};
 use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::ratelimit::RateLimit;
 use crate::retry::parse_retry_after;
 
 /// Bytes handed to the connection at a time while a PATCH body streams (progress granularity).
@@ -38,6 +40,8 @@ pub struct Tus {
     /// Credentials, sent only to the origins they were given for (an upload URL on another
     /// host than the endpoint gets none).
     pub auth: Auth,
+    /// `--limit-rate`: one bucket shared by every PATCH of the run.
+    pub limit: Option<Arc<RateLimit>>,
 }
 
 /// Counts the bytes of a PATCH body as they are handed to the connection: into `sent` (so a
@@ -227,16 +231,25 @@ impl Tus {
         let Meter { progress, id, sent } = meter;
         let watched = Arc::clone(&sent);
         let len = data.len();
+        let limit = self.limit.clone();
+        let slice = limit.as_ref().map_or(BODY_SLICE, |l| l.quantum() as usize);
         let slices: Vec<Bytes> = (0..len)
-            .step_by(BODY_SLICE)
-            .map(|s| data.slice(s..len.min(s + BODY_SLICE)))
+            .step_by(slice)
+            .map(|s| data.slice(s..len.min(s + slice)))
             .collect();
-        let stream = futures_util::stream::iter(slices.into_iter().map(move |b| {
-            sent.fetch_add(b.len() as u64, Ordering::Relaxed);
-            progress.add(id, b.len() as u64);
-            progress.tick();
-            Ok::<_, std::io::Error>(b)
-        }));
+        // Each slice is granted by the shared bucket before the connection gets it.
+        let stream = futures_util::stream::iter(slices).then(move |b| {
+            let (limit, sent, progress) = (limit.clone(), Arc::clone(&sent), Arc::clone(&progress));
+            async move {
+                if let Some(limit) = limit {
+                    limit.take(b.len() as u64).await;
+                }
+                sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                progress.add(id, b.len() as u64);
+                progress.tick();
+                Ok::<_, std::io::Error>(b)
+            }
+        });
         let mut req = self
             .request(Method::PATCH, url)
             .header(CONTENT_TYPE, OFFSET_OCTET_STREAM)

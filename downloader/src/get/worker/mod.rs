@@ -271,7 +271,7 @@ async fn stream_body(
     let mut meter = speed::Meter::new(Instant::now());
     let mut buf = Vec::with_capacity(WRITE_BUFFER);
     let mut offset = range.start;
-    let result = loop {
+    let result = 'body: loop {
         let next = tokio::select! {
             r = tokio::time::timeout(round.opts.timeout, resp.chunk()) => r,
             _ = super::cancelled(&mut cancel) => break Err(Fault::Cancelled),
@@ -283,21 +283,29 @@ async fn stream_body(
             Ok(Ok(None)) => break end_of_body(round, id, offset),
             Ok(Ok(Some(chunk))) => chunk,
         };
-        let allowed = claim(round, id, offset, chunk.len() as u64);
-        // Copy through a fixed-size buffer: hyper hands out chunks of up to ~400 KiB, and a
-        // growing Vec would keep a MiB per connection.
-        let mut piece = &chunk[..allowed as usize];
-        while !piece.is_empty() {
-            let (now, rest) = piece.split_at((WRITE_BUFFER - buf.len()).min(piece.len()));
-            buf.extend_from_slice(now);
-            piece = rest;
-            if buf.len() == WRITE_BUFFER {
-                flush(round, id, &mut buf, written_to).await?;
+        // With --limit-rate the chunk passes in small pieces, each granted by the shared
+        // bucket first; without, in one piece.
+        let quantum = round
+            .opts
+            .limit
+            .as_ref()
+            .map_or(chunk.len(), |l| l.quantum() as usize);
+        let mut allowed = 0;
+        for piece in chunk.chunks(quantum.max(1)) {
+            if let Some(limit) = &round.opts.limit {
+                tokio::select! {
+                    _ = limit.take(piece.len() as u64) => {}
+                    _ = super::cancelled(&mut cancel) => break 'body Err(Fault::Cancelled),
+                    _ = kick.changed() => break 'body Err(Fault::Beaten),
+                }
             }
-        }
-        offset += allowed;
-        if allowed < chunk.len() as u64 {
-            break Ok(()); // segment complete (perhaps shortened by a steal): drop the response
+            let n = claim(round, id, offset, piece.len() as u64);
+            take_bytes(round, id, &piece[..n as usize], &mut buf, written_to).await?;
+            offset += n;
+            allowed += n;
+            if n < piece.len() as u64 {
+                break 'body Ok(()); // segment complete (perhaps shortened by a steal): drop the response
+            }
         }
         if let Some(speed) = meter.feed(allowed, Instant::now()) {
             round.speeds.set(id, speed);
@@ -312,6 +320,26 @@ async fn stream_body(
     // Bytes already received are good even when the connection failed: keep them.
     flush(round, id, &mut buf, written_to).await?;
     result
+}
+
+/// Copies claimed bytes through the fixed-size buffer, writing it whenever it is full: hyper
+/// hands out chunks of up to ~400 KiB, and a growing Vec would keep a MiB per connection.
+async fn take_bytes(
+    round: &Round,
+    id: usize,
+    mut piece: &[u8],
+    buf: &mut Vec<u8>,
+    written_to: &mut u64,
+) -> Result<(), Fault> {
+    while !piece.is_empty() {
+        let (now, rest) = piece.split_at((WRITE_BUFFER - buf.len()).min(piece.len()));
+        buf.extend_from_slice(now);
+        piece = rest;
+        if buf.len() == WRITE_BUFFER {
+            flush(round, id, buf, written_to).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Claims received bytes; a racing worker's first claim kicks the rival it beat (under the
