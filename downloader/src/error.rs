@@ -119,6 +119,18 @@ impl Error {
         }
     }
 
+    /// The server's doing (not the disk's, the user's or a signal): another server of the
+    /// same file may do better.
+    pub fn is_remote(&self) -> bool {
+        matches!(
+            self,
+            Error::Network { .. }
+                | Error::Stalled { .. }
+                | Error::Status { .. }
+                | Error::Protocol { .. }
+        )
+    }
+
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Usage(_))
     }

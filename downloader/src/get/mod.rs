@@ -7,13 +7,17 @@
 
 pub mod checksum;
 pub mod journal;
+mod liar;
+mod mirrors;
 pub mod origin;
+pub mod origins;
 pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod ranges;
 mod resume;
 mod round;
+pub mod sources;
 pub mod speed;
 pub mod tree;
 pub mod worker;
@@ -33,12 +37,14 @@ use crate::ratelimit::RateLimit;
 use crate::retry::{Backoff, Retries, Shedder};
 use crate::size::format_size;
 use checksum::Expected;
+use origins::Origins;
 use output::Target;
 use plan::Plan;
 use probe::{Probe, Validator};
 use ranges::RangeSet;
 use resume::resume_state;
 use round::run_round;
+use sources::Sources;
 
 /// Restarts from zero allowed in one run (server ignores ranges, file changed).
 const MAX_RESTARTS: usize = 3;
@@ -106,9 +112,11 @@ pub enum Restart {
 /// Everything the workers of one round share.
 pub struct Round {
     pub client: Client,
+    /// The URL the download is named after (errors of the round as a whole).
     pub url: String,
     pub length: Option<u64>,
-    pub validator: Validator,
+    /// The servers of this round (one, or mirrors proven to serve the same bytes).
+    pub sources: Sources,
     /// False: plain GETs of the whole body on one connection.
     pub ranged: bool,
     pub file: Arc<File>,
@@ -116,6 +124,8 @@ pub struct Round {
     pub plan: Mutex<Plan>,
     /// Bytes written (not necessarily durable yet).
     pub written: Mutex<RangeSet>,
+    /// With several servers: which one wrote which bytes.
+    pub origins: Mutex<Origins>,
     pub progress: Arc<Progress>,
     pub shedder: Shedder,
     pub speeds: speed::SpeedBoard,
@@ -141,6 +151,9 @@ pub(super) struct State {
     probe: Probe,
     ranged: bool,
     done: RangeSet,
+    /// Servers proven to serve the same bytes, the reference (whose probe this is) first.
+    pool: Vec<(String, Validator)>,
+    origins: Origins,
 }
 
 /// Downloads `url`; returns the final path. `interrupt` turning true (Ctrl-C) stops the
@@ -152,27 +165,66 @@ pub async fn download(
     ui: &Ui,
     interrupt: watch::Receiver<bool>,
 ) -> Result<PathBuf> {
-    let probe = probe_with_retries(client, url, &opts.worker).await?;
-    let target = Target::resolve(opts, probe.file_name.as_deref())?;
+    download_mirrored(client, &[url.to_string()], opts, ui, interrupt).await
+}
+
+/// Downloads the file at `urls[0]`, also from the mirrors `urls[1..]` (see [`sources`]).
+pub async fn download_mirrored(
+    client: &Client,
+    urls: &[String],
+    opts: &Options,
+    ui: &Ui,
+    interrupt: watch::Receiver<bool>,
+) -> Result<PathBuf> {
+    let mut servers = mirrors::probe_all(client, urls, opts).await?;
+    let target = Target::resolve(opts, servers.file_name())?;
     let _reservation = target.reserve()?;
     let progress = ui.transfer(&target.display_name());
-    if let Some(proof) = existing(&target, url, &probe, opts, &progress)? {
+    servers.tell(&progress);
+    let (url, probe) = servers.reference();
+    if let Some(proof) = existing(&target, url, probe, opts, &progress)? {
         progress.set_total(probe.length);
         progress.set_done(probe.length.unwrap_or(0));
         progress.finish(true, &format!("already complete ({proof}), nothing to do"));
         return Ok(target.path.clone());
     }
-    let mut state = resume_state(&target, url, probe, opts, &progress)?;
-    let result = run_rounds(client, url, opts, &target, &mut state, &progress, interrupt).await;
-    let result = match result {
-        Ok(()) => finish(&target, url, &state, opts).await,
-        Err(e) => Err(e),
+    let result = loop {
+        let result = download_group(client, &servers, opts, &target, &progress, &interrupt).await;
+        match result {
+            Err(e) if e.is_remote() && servers.fail_over(&e, &progress) => target.discard()?,
+            other => break other,
+        }
     };
     match &result {
         Ok(_) => progress.finish(true, &format!("done, {}", format_size(progress.done()))),
         Err(_) => progress.finish(false, "failed"),
     }
     result.map(|()| target.path.clone())
+}
+
+/// Downloads from the current group of servers, verifies, publishes.
+async fn download_group(
+    client: &Client,
+    servers: &mirrors::Servers,
+    opts: &Options,
+    target: &Target,
+    progress: &Arc<Progress>,
+    interrupt: &watch::Receiver<bool>,
+) -> Result<()> {
+    let (url, probe) = servers.reference();
+    let mut state = resume_state(target, url, probe.clone(), opts, progress)?;
+    state.pool = servers.pool();
+    run_rounds(
+        client,
+        url,
+        opts,
+        target,
+        &mut state,
+        progress,
+        interrupt.clone(),
+    )
+    .await?;
+    finish(client, target, url, &mut state, opts, progress).await
 }
 
 async fn probe_with_retries(client: &Client, url: &str, opts: &WorkerOptions) -> Result<Probe> {
@@ -229,6 +281,9 @@ async fn run_rounds(
                 state.ranged = state.probe.ranges && state.probe.length.is_some();
             }
         }
+        // Mirrors were proven against the old version: from here on, this server alone.
+        state.pool = vec![(url.to_string(), state.probe.validator.clone())];
+        state.origins = Origins::new();
         state.done = RangeSet::new();
         target.discard()?;
     }
@@ -305,25 +360,64 @@ fn existing(
 }
 
 /// Verifies digests, records the origin, publishes the file (without clobbering unless
-/// `--overwrite` or `--update`), removes the journal.
-async fn finish(target: &Target, url: &str, state: &State, opts: &Options) -> Result<()> {
+/// `--overwrite` or `--update`), removes the journal. When the check fails and several servers
+/// wrote the file, the one that sent wrong bytes is found and its bytes fetched again from the
+/// others ([`liar`]).
+async fn finish(
+    client: &Client,
+    target: &Target,
+    url: &str,
+    state: &mut State,
+    opts: &Options,
+    progress: &Arc<Progress>,
+) -> Result<()> {
     let expected: Vec<Expected> = opts
         .checksum
         .iter()
         .chain(state.probe.digest.iter())
         .cloned()
         .collect();
+    let verified = verify(target, expected.clone()).await;
+    let len = state.probe.length.unwrap_or(0);
+    match verified {
+        Err(e @ Error::Checksum { .. })
+            if state.pool.len() > 1 && state.origins.writers(len) > 1 =>
+        {
+            progress.note(&format!("{e}: comparing the servers' bytes"));
+            let suspects = liar::Suspects {
+                client,
+                servers: &state.pool,
+                part: &target.part,
+                progress,
+                timeout: opts.worker.timeout,
+                expected: &expected,
+            };
+            suspects.resolve(&mut state.origins, len, e).await?;
+        }
+        other => other?,
+    }
+    record_origin(target, url, &state.probe).await?;
+    target.publish(opts.overwrite || opts.update)
+}
+
+async fn verify(target: &Target, expected: Vec<Expected>) -> Result<()> {
     let part = target.part.clone();
-    let (url, probe) = (url.to_string(), state.probe.clone());
+    tokio::task::spawn_blocking(move || checksum::verify(&part, &expected))
+        .await
+        .map_err(|e| Error::io(&target.part, std::io::Error::other(e)))?
+}
+
+/// Records where the verified part file came from ([`origin`]), before it takes its name.
+async fn record_origin(target: &Target, url: &str, probe: &Probe) -> Result<()> {
+    let part = target.part.clone();
+    let (url, probe) = (url.to_string(), probe.clone());
     tokio::task::spawn_blocking(move || {
-        checksum::verify(&part, &expected)?;
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .open(&part)
-            .and_then(|f| origin::record(&f, &url, &probe).map(|()| f));
-        file.map(drop).map_err(|e| Error::io(&part, e))
+            .and_then(|f| origin::record(&f, &url, &probe))
+            .map_err(|e| Error::io(&part, e))
     })
     .await
-    .map_err(|e| Error::io(&target.part, std::io::Error::other(e)))??;
-    target.publish(opts.overwrite || opts.update)
+    .map_err(|e| Error::io(&target.part, std::io::Error::other(e)))?
 }

@@ -12,6 +12,12 @@
 //! a byte first wins the whole rest, the other is beaten (its end becomes its position, and
 //! [`Plan::take_beaten`] names it so the caller can stop its request). Claims stay exclusive,
 //! so no byte is ever written twice.
+//!
+//! Stealing looks at time, not bytes (issue 9 §4, mirrors): the victim is the segment that
+//! would take longest to finish at its holder's speed, and the thief takes the share it would
+//! finish at the same moment as the holder (a connection to a 32 MiB/s mirror takes 16/17 of
+//! what a 2 MiB/s one has left). Speeds come from the caller through [`Peers`]; unknown
+//! speeds mean halves, as before.
 
 use ferry_proto::ByteRange;
 
@@ -22,6 +28,24 @@ pub type WorkerId = usize;
 /// are at least this large. Far below `-k` on purpose: at the end of a download a small steal
 /// is what frees the download from a slow connection.
 pub const MIN_STEAL: u64 = 32 * 1024;
+
+/// What the caller knows about the workers, from its clocks and meters.
+pub trait Peers {
+    /// Received nothing for long enough to be raced (end-game).
+    fn stalled(&self, worker: WorkerId) -> bool;
+    /// Expected bytes per second of `worker`'s connection; 0 when unknown. Asked for the
+    /// thief too: the speed of the connection it is about to open.
+    fn speed(&self, _worker: WorkerId) -> u64 {
+        0
+    }
+}
+
+/// A bare "is it stalled" test, every speed unknown.
+impl<F: Fn(WorkerId) -> bool> Peers for F {
+    fn stalled(&self, worker: WorkerId) -> bool {
+        self(worker)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Active {
@@ -90,17 +114,13 @@ impl Plan {
     /// holder is `stalled` (raced, see the module doc), else the second half of the largest
     /// remaining segment of another worker. `None` when there is nothing worth taking now.
     /// A worker must [`release`](Self::release) its previous range before asking again.
-    pub fn next(
-        &mut self,
-        worker: WorkerId,
-        stalled: &dyn Fn(WorkerId) -> bool,
-    ) -> Option<ByteRange> {
+    pub fn next(&mut self, worker: WorkerId, peers: &dyn Peers) -> Option<ByteRange> {
         debug_assert!(self.active.iter().all(|a| a.worker != worker));
         let (range, rival) = match self.pending.pop() {
             Some(r) => (r, None),
-            None => match self.race(worker, stalled) {
+            None => match self.race(worker, &|w| peers.stalled(w)) {
                 Some((r, holder)) => (r, Some(holder)),
-                None => (self.steal()?, None),
+                None => (self.steal(worker, peers)?, None),
             },
         };
         self.active.push(Active {
@@ -137,17 +157,41 @@ impl Plan {
         Some((range, holder))
     }
 
-    fn steal(&mut self) -> Option<ByteRange> {
+    /// Splits the segment that would take longest to finish; the thief gets the tail that
+    /// it would finish when the holder finishes the head (halves when speeds are unknown).
+    fn steal(&mut self, thief: WorkerId, peers: &dyn Peers) -> Option<ByteRange> {
+        let known: Vec<u64> = self
+            .active
+            .iter()
+            .map(|a| peers.speed(a.worker))
+            .filter(|s| *s > 0)
+            .collect();
+        // A holder of unknown speed counts as the slowest known one (a fresh connection has
+        // no speed yet, and a silent one none either).
+        let fallback = known.iter().copied().min().unwrap_or(1);
+        let speed_of = |w| match peers.speed(w) {
+            0 => fallback,
+            s => s,
+        };
         let victim = self
             .active
             .iter_mut()
             .filter(|a| a.rival.is_none())
-            .max_by_key(|a| a.end - a.pos)?;
+            .max_by_key(|a| {
+                u128::from(a.end - a.pos) * 1_000_000 / u128::from(speed_of(a.worker))
+            })?;
         let remaining = victim.end - victim.pos;
         if remaining < 2 * self.min_steal {
             return None;
         }
-        let mid = victim.pos + remaining / 2;
+        let (holder, taker) = match (peers.speed(victim.worker), peers.speed(thief)) {
+            (h, t) if h > 0 && t > 0 => (u128::from(h), u128::from(t)),
+            _ => (1, 1),
+        };
+        let keep = u64::try_from(u128::from(remaining) * holder / (holder + taker))
+            .unwrap_or(remaining / 2)
+            .clamp(self.min_steal, remaining - self.min_steal);
+        let mid = victim.pos + keep;
         let stolen = ByteRange::new(mid, victim.end)?;
         victim.end = mid;
         Some(stolen)

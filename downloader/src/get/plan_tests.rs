@@ -283,3 +283,52 @@ fn random_schedules_claim_every_byte_exactly_once() {
         );
     }
 }
+
+/// Speeds for [`Peers`]: worker `w` at `speeds[w]` bytes/s (0 unknown), nobody stalled.
+struct Speeds(Vec<u64>);
+
+impl Peers for Speeds {
+    fn stalled(&self, _: WorkerId) -> bool {
+        false
+    }
+    fn speed(&self, w: WorkerId) -> u64 {
+        self.0.get(w).copied().unwrap_or(0)
+    }
+}
+
+/// Issue 9 §4: a connection to a slow mirror loses its segment first, even when a fast one
+/// has more bytes left, and keeps only what it finishes as soon as the thief finishes the rest.
+#[test]
+fn steal_takes_from_the_slowest_to_finish_in_proportion_to_speed() {
+    let mut plan = Plan::with_min_steal(&[r(0, 3000)], 3, 1, 10);
+    assert_eq!(plan.next(0, &never), Some(r(0, 1000)));
+    assert_eq!(plan.next(1, &never), Some(r(1000, 2000)));
+    assert_eq!(plan.next(2, &never), Some(r(2000, 3000)));
+    // Worker 0 (fast, 32/s) is done; worker 1 (slow, 2/s) has 900 left; worker 2 (8/s) 980.
+    assert_eq!(plan.claim(0, 0, 1000), 1000);
+    assert_eq!(plan.claim(1, 1000, 100), 100);
+    assert_eq!(plan.claim(2, 2000, 20), 20);
+    plan.release(0, 1000);
+    let speeds = Speeds(vec![32, 2, 8]);
+    // 1100..2000 at 2/s is the longest wait; the holder keeps 900 * 2/34 = 52 bytes.
+    assert_eq!(plan.next(0, &speeds), Some(r(1152, 2000)));
+    assert_eq!(plan.end_of(1), Some(1152));
+    assert_eq!(
+        plan.end_of(2),
+        Some(3000),
+        "the faster holder keeps its segment"
+    );
+}
+
+#[test]
+fn steal_by_time_keeps_min_steal_for_both_sides_and_halves_without_speeds() {
+    let mut plan = Plan::with_min_steal(&[r(0, 1000)], 1, 1, 100);
+    assert_eq!(plan.next(0, &never), Some(r(0, 1000)));
+    // Holder 1000x slower: it still keeps min_steal.
+    assert_eq!(plan.next(1, &Speeds(vec![1, 1000])), Some(r(100, 1000)));
+    plan.release(1, 100);
+    let mut plan = Plan::with_min_steal(&[r(0, 1000)], 1, 1, 100);
+    plan.next(0, &never);
+    // Thief speed unknown: halves, as before mirrors.
+    assert_eq!(plan.next(1, &Speeds(vec![5, 0])), Some(r(500, 1000)));
+}

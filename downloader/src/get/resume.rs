@@ -1,6 +1,7 @@
 //! Resume: use the journal only when it describes the very file the fresh probe sees.
 
 use super::journal::{self, Journal};
+use super::origins::Origins;
 use super::output::Target;
 use super::probe::Probe;
 use super::ranges::RangeSet;
@@ -18,11 +19,14 @@ pub(super) fn resume_state(
     progress: &Progress,
 ) -> Result<State> {
     let ranged = probe.ranges && probe.length.is_some();
+    let pool = vec![(url.to_string(), probe.validator.clone())];
     let fresh = |probe| {
         Ok(State {
             probe,
             ranged,
             done: RangeSet::new(),
+            pool: pool.clone(),
+            origins: Origins::new(),
         })
     };
     if opts.restart {
@@ -51,6 +55,8 @@ pub(super) fn resume_state(
                 probe,
                 ranged,
                 done,
+                pool: pool.clone(),
+                origins: Origins::new(),
             })
         }
         None => fresh(probe),

@@ -12,6 +12,7 @@ use super::journal::{self, Journal};
 use super::output::Target;
 use super::plan::Plan;
 use super::ranges::RangeSet;
+use super::sources::Sources;
 use super::worker::{self, Outcome};
 use super::{cancelled, speed, Options, Restart, Round, State};
 use crate::error::{Error, Result};
@@ -50,12 +51,13 @@ pub(super) async fn run_round(
         client: client.clone(),
         url: url.to_string(),
         length,
-        validator: state.probe.validator.clone(),
+        sources: Sources::new(state.pool.clone(), connections),
         ranged: state.ranged,
         file: Arc::new(file),
         part_path: target.part.clone(),
         plan: Mutex::new(Plan::new(&missing, connections, opts.min_split)),
         written: Mutex::new(state.done.clone()),
+        origins: Mutex::new(state.origins.clone()),
         progress: Arc::clone(progress),
         shedder: Shedder::new(),
         speeds: speed::SpeedBoard::new(connections),
@@ -80,6 +82,11 @@ pub(super) async fn run_round(
     book.flush(&round).await?;
     state.done = round
         .written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    state.origins = round
+        .origins
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();

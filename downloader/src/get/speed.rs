@@ -98,6 +98,11 @@ impl SpeedBoard {
         (bytes > 0 && secs > 0.0).then(|| (bytes as f64 / secs / conns) as u64)
     }
 
+    /// The last window's speed of `id`; 0 while unknown or idle.
+    pub fn get(&self, id: usize) -> u64 {
+        self.speeds.get(id).map_or(0, |s| s.load(Ordering::Relaxed))
+    }
+
     pub fn set(&self, id: usize, bytes_per_sec: u64) {
         if let Some(s) = self.speeds.get(id) {
             s.store(bytes_per_sec, Ordering::Relaxed);

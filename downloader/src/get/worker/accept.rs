@@ -8,11 +8,13 @@ use reqwest::Response;
 
 use super::{protocol, Fault};
 use crate::get::probe::{header_str, header_u64, status_error};
+use crate::get::sources::Source;
 use crate::get::{Restart, Round};
 
 /// Decides whether the body of `resp` may be written as `range`.
 pub(super) fn check_response(
     round: &Round,
+    src: &Source,
     resp: &Response,
     range: ByteRange,
 ) -> Result<(), Fault> {
@@ -24,16 +26,16 @@ pub(super) fn check_response(
         )));
     }
     if !status.is_success() {
-        return Err(status_error(&round.url, resp, status).into());
+        return Err(status_error(&src.url, resp, status).into());
     }
-    if round.validator.contradicts(h) {
+    if src.validator.contradicts(h) {
         return Err(Fault::Restart(Restart::Changed(
             "its validator (ETag or Last-Modified) changed".into(),
         )));
     }
     match (round.ranged, status) {
         (true, StatusCode::PARTIAL_CONTENT) => {
-            check_content_range(round, header_str(h, &CONTENT_RANGE), range)
+            check_content_range(round, &src.url, header_str(h, &CONTENT_RANGE), range)
         }
         (true, StatusCode::OK) => match (header_u64(h, &CONTENT_LENGTH), round.length) {
             (Some(seen), Some(len)) if seen != len => Err(changed_length(len, seen)),
@@ -44,28 +46,33 @@ pub(super) fn check_response(
             _ => Ok(()),
         },
         (_, s) => Err(protocol(
-            round,
+            &src.url,
             format!("expected status 206 or 200, got {s}"),
         )),
     }
 }
 
-fn check_content_range(round: &Round, value: Option<&str>, asked: ByteRange) -> Result<(), Fault> {
+fn check_content_range(
+    round: &Round,
+    url: &str,
+    value: Option<&str>,
+    asked: ByteRange,
+) -> Result<(), Fault> {
     let length = round.length.unwrap_or_default();
     let expected = asked.content_range(length);
     let value = value.ok_or_else(|| {
         protocol(
-            round,
+            url,
             format!("206 without Content-Range, expected {expected:?}"),
         )
     })?;
-    let parsed = ContentRange::parse(value).map_err(|e| protocol(round, e.to_string()))?;
+    let parsed = ContentRange::parse(value).map_err(|e| protocol(url, e.to_string()))?;
     if let Some(seen) = parsed.complete.filter(|c| *c != length) {
         return Err(changed_length(length, seen));
     }
     if parsed.range != asked || parsed.complete.is_none() {
         return Err(protocol(
-            round,
+            url,
             format!("expected Content-Range {expected:?}, got {value:?}; not writing it"),
         ));
     }

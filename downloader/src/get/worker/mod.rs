@@ -21,6 +21,8 @@ use http::header::{IF_RANGE, RANGE};
 use reqwest::Response;
 use tokio::sync::watch;
 
+use super::plan::Peers;
+use super::sources::SourceId;
 use super::{speed, Restart, Round};
 use crate::error::Error;
 use crate::retry::Retries;
@@ -85,9 +87,15 @@ async fn work(round: &Round, id: usize) -> Outcome {
             Ok(range) => range,
             Err(outcome) => return outcome,
         };
+        let Some(src) = round.sources.pick(id) else {
+            lock_plan(round).release(id, range.start);
+            return Outcome::Done;
+        };
         let mut written_to = range.start;
         let judge = slow_retries < speed::MAX_SLOW_RETRIES;
-        let result = fetch(round, id, range, &mut written_to, judge, &mut kick).await;
+        let at = Fetch { src, range, judge };
+        let result = fetch(round, id, at, &mut written_to, &mut kick).await;
+        round.sources.done(src);
         round.speeds.set(id, 0);
         // Without ranges a retry starts at 0 again, so a failure requeues the whole segment.
         let requeue_from = if round.ranged || result.is_ok() {
@@ -116,10 +124,11 @@ async fn work(round: &Round, id: usize) -> Outcome {
                 ));
                 continue;
             }
+            Err(Fault::Restart(r)) if leave_source(round, src, &restart_reason(&r)) => continue,
             Err(Fault::Restart(r)) => return Outcome::Restart(r),
             Err(Fault::Error(e)) => e,
         };
-        let delay = match retry_delay(round, id, err, &mut retries) {
+        let delay = match retry_delay(round, id, src, err, &mut retries) {
             Ok(delay) => delay,
             Err(outcome) => return outcome,
         };
@@ -130,6 +139,26 @@ async fn work(round: &Round, id: usize) -> Outcome {
             _ = tokio::time::sleep(delay) => {}
             _ = super::cancelled(&mut cancel) => return Outcome::Cancelled,
         }
+    }
+}
+
+/// With several servers, stops using `src` (it failed or serves another file now) and says
+/// so; false when it is the only one left (the caller then ends the round as before).
+fn leave_source(round: &Round, src: SourceId, why: &str) -> bool {
+    if round.sources.len() < 2 || !round.sources.drop_source(src) {
+        return false;
+    }
+    let url = round.sources.get(src).map_or("", |s| s.url.as_str());
+    round
+        .progress
+        .note(&format!("{url}: {why}; not using this server any more"));
+    true
+}
+
+fn restart_reason(r: &Restart) -> String {
+    match r {
+        Restart::IgnoresRange => "it ignores Range".into(),
+        Restart::Changed(how) => format!("the file there changed ({how})"),
     }
 }
 
@@ -154,8 +183,13 @@ async fn next_range(round: &Round, id: usize) -> Result<ByteRange, Outcome> {
         let stall = speed::stall_after(rate, round.opts.timeout);
         {
             let mut plan = lock_plan(round);
-            let silent = |w: usize| round.speeds.silent(w, now, stall);
-            let next = plan.next(id, &silent);
+            let view = View {
+                round,
+                now,
+                stall,
+                thief: id,
+            };
+            let next = plan.next(id, &view);
             for loser in plan.take_beaten() {
                 round.kick(loser); // a silent racer replaced by this worker
             }
@@ -175,18 +209,48 @@ async fn next_range(round: &Round, id: usize) -> Result<ByteRange, Outcome> {
     }
 }
 
+/// What [`Plan::next`](super::plan::Plan::next) learns about the other workers: who is
+/// silent, and how fast each one is (the thief: the best server's speed, where it will go).
+struct View<'a> {
+    round: &'a Round,
+    now: Instant,
+    stall: Duration,
+    thief: usize,
+}
+
+impl Peers for View<'_> {
+    fn stalled(&self, w: usize) -> bool {
+        self.round.speeds.silent(w, self.now, self.stall)
+    }
+
+    fn speed(&self, w: usize) -> u64 {
+        let sources = &self.round.sources;
+        match self.round.speeds.get(w) {
+            _ if w == self.thief => sources.best_speed(),
+            0 => sources.speed_of_worker(w),
+            s => s,
+        }
+    }
+}
+
 /// After a failure: how long to wait before retrying (zero when the connection had delivered
 /// bytes since its last failure, see [`Retries`]), or how the worker ends (error not
 /// retryable, tries without progress used up, or shed on 429/503).
 fn retry_delay(
     round: &Round,
     id: usize,
+    src: SourceId,
     err: Error,
     retries: &mut Retries,
 ) -> Result<Duration, Outcome> {
     let delay = retries.failed(err.retry_after());
     let failures = retries.failures();
     if !err.is_retryable() || failures >= round.opts.max_tries {
+        // Another server of the same file may do better: try the others afresh.
+        if err.is_remote() && leave_source(round, src, &err.to_string()) {
+            *retries = Retries::new(round.opts.backoff);
+            return Ok(Duration::ZERO);
+        }
         return Err(Outcome::Failed(err));
     }
     let refused = matches!(
@@ -208,30 +272,41 @@ fn retry_delay(
     Ok(delay)
 }
 
-/// Fetches `range` (or the whole body when the server ignores ranges), writing as it goes;
-/// `written_to` is the offset below which every byte of the segment is written.
+/// One request: from which server, which range, and whether it may be judged too slow.
+#[derive(Clone, Copy)]
+struct Fetch {
+    src: SourceId,
+    range: ByteRange,
+    judge: bool,
+}
+
+/// Fetches `at.range` (or the whole body when the server ignores ranges) from `at.src`,
+/// writing as it goes; `written_to` is the offset below which every byte of it is written.
 async fn fetch(
     round: &Round,
     id: usize,
-    range: ByteRange,
+    at: Fetch,
     written_to: &mut u64,
-    judge: bool,
     kick: &mut watch::Receiver<u64>,
 ) -> Result<(), Fault> {
+    let Some(src) = round.sources.get(at.src) else {
+        return Err(Fault::Cancelled);
+    };
+    let range = at.range;
     if !round.ranged && range.start != 0 {
         // A plain GET delivers the body from byte 0; it can only fill a segment starting there.
         return Err(protocol(
-            round,
+            &src.url,
             format!("cannot fetch {range} without Range support"),
         ));
     }
     let mut req = round
         .opts
         .auth
-        .apply(round.client.get(&round.url), &round.url);
+        .apply(round.client.get(&src.url), &src.url);
     if round.ranged {
         req = req.header(RANGE, range.to_range_header());
-        if let Some(v) = round.validator.if_range() {
+        if let Some(v) = src.validator.if_range() {
             req = req.header(IF_RANGE, v);
         }
     }
@@ -239,38 +314,27 @@ async fn fetch(
     let send = tokio::time::timeout(timeout, req.send());
     let mut cancel = round.cancel.clone();
     let resp = tokio::select! {
-        r = send => r.map_err(|_| stalled(round, timeout))?.map_err(|source| network(round, source))?,
+        r = send => r.map_err(|_| stalled(&src.url, timeout))?.map_err(|e| network(&src.url, e))?,
         _ = super::cancelled(&mut cancel) => return Err(Fault::Cancelled),
         _ = kick.changed() => return Err(Fault::Beaten),
     };
-    check_response(round, &resp, range)?;
-    let body = Body { resp, range, judge };
-    stream_body(round, id, body, written_to, kick).await
+    check_response(round, src, &resp, range)?;
+    stream_body(round, id, (resp, at), written_to, kick).await
 }
 
-/// A response accepted for `range`; `judge`: may be retried for being far too slow.
-struct Body {
-    resp: Response,
-    range: ByteRange,
-    judge: bool,
-}
-
+/// Reads an accepted response's body into the part file.
 async fn stream_body(
     round: &Round,
     id: usize,
-    body: Body,
+    (mut resp, at): (Response, Fetch),
     written_to: &mut u64,
     kick: &mut watch::Receiver<u64>,
 ) -> Result<(), Fault> {
-    let Body {
-        mut resp,
-        range,
-        judge,
-    } = body;
+    let url = round.sources.get(at.src).map_or("", |s| s.url.as_str());
     let mut cancel = round.cancel.clone();
     let mut meter = speed::Meter::new(Instant::now());
     let mut buf = Vec::with_capacity(WRITE_BUFFER);
-    let mut offset = range.start;
+    let mut offset = at.range.start;
     let result = 'body: loop {
         let next = tokio::select! {
             r = tokio::time::timeout(round.opts.timeout, resp.chunk()) => r,
@@ -278,9 +342,9 @@ async fn stream_body(
             _ = kick.changed() => break Err(Fault::Beaten),
         };
         let chunk = match next {
-            Err(_) => break Err(stalled(round, round.opts.timeout).into()),
-            Ok(Err(source)) => break Err(network(round, source).into()),
-            Ok(Ok(None)) => break end_of_body(round, id, offset),
+            Err(_) => break Err(stalled(url, round.opts.timeout).into()),
+            Ok(Err(source)) => break Err(network(url, source).into()),
+            Ok(Ok(None)) => break end_of_body(round, id, url, offset),
             Ok(Ok(Some(chunk))) => chunk,
         };
         // With --limit-rate the chunk passes in small pieces, each granted by the shared
@@ -300,7 +364,8 @@ async fn stream_body(
                 }
             }
             let n = claim(round, id, offset, piece.len() as u64);
-            take_bytes(round, id, &piece[..n as usize], &mut buf, written_to).await?;
+            let sink = (id, at.src);
+            take_bytes(round, sink, &piece[..n as usize], &mut buf, written_to).await?;
             offset += n;
             allowed += n;
             if n < piece.len() as u64 {
@@ -309,7 +374,8 @@ async fn stream_body(
         }
         if let Some(speed) = meter.feed(allowed, Instant::now()) {
             round.speeds.set(id, speed);
-            if judge
+            round.sources.observe(at.src, speed);
+            if at.judge
                 && meter.windows >= speed::WARM_UP_WINDOWS
                 && is_straggler(round, id, speed, offset)
             {
@@ -318,7 +384,7 @@ async fn stream_body(
         }
     };
     // Bytes already received are good even when the connection failed: keep them.
-    flush(round, id, &mut buf, written_to).await?;
+    flush(round, (id, at.src), &mut buf, written_to).await?;
     result
 }
 
@@ -326,7 +392,7 @@ async fn stream_body(
 /// hands out chunks of up to ~400 KiB, and a growing Vec would keep a MiB per connection.
 async fn take_bytes(
     round: &Round,
-    id: usize,
+    sink: (usize, SourceId),
     mut piece: &[u8],
     buf: &mut Vec<u8>,
     written_to: &mut u64,
@@ -336,7 +402,7 @@ async fn take_bytes(
         buf.extend_from_slice(now);
         piece = rest;
         if buf.len() == WRITE_BUFFER {
-            flush(round, id, buf, written_to).await?;
+            flush(round, sink, buf, written_to).await?;
         }
     }
     Ok(())
@@ -367,11 +433,11 @@ fn is_straggler(round: &Round, id: usize, mine: u64, offset: u64) -> bool {
 }
 
 /// The body ended: fine when the segment is complete, otherwise the server sent too little.
-fn end_of_body(round: &Round, id: usize, offset: u64) -> Result<(), Fault> {
+fn end_of_body(round: &Round, id: usize, url: &str, offset: u64) -> Result<(), Fault> {
     let end = lock_plan(round).end_of(id);
     match end {
         Some(end) if round.length.is_some() && offset < end => Err(Error::Protocol {
-            url: round.url.clone(),
+            url: url.to_string(),
             msg: format!("response ended at byte {offset}, expected data up to {end}"),
         }
         .into()),
@@ -385,10 +451,11 @@ fn end_of_body(round: &Round, id: usize, offset: u64) -> Result<(), Fault> {
     }
 }
 
-/// Writes the buffer at its offset (`*written_to`) and records it as written (not yet durable).
+/// Writes the buffer at its offset (`*written_to`) and records it as written (not yet durable),
+/// and, with several servers, which one it came from.
 async fn flush(
     round: &Round,
-    id: usize,
+    (id, src): (usize, SourceId),
     buf: &mut Vec<u8>,
     written_to: &mut u64,
 ) -> Result<(), Fault> {
@@ -418,29 +485,36 @@ async fn flush(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(r);
+        if round.sources.len() > 1 {
+            round
+                .origins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(r, src);
+        }
     }
     *written_to = at + n;
     round.progress.add(id, n);
     Ok(())
 }
 
-fn protocol(round: &Round, msg: String) -> Fault {
+fn protocol(url: &str, msg: String) -> Fault {
     Fault::Error(Error::Protocol {
-        url: round.url.clone(),
+        url: url.to_string(),
         msg,
     })
 }
 
-fn stalled(round: &Round, after: Duration) -> Error {
+fn stalled(url: &str, after: Duration) -> Error {
     Error::Stalled {
-        url: round.url.clone(),
+        url: url.to_string(),
         after,
     }
 }
 
-fn network(round: &Round, source: reqwest::Error) -> Error {
+fn network(url: &str, source: reqwest::Error) -> Error {
     Error::Network {
-        url: round.url.clone(),
+        url: url.to_string(),
         source,
     }
 }
