@@ -82,9 +82,15 @@ pub struct GetArgs {
     /// download the new version (into NAME.part) and replace the file once it is complete.
     #[arg(long, conflicts_with = "overwrite")]
     pub update: bool,
-    /// Read URLs from FILE, one per line ('#' starts a comment).
+    /// Read URLs from FILE, one file per line ('#' starts a comment); several URLs of the same
+    /// file on one line, separated by tabs, are mirrors (as in aria2).
     #[arg(short, long, value_name = "FILE")]
     pub input_file: Option<PathBuf>,
+    /// Another server of the same file (repeatable; with one URL). Bytes are mixed only when
+    /// proven the same file: --checksum, the same Repr-Digest, or the same strong ETag;
+    /// otherwise a mirror is used only if the others fail.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Vec<String>,
     /// Downloads at once: of several URLs, or of the files of a tree (-r).
     #[arg(short = 'j', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent_downloads: u16,
@@ -189,13 +195,14 @@ pub async fn interrupted() {
     }
 }
 
-/// Validated `ferry get` arguments: the URLs, the client and the options.
+/// Validated `ferry get` arguments: the files (each its URL and mirrors), the client and the
+/// options.
 pub struct GetPlan {
-    pub urls: Vec<String>,
+    pub jobs: Vec<Vec<String>>,
     pub client: reqwest::Client,
     pub options: get::Options,
     pub parallel: usize,
-    /// `-r`: `urls` holds one folder URL.
+    /// `-r`: `jobs` holds one folder URL.
     pub recursive: bool,
 }
 
@@ -216,34 +223,41 @@ pub fn summary(cmd: &str, tally: &crate::summary::Tally, ui: &Ui) -> u8 {
 
 impl GetPlan {
     pub fn from_args(args: GetArgs) -> Result<Self, Error> {
-        let mut urls = args.urls.clone();
+        let mut jobs: Vec<Vec<String>> = args.urls.iter().map(|u| vec![u.clone()]).collect();
+        if !args.mirror.is_empty() {
+            match jobs.as_mut_slice() {
+                [one] => one.extend(args.mirror.iter().cloned()),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--mirror needs exactly one URL, got {}; for several files use -i FILE with tab-separated mirrors",
+                        jobs.len()
+                    )))
+                }
+            }
+        }
         if let Some(path) = &args.input_file {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            urls.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
+            jobs.extend(input_jobs(&text));
         }
-        if urls.is_empty() {
+        if jobs.is_empty() {
             return Err(Error::Usage(
                 "no URL given: expected ferry get URL... or -i FILE".into(),
             ));
         }
-        if args.recursive && (urls.len() > 1 || args.checksum.is_some()) {
+        if args.recursive && (jobs.len() > 1 || !args.mirror.is_empty() || args.checksum.is_some())
+        {
             return Err(Error::Usage(
-                "-r takes one folder URL and no --checksum".into(),
+                "-r takes one folder URL, no --mirror and no --checksum".into(),
             ));
         }
-        if args.output.is_some() && urls.len() > 1 {
+        if args.output.is_some() && jobs.len() > 1 {
             return Err(Error::Usage(format!(
                 "-o names one file but {} URLs were given; use -d DIR",
-                urls.len()
+                jobs.len()
             )));
         }
         let mut auth = args.shared.auth()?;
-        for u in &mut urls {
+        for u in jobs.iter_mut().flatten() {
             let shown = crate::auth::redact(u);
             let parsed = reqwest::Url::parse(u)
                 .map_err(|e| Error::Usage(format!("invalid URL {shown:?}: {e}")))?;
@@ -269,12 +283,12 @@ impl GetPlan {
                 backoff: args.shared.backoff(),
                 max_tries: args.shared.max_tries,
                 auth: auth.finish(),
-                limit: None,
+                limit: args.shared.rate_limit(),
             },
             journal_interval: Duration::from_secs(1),
         };
         Ok(Self {
-            urls,
+            jobs,
             client,
             options,
             parallel: usize::from(args.max_concurrent_downloads),
@@ -284,7 +298,7 @@ impl GetPlan {
 
     /// `-r`: the tree below the one URL; prints the summary; returns the exit code.
     pub async fn run_tree(self, ui: &Ui, interrupt: watch::Receiver<bool>) -> u8 {
-        let Some(url) = self.urls.first() else {
+        let Some(url) = self.jobs.first().and_then(|j| j.first()) else {
             return EXIT_USAGE;
         };
         let tree = get::tree::get_tree(
@@ -312,7 +326,7 @@ impl GetPlan {
     pub async fn run(self, ui: &Ui, interrupt: watch::Receiver<bool>) -> usize {
         let gate = Arc::new(tokio::sync::Semaphore::new(self.parallel.max(1)));
         let mut set = tokio::task::JoinSet::new();
-        for url in self.urls {
+        for urls in self.jobs {
             let (client, opts, ui, gate, interrupt) = (
                 self.client.clone(),
                 self.options.clone(),
@@ -322,7 +336,7 @@ impl GetPlan {
             );
             set.spawn(async move {
                 let _permit = gate.acquire_owned().await;
-                let res = get::download(&client, &url, &opts, &ui, interrupt).await;
+                let res = get::download_mirrored(&client, &urls, &opts, &ui, interrupt).await;
                 if let Err(e) = &res {
                     ui.error(&format!("ferry get: {e}"));
                 }
@@ -337,6 +351,22 @@ impl GetPlan {
     }
 }
 
+/// The files of an `-i` list: one per line, its mirrors after tabs (aria2's format); blank
+/// lines and lines starting with '#' are skipped.
+pub fn input_jobs(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.split('\t')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +379,63 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").unwrap_err().contains("expected"));
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn input_lines_are_files_and_tabs_separate_mirrors() {
+        let text = "# list\nhttp://a/f\thttp://b/f\t http://c/f\n\n  http://d/g  \n";
+        assert_eq!(
+            input_jobs(text),
+            vec![
+                vec!["http://a/f", "http://b/f", "http://c/f"],
+                vec!["http://d/g"]
+            ]
+        );
+    }
+
+    #[test]
+    fn mirror_flags_join_the_one_url() {
+        let parse = |a: &[&str]| {
+            let Command::Get(g) = Cli::try_parse_from(a.iter().copied()).unwrap().command else {
+                panic!("expected get")
+            };
+            GetPlan::from_args(g)
+        };
+        let plan = parse(&[
+            "ferry",
+            "get",
+            "--mirror",
+            "http://b/f",
+            "--mirror",
+            "http://c/f",
+            "http://a/f",
+        ])
+        .ok()
+        .unwrap();
+        assert_eq!(
+            plan.jobs,
+            vec![vec!["http://a/f", "http://b/f", "http://c/f"]]
+        );
+        let two = parse(&[
+            "ferry",
+            "get",
+            "--mirror",
+            "http://b/f",
+            "http://a/f",
+            "http://c/g",
+        ]);
+        assert!(two.err().is_some_and(|e| e.is_usage()));
+        let bad = parse(&["ferry", "get", "--mirror", "ftp://b/f", "http://a/f"]);
+        assert!(bad.err().is_some_and(|e| e.is_usage()));
+        let rate = parse(&["ferry", "get", "--limit-rate", "2M", "http://a/f"])
+            .ok()
+            .unwrap();
+        let limit = rate.options.worker.limit.unwrap();
+        assert_eq!(limit.rate(), 2 << 20);
+        assert!(Cli::try_parse_from(["ferry", "get", "--limit-rate", "0", "http://a/f"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ferry", "put", "--limit-rate", "1k", "f", "http://a/"]).is_ok()
+        );
     }
 
     #[test]

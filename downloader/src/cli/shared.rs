@@ -4,6 +4,7 @@
 //! one HTTP client.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -12,7 +13,9 @@ use http::{HeaderName, HeaderValue};
 use super::{parse_duration, parse_header};
 use crate::auth::AuthBuilder;
 use crate::error::Error;
+use crate::ratelimit::RateLimit;
 use crate::retry::Backoff;
+use crate::size::parse_size;
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Connection options (same for get and put)")]
@@ -63,6 +66,19 @@ pub struct SharedArgs {
     /// answer before it is dropped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Most bytes per second for the whole run: all connections and all transfers (-j, -x)
+    /// together, e.g. 500K or 2M (K, M, G are 1024-based, as in curl).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err(format!(
+            "invalid rate {s:?}: expected at least 1 byte per second"
+        )),
+        n => Ok(n),
+    }
 }
 
 impl Default for SharedArgs {
@@ -90,6 +106,11 @@ impl SharedArgs {
             self.netrc_file.as_deref(),
             self.no_netrc,
         )
+    }
+
+    /// The one bucket every connection of this run draws from, with `--limit-rate`.
+    pub fn rate_limit(&self) -> Option<Arc<RateLimit>> {
+        self.limit_rate.map(|r| Arc::new(RateLimit::new(r)))
     }
 
     /// The token, unless empty (`FERRY_TOKEN=` means none).

@@ -143,7 +143,7 @@ impl PutPlan {
                 http,
                 timeout: args.shared.timeout,
                 auth: auth.finish(),
-                limit: None,
+                limit: args.shared.rate_limit(),
             },
             options,
         })

@@ -300,10 +300,7 @@ async fn fetch(
             format!("cannot fetch {range} without Range support"),
         ));
     }
-    let mut req = round
-        .opts
-        .auth
-        .apply(round.client.get(&src.url), &src.url);
+    let mut req = round.opts.auth.apply(round.client.get(&src.url), &src.url);
     if round.ranged {
         req = req.header(RANGE, range.to_range_header());
         if let Some(v) = src.validator.if_range() {
