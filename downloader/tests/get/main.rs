@@ -8,6 +8,7 @@ mod faults;
 mod flaky;
 mod kill;
 mod proxy;
+mod mirrors;
 mod ratelimit;
 mod rerun;
 mod support;

@@ -386,3 +386,19 @@ pub async fn download(url: &str, opts: &Options) -> ferry::Result<PathBuf> {
     let (_tx, rx) = watch::channel(false);
     get::download(&client(), url, opts, &Ui::with_mode(Mode::Quiet, false), rx).await
 }
+
+/// Runs a download of `urls[0]` with the mirrors `urls[1..]` in-process, quietly.
+pub async fn download_from(urls: &[String], opts: &Options) -> ferry::Result<PathBuf> {
+    let (_tx, rx) = watch::channel(false);
+    let ui = Ui::with_mode(Mode::Quiet, false);
+    get::download_mirrored(&client(), urls, opts, &ui, rx).await
+}
+
+/// How many GETs a server answered with 206 (ranges it served).
+pub fn ranged_gets(server: &Server) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method == Method::GET && r.status == 206)
+        .count()
+}
