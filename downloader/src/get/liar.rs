@@ -24,8 +24,8 @@ use http::StatusCode;
 use reqwest::Client;
 
 use super::checksum::{self, Expected};
-use super::origins::{pieces, Origins, EARLIER_RUN};
 use super::probe::{header_str, status_error, Validator};
+use super::provenance::{pieces, Provenance, EARLIER_RUN};
 use super::sources::SourceId;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -53,15 +53,20 @@ pub(super) struct Suspects<'a> {
 
 impl Suspects<'_> {
     /// Finds and removes the liar; `Err(mismatch)` when that cannot be done.
-    pub async fn resolve(&self, origins: &mut Origins, len: u64, mismatch: Error) -> Result<()> {
-        let disputes = self.compare(origins, len).await?;
+    pub async fn resolve(
+        &self,
+        provenance: &mut Provenance,
+        len: u64,
+        mismatch: Error,
+    ) -> Result<()> {
+        let disputes = self.compare(provenance, len).await?;
         if disputes.is_empty() {
             self.progress
                 .note("every piece compared equal on two servers: no server to blame");
             return Err(mismatch);
         }
         for suspect in suspects(&disputes) {
-            self.replace(suspect, &disputes, origins).await?;
+            self.replace(suspect, &disputes, provenance).await?;
             if self.verify().await.is_ok() {
                 let url = self.url(suspect);
                 self.progress.note(&format!(
@@ -81,9 +86,9 @@ impl Suspects<'_> {
     }
 
     /// Step 1: each piece against another server's copy.
-    async fn compare(&self, origins: &Origins, len: u64) -> Result<Vec<Dispute>> {
+    async fn compare(&self, provenance: &Provenance, len: u64) -> Result<Vec<Dispute>> {
         let mut disputes = Vec::new();
-        for (span, writer) in origins.cover(len) {
+        for (span, writer) in provenance.cover(len) {
             let accuser = if writer == 0 { 1 } else { 0 };
             for piece in pieces(span, PIECE) {
                 let theirs = match self.fetch(accuser, piece).await {
@@ -110,10 +115,10 @@ impl Suspects<'_> {
         &self,
         suspect: SourceId,
         disputes: &[Dispute],
-        origins: &mut Origins,
+        provenance: &mut Provenance,
     ) -> Result<()> {
         for d in disputes {
-            let holder = origins
+            let holder = provenance
                 .cover(d.piece.end)
                 .into_iter()
                 .find(|(s, _)| s.start <= d.piece.start && d.piece.start < s.end)
@@ -133,7 +138,7 @@ impl Suspects<'_> {
             };
             let bytes = self.fetch(other, d.piece).await?;
             self.write(d.piece, bytes).await?;
-            origins.record(d.piece, other);
+            provenance.record(d.piece, other);
         }
         Ok(())
     }

@@ -10,10 +10,10 @@ pub mod journal;
 mod liar;
 mod mirrors;
 pub mod origin;
-pub mod origins;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod provenance;
 pub mod ranges;
 mod resume;
 mod round;
@@ -37,10 +37,10 @@ use crate::ratelimit::RateLimit;
 use crate::retry::{Backoff, Retries, Shedder};
 use crate::size::format_size;
 use checksum::Expected;
-use origins::Origins;
 use output::Target;
 use plan::Plan;
 use probe::{Probe, Validator};
+use provenance::Provenance;
 use ranges::RangeSet;
 use resume::resume_state;
 use round::run_round;
@@ -125,7 +125,7 @@ pub struct Round {
     /// Bytes written (not necessarily durable yet).
     pub written: Mutex<RangeSet>,
     /// With several servers: which one wrote which bytes.
-    pub origins: Mutex<Origins>,
+    pub provenance: Mutex<Provenance>,
     pub progress: Arc<Progress>,
     pub shedder: Shedder,
     pub speeds: speed::SpeedBoard,
@@ -153,7 +153,7 @@ pub(super) struct State {
     done: RangeSet,
     /// Servers proven to serve the same bytes, the reference (whose probe this is) first.
     pool: Vec<(String, Validator)>,
-    origins: Origins,
+    provenance: Provenance,
 }
 
 /// Downloads `url`; returns the final path. `interrupt` turning true (Ctrl-C) stops the
@@ -283,7 +283,7 @@ async fn run_rounds(
         }
         // Mirrors were proven against the old version: from here on, this server alone.
         state.pool = vec![(url.to_string(), state.probe.validator.clone())];
-        state.origins = Origins::new();
+        state.provenance = Provenance::new();
         state.done = RangeSet::new();
         target.discard()?;
     }
@@ -381,7 +381,7 @@ async fn finish(
     let len = state.probe.length.unwrap_or(0);
     match verified {
         Err(e @ Error::Checksum { .. })
-            if state.pool.len() > 1 && state.origins.writers(len) > 1 =>
+            if state.pool.len() > 1 && state.provenance.writers(len) > 1 =>
         {
             progress.note(&format!("{e}: comparing the servers' bytes"));
             let suspects = liar::Suspects {
@@ -392,7 +392,7 @@ async fn finish(
                 timeout: opts.worker.timeout,
                 expected: &expected,
             };
-            suspects.resolve(&mut state.origins, len, e).await?;
+            suspects.resolve(&mut state.provenance, len, e).await?;
         }
         other => other?,
     }

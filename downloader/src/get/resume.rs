@@ -1,9 +1,9 @@
 //! Resume: use the journal only when it describes the very file the fresh probe sees.
 
 use super::journal::{self, Journal};
-use super::origins::Origins;
 use super::output::Target;
 use super::probe::Probe;
+use super::provenance::Provenance;
 use super::ranges::RangeSet;
 use super::{Options, State};
 use crate::error::{Error, Result};
@@ -26,7 +26,7 @@ pub(super) fn resume_state(
             ranged,
             done: RangeSet::new(),
             pool: pool.clone(),
-            origins: Origins::new(),
+            provenance: Provenance::new(),
         })
     };
     if opts.restart {
@@ -56,7 +56,7 @@ pub(super) fn resume_state(
                 ranged,
                 done,
                 pool: pool.clone(),
-                origins: Origins::new(),
+                provenance: Provenance::new(),
             })
         }
         None => fresh(probe),

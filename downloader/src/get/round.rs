@@ -57,7 +57,7 @@ pub(super) async fn run_round(
         part_path: target.part.clone(),
         plan: Mutex::new(Plan::new(&missing, connections, opts.min_split)),
         written: Mutex::new(state.done.clone()),
-        origins: Mutex::new(state.origins.clone()),
+        provenance: Mutex::new(state.provenance.clone()),
         progress: Arc::clone(progress),
         shedder: Shedder::new(),
         speeds: speed::SpeedBoard::new(connections),
@@ -85,8 +85,8 @@ pub(super) async fn run_round(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    state.origins = round
-        .origins
+    state.provenance = round
+        .provenance
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();

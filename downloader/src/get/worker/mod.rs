@@ -484,7 +484,7 @@ async fn flush(
             .insert(r);
         if round.sources.len() > 1 {
             round
-                .origins
+                .provenance
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .record(r, src);

@@ -11,11 +11,11 @@ pub const EARLIER_RUN: SourceId = usize::MAX;
 /// Sorted, disjoint spans, each with the server that wrote it last; touching spans of the
 /// same server are merged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origins {
+pub struct Provenance {
     spans: Vec<(ByteRange, SourceId)>,
 }
 
-impl Origins {
+impl Provenance {
     pub fn new() -> Self {
         Self::default()
     }
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn later_writes_replace_earlier_ones_and_neighbours_merge() {
-        let mut o = Origins::new();
+        let mut o = Provenance::new();
         o.record(r(0, 10), 0);
         o.record(r(10, 20), 0);
         o.record(r(30, 40), 1);
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn cover_fills_gaps_with_the_earlier_run() {
-        let mut o = Origins::new();
+        let mut o = Provenance::new();
         o.record(r(10, 20), 3);
         assert_eq!(
             o.cover(30),
@@ -134,7 +134,7 @@ mod tests {
         );
         assert_eq!(o.writers(30), 2);
         assert_eq!(o.writers(15), 2);
-        assert_eq!(Origins::new().writers(5), 1);
+        assert_eq!(Provenance::new().writers(5), 1);
     }
 
     /// Property: after random writes, each byte's writer is the last one recorded over it.
@@ -144,7 +144,7 @@ mod tests {
         for _ in 0..300 {
             let len = rng.u64(1..100);
             let mut bytes = vec![EARLIER_RUN; len as usize];
-            let mut o = Origins::new();
+            let mut o = Provenance::new();
             for _ in 0..rng.usize(0..10) {
                 let a = rng.u64(0..len);
                 let b = rng.u64(a + 1..=len);
