@@ -27,6 +27,7 @@ use super::checksum::{self, Expected};
 use super::probe::{header_str, status_error, Validator};
 use super::provenance::{pieces, Provenance, EARLIER_RUN};
 use super::sources::SourceId;
+use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -48,6 +49,8 @@ pub(super) struct Suspects<'a> {
     pub part: &'a Path,
     pub progress: &'a Arc<Progress>,
     pub timeout: Duration,
+    /// Credentials, sent only to the origins they were given for.
+    pub auth: &'a Auth,
     pub expected: &'a [Expected],
 }
 
@@ -149,7 +152,8 @@ impl Suspects<'_> {
             .servers
             .get(id)
             .ok_or_else(|| Error::Usage("no other server to compare with".into()))?;
-        let mut req = self.client.get(url).header(RANGE, piece.to_range_header());
+        let req = self.auth.apply(self.client.get(url), url);
+        let mut req = req.header(RANGE, piece.to_range_header());
         if let Some(v) = validator.if_range() {
             req = req.header(IF_RANGE, v);
         }

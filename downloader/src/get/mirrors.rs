@@ -37,7 +37,7 @@ pub(super) async fn probe_all(client: &Client, urls: &[String], opts: &Options) 
     }
     let attempts = urls
         .iter()
-        .map(|u| hedged_probe(client, u, opts.worker.timeout));
+        .map(|u| hedged_probe(client, u, &opts.worker));
     let results = futures_util::future::join_all(attempts).await;
     let mut notes = Vec::new();
     let mut answered = Vec::new();

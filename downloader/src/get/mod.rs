@@ -390,6 +390,7 @@ async fn finish(
                 part: &target.part,
                 progress,
                 timeout: opts.worker.timeout,
+                auth: &opts.worker.auth,
                 expected: &expected,
             };
             suspects.resolve(&mut state.provenance, len, e).await?;
