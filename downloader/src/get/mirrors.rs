@@ -35,9 +35,7 @@ pub(super) async fn probe_all(client: &Client, urls: &[String], opts: &Options) 
             probe_with_retries(client, main, &opts.worker).await?,
         ));
     }
-    let attempts = urls
-        .iter()
-        .map(|u| hedged_probe(client, u, &opts.worker));
+    let attempts = urls.iter().map(|u| hedged_probe(client, u, &opts.worker));
     let results = futures_util::future::join_all(attempts).await;
     let mut notes = Vec::new();
     let mut answered = Vec::new();
