@@ -108,6 +108,10 @@ struct Args {
     /// Time after its last write an unfinished upload is removed (e.g. 24h, 30m, 90s).
     #[arg(long, env = "FERRY_UPLOAD_EXPIRY", default_value = "24h", value_parser = ferryd::tus::expiration::parse_duration)]
     upload_expiry: Duration,
+    /// How long a request waits for an upload another request holds (it is asked to let go
+    /// first) before answering 503 with Retry-After (e.g. 20s).
+    #[arg(long, env = "FERRY_UPLOAD_LOCK_TIMEOUT", default_value = "20s", value_parser = ferryd::tus::expiration::parse_duration)]
+    upload_lock_timeout: Duration,
     /// Origin allowed to upload from a browser (repeatable; `*` for any).
     #[arg(long = "cors-origin", env = "FERRY_CORS_ORIGIN", value_delimiter = ',')]
     cors_origins: Vec<String>,
@@ -272,6 +276,7 @@ fn config(args: &Args, access_log: Option<&Arc<AccessLogHandle>>) -> anyhow::Res
         cors_origins: args.cors_origins.clone(),
         max_open_uploads: args.max_open_uploads,
         max_staged_bytes: args.max_staged_bytes,
+        lock_timeout: args.upload_lock_timeout,
     };
     let observe = ferryd::observe::Observe {
         access_log: access_log.map(|h| h.log()),

@@ -20,6 +20,7 @@
 pub(crate) mod conformance;
 pub mod fs;
 pub mod fs_upload;
+pub mod lock;
 pub mod open_cache;
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -240,6 +240,12 @@ pub trait Appender: Send {
 /// [`StoreError::Conflict`] nothing of the record changed.
 pub trait UploadStore: Send + Sync {
     fn caps(&self) -> UploadCaps;
+    /// A [`Locker`](super::lock::Locker) for this store's uploads; the tus endpoint makes
+    /// one at start and takes every upload's lock through it. The default locks in this
+    /// process's memory, enough for a store no other process writes.
+    fn locker(&self) -> Box<dyn super::lock::Locker> {
+        Box::new(super::lock::InProcess::default())
+    }
     /// Creates empty staging data and records `info` durably, only if no record of its id
     /// exists (else [`StoreError::Conflict`]).
     fn create<'a>(&'a self, info: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;

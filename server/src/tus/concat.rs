@@ -133,7 +133,7 @@ pub async fn create_final(
         super::patch::too_large(tus, l)?;
     }
     let id = UploadId::random()?;
-    let _guard = tus.locks.acquire(&id).await;
+    let _guard = tus.lock(&id).await?;
     let mut info = UploadInfo::new(&id, length, metadata, Concat::Final { parts: names });
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
     let store = tus.uploads()?;
@@ -221,7 +221,13 @@ pub async fn finish_waiting_finals(tus: Arc<Tus>, part: String) {
         }
     };
     for id in finals {
-        let _guard = tus.locks.acquire(&id).await;
+        let _guard = match tus.lock(&id).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(%part, fin = %id, error = %e, "could not finish a final upload waiting for a part");
+                continue;
+            }
+        };
         // A final upload that is gone, finished, or not (yet) recorded has nothing to do.
         let Ok(mut info) = super::core::load_live(&tus, &id).await else {
             continue;

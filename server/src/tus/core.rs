@@ -147,7 +147,7 @@ fn encode_segment(s: &str) -> String {
 /// PATCH streams they get the last checkpoint as it is.
 pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Response<Body>> {
     let guard = match uploader {
-        true => Some(tus.locks.acquire(id).await),
+        true => Some(tus.lock(id).await?),
         false => tus.locks.try_acquire(id),
     };
     let mut info = load_live(tus, id).await?;
@@ -185,7 +185,7 @@ pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Respo
 /// DELETE {base}/{id} (termination): frees the staging data; later requests get 410. A
 /// published file stays where it is: it belongs to the served tree now.
 pub async fn delete(tus: &Arc<Tus>, id: &UploadId) -> Result<Response<Body>> {
-    let _guard = tus.locks.acquire(id).await;
+    let _guard = tus.lock(id).await?;
     let mut info = load_live(tus, id).await?;
     info.expires_ms = Some(expiration::deadline(tus.cfg.expiry));
     tus.uploads()?

@@ -66,7 +66,7 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
             .await
             .inspect_err(|_| tus.unreserve(length))?;
     }
-    let guard = tus.locks.acquire(&id).await;
+    let guard = tus.lock(&id).await.inspect_err(|_| tus.unreserve(length))?;
     tus.uploads()?
         .create(&mut info)
         .await

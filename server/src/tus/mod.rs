@@ -11,7 +11,6 @@
 //! - [`publish`]: moving a finished upload into the served tree; instant upload.
 //! - [`names`]: hygiene of the `dir` and `filename` a finished upload is published as.
 //! - [`limits`]: `--max-open-uploads` and `--max-staged-bytes`, counted from the records.
-//! - [`lock`]: one writer per upload; a newcomer interrupts a streaming PATCH.
 //! - [`headers`]: typed parsing of tus request headers (pure).
 //!
 //! Bearer tokens and CORS are the crate's shared [`crate::auth`] and [`crate::cors`] modules.
@@ -32,7 +31,6 @@ pub mod creation;
 pub mod expiration;
 pub mod headers;
 pub mod limits;
-pub mod lock;
 pub mod names;
 pub mod patch;
 pub mod publish;
@@ -52,6 +50,7 @@ use crate::body::Body;
 use crate::cors;
 use crate::error::{error_response, Error, Result};
 use crate::forwarded::Frontend;
+use crate::store::lock::{Guard, Locker};
 use crate::store::upload::{UploadCaps, UploadId, UploadStore};
 use crate::store::Store;
 
@@ -74,6 +73,9 @@ pub struct TusConfig {
     pub max_open_uploads: u64,
     /// Most declared bytes of unfinished uploads at once (`--max-staged-bytes`).
     pub max_staged_bytes: Option<u64>,
+    /// How long a request waits for an upload's lock while another request holds it
+    /// (tusd's `AcquireLockTimeout`); then it answers 503 with `Retry-After`.
+    pub lock_timeout: Duration,
 }
 
 impl Default for TusConfig {
@@ -87,6 +89,7 @@ impl Default for TusConfig {
             cors_origins: Vec::new(),
             max_open_uploads: 10_000,
             max_staged_bytes: None,
+            lock_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -95,7 +98,8 @@ impl Default for TusConfig {
 pub struct Tus {
     store: Arc<dyn Store>,
     cfg: TusConfig,
-    locks: lock::Locks,
+    /// One writer per upload, from the store ([`UploadStore::locker`]).
+    locks: Box<dyn Locker>,
     counts: limits::Counts,
     /// Upload lifecycle events for metrics and hooks.
     pub events: crate::events::Events,
@@ -113,9 +117,7 @@ pub enum SetupError {
 
 impl Tus {
     pub fn new(store: Arc<dyn Store>, mut cfg: TusConfig) -> Result<Self, SetupError> {
-        if store.uploads().is_none() {
-            return Err(SetupError::NoUploads);
-        }
+        let locks = store.uploads().ok_or(SetupError::NoUploads)?.locker();
         if !cfg.base.starts_with('/') {
             return Err(SetupError::BadBase(cfg.base));
         }
@@ -125,7 +127,7 @@ impl Tus {
         Ok(Self {
             store,
             cfg,
-            locks: lock::Locks::default(),
+            locks,
             counts: limits::Counts::default(),
             events: Default::default(),
             hooks: Default::default(),
@@ -145,6 +147,15 @@ impl Tus {
         self.store.uploads().ok_or_else(|| {
             Error::Internal(std::io::Error::other("store lost its upload capability"))
         })
+    }
+
+    /// Takes the lock of upload `id` (interrupting a streaming PATCH that holds it), or
+    /// answers 503 when the holder does not let go within `lock_timeout`.
+    pub(crate) async fn lock(&self, id: &UploadId) -> Result<Guard> {
+        self.locks
+            .acquire(id, self.cfg.lock_timeout)
+            .await
+            .map_err(|e| Error::Busy(e.to_string()))
     }
 
     pub(crate) fn caps(&self) -> UploadCaps {

@@ -22,10 +22,10 @@ use hyper::body::Incoming;
 use super::checksum::{self, Digests, Expected};
 use super::core::{load_live, progress_headers};
 use super::headers::{is_offset_stream, u64_header};
-use super::lock::Guard;
 use super::{concat, expiration, publish, Tus};
 use crate::body::{self, Body};
 use crate::error::{Error, Result};
+use crate::store::lock::Guard;
 use crate::store::upload::{Appender, Concat, UploadId, UploadInfo};
 
 /// Bytes gathered before one positional write (two per upload in memory at most: one being
@@ -88,7 +88,7 @@ pub async fn patch(
         .ok_or_else(|| Error::bad_request("expected an Upload-Offset header, got none"))?;
     let declared = u64_header(&parts.headers, &UPLOAD_LENGTH)?;
     let sum = ChecksumSpec::from_headers(&parts.headers)?;
-    let guard = tus.locks.acquire(&id).await;
+    let guard = tus.lock(&id).await?;
     let mut info = load_live(tus, &id).await?;
     if matches!(info.concat, Concat::Final { .. }) {
         return Err(Error::client(
