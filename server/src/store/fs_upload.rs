@@ -167,15 +167,6 @@ fn list_blocking(root: &Path) -> Result<Vec<UploadInfo>, StoreError> {
 }
 
 impl UploadStore for FsStore {
-    fn caps(&self) -> UploadCaps {
-        UploadCaps {
-            termination: true,
-            concatenation: true,
-            expiration: true,
-            content_index: self.index().is_some(),
-        }
-    }
-
     fn create<'a>(&'a self, info: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
         let (root, mut owned) = (self.state_dir().to_path_buf(), info.clone());
         owned.revision = None; // a creation expects no record
@@ -276,31 +267,6 @@ impl UploadStore for FsStore {
         })
     }
 
-    fn publish_copy<'a>(
-        &'a self,
-        info: &'a mut UploadInfo,
-        src: &'a Indexed,
-        dir: &'a RelPath,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<RelPath, StoreError>> {
-        let dirs = self.dirs();
-        let (mut owned, dir, name) = (info.clone(), dir.clone(), name.to_string());
-        // The checked descriptor itself (a dup of it), never the path opened again.
-        let src = src.file.try_clone();
-        Box::pin(async move {
-            let src = src?;
-            let (path, owned) = blocking(move || {
-                Ok((
-                    publish_copy_blocking(&dirs, &mut owned, &src, &dir, &name)?,
-                    owned,
-                ))
-            })
-            .await?;
-            *info = owned;
-            Ok(path)
-        })
-    }
-
     fn discard<'a>(
         &'a self,
         info: &'a mut UploadInfo,
@@ -334,6 +300,41 @@ impl UploadStore for FsStore {
         }))
     }
 
+    fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>> {
+        let root = self.state_dir().to_path_buf();
+        Box::pin(blocking(move || list_blocking(&root)))
+    }
+
+    fn concatenation(&self) -> Option<&dyn Concatenation> {
+        Some(self)
+    }
+
+    fn placement(&self) -> Option<&dyn PlaceParts> {
+        Some(self)
+    }
+
+    fn content_index(&self) -> Option<&dyn ContentIndex> {
+        self.index().is_some().then_some(self as &dyn ContentIndex)
+    }
+}
+
+impl Concatenation for FsStore {
+    fn concatenate<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        parts: &'a [UploadInfo],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (root, mut owned, parts) =
+            (self.state_dir().to_path_buf(), info.clone(), parts.to_vec());
+        Box::pin(async move {
+            let owned =
+                blocking(move || concatenate_blocking(&root, &mut owned, &parts).map(|()| owned))
+                    .await?;
+            *info = owned;
+            Ok(())
+        })
+    }
+
     fn note_final<'a>(
         &'a self,
         part: &'a UploadId,
@@ -351,7 +352,9 @@ impl UploadStore for FsStore {
         let (state, part) = (self.state_dir().to_path_buf(), part.to_string());
         Box::pin(blocking(move || finals::finals_blocking(&state, &part)))
     }
+}
 
+impl PlaceParts for FsStore {
     fn place<'a>(
         &'a self,
         part: &'a mut UploadInfo,
@@ -367,28 +370,9 @@ impl UploadStore for FsStore {
             Ok(())
         })
     }
+}
 
-    fn concatenate<'a>(
-        &'a self,
-        info: &'a mut UploadInfo,
-        parts: &'a [UploadInfo],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (root, mut owned, parts) =
-            (self.state_dir().to_path_buf(), info.clone(), parts.to_vec());
-        Box::pin(async move {
-            let owned =
-                blocking(move || concatenate_blocking(&root, &mut owned, &parts).map(|()| owned))
-                    .await?;
-            *info = owned;
-            Ok(())
-        })
-    }
-
-    fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>> {
-        let root = self.state_dir().to_path_buf();
-        Box::pin(blocking(move || list_blocking(&root)))
-    }
-
+impl ContentIndex for FsStore {
     fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
         let index = self.index().cloned();
         Box::pin(async move {
@@ -413,6 +397,31 @@ impl UploadStore for FsStore {
                 _ => None,
             };
             Ok(found.map(|(path, file)| Indexed { path, file }))
+        })
+    }
+
+    fn publish_copy<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        src: &'a Indexed,
+        dir: &'a RelPath,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<RelPath, StoreError>> {
+        let dirs = self.dirs();
+        let (mut owned, dir, name) = (info.clone(), dir.clone(), name.to_string());
+        // The checked descriptor itself (a dup of it), never the path opened again.
+        let src = src.file.try_clone();
+        Box::pin(async move {
+            let src = src?;
+            let (path, owned) = blocking(move || {
+                Ok((
+                    publish_copy_blocking(&dirs, &mut owned, &src, &dir, &name)?,
+                    owned,
+                ))
+            })
+            .await?;
+            *info = owned;
+            Ok(path)
         })
     }
 }

@@ -1,9 +1,10 @@
 //! The upload capability: what a backend must offer for tus uploads (tusd's DataStore plus its
-//! optional "composer" interfaces, folded into one trait with a capability report).
+//! optional "composer" interfaces, one trait each).
 //!
-//! A backend that supports uploads returns itself from [`super::Store::uploads`]. The tus
-//! handler derives its `Tus-Extension` header from [`UploadStore::caps`], never from a list
-//! typed by hand.
+//! A backend that supports uploads returns itself from [`super::Store::uploads`]. Optional
+//! capabilities are traits of their own ([`Concatenation`], [`PlaceParts`], [`ContentIndex`]);
+//! the tus handler derives its `Tus-Extension` header from which the store offers, never
+//! from a list typed by hand.
 //!
 //! Durability contract: bytes are appended through an [`Appender`]; its
 //! [`Appender::checkpoint`] makes the appended bytes durable (`fdatasync`) and only then
@@ -193,18 +194,6 @@ fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error 
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// What a backend can do beyond the core (create, append, load, publish). The tus extensions
-/// advertised are derived from this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct UploadCaps {
-    pub termination: bool,
-    pub concatenation: bool,
-    /// Listing uploads so a reaper can expire them.
-    pub expiration: bool,
-    /// A content index by SHA-256 of the served files (instant upload).
-    pub content_index: bool,
-}
-
 /// Appends bytes to one upload's staging data.
 pub trait Appender: Send {
     /// Queues `data` at the current position (the previous write may still be in flight).
@@ -234,12 +223,15 @@ pub trait Appender: Send {
     fn close(&mut self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
-/// Upload staging, publish and (optionally) termination, concatenation, expiry and a content
-/// index. All ids are validated; all paths are [`RelPath`]s. Every method that records an
-/// `info` does so by compare-and-swap (see the module's concurrency contract): on
-/// [`StoreError::Conflict`] nothing of the record changed.
+/// Upload staging, publish, termination and expiry: what every upload store does (tusd's
+/// DataStore with its terminater). All ids are validated; all paths are [`RelPath`]s. Every
+/// method that records an `info` does so by compare-and-swap (see the module's concurrency
+/// contract): on [`StoreError::Conflict`] nothing of the record changed.
+///
+/// What a store may also do is a separate trait each, offered through an accessor that
+/// returns `None` by default: [`Concatenation`], [`PlaceParts`], [`ContentIndex`]. The tus
+/// `Tus-Extension` header is derived from which are present (`tus::core::extensions`).
 pub trait UploadStore: Send + Sync {
-    fn caps(&self) -> UploadCaps;
     /// A [`Locker`](super::lock::Locker) for this store's uploads; the tus endpoint makes
     /// one at start and takes every upload's lock through it. The default locks in this
     /// process's memory, enough for a store no other process writes.
@@ -268,17 +260,8 @@ pub trait UploadStore: Send + Sync {
         dir: &'a RelPath,
         name: &'a str,
     ) -> BoxFuture<'a, Result<RelPath, StoreError>>;
-    /// Like [`UploadStore::publish`] but with the bytes of the already served file `src`
-    /// (instant upload) as [`UploadStore::index_find`] found and checked it, whatever its
-    /// path names now: `info` must have `length` equal to its size.
-    fn publish_copy<'a>(
-        &'a self,
-        info: &'a mut UploadInfo,
-        src: &'a Indexed,
-        dir: &'a RelPath,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<RelPath, StoreError>>;
-    /// Frees the staging data and records `state` (a tombstone) with a new expiry.
+    /// Frees the staging data and records `state` (a tombstone) with a new expiry
+    /// (termination, expiry, a retired part).
     fn discard<'a>(
         &'a self,
         info: &'a mut UploadInfo,
@@ -286,20 +269,24 @@ pub trait UploadStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Removes every trace of an upload (an old tombstone).
     fn purge<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Moves the unfinished partial upload `part` into the data of the final upload `into`
-    /// at byte `at` (concatenation-unfinished): its received bytes are copied there once and
-    /// every later byte is written there directly, so [`UploadStore::concatenate`] has
-    /// nothing left to copy for it. Records the placement durably. Optional: the default
-    /// leaves the part where it is and concatenation copies it.
-    fn place<'a>(
-        &'a self,
-        part: &'a mut UploadInfo,
-        into: &'a UploadInfo,
-        at: u64,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let _ = (part, into, at);
-        Box::pin(async { Ok(()) })
+    /// Every upload record (for the reaper and the limits' count at start).
+    fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
+    /// tus concatenation, if this store joins uploads.
+    fn concatenation(&self) -> Option<&dyn Concatenation> {
+        None
     }
+    /// Writing unfinished parts in place in their final upload, if this store can.
+    fn placement(&self) -> Option<&dyn PlaceParts> {
+        None
+    }
+    /// A content index of the served files (instant upload), if this store keeps one.
+    fn content_index(&self) -> Option<&dyn ContentIndex> {
+        None
+    }
+}
+
+/// tus concatenation and concatenation-unfinished.
+pub trait Concatenation: Send + Sync {
     /// Writes the data of the complete `parts`, in order, as the data of `info`, makes it
     /// durable and records `info` as complete. Parts placed into `info` at their position
     /// are already there.
@@ -308,46 +295,60 @@ pub trait UploadStore: Send + Sync {
         info: &'a mut UploadInfo,
         parts: &'a [UploadInfo],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Every upload record (for the reaper).
-    fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
     /// Records that the final upload `fin` waits for the partial upload `part`
-    /// (concatenation-unfinished), so that [`UploadStore::finals_of`] finds it without
-    /// reading every record. Called before `fin` is created. The default records nothing.
+    /// (concatenation-unfinished), so that [`Concatenation::finals_of`] finds it without
+    /// reading every record. Called before `fin` is created.
     fn note_final<'a>(
         &'a self,
         part: &'a UploadId,
         fin: &'a UploadId,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let _ = (part, fin);
-        Box::pin(async { Ok(()) })
-    }
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// The final uploads that may wait for `part`; some may be gone or finished (callers
-    /// check). The default reads every record.
+    /// check).
     fn finals_of<'a>(
         &'a self,
         part: &'a UploadId,
-    ) -> BoxFuture<'a, Result<Vec<UploadId>, StoreError>> {
-        Box::pin(async move {
-            let all = self.list_uploads().await?;
-            Ok(all
-                .into_iter()
-                .filter(|i| matches!(&i.concat, Concat::Final { parts } if parts.iter().any(|p| p == part.as_str())))
-                .filter_map(|i| UploadId::parse(&i.id))
-                .collect())
-        })
-    }
+    ) -> BoxFuture<'a, Result<Vec<UploadId>, StoreError>>;
+}
+
+/// Placing parts (an optimisation of [`Concatenation`]: without it, concatenation copies).
+pub trait PlaceParts: Send + Sync {
+    /// Moves the unfinished partial upload `part` into the data of the final upload `into`
+    /// at byte `at` (concatenation-unfinished): its received bytes are copied there once and
+    /// every later byte is written there directly, so [`Concatenation::concatenate`] has
+    /// nothing left to copy for it. Records the placement durably.
+    fn place<'a>(
+        &'a self,
+        part: &'a mut UploadInfo,
+        into: &'a UploadInfo,
+        at: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// A content index by SHA-256 of the served files (instant upload).
+pub trait ContentIndex: Send + Sync {
     /// Whether the content index holds a file of exactly `len` bytes (the cheap question a
     /// client asks before hashing for instant upload). A wrong "yes" only costs the client a
-    /// hash; [`UploadStore::index_find`] checks before anything is trusted.
+    /// hash; [`ContentIndex::index_find`] checks before anything is trusted.
     fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>>;
     /// A served file with content `sha256` (hex) and `len` bytes, only while it is still the
     /// very file that was hashed (same device, inode, size and mtime), held so that
-    /// [`UploadStore::publish_copy`] uses that file and not whatever its path names later.
+    /// [`ContentIndex::publish_copy`] uses that file and not whatever its path names later.
     fn index_find<'a>(
         &'a self,
         sha256: &'a str,
         len: u64,
     ) -> BoxFuture<'a, Result<Option<Indexed>, StoreError>>;
+    /// Like [`UploadStore::publish`] but with the bytes of the already served file `src`
+    /// (instant upload) as [`ContentIndex::index_find`] found and checked it, whatever its
+    /// path names now: `info` must have `length` equal to its size.
+    fn publish_copy<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        src: &'a Indexed,
+        dir: &'a RelPath,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<RelPath, StoreError>>;
 }
 
 /// A served file the content index vouched for (instant upload): where it was found, and a

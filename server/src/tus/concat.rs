@@ -136,11 +136,11 @@ pub async fn create_final(
     let _guard = tus.lock(&id).await?;
     let mut info = UploadInfo::new(&id, length, metadata, Concat::Final { parts: names });
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
-    let store = tus.uploads()?;
     for part in &ids {
-        store.note_final(part, &id).await?; // before the record: a crash leaves only a stray marker
+        // Before the record: a crash leaves only a stray marker.
+        tus.concatenation_or_500()?.note_final(part, &id).await?;
     }
-    store.create(&mut info).await?;
+    tus.uploads()?.create(&mut info).await?;
     if length.is_some() {
         place_parts(tus, &info, &ids, &parts).await;
     }
@@ -153,7 +153,9 @@ pub async fn create_final(
 /// streaming) or cannot be placed is left where it is and copied at concatenation, as without
 /// placement.
 async fn place_parts(tus: &Tus, info: &UploadInfo, ids: &[UploadId], parts: &[UploadInfo]) {
-    let Ok(store) = tus.uploads() else { return };
+    let Some(store) = tus.uploads().ok().and_then(|u| u.placement()) else {
+        return; // without placement, concatenation copies every part
+    };
     let mut at = 0u64;
     for (id, part) in ids.iter().zip(parts) {
         let Some(len) = part.length else { return };
@@ -186,8 +188,10 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     }
     let total = total_length(&parts)?.unwrap_or(0);
     super::patch::too_large(tus, total)?;
+    tus.concatenation_or_500()?
+        .concatenate(info, &parts)
+        .await?;
     let store = tus.uploads()?;
-    store.concatenate(info, &parts).await?;
     publish::complete(tus, info).await?;
     for mut part in parts {
         if part.placement.as_ref().is_some_and(|p| p.upload == info.id) {
@@ -209,9 +213,9 @@ pub async fn finish_waiting_finals(tus: Arc<Tus>, part: String) {
     let Some(part_id) = UploadId::parse(&part) else {
         return;
     };
-    let finals = match tus.uploads() {
-        Ok(store) => store.finals_of(&part_id).await.map_err(Error::from),
-        Err(e) => Err(e),
+    let finals = match tus.concatenation() {
+        Some(store) => store.finals_of(&part_id).await.map_err(Error::from),
+        None => return,
     };
     let finals = match finals {
         Ok(f) => f,

@@ -12,20 +12,23 @@ use crate::body::{self, Body};
 use crate::error::{Error, Result};
 use crate::files::{self, set};
 use crate::path::RelPath;
-use crate::store::upload::{unix_now_ms, Concat, UploadId, UploadInfo, UploadState};
+use crate::store::upload::{unix_now_ms, Concat, UploadId, UploadInfo, UploadState, UploadStore};
 use crate::store::{Object, StoreError};
 
-/// The tus extensions this endpoint offers, derived from the store's capabilities.
-pub fn extensions(caps: crate::store::upload::UploadCaps) -> Vec<&'static str> {
-    let mut v = vec!["creation", "creation-with-upload", "creation-defer-length"];
-    if caps.expiration {
-        v.push("expiration");
-    }
-    v.extend(["checksum", "checksum-trailer"]);
-    if caps.termination {
-        v.push("termination");
-    }
-    if caps.concatenation {
+/// The tus extensions this endpoint offers, derived from which capabilities the store has:
+/// creation (all three), expiration, checksum (both) and termination come with every upload
+/// store; concatenation with [`Concatenation`](crate::store::upload::Concatenation).
+pub fn extensions(store: &dyn UploadStore) -> Vec<&'static str> {
+    let mut v = vec![
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "expiration",
+        "checksum",
+        "checksum-trailer",
+        "termination",
+    ];
+    if store.concatenation().is_some() {
         v.extend(["concatenation", "concatenation-unfinished"]);
     }
     v
@@ -47,7 +50,8 @@ pub async fn options(tus: &Tus, req: &HeaderMap) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     let h = resp.headers_mut();
     h.insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
-    set(h, TUS_EXTENSION, extensions(tus.caps()).join(","));
+    let exts = tus.store.uploads().map(extensions).unwrap_or_default();
+    set(h, TUS_EXTENSION, exts.join(","));
     if let Some(max) = tus.cfg.max_size {
         set(h, TUS_MAX_SIZE, max.to_string());
     }
@@ -78,14 +82,13 @@ async fn instant_candidate(
     else {
         return Ok(None);
     };
-    let store = match tus.store.uploads() {
-        Some(s) if s.caps().content_index => s,
-        _ => return Ok(None),
+    let Some(index) = tus.content_index() else {
+        return Ok(None);
     };
     if crate::auth::check(&tus.cfg, &Method::POST, req).is_err() {
         return Ok(None);
     }
-    store.index_has_length(len).await.map(Some)
+    index.index_has_length(len).await.map(Some)
 }
 
 /// Loads an upload that may still be used: 404 if unknown, 410 once terminated or expired.
@@ -100,7 +103,7 @@ pub async fn load_live(tus: &Tus, id: &UploadId) -> Result<UploadInfo> {
         r => r?,
     };
     let gone = matches!(info.state, UploadState::Terminated | UploadState::Expired)
-        || (tus.caps().expiration && expiration::group_expired(tus, &info, unix_now_ms()).await);
+        || expiration::group_expired(tus, &info, unix_now_ms()).await;
     if gone {
         return Err(Error::client(
             StatusCode::GONE,
@@ -111,16 +114,14 @@ pub async fn load_live(tus: &Tus, id: &UploadId) -> Result<UploadInfo> {
 }
 
 /// Headers describing an upload's progress, shared by HEAD, PATCH and POST answers.
-pub fn progress_headers(tus: &Tus, info: &UploadInfo, h: &mut HeaderMap) {
+pub fn progress_headers(info: &UploadInfo, h: &mut HeaderMap) {
     let unfinished_final = matches!(info.concat, Concat::Final { .. }) && !info.is_complete();
     // concatenation: no Upload-Offset for a final upload until it is concatenated.
     if !unfinished_final {
         set(h, UPLOAD_OFFSET, info.offset.to_string());
     }
-    if tus.caps().expiration {
-        if let Some(v) = expiration::header_value(info) {
-            set(h, UPLOAD_EXPIRES, v);
-        }
+    if let Some(v) = expiration::header_value(info) {
+        set(h, UPLOAD_EXPIRES, v);
     }
     if let UploadState::Published { path } = &info.state {
         let url: String = path
@@ -158,7 +159,7 @@ pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Respo
     let mut resp = Response::new(body::empty());
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    progress_headers(tus, &info, h);
+    progress_headers(&info, h);
     match info.length {
         Some(l) => set(h, UPLOAD_LENGTH, l.to_string()),
         None if matches!(info.concat, Concat::Final { .. }) => {}
@@ -224,29 +225,81 @@ pub async fn get(tus: &Arc<Tus>, id: &UploadId, headers: &HeaderMap) -> Result<R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::upload::UploadCaps;
+    use crate::store::fs::{FsOptions, FsStore};
 
     #[test]
     fn extensions_follow_capabilities() {
-        let none = extensions(UploadCaps::default()).join(",");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir(&root).unwrap();
+        let fs = FsStore::new(&root, FsOptions::default()).unwrap();
+        assert!(fs.concatenation().is_some());
+        let all = extensions(&fs).join(",");
         assert_eq!(
-            none,
-            "creation,creation-with-upload,creation-defer-length,checksum,checksum-trailer"
+            all,
+            "creation,creation-with-upload,creation-defer-length,expiration,checksum,\
+             checksum-trailer,termination,concatenation,concatenation-unfinished"
         );
-        let all = UploadCaps {
-            termination: true,
-            concatenation: true,
-            expiration: true,
-            content_index: true,
-        };
-        let all = extensions(all).join(",");
-        for e in [
-            "expiration",
-            "termination",
-            "concatenation",
-            "concatenation-unfinished",
-        ] {
-            assert!(all.split(',').any(|x| x == e), "{e}");
+        let core = extensions(&WithoutCapabilities(fs)).join(",");
+        assert_eq!(
+            core,
+            "creation,creation-with-upload,creation-defer-length,expiration,checksum,\
+             checksum-trailer,termination"
+        );
+    }
+
+    /// A store with the core of `FsStore` and none of its optional capabilities.
+    struct WithoutCapabilities(FsStore);
+
+    impl UploadStore for WithoutCapabilities {
+        fn create<'a>(
+            &'a self,
+            i: &'a mut UploadInfo,
+        ) -> crate::store::BoxFuture<'a, Result<(), StoreError>> {
+            self.0.create(i)
+        }
+        fn load<'a>(
+            &'a self,
+            id: &'a UploadId,
+        ) -> crate::store::BoxFuture<'a, Result<UploadInfo, StoreError>> {
+            self.0.load(id)
+        }
+        fn save<'a>(
+            &'a self,
+            i: &'a mut UploadInfo,
+        ) -> crate::store::BoxFuture<'a, Result<(), StoreError>> {
+            self.0.save(i)
+        }
+        fn append<'a>(
+            &'a self,
+            i: &'a UploadInfo,
+        ) -> crate::store::BoxFuture<'a, Result<Box<dyn crate::store::upload::Appender>, StoreError>>
+        {
+            self.0.append(i)
+        }
+        fn publish<'a>(
+            &'a self,
+            i: &'a mut UploadInfo,
+            d: &'a RelPath,
+            n: &'a str,
+        ) -> crate::store::BoxFuture<'a, Result<RelPath, StoreError>> {
+            self.0.publish(i, d, n)
+        }
+        fn discard<'a>(
+            &'a self,
+            i: &'a mut UploadInfo,
+            s: UploadState,
+        ) -> crate::store::BoxFuture<'a, Result<(), StoreError>> {
+            self.0.discard(i, s)
+        }
+        fn purge<'a>(
+            &'a self,
+            id: &'a UploadId,
+        ) -> crate::store::BoxFuture<'a, Result<(), StoreError>> {
+            self.0.purge(id)
+        }
+        fn list_uploads(&self) -> crate::store::BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>> {
+            self.0.list_uploads()
         }
     }
 }

@@ -29,7 +29,7 @@ pub async fn post(tus: &Arc<Tus>, req: Request<Incoming>) -> Result<Response<Bod
     let h = &parts.headers;
     let metadata = metadata(h)?;
     let role = match h.get(UPLOAD_CONCAT) {
-        Some(_) if !tus.caps().concatenation => {
+        Some(_) if tus.concatenation().is_none() => {
             return Err(Error::bad_request("concatenation is not supported"))
         }
         Some(v) => concat::parse(v.to_str().unwrap_or(""), &tus.cfg.base)?,
@@ -148,6 +148,6 @@ fn created(tus: &Tus, info: &UploadInfo) -> Response<Body> {
     *resp.status_mut() = StatusCode::CREATED;
     let h = resp.headers_mut();
     set(h, header::LOCATION, tus.location(&info.id));
-    progress_headers(tus, info, h);
+    progress_headers(info, h);
     resp
 }

@@ -128,9 +128,6 @@ impl Tus {
     /// One reaper pass: frees expired uploads (never one a client holds) and forgets old
     /// tombstones. Returns how many records changed.
     pub async fn reap_once(&self) -> Result<usize> {
-        if !self.caps().expiration {
-            return Ok(0);
-        }
         let store = self.uploads()?;
         let now = unix_now_ms();
         let mut changed = 0;

@@ -51,7 +51,7 @@ use crate::cors;
 use crate::error::{error_response, Error, Result};
 use crate::forwarded::Frontend;
 use crate::store::lock::{Guard, Locker};
-use crate::store::upload::{UploadCaps, UploadId, UploadStore};
+use crate::store::upload::{Concatenation, ContentIndex, UploadId, UploadStore};
 use crate::store::Store;
 
 /// Settings of the tus endpoint.
@@ -158,8 +158,20 @@ impl Tus {
             .map_err(|e| Error::Busy(e.to_string()))
     }
 
-    pub(crate) fn caps(&self) -> UploadCaps {
-        self.store.uploads().map(|u| u.caps()).unwrap_or_default()
+    /// The store's concatenation, if it offers it.
+    pub(crate) fn concatenation(&self) -> Option<&dyn Concatenation> {
+        self.store.uploads().and_then(|u| u.concatenation())
+    }
+
+    /// The store's concatenation, for a handler that only runs when it is there.
+    pub(crate) fn concatenation_or_500(&self) -> Result<&dyn Concatenation> {
+        self.concatenation()
+            .ok_or_else(|| Error::Internal(std::io::Error::other("store lost its concatenation")))
+    }
+
+    /// The store's content index (instant upload), if it keeps one.
+    pub(crate) fn content_index(&self) -> Option<&dyn ContentIndex> {
+        self.store.uploads().and_then(|u| u.content_index())
     }
 
     /// The URL path of an upload.
@@ -234,7 +246,7 @@ impl Tus {
                 core::head(self, &id, uploader).await
             }
             Method::PATCH => patch::patch(self, id, req).await,
-            Method::DELETE if self.caps().termination => core::delete(self, &id).await,
+            Method::DELETE => core::delete(self, &id).await,
             Method::GET => core::get(self, &id, req.headers()).await,
             _ => Err(Error::MethodNotAllowed),
         }

@@ -112,7 +112,7 @@ pub async fn patch(
     };
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
-    progress_headers(tus, &info, resp.headers_mut());
+    progress_headers(&info, resp.headers_mut());
     Ok(resp)
 }
 

@@ -71,10 +71,12 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
     ) else {
         return Ok(false);
     };
-    if info.concat != Concat::None || !tus.caps().content_index {
+    if info.concat != Concat::None {
         return Ok(false);
     }
-    let store = tus.uploads()?;
+    let Some(store) = tus.content_index() else {
+        return Ok(false);
+    };
     let Some(src) = store.index_find(sha.trim(), len).await? else {
         return Ok(false);
     };
