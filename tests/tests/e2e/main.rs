@@ -11,6 +11,7 @@ mod ops;
 mod protocols;
 mod put;
 mod s3;
+mod store;
 mod tree;
 mod tus;
 mod ui;

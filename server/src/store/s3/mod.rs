@@ -194,6 +194,11 @@ impl Store for S3Store {
                 .list_with_delimiter(prefix)
                 .await
                 .map_err(from_s3)?;
+            // S3 has no empty directories: nothing under the prefix means no directory there
+            // (as a listing of a missing directory on disk), except the root.
+            if !path.is_root() && listing.common_prefixes.is_empty() && listing.objects.is_empty() {
+                return Err(StoreError::NotFound);
+            }
             let dirs = listing.common_prefixes.iter().filter_map(|p| {
                 let name = p.filename()?.to_owned();
                 Some(Entry {
