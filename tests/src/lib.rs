@@ -1,14 +1,18 @@
-//! Support for the end-to-end tests: an in-process ferryd on 127.0.0.1:0, fixture files, and
-//! helpers to find third-party clients, [`flaky`], a seeded flaky TCP proxy for the fault
-//! benchmarks and tests, and [`autoindex`], nginx and python's `http.server` serving listings. Compiled once, shared by every test module.
+//! Support for the end-to-end tests: an in-process ferryd on 127.0.0.1:0, fixture files,
+//! [`tools`] (finding third-party tools, tinyproxy on loopback; also included by the `ferry`
+//! crate's test binaries), [`flaky`], a seeded flaky TCP proxy for the fault benchmarks and
+//! tests, and [`autoindex`], nginx and python's `http.server` serving listings. Compiled once,
+//! shared by every test module.
 
 pub mod autoindex;
 pub mod flaky;
 pub mod s3;
+pub mod tools;
+
+pub use tools::{tool, TinyProxy};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use ferryd::app::{App, Config};
@@ -274,28 +278,6 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn sha256_file(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).expect("read file"))
-}
-
-/// The path of a third-party tool. In CI (`CI=true`) a missing tool is a failure, never a
-/// silent skip: `scripts/test` installs them. Elsewhere the caller gets `None` and the test
-/// says it skipped.
-pub fn tool(name: &str) -> Option<PathBuf> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string()));
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true")
-            || std::env::var("FERRY_REQUIRE_TOOLS").is_ok()
-        {
-            panic!("{name} is required for this test but is not installed; run scripts/test");
-        }
-        eprintln!("SKIPPED: {name} not installed (scripts/test installs it)");
-    }
-    found
 }
 
 /// A reqwest client that speaks HTTP/1.1 only and never decompresses.
