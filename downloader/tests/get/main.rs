@@ -13,3 +13,6 @@ mod ratelimit;
 mod rerun;
 mod support;
 mod tls;
+/// `tool` and `TinyProxy`, shared with the e2e suite (`ferry_tests::tools`).
+#[path = "../../../tests/src/tools.rs"]
+mod tools;

@@ -9,6 +9,10 @@ mod cutter;
 mod flaky;
 mod kill;
 mod node;
+mod proxy;
 mod support;
+/// `tool` and `TinyProxy`, shared with the e2e suite (`ferry_tests::tools`).
+#[path = "../../../tests/src/tools.rs"]
+mod tools;
 mod tree;
 mod tus_server;
