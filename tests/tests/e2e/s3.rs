@@ -100,3 +100,97 @@ async fn ranged_downloads_ask_s3_for_those_bytes_only() {
         ]
     );
 }
+
+/// A proxy in front of the S3 server that drops `If-None-Match` and `If-Match` from every
+/// request: a stand-in for an S3-compatible server that ignores conditional writes.
+async fn unconditional_proxy(upstream: &str) -> String {
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut down_r, mut down_w) = down.into_split();
+            let (mut up_r, mut up_w) = up.into_split();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 16 * 1024];
+                loop {
+                    // One request: its head, without the conditions, then its body.
+                    let end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match down_r.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let mut body_len = 0usize;
+                    let kept: Vec<&str> = head
+                        .split("\r\n")
+                        .filter(|l| {
+                            let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                            if name == "content-length" {
+                                body_len = l[15..].trim().parse().unwrap_or(0);
+                            }
+                            name != "if-none-match" && name != "if-match"
+                        })
+                        .collect();
+                    if up_w.write_all(kept.join("\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                    while buf.len() < body_len {
+                        match down_r.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..body_len).collect();
+                    if up_w.write_all(&body).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut up_r, &mut down_w).await;
+            });
+        }
+    });
+    url
+}
+
+// Issue 11 points 4 and 6(e): the probe tells a server that honours conditional writes (moto)
+// from one that ignores them (the same server behind a proxy that drops the conditions).
+#[tokio::test]
+async fn the_probe_tells_whether_the_server_honours_conditional_writes() {
+    use ferryd::store::s3::{ConditionalWrites, S3Store};
+    let Some(endpoint) = ferry_tests::s3::endpoint() else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let opts = ferry_tests::s3::fresh_options(false);
+    let store = S3Store::new(&opts).unwrap();
+    assert_eq!(
+        store.probe_conditional_writes().await.unwrap(),
+        ConditionalWrites::Honoured
+    );
+    let mut ignoring = opts.clone();
+    ignoring.endpoint = Some(unconditional_proxy(endpoint).await);
+    let store = S3Store::new(&ignoring).unwrap();
+    assert_eq!(
+        store.probe_conditional_writes().await.unwrap(),
+        ConditionalWrites::Ignored
+    );
+    // The probe cleans up after itself: nothing is left in the state prefix.
+    let state = object_store::path::Path::from(format!("{}/.ferry", opts.prefix));
+    let left = opts
+        .client()
+        .unwrap()
+        .list_with_delimiter(Some(&state))
+        .await
+        .unwrap();
+    assert!(left.objects.is_empty(), "{:?}", left.objects);
+}

@@ -12,8 +12,15 @@
 //! `If-Match` on the ETag the response announced), so a response never mixes two versions of
 //! an object, and streams the body as the client takes it (memory per response is what the
 //! HTTP client buffers, not the range).
+//!
+//! [`S3Store::probe_conditional_writes`] (in `probe`) tells whether the server honours
+//! `If-None-Match` / `If-Match` on writes, which several instances writing upload records
+//! under one prefix will need (issue 11 point 4).
 
+mod probe;
 mod read;
+
+pub use probe::ConditionalWrites;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
