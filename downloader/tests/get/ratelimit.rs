@@ -24,12 +24,18 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }
 
-fn assert_within_5_percent(seen: f64, what: &str) {
+/// The cap is an upper bound: at most 5 % above it. Below it only "not far below": a loaded
+/// machine may lose time to other processes, which is not the limiter's doing.
+fn assert_capped(seen: f64, what: &str) {
     eprintln!("{what}: {seen:.0} B/s, cap {CAP}");
     let cap = CAP as f64;
     assert!(
-        seen <= cap * 1.05 && seen >= cap * 0.95,
-        "{what}: {seen:.0} B/s is not within 5% of {CAP}"
+        seen <= cap * 1.05,
+        "{what}: {seen:.0} B/s is more than 5% above {CAP}"
+    );
+    assert!(
+        seen >= cap * 0.8,
+        "{what}: {seen:.0} B/s is far below {CAP}"
     );
 }
 
@@ -44,7 +50,7 @@ async fn limit_rate_caps_all_connections_together() {
     opts.connections = 4;
     opts.worker.limit = Some(Arc::clone(&limit));
     let path = download(&server.url("/f"), &opts).await.unwrap();
-    assert_within_5_percent(rate(6 << 20, &limit, &[&server]), "4 connections");
+    assert_capped(rate(6 << 20, &limit, &[&server]), "4 connections");
     assert_eq!(sha256(&std::fs::read(path).unwrap()), sha256(&data));
     let conns: std::collections::HashSet<_> = server.requests().iter().map(|r| r.conn).collect();
     assert!(
@@ -69,7 +75,7 @@ async fn concurrent_downloads_share_one_limit() {
     ob.output = Some("b".into());
     let (ua, ub) = (sa.url("/a"), sb.url("/b"));
     let (pa, pb) = tokio::join!(download(&ua, &oa), download(&ub, &ob));
-    assert_within_5_percent(rate(6 << 20, &limit, &[&sa, &sb]), "two downloads");
+    assert_capped(rate(6 << 20, &limit, &[&sa, &sb]), "two downloads");
     assert_eq!(std::fs::read(pa.unwrap()).unwrap(), a);
     assert_eq!(std::fs::read(pb.unwrap()).unwrap(), b);
 }

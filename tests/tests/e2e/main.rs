@@ -6,6 +6,7 @@ mod get;
 mod hardening;
 mod index;
 mod interop;
+mod limit_rate;
 mod mirror;
 mod ops;
 mod protocols;
