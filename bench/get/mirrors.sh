@@ -4,6 +4,7 @@
 #
 #   bench/get/mirrors.sh                 # 5 interleaved rounds
 #   ROUNDS=9 CONNS=12 bench/get/mirrors.sh
+#   FERRY=/path/to/ferry bench/get/mirrors.sh   # that binary, no build
 #
 # Three nginx servers share one root (so the same strong ETag: ferry may mix their bytes),
 # each with its own per-connection cap: `limit_rate 2m`, `8m`, `32m` (`limit_rate_after 0`).
@@ -29,9 +30,11 @@ need nginx nginx-light
 need aria2c aria2
 [ -x /usr/bin/time ] || { echo "installing time"; apt-get install -y -qq time >/dev/null; }
 
-echo "building ferry (release)"
-(cd "$ROOT" && cargo build --release -q -p ferry --bin ferry)
-FERRY="${FERRY:-$ROOT/target/release/ferry}"
+if [ -z "${FERRY:-}" ]; then
+    echo "building ferry (release)"
+    (cd "$ROOT" && cargo build --release -q -p ferry --bin ferry)
+    FERRY="$ROOT/target/release/ferry"
+fi
 
 mkdir -p "$WORK/www" "$WORK/out" "$WORK/logs"
 chmod 755 "$WORK" "$WORK/www"
@@ -85,7 +88,7 @@ timed() {
     tail -1 "$WORK/time.txt"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc -l)"; }
 
 PER=$((CONNS / 3))
 FERRY_CMD=("$FERRY" get -q -x"$CONNS" -k1M --mirror "${URLS[1]}" --mirror "${URLS[2]}" -d "$WORK/out" -o f256 "${URLS[0]}")
