@@ -23,7 +23,7 @@ use std::time::UNIX_EPOCH;
 
 use tokio::sync::Semaphore;
 
-use super::open_cache::{Identity, OpenCache};
+use super::open_cache::{Cached, Identity, OpenCache};
 use super::visibility::Visibility;
 use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
 use crate::index::{Index, IndexOptions};
@@ -118,7 +118,7 @@ impl FsStore {
         Ok(Self {
             root_dir: Arc::new(File::open(&root)?),
             state,
-            open_files: OpenCache::new(opts.open_files),
+            open_files: OpenCache::new(opts.open_files, true),
             root,
             budget: Arc::new(Semaphore::new(permits)),
             opts,
@@ -153,20 +153,18 @@ impl FsStore {
     }
 
     /// NotFound if the opened `file` really lies in the state area, whatever path led there.
-    /// Without `/proc` the path is resolved by name instead.
-    fn check_resolved(&self, file: &File, path: &RelPath) -> Result<(), StoreError> {
+    /// Without `/proc` the path is resolved by name instead. Says whether `path` leads to the
+    /// file directly (its real location is `ROOT/path`: no symlink on the way).
+    fn check_resolved(&self, file: &File, path: &RelPath) -> Result<bool, StoreError> {
+        let direct = self.root.join(path.as_str());
         let real = match real_path(file) {
             Some(r) => r,
-            None => self
-                .root
-                .join(path.as_str())
-                .canonicalize()
-                .map_err(StoreError::from_io)?,
+            None => direct.canonicalize().map_err(StoreError::from_io)?,
         };
         if self.in_state_area(&real) {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        Ok(real == direct)
     }
 
     /// Opens a validated path read-only under the visibility policy. Unless symlinks may
@@ -174,11 +172,11 @@ impl FsStore {
     /// (`openat2` with `RESOLVE_BENEATH`), so no symlink swapped in between a check and the
     /// open can escape. A path the kernel refuses that way (an absolute symlink, or a kernel
     /// without `openat2`) takes the slower check-then-open path, which still refuses targets
-    /// outside the root.
-    fn open_file(&self, path: &RelPath) -> Result<File, StoreError> {
+    /// outside the root. Also says whether the path leads to the file without symlinks.
+    fn open_file(&self, path: &RelPath) -> Result<(File, bool), StoreError> {
         let file = self.open_unchecked(path)?;
-        self.check_resolved(&file, path)?;
-        Ok(file)
+        let direct = self.check_resolved(&file, path)?;
+        Ok((file, direct))
     }
 
     fn open_unchecked(&self, path: &RelPath) -> Result<File, StoreError> {
@@ -197,9 +195,14 @@ impl FsStore {
         File::open(self.resolve(path)?).map_err(StoreError::from_io)
     }
 
-    /// The cached open file for `path`, if one `stat` shows it is still the same file.
+    /// The cached open file for `path`, if it is still the same file (see [`OpenCache`]).
     fn cached(&self, path: &RelPath) -> Option<Arc<FsFile>> {
         self.check_visible(path).ok()?;
+        let (id, hit) = match self.open_files.get(path.as_str()) {
+            Cached::Current(hit) => return Some(hit),
+            Cached::Check(id, hit) => (id, hit),
+            Cached::Miss => return None,
+        };
         let now = match stat_at(&self.root_dir, path.as_str()) {
             Ok(id) => id,
             // No statx (old kernel, or a seccomp filter saying EPERM, as std also assumes).
@@ -208,7 +211,11 @@ impl FsStore {
             }
             Err(_) => return None,
         };
-        self.open_files.get(path.as_str(), now)
+        if now != id {
+            self.open_files.forget(path.as_str(), id);
+            return None;
+        }
+        Some(hit)
     }
 
     fn visibility(&self) -> Visibility {
@@ -363,7 +370,14 @@ impl Store for FsStore {
             if let Some(hit) = self.cached(path) {
                 return Ok(Object::File(hit));
             }
-            let file = self.open_file(path)?;
+            self.check_visible(path)?;
+            // The path's directories are watched before the open and the file before its
+            // fstat, so a change at any point after is an event for the cache.
+            let mut ticket = self.open_files.begin(&self.root, path.as_str());
+            let (file, direct) = self.open_file(path)?;
+            if direct {
+                self.open_files.watch(&mut ticket, &file);
+            }
             let md = file.metadata()?;
             if md.is_dir() {
                 return Ok(Object::Dir(meta_of(&md)));
@@ -380,7 +394,7 @@ impl Store for FsStore {
                 id,
                 index,
             ));
-            self.open_files.insert(path.as_str(), id, opened.clone());
+            self.open_files.finish(ticket, id, opened.clone());
             Ok(Object::File(opened))
         })
     }
@@ -389,7 +403,7 @@ impl Store for FsStore {
         Box::pin(async move {
             // Opened (confined and checked like any read), then listed through the descriptor:
             // what is listed is what was checked.
-            let dir = self.open_file(path)?;
+            let (dir, _) = self.open_file(path)?;
             let (root, state, opts) = (self.root.clone(), self.state.clone(), self.opts.clone());
             let index = self.index().cloned();
             tokio::task::spawn_blocking(move || {

@@ -10,6 +10,8 @@ use ferryd::server::ServerOptions;
 use ferryd::store::fs::FsOptions;
 use reqwest::header::HeaderMap;
 
+mod changes;
+
 const LEN: usize = 1000;
 
 async fn get(srv: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Vec<u8>) {
