@@ -219,7 +219,10 @@ impl<T: Clone> OpenCache<T> {
         inner.next_token += 1;
         let token = inner.next_token;
         let dirs = self.capacity > 0
-            && inner.notify.as_mut().is_some_and(|n| n.watch_dirs(root, key));
+            && inner
+                .notify
+                .as_mut()
+                .is_some_and(|n| n.watch_dirs(root, key));
         inner.opening.insert(key.to_string(), token);
         Ticket {
             cache: self,
@@ -261,14 +264,9 @@ impl<T: Clone> OpenCache<T> {
             inner.reset();
             watched = false;
         }
-        inner.entries.insert(
-            ticket.key.clone(),
-            Entry {
-                id,
-                value,
-                watched,
-            },
-        );
+        inner
+            .entries
+            .insert(ticket.key.clone(), Entry { id, value, watched });
     }
 }
 
@@ -321,7 +319,10 @@ mod tests {
         // Rewritten in place, same size, no sleep: gone at the very next lookup.
         open(&c, root, "a/b/f", 1);
         assert_eq!(current(&c, "a/b/f"), Some(1));
-        let f = File::options().write(true).open(root.join("a/b/f")).unwrap();
+        let f = File::options()
+            .write(true)
+            .open(root.join("a/b/f"))
+            .unwrap();
         f.write_all_at(b"ONE", 0).unwrap();
         assert!(matches!(c.get("a/b/f"), Cached::Miss));
 
@@ -329,13 +330,19 @@ mod tests {
         open(&c, root, "a/b/f", 2);
         std::fs::hard_link(root.join("a/b/f"), root.join("elsewhere/h")).unwrap();
         open(&c, root, "a/b/f", 3); // the link itself is an attribute change (nlink)
-        let mut h = File::options().append(true).open(root.join("elsewhere/h")).unwrap();
+        let mut h = File::options()
+            .append(true)
+            .open(root.join("elsewhere/h"))
+            .unwrap();
         h.write_all(b"!").unwrap();
         assert!(matches!(c.get("a/b/f"), Cached::Miss));
 
         // Only its mtime changed (touch): the ETag changes, so the entry goes.
         open(&c, root, "a/b/f", 4);
-        let f = File::options().write(true).open(root.join("a/b/f")).unwrap();
+        let f = File::options()
+            .write(true)
+            .open(root.join("a/b/f"))
+            .unwrap();
         f.set_modified(UNIX_EPOCH + Duration::from_secs(5)).unwrap();
         assert!(matches!(c.get("a/b/f"), Cached::Miss));
 
@@ -364,7 +371,12 @@ mod tests {
         put("other", b"o");
         std::fs::remove_file(root.join("other")).unwrap();
         assert_eq!(current(&c, "g"), Some(7));
-        File::options().write(true).open(root.join("g")).unwrap().set_len(1).unwrap();
+        File::options()
+            .write(true)
+            .open(root.join("g"))
+            .unwrap()
+            .set_len(1)
+            .unwrap();
         assert!(matches!(c.get("g"), Cached::Miss));
     }
 

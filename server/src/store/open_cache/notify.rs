@@ -121,8 +121,10 @@ impl Notify {
                 out.push(Change::All);
                 continue;
             }
-            let gone = ev.mask & libc::IN_IGNORED != 0;
-            let targets = if gone {
+            // The inode itself moved, went, or lost its watch: the watch no longer stands for
+            // its old path (a directory is watched afresh when a path through it is opened).
+            let gone = libc::IN_IGNORED | libc::IN_MOVE_SELF | libc::IN_DELETE_SELF;
+            let targets = if ev.mask & gone != 0 {
                 self.targets.remove(&ev.wd).unwrap_or_default()
             } else {
                 self.targets.get(&ev.wd).cloned().unwrap_or_default()

@@ -28,7 +28,11 @@ async fn slow_get(srv: &TestServer, path: &str) -> (tokio::net::TcpStream, Vec<u
     }
     let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let body = buf.split_off(at);
-    assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     (s, body)
 }
 
@@ -96,7 +100,10 @@ async fn a_file_replaced_while_it_streams_keeps_streaming_the_old_version() {
     assert_eq!(body.len(), LEN, "the old version streamed to its end");
     assert!(body == old, "every byte from the old version");
     let resp = client().get(srv.url("/f.bin")).send().await.unwrap();
-    assert!(resp.bytes().await.unwrap() == new, "the next GET has the new one");
+    assert!(
+        resp.bytes().await.unwrap() == new,
+        "the next GET has the new one"
+    );
 }
 
 #[tokio::test]
@@ -118,8 +125,14 @@ async fn a_file_truncated_while_it_streams_ends_the_response_with_only_its_bytes
     read_to(&mut s, &mut body, LEN).await;
     // What was read before the truncation may have been sent; nothing else, and the response
     // ends short of its Content-Length, so no client takes it for the whole file.
-    assert!(body.len() < LEN, "a truncated file cannot fill its announced length");
-    assert!(body == old[..body.len()], "only bytes that were in the file");
+    assert!(
+        body.len() < LEN,
+        "a truncated file cannot fill its announced length"
+    );
+    assert!(
+        body == old[..body.len()],
+        "only bytes that were in the file"
+    );
     // The server lives on and serves the shorter file under a new ETag.
     let resp = client().get(srv.url("/f.bin")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
