@@ -249,3 +249,49 @@ async fn user_without_password_reads_it_like_curl_without_a_terminal() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("no password given"), "{err}");
 }
+
+/// Mirrors (issue 9 §3 with §4): each mirror URL's `user:password@` is kept for its own
+/// origin, so the main server and the mirror each get only their own credentials, never the
+/// other's, and both serve ranges of the one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mirror_gets_only_its_own_credentials() {
+    let data = random_bytes(4 << 20, 94);
+    let main = server_with_auth(&data, USER, PASSWORD).await;
+    let mirror = server_with_auth(&data, "bob", "mirror-pw").await;
+    let with = |s: &Server, creds: &str| {
+        s.url("/f.bin")
+            .replacen("http://", &format!("http://{creds}@"), 1)
+    };
+    let (main_url, mirror_url) = (
+        with(&main, &format!("{USER}:{PASSWORD}")),
+        with(&mirror, "bob:mirror-pw"),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = ferry_get(
+        dir.path(),
+        home.path(),
+        &["--mirror", &mirror_url, &main_url],
+        None,
+    )
+    .await;
+    assert_ok_and_quiet(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("mirror-pw"));
+    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), data);
+    assert_not_stored(dir.path());
+    for (name, server, own) in [
+        ("main", &main, basic(USER, PASSWORD)),
+        ("mirror", &mirror, basic("bob", "mirror-pw")),
+    ] {
+        assert!(ranged_gets(server) >= 1, "{name} served no range");
+        let sent: Vec<_> = server
+            .requests()
+            .into_iter()
+            .map(|r| r.authorization)
+            .collect();
+        assert!(
+            sent.iter().all(|a| a.as_deref() == Some(own.as_str())),
+            "{name} got other credentials: {sent:?}"
+        );
+    }
+}
