@@ -93,8 +93,8 @@ pub struct App {
 }
 
 /// Why an upload is refused on a store without the upload capability (also logged at start).
-pub const UPLOADS_REFUSED: &str =
-    "uploads are off: this ferryd serves an S3 store, which does not take tus uploads yet";
+pub const UPLOADS_REFUSED: &str = "uploads are off: this ferryd serves an S3 store, which takes \
+     tus uploads only with --single-instance (only this ferryd writes under the prefix) for now";
 
 impl App {
     /// An app around an opened store with every feature off (tests of the bare file server).

@@ -44,6 +44,10 @@ struct Args {
     /// (`host/bucket/key`, what MinIO and Garage expect).
     #[arg(long, env = "FERRY_S3_VIRTUAL_HOSTED")]
     s3_virtual_hosted: bool,
+    /// Only this ferryd writes under the S3 prefix: take tus uploads into the bucket with
+    /// per-upload locks in this process (several instances on one prefix are not safe yet).
+    #[arg(long, env = "FERRY_SINGLE_INSTANCE")]
+    single_instance: bool,
     /// Address to listen on; port 0 picks a free port (the bound URL is printed).
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -335,6 +339,7 @@ fn store_config(args: &Args) -> anyhow::Result<StoreConfig> {
             virtual_hosted: args.s3_virtual_hosted,
             allow_hidden: args.allow_hidden,
             credentials: None,
+            single_instance: args.single_instance,
         })),
         #[cfg(not(feature = "s3"))]
         StoreUrl::S3 { .. } => {

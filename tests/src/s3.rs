@@ -100,6 +100,7 @@ pub fn fresh_options(allow_hidden: bool) -> S3Options {
         virtual_hosted: false,
         allow_hidden,
         credentials: Some(("testing".into(), "testing".into())),
+        single_instance: false,
     }
 }
 

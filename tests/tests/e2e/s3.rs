@@ -194,3 +194,133 @@ async fn the_probe_tells_whether_the_server_honours_conditional_writes() {
         .unwrap();
     assert!(left.objects.is_empty(), "{:?}", left.objects);
 }
+
+// Issue 11 point 3: a tus upload into S3 through ferryd (`--single-instance`): parts of 8 MiB
+// and a tail, the offset HEAD reports is the committed one, the finished upload appears under
+// its name complete and is downloadable with Range, an existing name is never replaced.
+#[tokio::test]
+async fn a_tus_upload_into_s3_is_published_complete_and_never_replaces() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let config = |c: &mut ferryd::app::Config, _| {
+        if let StoreConfig::S3(o) = &mut c.store {
+            o.single_instance = true;
+        }
+        c.tus = Some(ferryd::tus::TusConfig::default()); // public uploads
+    };
+    let srv = TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        config,
+        |app, _| app,
+    )
+    .await;
+    srv.put_file("up/data.bin", b"already here");
+    let c = client();
+    let opts = c
+        .request(reqwest::Method::OPTIONS, srv.url("/files/"))
+        .send()
+        .await
+        .unwrap();
+    let exts = opts.headers()["tus-extension"].to_str().unwrap().to_owned();
+    assert!(
+        exts.contains("termination") && !exts.contains("concatenation"),
+        "{exts}"
+    );
+    let data = pattern(20 << 20, 11);
+    let created = c
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header("upload-metadata", "filename ZGF0YS5iaW4=,dir dXA=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let loc = created.headers()["location"].to_str().unwrap().to_owned();
+    let mut at = 0usize;
+    for chunk in [9 << 20, 3 << 20, (20 << 20) - (12 << 20)] {
+        let r = c
+            .patch(&loc)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", at.to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .body(data[at..at + chunk].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{:?}", r.text().await);
+        at += chunk;
+        let head = c
+            .head(&loc)
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.headers()["upload-offset"].to_str().unwrap(),
+            at.to_string()
+        );
+    }
+    let head = c
+        .head(&loc)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let published = head.headers()["ferry-published"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(published.ends_with("/up/data%20%281%29.bin"), "{published}");
+    let got = c
+        .get(&published)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got[..] == data[..], "published bytes differ");
+    let part = c
+        .get(&published)
+        .header("range", "bytes=9437180-9437199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(&part.bytes().await.unwrap()[..], &data[9437180..9437200]);
+    let kept = c.get(srv.url("/up/data.bin")).send().await.unwrap();
+    assert_eq!(&kept.bytes().await.unwrap()[..], b"already here");
+}
+
+/// Without `--single-instance`, an S3 store takes no uploads (several instances would need the
+/// lease locker): 403 with the reason, never a 404 or a silent accept.
+#[tokio::test]
+async fn without_single_instance_uploads_into_s3_are_refused_with_the_reason() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let config = |c: &mut ferryd::app::Config, _| {
+        c.tus = Some(ferryd::tus::TusConfig::default());
+    };
+    let srv = TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        config,
+        |app, _| app,
+    )
+    .await;
+    let r = client()
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("--single-instance"));
+}

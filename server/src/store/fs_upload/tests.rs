@@ -32,7 +32,7 @@ async fn new_upload(s: &FsStore, len: Option<u64>, concat: Concat) -> UploadInfo
 
 /// The store conformance suite on the directory store.
 mod conformance {
-    crate::store::conformance::conformance_tests!(super::store());
+    crate::store::conformance::conformance_tests!(Some(super::store()));
 }
 
 fn staged_len(s: &FsStore, info: &UploadInfo) -> u64 {

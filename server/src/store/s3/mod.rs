@@ -1,7 +1,7 @@
 //! The S3-compatible backend (`--store s3://bucket/prefix`), through `object_store`: AWS S3,
-//! MinIO, Garage, Ceph RGW, R2. Downloads only for now; uploads (tus into S3 multipart
-//! uploads) are issue 11 point 3, so [`Store::uploads`] is `None` and the tus endpoint is not
-//! offered.
+//! MinIO, Garage, Ceph RGW, R2. Downloads, and tus uploads into S3 multipart uploads
+//! ([`upload`]) when `--single-instance` says only this ferryd writes under the prefix
+//! ([`Store::uploads`] is `None` otherwise: several instances need a lease, not built yet).
 //!
 //! Layout: the served tree is the bucket's keys under `prefix/`, `/` being the directory
 //! separator (a "directory" is a common prefix of a delimiter listing). The top-level
@@ -19,6 +19,7 @@
 
 mod probe;
 mod read;
+mod upload;
 
 pub use probe::ConditionalWrites;
 
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3CopyIfNotExists};
 use object_store::path::Path as Key;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
 
@@ -54,14 +55,25 @@ pub struct S3Options {
     /// Access key id and secret, instead of the environment's (for embedding and tests;
     /// ferryd itself takes them from `AWS_*` like every S3 tool).
     pub credentials: Option<(String, String)>,
+    /// `--single-instance`: only this ferryd writes under the prefix, so uploads are taken
+    /// with a lock in this process's memory (several instances need the lease locker, not
+    /// built yet: without this flag the S3 store takes no uploads).
+    pub single_instance: bool,
 }
 
 impl S3Options {
     /// The S3 client these options describe (no request is made).
     pub fn client(&self) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        Ok(Arc::new(self.amazon()?))
+    }
+
+    /// The client with S3's own interfaces (multipart uploads). A copy that must not replace
+    /// its target is a multipart copy completed with `If-None-Match: *`.
+    fn amazon(&self) -> Result<AmazonS3, object_store::Error> {
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
-            .with_virtual_hosted_style_request(self.virtual_hosted);
+            .with_virtual_hosted_style_request(self.virtual_hosted)
+            .with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
         if let Some(e) = &self.endpoint {
             b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
         }
@@ -71,7 +83,7 @@ impl S3Options {
         if let Some((id, secret)) = &self.credentials {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
-        Ok(Arc::new(b.build()?))
+        b.build()
     }
 
     /// `s3://bucket/prefix`, for the start-up line.
@@ -83,20 +95,27 @@ impl S3Options {
     }
 }
 
+#[derive(Clone)]
 pub struct S3Store {
     client: Arc<dyn ObjectStore>,
+    /// The same client, for the multipart interface.
+    s3: AmazonS3,
     prefix: String,
     vis: Visibility,
+    single_instance: bool,
 }
 
 impl S3Store {
     pub fn new(opts: &S3Options) -> Result<Self, object_store::Error> {
+        let s3 = opts.amazon()?;
         Ok(Self {
-            client: opts.client()?,
+            client: Arc::new(s3.clone()),
+            s3,
             prefix: opts.prefix.clone(),
             vis: Visibility {
                 allow_hidden: opts.allow_hidden,
             },
+            single_instance: opts.single_instance,
         })
     }
 
@@ -189,6 +208,12 @@ impl Store for S3Store {
         })
     }
 
+    /// Uploads only with `--single-instance` (see [`S3Options::single_instance`]).
+    fn uploads(&self) -> Option<&dyn super::upload::UploadStore> {
+        self.single_instance
+            .then_some(self as &dyn super::upload::UploadStore)
+    }
+
     fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
         Box::pin(async move {
             if !self.vis.serves_path(path) {
@@ -261,10 +286,14 @@ mod tests {
 
     #[test]
     fn keys_join_the_prefix_and_refuse_what_s3_cannot_store() {
-        let store = |prefix: &str| S3Store {
-            client: Arc::new(object_store::memory::InMemory::new()),
-            prefix: prefix.into(),
-            vis: Visibility::default(),
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = |prefix: &str| {
+            S3Store::new(&S3Options {
+                bucket: "b".into(),
+                prefix: prefix.into(),
+                ..S3Options::default()
+            })
+            .unwrap()
         };
         let p = |s: &str| RelPath::from_uri_path(s).unwrap();
         assert_eq!(store("").key(&p("/a/b.txt")).unwrap().as_ref(), "a/b.txt");
