@@ -203,20 +203,7 @@ async fn a_tus_upload_into_s3_is_published_complete_and_never_replaces() {
     if !ferry_tests::s3::available() {
         return;
     }
-    let config = |c: &mut ferryd::app::Config, _| {
-        if let StoreConfig::S3(o) = &mut c.store {
-            o.single_instance = true;
-        }
-        c.tus = Some(ferryd::tus::TusConfig::default()); // public uploads
-    };
-    let srv = TestServer::launch_on(
-        Backend::S3,
-        FsOptions::default(),
-        ServerOptions::default(),
-        config,
-        |app, _| app,
-    )
-    .await;
+    let srv = s3_tus_server().await;
     srv.put_file("up/data.bin", b"already here");
     let c = client();
     let opts = c
@@ -323,4 +310,131 @@ async fn without_single_instance_uploads_into_s3_are_refused_with_the_reason() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("--single-instance"));
+}
+
+/// ferryd on a fresh S3 prefix with `--single-instance` and public tus uploads.
+async fn s3_tus_server() -> TestServer {
+    let config = |c: &mut ferryd::app::Config, _| {
+        if let StoreConfig::S3(o) = &mut c.store {
+            o.single_instance = true;
+        }
+        c.tus = Some(ferryd::tus::TusConfig::default()); // public uploads
+    };
+    TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        config,
+        |app, _| app,
+    )
+    .await
+}
+
+/// The names left in the S3 store's upload staging of `srv`.
+async fn staging_names(srv: &TestServer) -> Vec<String> {
+    use futures_util::StreamExt as _;
+    let opts = srv.s3.as_ref().unwrap();
+    let dir = object_store::path::Path::from(format!("{}/.ferry/uploads", opts.prefix));
+    let client = opts.client().unwrap();
+    let listed: Vec<_> = client.list(Some(&dir)).collect().await;
+    let mut names: Vec<String> = listed
+        .into_iter()
+        .map(|o| o.unwrap().location.filename().unwrap_or("").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+// Issue 11 point 3 on S3: a chunk whose checksum does not match is dropped (460, the offset
+// stays), the matching one is taken; termination aborts the multipart upload and removes its
+// tail, leaving only the tombstone records.
+#[tokio::test]
+async fn on_s3_a_refused_checksum_keeps_the_offset_and_termination_leaves_only_records() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let srv = s3_tus_server().await;
+    let c = client();
+    let create = |len: usize| {
+        c.post(srv.url("/files/"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", len.to_string())
+            .header("upload-metadata", "filename aC50eHQ=")
+            .send()
+    };
+    let patch = |loc: &str, at: usize, body: Vec<u8>, sum: Option<&'static str>| {
+        let mut r = c
+            .patch(loc)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", at.to_string())
+            .header("content-type", "application/offset+octet-stream");
+        if let Some(sum) = sum {
+            r = r.header("upload-checksum", sum);
+        }
+        r.body(body).send()
+    };
+    let offset = |loc: String| async {
+        let h = c
+            .head(loc)
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        h.headers()
+            .get("upload-offset")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_else(|| h.status().to_string())
+    };
+    let r = create(5).await.unwrap();
+    let small = r.headers()["location"].to_str().unwrap().to_owned();
+    let wrong = patch(
+        &small,
+        0,
+        b"hello".to_vec(),
+        Some("sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    );
+    assert_eq!(wrong.await.unwrap().status().as_u16(), 460);
+    assert_eq!(
+        offset(small.clone()).await,
+        "0",
+        "the refused chunk did not count"
+    );
+    let right = patch(
+        &small,
+        0,
+        b"hello".to_vec(),
+        Some("sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00="),
+    );
+    assert_eq!(right.await.unwrap().status(), 204);
+    let got = c.get(srv.url("/h.txt")).send().await.unwrap();
+    assert_eq!(&got.bytes().await.unwrap()[..], b"hello");
+
+    let r = create(10 << 20).await.unwrap();
+    let big = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = patch(&big, 0, pattern(9 << 20, 5), None).await.unwrap();
+    assert_eq!(r.status(), 204);
+    let id = big.rsplit('/').next().unwrap().to_owned();
+    assert!(
+        staging_names(&srv)
+            .await
+            .contains(&format!("{id}.tail.{}", 8 << 20)),
+        "a part cut, the rest kept as the tail: {:?}",
+        staging_names(&srv).await
+    );
+    let del = c
+        .delete(&big)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    assert_eq!(offset(big.clone()).await, "410 Gone");
+    let small_id = small.rsplit('/').next().unwrap();
+    let mut want = vec![format!("{id}.info"), format!("{small_id}.info")];
+    want.sort();
+    assert_eq!(
+        staging_names(&srv).await,
+        want,
+        "no tail, no data object left"
+    );
 }
