@@ -314,20 +314,34 @@ async fn without_single_instance_uploads_into_s3_are_refused_with_the_reason() {
 
 /// ferryd on a fresh S3 prefix with `--single-instance` and public tus uploads.
 async fn s3_tus_server() -> TestServer {
+    s3_tus_server_with(ferryd::tus::TusConfig::default())
+        .await
+        .0
+}
+
+/// [`s3_tus_server`] with `cfg` for its tus endpoint, and that endpoint.
+async fn s3_tus_server_with(cfg: ferryd::tus::TusConfig) -> (TestServer, Arc<ferryd::tus::Tus>) {
     let config = |c: &mut ferryd::app::Config, _| {
         if let StoreConfig::S3(o) = &mut c.store {
             o.single_instance = true;
         }
-        c.tus = Some(ferryd::tus::TusConfig::default()); // public uploads
+        c.tus = Some(cfg);
     };
-    TestServer::launch_on(
+    let slot = Arc::new(Mutex::new(None));
+    let keep = slot.clone();
+    let srv = TestServer::launch_on(
         Backend::S3,
         FsOptions::default(),
         ServerOptions::default(),
         config,
-        |app, _| app,
+        move |app, _| {
+            *keep.lock().unwrap() = app.tus.clone();
+            app
+        },
     )
-    .await
+    .await;
+    let tus = slot.lock().unwrap().take().expect("tus configured");
+    (srv, tus)
 }
 
 /// The names left in the S3 store's upload staging of `srv`.
@@ -436,5 +450,72 @@ async fn on_s3_a_refused_checksum_keeps_the_offset_and_termination_leaves_only_r
         staging_names(&srv).await,
         want,
         "no tail, no data object left"
+    );
+}
+
+// Issue 11 point 3 on S3: an expired upload answers 410 and the reaper aborts its multipart
+// upload and removes its tail (one pass), then forgets the tombstone (a later pass).
+#[tokio::test]
+async fn on_s3_the_reaper_frees_an_expired_upload() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let cfg = ferryd::tus::TusConfig {
+        expiry: std::time::Duration::from_millis(1500),
+        ..ferryd::tus::TusConfig::default()
+    };
+    let (srv, tus) = s3_tus_server_with(cfg).await;
+    let c = client();
+    let r = c
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", (10 << 20).to_string())
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .patch(&loc)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(pattern(9 << 20, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(staging_names(&srv).await.len(), 2, "record and tail");
+    // Real time: expiry is wall-clock based.
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let head = c
+        .head(&loc)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 410);
+    // Reaped by this pass or by the background reaper (which may hold the upload now).
+    tus.reap_once().await.unwrap();
+    let only = |want: Vec<String>| {
+        let srv = &srv;
+        move || {
+            let want = want.clone();
+            async move { (staging_names(srv).await == want).then_some(()) }
+        }
+    };
+    assert!(
+        ferry_tests::poll(only(vec![format!("{id}.info")]))
+            .await
+            .is_some(),
+        "only the tombstone: {:?}",
+        staging_names(&srv).await
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    tus.reap_once().await.unwrap();
+    assert!(
+        ferry_tests::poll(only(Vec::new())).await.is_some(),
+        "the tombstone is forgotten: {:?}",
+        staging_names(&srv).await
     );
 }
