@@ -167,12 +167,21 @@ impl TestServer {
         Self::start_tus_with(FsOptions::default(), cfg).await
     }
 
+    /// [`TestServer::start_tus`] on `backend` (S3 with `--single-instance`, the mode in
+    /// which the S3 store takes uploads).
+    pub async fn start_tus_on(
+        backend: Backend,
+        cfg: ferryd::tus::TusConfig,
+    ) -> (Self, Arc<ferryd::tus::Tus>) {
+        Self::start_tus_all(backend, FsOptions::default(), cfg, |_| Frontend::default()).await
+    }
+
     /// [`TestServer::start_tus`] with store options (`--allow-hidden` and the like).
     pub async fn start_tus_with(
         fs: FsOptions,
         cfg: ferryd::tus::TusConfig,
     ) -> (Self, Arc<ferryd::tus::Tus>) {
-        Self::start_tus_all(fs, cfg, |_| Frontend::default()).await
+        Self::start_tus_all(Backend::Fs, fs, cfg, |_| Frontend::default()).await
     }
 
     /// [`TestServer::start_tus`] with `--public-url`/`--behind-proxy` settings made from the
@@ -181,10 +190,11 @@ impl TestServer {
         cfg: ferryd::tus::TusConfig,
         frontend: impl FnOnce(SocketAddr) -> Frontend,
     ) -> (Self, Arc<ferryd::tus::Tus>) {
-        Self::start_tus_all(FsOptions::default(), cfg, frontend).await
+        Self::start_tus_all(Backend::Fs, FsOptions::default(), cfg, frontend).await
     }
 
     async fn start_tus_all(
+        backend: Backend,
         fs: FsOptions,
         cfg: ferryd::tus::TusConfig,
         frontend: impl FnOnce(SocketAddr) -> Frontend,
@@ -194,12 +204,21 @@ impl TestServer {
         let config = move |c: &mut Config, addr| {
             c.read_token = cfg.read_token.clone(); // as ferryd's main does
             c.tus = Some(cfg);
+            if let ferryd::app::StoreConfig::S3(o) = &mut c.store {
+                o.single_instance = true;
+            }
             c.frontend = frontend(addr);
         };
-        let srv = Self::launch(fs, ServerOptions::default(), config, move |app, _| {
-            *keep.lock().expect("slot") = app.tus.clone();
-            app
-        })
+        let srv = Self::launch_on(
+            backend,
+            fs,
+            ServerOptions::default(),
+            config,
+            move |app, _| {
+                *keep.lock().expect("slot") = app.tus.clone();
+                app
+            },
+        )
         .await;
         let tus = slot.lock().expect("slot").take().expect("configured");
         (srv, tus)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use ferry_proto::tus::encode_metadata;
-use ferry_tests::{client, pattern, sha256_hex, tool, TestServer};
+use ferry_tests::{client, pattern, sha256_hex, tool, Backend, TestServer};
 use ferryd::tus::TusConfig;
 
 pub(super) const TOKEN: &str = "interop-token";
@@ -79,17 +79,25 @@ async fn assert_served(
     assert_eq!(sha256_hex(&via_upload), sha256_hex(data));
 }
 
-#[tokio::test]
-async fn tuspy_uploads_in_chunks_with_upload_checksum() {
+// The S3 variant: issue 11 point 3 (tus uploads into S3, with a third-party client).
+ferry_tests::backends!(
+    tuspy_uploads_in_chunks_with_upload_checksum,
+    tus_js_client_streams_with_upload_length_deferred,
+);
+
+async fn tuspy_uploads_in_chunks_with_upload_checksum(backend: Backend) {
     let Some(python) = tool("python3") else {
         return;
     };
-    let (srv, _) = TestServer::start_tus(TusConfig {
-        upload_token: Some(TOKEN.into()),
-        ..TusConfig::default()
-    })
+    let (srv, _) = TestServer::start_tus_on(
+        backend,
+        TusConfig {
+            upload_token: Some(TOKEN.into()),
+            ..TusConfig::default()
+        },
+    )
     .await;
-    let data = pattern(3 * 1024 * 1024 + 17, 21);
+    let data = pattern(9 * 1024 * 1024 + 17, 21); // more than a part of the S3 store
     let (_dir, file) = fixture("tuspy.bin", &data);
     let mut cmd = Command::new(python);
     cmd.arg(interop_dir().join("tuspy_upload.py"))
@@ -190,13 +198,15 @@ async fn tus_js_client_parallel_uploads_use_concatenation() {
     );
 }
 
-#[tokio::test]
-async fn tus_js_client_streams_with_upload_length_deferred() {
+async fn tus_js_client_streams_with_upload_length_deferred(backend: Backend) {
     let Some(node) = tool("node") else { return };
-    let (srv, _) = TestServer::start_tus(TusConfig {
-        upload_token: Some(TOKEN.into()),
-        ..TusConfig::default()
-    })
+    let (srv, _) = TestServer::start_tus_on(
+        backend,
+        TusConfig {
+            upload_token: Some(TOKEN.into()),
+            ..TusConfig::default()
+        },
+    )
     .await;
     let data = pattern(2 * 1024 * 1024 + 100, 23);
     let (_dir, file) = fixture("deferred.bin", &data);
