@@ -1,12 +1,21 @@
-// Browser-side figures for bench/ui/upload.sh: one upload of FILE through ferryd's page and one
-// through Uppy 6 (Dashboard + Tus, served from ROOT/uppy-bench/), each in a fresh browser
-// context; prints `page SECONDS` and `uppy SECONDS` (from picking the file to the last answer).
-// With `hash MIB` it prints the SHA-256 speed of the page's hashing worker instead.
+// Browser-side figures for bench/ui/upload.sh, each run in a fresh browser:
+//   node upload.mjs URL page FILE PUBLISHED [SHOT.png]
+//   node upload.mjs URL uppy[?QUERY] FILE PUBLISHED [SHOT.png]
+// upload FILE through ferryd's page, or through Uppy 6 (Dashboard + Tus, served from
+// ROOT/uppy-bench/; QUERY = the Tus options of bench/ui/uppy/bench.mjs), and print
+// `SECONDS`: from setting the file on the page's input to ferryd having published it (the
+// file PUBLISHED in ROOT at its full size) and the page reporting the upload done. With SHOT a
+// screenshot of the page is taken once 40 % is sent (that run is not a figure).
+//   node upload.mjs URL hash MIB
+// prints the SHA-256 speed of the page's hashing worker in MB/s instead.
+// FERRY_UI_DIR=server/src/ui answers the page's assets from that directory (assets/, vendor/)
+// instead of the ones compiled into ferryd: trying a change without a release build.
 import { createRequire } from 'node:module';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 
 const require = createRequire(new URL('../../tests/interop/package.json', import.meta.url));
 const { chromium } = require('playwright-core');
-const [base, which, arg] = process.argv.slice(2);
+const [base, which, arg, published, shot] = process.argv.slice(2);
 const T = 600_000;
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
@@ -14,25 +23,52 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 
+/** Resolves with the time (ms, Date.now()) at which `path` first has `size` bytes. */
+function whenPublished(path, size) {
+  return new Promise((ok) => {
+    const look = () => {
+      let n = -1;
+      try { n = statSync(path).size; } catch { /* not yet */ }
+      if (n === size) ok(Date.now()); else setTimeout(look, 5);
+    };
+    look();
+  });
+}
+
+/** Sets `file` on `input`, takes the screenshot past 40 % (`sent()` in 0..1), waits for
+ * `done()` in the page and for the published file; returns seconds. */
+async function timed(page, input, file, sent, done) {
+  const { size } = statSync(file);
+  const t0 = Date.now();
+  const pub = whenPublished(published, size);
+  await input.setInputFiles(file);
+  if (shot) {
+    await page.waitForFunction(sent, null, { timeout: T, polling: 50 });
+    await page.screenshot({ path: shot });
+  }
+  await page.waitForFunction(done, null, { timeout: T, polling: 20 });
+  const t1 = Date.now();
+  const t2 = await pub;
+  return (Math.max(t1, t2) - t0) / 1000;
+}
+
 async function viaPage(page, file) {
   await page.goto(base);
   await page.waitForSelector('#pick-files', { state: 'attached' });
-  const t0 = Date.now();
-  await page.setInputFiles('#pick-files', file);
-  await page.waitForFunction(() => window.ferryUploads?.[0]?.finished, null, { timeout: T, polling: 100 });
-  const t = (Date.now() - t0) / 1000;
+  const t = await timed(page, page.locator('#pick-files'), file,
+    () => window.ferryUploads?.[0]?.sent / window.ferryUploads?.[0]?.file.size > 0.4,
+    () => window.ferryUploads?.[0]?.finished);
   const [status, err] = await page.evaluate(() => [window.ferryUploads[0].status, window.ferryUploads[0].error?.message]);
   if (status !== 'done') throw new Error(`page upload ${status}: ${err}`);
   return t;
 }
 
-async function viaUppy(page, file) {
-  await page.goto(`${base}uppy-bench/index.html`);
+async function viaUppy(page, query, file) {
+  await page.goto(`${base}uppy-bench/index.html${query ? `?${query}` : ''}`);
   await page.waitForFunction(() => window.uppy, null, { timeout: T });
-  const t0 = Date.now();
-  await page.locator('input.uppy-Dashboard-input').first().setInputFiles(file);
-  await page.waitForFunction(() => window.uppyDone, null, { timeout: T, polling: 100 });
-  const t = (Date.now() - t0) / 1000;
+  const t = await timed(page, page.locator('input.uppy-Dashboard-input').first(), file,
+    () => window.uppy.getState().totalProgress > 40,
+    () => window.uppyDone);
   const done = await page.evaluate(() => window.uppyDone);
   if (done.ok !== 1) throw new Error(`uppy upload failed: ${JSON.stringify(done)}`);
   return t;
@@ -57,11 +93,24 @@ async function hashSpeed(page, mib) {
 
 try {
   const context = await browser.newContext();
+  const dir = process.env.FERRY_UI_DIR;
+  if (dir) {
+    await context.route(/\/\.ferry-ui\/[^/]+\/(.+)$/, (route) => {
+      const name = new URL(route.request().url()).pathname.replace(/^\/\.ferry-ui\/[^/]+\//, '');
+      const file = [`${dir}/assets/${name}`, `${dir}/${name}`].find((f) => existsSync(f));
+      if (!file) return route.continue();
+      const type = name.endsWith('.css') ? 'text/css' : 'text/javascript';
+      return route.fulfill({ body: readFileSync(file), contentType: type });
+    });
+  }
   const page = await context.newPage();
-  page.on('pageerror', (e) => { throw e; });
-  if (which === 'hash') console.log(`hash ${(await hashSpeed(page, Number(arg))).toFixed(0)}`);
-  else if (which === 'page') console.log(`page ${(await viaPage(page, arg)).toFixed(2)}`);
-  else console.log(`uppy ${(await viaUppy(page, arg)).toFixed(2)}`);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  if (which === 'hash') console.log((await hashSpeed(page, Number(arg))).toFixed(0));
+  else if (which === 'page') console.log((await viaPage(page, arg)).toFixed(2));
+  else if (which.startsWith('uppy')) console.log((await viaUppy(page, which.split('?')[1], arg)).toFixed(2));
+  else throw new Error(`unknown run ${which}`);
+  if (errors.length) throw errors[0];
 } finally {
   await browser.close();
 }

@@ -1,32 +1,32 @@
 #!/usr/bin/env bash
 # Upload throughput in headless chromium on loopback (issue 10 point 9): a SIZE_MIB file through
-# ferryd's page vs through Uppy 6 (Dashboard + Tus, its defaults) into the same ferryd, ROUNDS
-# interleaved rounds, each in a fresh browser; medians and the ratio page/Uppy in throughput
-# (goal >= 1.0). Then the SHA-256 speed of the page's hashing worker over HASH_MIB MiB.
+# ferryd's page vs through Uppy 6 (Dashboard + Tus) into the same ferryd, ROUNDS interleaved
+# rounds, each upload in a fresh browser, timed from setting the file on the page's input to
+# ferryd having published it. Prints every round, the medians and page/Uppy in throughput
+# (goal >= 1.0) for each Uppy set-up, then the SHA-256 speed of the page's hashing worker.
 #
-# Uppy is fetched here only, with `npm pack` (pinned version, tarball hash checked), into
-# bench/ui/.uppy/ (ignored by git) and served from ferryd's ROOT; cargo and the tests never
-# need it. ferryd runs with --no-index (so the page never takes the instant-upload path) on
-# BENCH_DIR (/dev/shm by default, so the disk does not set the pace).
-# Usage: bench/ui/upload.sh [SIZE_MIB]   (512; ROUNDS=3, HASH_MIB=512, BENCH_DIR=/dev/shm,
-# FERRYD=path to a ferryd build). Needs chromium, node and tests/interop's node_modules.
+# Uppy set-ups (UPPY, space separated; the query string of bench/ui/uppy/bench.mjs):
+#   defaults      Uppy's defaults: chunkSize Infinity (one PATCH), parallelUploads 1
+#   parallel=4    tuned: four partial uploads at once, joined by concatenation (the page's
+#                 number of parts for a file this size)
+# Uppy lives in bench/ui/uppy/ only (package.json + package-lock.json, installed here with
+# `npm ci`, bundled with esbuild into ferryd's ROOT); cargo and the tests never need it.
+# ferryd runs with --no-index (so the page never takes the instant-upload path) on BENCH_DIR
+# (/dev/shm by default, so the disk does not set the pace). SHOTS=DIR (bench/out/ui-upload by
+# default, '' for none) gets one screenshot of each page mid-upload, from an extra untimed run.
+# Usage: bench/ui/upload.sh [SIZE_MIB]   (512; ROUNDS=5, HASH_MIB=512, FERRYD=path to a build).
+# Needs chromium, node, npm and tests/interop's node_modules (scripts/test installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE=${1:-512}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 HASH_MIB=${HASH_MIB:-512}
-UPPY=6.0.1
-UPPY_TGZ_SHA256=2635f034972f7e492a2b51cc447cf408587cdf916844232010bb7d46ab09ef70
-CACHE=bench/ui/.uppy/$UPPY
+SHOTS=${SHOTS-bench/out/ui-upload}
+read -r -a SETUPS <<< "${UPPY:-defaults parallel=4}"
 
-if [ ! -f "$CACHE/uppy.min.mjs" ]; then
-  tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent "uppy@$UPPY" > /dev/null)
-  echo "$UPPY_TGZ_SHA256  $tmp/uppy-$UPPY.tgz" | sha256sum -c --quiet
-  tar xzf "$tmp/uppy-$UPPY.tgz" -C "$tmp"
-  mkdir -p "$CACHE"
-  cp "$tmp"/package/dist/uppy.min.mjs "$tmp"/package/dist/uppy.min.css "$tmp"/package/LICENSE "$CACHE"/
-  rm -rf "$tmp"
+U=bench/ui/uppy
+if [ ! "$U/node_modules/.package-lock.json" -nt "$U/package-lock.json" ]; then
+  (cd "$U" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 if [ -z "${FERRYD:-}" ]; then
   cargo build --release -q -p ferryd
@@ -38,7 +38,9 @@ cleanup() { kill "${FERRYD_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true
 trap cleanup EXIT
 ROOT=$WORK/www
 mkdir -p "$ROOT/uppy-bench"
-cp bench/ui/uppy/index.html bench/ui/uppy/bench.mjs "$CACHE"/* "$ROOT/uppy-bench/"
+"$U/node_modules/.bin/esbuild" "$U/bench.mjs" --bundle --format=esm --minify \
+  --outfile="$ROOT/uppy-bench/bench.js" --log-level=warning
+cp "$U/index.html" "$ROOT/uppy-bench/"
 head -c $((SIZE << 20)) /dev/urandom > "$WORK/upload.bin"
 "$FERRYD" "$ROOT" --listen 127.0.0.1:0 --public-uploads --no-index --state-dir "$WORK/state" \
   --log-level warn > "$WORK/ferryd.out" & FERRYD_PID=$!
@@ -46,25 +48,41 @@ for _ in $(seq 100); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && brea
 URL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | head -1 | sed 's:/*$:/:')
 
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+# one KIND [SHOT]: one upload, prints its seconds; the published copy is checked and removed.
 one() {
   local t
-  t=$(node bench/ui/upload.mjs "$URL" "$1" "$WORK/upload.bin" | awk -v w="$1" '$1 == w {print $2}')
+  t=$(node bench/ui/upload.mjs "$URL" "$1" "$WORK/upload.bin" "$ROOT/upload.bin" ${2:+"$2"})
   cmp -s "$WORK/upload.bin" "$ROOT/upload.bin" || { echo "$1: the uploaded file differs" >&2; exit 1; }
   rm -f "$ROOT/upload.bin"
   echo "$t"
 }
-p=(); u=()
+name() { echo "uppy $1"; }
+query() { if [ "$1" = defaults ]; then echo uppy; else echo "uppy?$1"; fi; }
+
+declare -A T
 for r in $(seq "$ROUNDS"); do
-  p+=("$(one page)"); u+=("$(one uppy)")
-  echo "round $r: page ${p[-1]} s, uppy ${u[-1]} s (load $(cut -d' ' -f1 /proc/loadavg))"
+  line="round $r:"
+  t=$(one page); T[page]+=" $t"; line+=" page $t s"
+  for s in "${SETUPS[@]}"; do
+    t=$(one "$(query "$s")"); T[$s]+=" $t"; line+=", $(name "$s") $t s"
+  done
+  echo "$line (load $(cut -d' ' -f1 /proc/loadavg))"
 done
-PT=$(median "${p[@]}"); UT=$(median "${u[@]}")
-python3 - "$SIZE" "$PT" "$UT" <<'PY'
-import sys
-size, pt, ut = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-mb = size * 1048576 / 1e6
-print(f"upload {size} MiB, median of rounds: page {pt:.2f} s ({mb/pt:.0f} MB/s), "
-      f"Uppy {ut:.2f} s ({mb/ut:.0f} MB/s), page/Uppy throughput {ut/pt:.2f} (goal >= 1.0)")
-PY
-node bench/ui/upload.mjs "$URL" hash "$HASH_MIB" | awk -v m="$HASH_MIB" '{print "sha-256 in the page'"'"'s worker: " $2 " MB/s over " m " MiB"}'
+# shellcheck disable=SC2086
+PT=$(median ${T[page]})
+MB=$(python3 -c "print($SIZE * 1048576 / 1e6)")
+rate() { python3 -c "print(f'{$1:.2f} s ({$MB / $1:.0f} MB/s)')"; }
+echo "upload $SIZE MiB, medians of $ROUNDS rounds: page $(rate "$PT")"
+for s in "${SETUPS[@]}"; do
+  # shellcheck disable=SC2086
+  UT=$(median ${T[$s]})
+  echo "  $(name "$s"): $(rate "$UT"), page/Uppy throughput $(python3 -c "print(f'{$UT / $PT:.2f}')") (goal >= 1.0)"
+done
+if [ -n "$SHOTS" ]; then
+  mkdir -p "$SHOTS"
+  one page "$SHOTS/page.png" > /dev/null
+  one "$(query "${SETUPS[0]}")" "$SHOTS/uppy.png" > /dev/null
+  echo "screenshots mid-upload: $SHOTS/page.png $SHOTS/uppy.png"
+fi
+echo "sha-256 in the page's worker: $(node bench/ui/upload.mjs "$URL" hash "$HASH_MIB") MB/s over $HASH_MIB MiB"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
