@@ -8,8 +8,10 @@
 // screenshot of the page is taken once 40 % is sent (that run is not a figure).
 //   node upload.mjs URL hash MIB
 // prints the SHA-256 speed of the page's hashing worker in MB/s instead.
-// FERRY_UI_DIR=server/src/ui answers the page's assets from that directory (assets/, vendor/)
-// instead of the ones compiled into ferryd: trying a change without a release build.
+// FERRY_UI_DIR=server/src/ui answers the page's modules from that directory (assets/, vendor/)
+// instead of the ones compiled into ferryd while the page loads (not the workers, loaded
+// later: interception stays off while bytes move, it would carry every PATCH body through the
+// DevTools protocol): trying a change without a release build.
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 
@@ -55,6 +57,7 @@ async function timed(page, input, file, sent, done) {
 async function viaPage(page, file) {
   await page.goto(base);
   await page.waitForSelector('#pick-files', { state: 'attached' });
+  await page.context().unrouteAll();
   const t = await timed(page, page.locator('#pick-files'), file,
     () => window.ferryUploads?.[0]?.sent / window.ferryUploads?.[0]?.file.size > 0.4,
     () => window.ferryUploads?.[0]?.finished);
