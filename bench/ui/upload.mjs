@@ -6,8 +6,8 @@
 // `SECONDS`: from setting the file on the page's input to ferryd having published it (the
 // file PUBLISHED in ROOT at its full size) and the page reporting the upload done. With SHOT a
 // screenshot of the page is taken once 40 % is sent (that run is not a figure).
-//   node upload.mjs URL hash MIB
-// prints the SHA-256 speed of the page's hashing worker in MB/s instead.
+//   node upload.mjs URL hash FILE
+// prints the SHA-256 speed of the page's hashing worker over FILE (picked like an upload), MB/s.
 // FERRY_UI_DIR=server/src/ui answers the page's modules from that directory (assets/, vendor/)
 // instead of the ones compiled into ferryd while the page loads (not the workers, loaded
 // later: interception stays off while bytes move, it would carry every PATCH body through the
@@ -77,21 +77,26 @@ async function viaUppy(page, query, file) {
   return t;
 }
 
-async function hashSpeed(page, mib) {
+/** SHA-256 of `file`, picked like an upload, in the page's hashing worker: MB/s. */
+async function hashSpeed(page, file) {
   await page.goto(base);
   await page.waitForSelector('#pick-files', { state: 'attached' });
-  return page.evaluate(async (n) => {
-    const chunk = new Uint8Array(1 << 20);
-    for (let i = 0; i < chunk.length; i += 1) chunk[i] = (i * 2654435761) >>> 24;
-    const file = new File(Array.from({ length: n }, () => chunk), 'x.bin');
+  await page.evaluate(() => {
+    const i = document.createElement('input');
+    Object.assign(i, { type: 'file', id: 'bench-hash', hidden: true });
+    document.body.append(i);
+  });
+  await page.setInputFiles('#bench-hash', file);
+  return page.evaluate(async () => {
+    const f = document.getElementById('bench-hash').files[0];
     const w = new Worker(`${document.body.dataset.ui}hash-worker.js`);
     const s = performance.now();
     await new Promise((ok, bad) => {
       w.onmessage = ({ data }) => { if (data.hex) ok(); else if (data.error) bad(new Error(data.error)); };
-      w.postMessage({ file });
+      w.postMessage({ file: f });
     });
-    return (n * 1048576) / 1e6 / ((performance.now() - s) / 1000);
-  }, mib);
+    return f.size / 1e6 / ((performance.now() - s) / 1000);
+  });
 }
 
 try {
@@ -109,7 +114,7 @@ try {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
-  if (which === 'hash') console.log((await hashSpeed(page, Number(arg))).toFixed(0));
+  if (which === 'hash') console.log((await hashSpeed(page, arg)).toFixed(0));
   else if (which === 'page') console.log((await viaPage(page, arg)).toFixed(2));
   else if (which.startsWith('uppy')) console.log((await viaUppy(page, which.split('?')[1], arg)).toFixed(2));
   else throw new Error(`unknown run ${which}`);

@@ -3,7 +3,8 @@
 # ferryd's page vs through Uppy 6 (Dashboard + Tus) into the same ferryd, ROUNDS interleaved
 # rounds, each upload in a fresh browser, timed from setting the file on the page's input to
 # ferryd having published it. Prints every round, the medians and page/Uppy in throughput
-# (goal >= 1.0) for each Uppy set-up, then the SHA-256 speed of the page's hashing worker.
+# (goal >= 1.0) for each Uppy set-up, then the SHA-256 speed of the page's hashing worker over
+# the same file.
 #
 # Uppy set-ups (UPPY, space separated; the query string of bench/ui/uppy/bench.mjs):
 #   defaults      Uppy's defaults: chunkSize Infinity (one PATCH), parallelUploads 1
@@ -14,13 +15,12 @@
 # ferryd runs with --no-index (so the page never takes the instant-upload path) on BENCH_DIR
 # (/dev/shm by default, so the disk does not set the pace). SHOTS=DIR (bench/out/ui-upload by
 # default, '' for none) gets one screenshot of each page mid-upload, from an extra untimed run.
-# Usage: bench/ui/upload.sh [SIZE_MIB]   (512; ROUNDS=5, HASH_MIB=512, FERRYD=path to a build).
+# Usage: bench/ui/upload.sh [SIZE_MIB]   (512; ROUNDS=5, FERRYD=path to a build).
 # Needs chromium, node, npm and tests/interop's node_modules (scripts/test installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE=${1:-512}
 ROUNDS=${ROUNDS:-5}
-HASH_MIB=${HASH_MIB:-512}
 SHOTS=${SHOTS-bench/out/ui-upload}
 read -r -a SETUPS <<< "${UPPY:-defaults parallel=4}"
 
@@ -84,5 +84,5 @@ if [ -n "$SHOTS" ]; then
   one "$(query "${SETUPS[0]}")" "$SHOTS/uppy.png" > /dev/null
   echo "screenshots mid-upload: $SHOTS/page.png $SHOTS/uppy.png"
 fi
-echo "sha-256 in the page's worker: $(node bench/ui/upload.mjs "$URL" hash "$HASH_MIB") MB/s over $HASH_MIB MiB"
+echo "sha-256 in the page's worker: $(node bench/ui/upload.mjs "$URL" hash "$WORK/upload.bin") MB/s over the same $SIZE MiB file"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

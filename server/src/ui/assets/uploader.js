@@ -253,7 +253,9 @@ export class Upload {
     let left = open.length;
     if (!left) return this.join();
     this.tus = open.map((p) => {
-      const up = new window.tus.Upload(this.parts ? this.file.slice(p.start, p.end) : this.file, {
+      const blob = this.parts ? this.file.slice(p.start, p.end) : this.file;
+      stack.source?.(p.url, blob, CHUNK);
+      const up = new window.tus.Upload(blob, {
         uploadUrl: p.url,
         chunkSize: CHUNK,
         retryDelays: null, // retries are ours: they honour Retry-After and the offline state
