@@ -23,7 +23,7 @@ use crate::path::RelPath;
 use crate::store::Entry;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

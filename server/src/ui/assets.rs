@@ -3,6 +3,7 @@
 pub(super) const ALL: &[(&str, &[u8])] = &[
     ("ferry.css", include_bytes!("assets/ferry.css")),
     ("listing.js", include_bytes!("assets/listing.js")),
+    ("rows.js", include_bytes!("assets/rows.js")),
     ("i18n.js", include_bytes!("assets/i18n.js")),
     ("upload.js", include_bytes!("assets/upload.js")),
     ("uploader.js", include_bytes!("assets/uploader.js")),

@@ -1,15 +1,14 @@
 // Enhances the server-rendered listing: sortable columns (aria-sort), a filter box, local
 // dates, download and copy-link actions, strings in the reader's language, and the upload
-// panel when the server accepts uploads. Every name is inserted as text, never as HTML.
-// Large directories are rendered a page of rows at a time so the page never freezes.
-import { t, lang, human, localDate } from './i18n.js';
+// panel when the server accepts uploads. Sorting and filtering work on a compact array of
+// entries, never on the rows (rows.js), so a directory of 100,000 entries keeps the page
+// responsive. Every name is inserted as text, never as HTML.
+import { t, lang } from './i18n.js';
+import { el, entries, ready, enhanceServerRows, show, replace } from './rows.js';
 
-const PAGE = 500;
 const body = document.body;
 const table = document.getElementById('listing');
-const tbody = table.tBodies[0];
-const parentRow = tbody.querySelector('tr.up');
-const state = { entries: [], key: 'name', dir: 1, filter: '', shown: PAGE };
+const state = { key: 'name', dir: 1, filter: '' };
 
 /** The page's one polite live region; errors use role=alert elements of their own. */
 const live = document.createElement('p');
@@ -22,48 +21,11 @@ export function announce(msg) {
   // A fresh text node makes screen readers read a repeated message again.
   requestAnimationFrame(() => { live.textContent = msg; });
 }
-
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === 'class') e.className = v;
-    else if (k in e && k !== 'list') e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...children);
-  return e;
-}
 export { el };
-
-/** Entries from the server-rendered rows (no request needed for the first render). */
-function fromRows() {
-  const out = [];
-  for (const tr of tbody.querySelectorAll('tr.f, tr.d')) {
-    const a = tr.querySelector('a');
-    const dir = tr.classList.contains('d');
-    const text = a.textContent;
-    out.push({
-      name: dir ? text.slice(0, -1) : text,
-      type: dir ? 'dir' : 'file',
-      size: Number(tr.dataset.size),
-      mtime: Number(tr.dataset.mtime),
-      href: a.getAttribute('href'),
-    });
-  }
-  return out;
-}
-
-/** Re-reads the directory (JSON listing) and renders it: how finished uploads appear. */
-export async function refresh() {
-  const r = await fetch('?json', { headers: { Accept: 'application/json' }, cache: 'no-store' });
-  if (!r.ok) return;
-  state.entries = await r.json();
-  render();
-}
 
 const collator = new Intl.Collator(lang, { numeric: true, sensitivity: 'base' });
 function compare(a, b) {
-  if (a.type !== b.type) return a.type === 'dir' ? -1 : 1; // folders first, whatever the order
+  if (a.dir !== b.dir) return a.dir ? -1 : 1; // folders first, whatever the order
   let c = 0;
   if (state.key === 'size') c = a.size - b.size;
   else if (state.key === 'mtime') c = a.mtime - b.mtime;
@@ -71,56 +33,41 @@ function compare(a, b) {
   return c * state.dir;
 }
 
-function row(e) {
-  const dir = e.type === 'dir';
-  const link = el('a', { href: e.href }, dir ? `${e.name}/` : e.name);
-  const sub = el('span', { class: 'sub' }, dir ? localDate(e.mtime) : `${human(e.size)} · ${localDate(e.mtime)}`);
-  const size = el('td', { class: 's' }, dir ? '-' : human(e.size));
-  if (!dir) size.title = t('bytes', e.size);
-  const when = el('time', { dateTime: new Date(e.mtime * 1000).toISOString() }, localDate(e.mtime));
-  const actions = el('td', { class: 'a' });
-  if (!dir) {
-    const dl = el('a', { href: e.href, class: 'button', download: e.name, title: t('download') }, t('download'));
-    dl.setAttribute('aria-label', `${t('download')} ${e.name}`);
-    actions.append(dl, ' ');
-  }
-  const copy = el('button', { type: 'button', title: t('copyLink') }, t('copyLink'));
-  copy.setAttribute('aria-label', `${t('copyLink')}: ${e.name}`);
-  copy.addEventListener('click', () => copyLink(e));
-  actions.append(copy);
-  return el('tr', { class: dir ? 'd' : 'f' },
-    el('td', { class: 'n' }, link, sub), size, el('td', { class: 'm' }, when), actions);
-}
-
-async function copyLink(e) {
-  const url = new URL(e.href, location.href).href;
-  try {
-    await navigator.clipboard.writeText(url);
-    announce(t('copied', e.name));
-  } catch {
-    announce(`${t('copyFailed')}: ${url}`);
-  }
-}
-
-function render() {
+/** The entries to show: filtered by name, sorted. */
+function view(list) {
   const f = state.filter.toLocaleLowerCase();
-  const list = f ? state.entries.filter((e) => e.name.toLocaleLowerCase().includes(f)) : state.entries.slice();
-  list.sort(compare);
-  const frag = document.createDocumentFragment();
-  if (parentRow) frag.append(parentRow);
-  for (const e of list.slice(0, state.shown)) frag.append(row(e));
-  const rest = list.length - state.shown;
-  if (rest > 0) {
-    const more = el('button', { type: 'button' }, t('showMore', Math.min(rest, PAGE)));
-    more.addEventListener('click', () => { state.shown += PAGE; render(); });
-    frag.append(el('tr', { class: 'more' }, el('td', { colSpan: 4 }, more)));
+  const out = f ? list.filter((e) => (e.lower ??= e.name.toLocaleLowerCase()).includes(f)) : list.slice();
+  return out.sort(compare);
+}
+
+function count(total, shown) {
+  let text = t('items', total);
+  if (state.filter) text += ` · ${t('filtered', shown)}`;
+  document.getElementById('count').textContent = text;
+}
+
+/** Shows the current sort and filter. Synchronous when the entries are read already. */
+function render() {
+  const list = ready();
+  if (!list) {
+    entries(true).then(render);
+    return null;
   }
-  tbody.replaceChildren(frag);
-  const count = document.getElementById('count');
-  let text = t('items', state.entries.length);
-  if (f) text += ` · ${t('filtered', list.length)}`;
-  if (rest > 0) text += ` · ${t('showing', state.shown, list.length)}`;
-  count.textContent = text;
+  const shown = view(list);
+  show(shown);
+  count(list.length, shown.length);
+  return shown.length;
+}
+
+/** Re-reads the directory (JSON listing) and shows it: how finished uploads appear. */
+export async function refresh() {
+  const r = await fetch('?json', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+  if (!r.ok) return;
+  const json = await r.json();
+  replace(json.map((e) => ({
+    name: e.name, dir: e.type === 'dir', href: e.href, size: e.size, mtime: e.mtime,
+  })));
+  render();
 }
 
 function sortHeaders() {
@@ -142,7 +89,6 @@ function sortHeaders() {
   }
   row.querySelector('th.n').setAttribute('aria-sort', 'ascending');
   row.append(el('th', { scope: 'col', class: 'a' }, el('span', { class: 'visually-hidden' }, t('actions'))));
-  parentRow?.append(el('td', { class: 'a' }));
 }
 
 function tools() {
@@ -153,9 +99,32 @@ function tools() {
   let timer = 0;
   input.addEventListener('input', () => {
     clearTimeout(timer);
-    timer = setTimeout(() => { state.filter = input.value; state.shown = PAGE; render(); }, 120);
+    timer = setTimeout(async () => {
+      state.filter = input.value;
+      await entries(true);
+      if (state.filter !== input.value) return; // typed on meanwhile: that render follows
+      const n = render();
+      if (state.filter) announce(t('filtered', n));
+    }, 120);
   });
   box.append(el('div', { class: 'grow' }, input));
+}
+
+/** One listener for every copy button, present and future. */
+function copyLinks() {
+  table.addEventListener('click', async (ev) => {
+    const b = ev.target.closest('button.copy');
+    if (!b) return;
+    const a = b.closest('tr').cells[0].querySelector('a');
+    const url = new URL(a.getAttribute('href'), location.href).href;
+    const name = a.textContent;
+    try {
+      await navigator.clipboard.writeText(url);
+      announce(t('copied', name));
+    } catch {
+      announce(`${t('copyFailed')}: ${url}`);
+    }
+  });
 }
 
 function translate() {
@@ -166,15 +135,19 @@ function translate() {
   document.title = title.textContent;
   const home = document.querySelector('#crumbs a[href="/"]');
   if (home) home.textContent = t('home');
-  if (parentRow) parentRow.querySelector('a').title = t('parent');
+  const up = table.querySelector('tbody.up a');
+  if (up) up.title = t('parent');
 }
 
 sessionStorage.removeItem('ferry-read-token'); // the read token (if any) was accepted
+document.documentElement.classList.add('js');
 translate();
 sortHeaders();
 tools();
-state.entries = fromRows();
-render();
+copyLinks();
+enhanceServerRows();
+count(Number(document.getElementById('count').dataset.count) || 0, 0);
+entries(); // in idle time, so the first sort or filter finds them read
 if (body.dataset.tus) {
   import('./upload.js').then((m) => m.init({ refresh, announce, el }));
 }
