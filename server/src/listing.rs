@@ -10,7 +10,10 @@ mod html;
 
 use std::time::UNIX_EPOCH;
 
+use std::io;
+
 use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt as _};
 use http::{header, HeaderValue, Method, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
@@ -20,7 +23,7 @@ pub use html::html_escape;
 use crate::body::{self, Body};
 use crate::http::http_date;
 use crate::path::RelPath;
-use crate::store::Entry;
+use crate::store::{Entry, EntryStream};
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
 pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -28,9 +31,6 @@ pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// Entries rendered per body chunk.
-const CHUNK: usize = 256;
 
 pub fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
@@ -66,9 +66,9 @@ impl<'a> JsonEntry<'a> {
         JsonEntry {
             name: &e.name,
             kind: if e.is_dir { "dir" } else { "file" },
-            size: if e.is_dir { 0 } else { e.meta.len },
+            size: if e.is_dir { 0 } else { e.len },
             mtime: mtime(e),
-            modified: http_date(e.meta.modified),
+            modified: http_date(e.modified),
             href: href(e),
             sha256: e.sha256.map(hex::encode),
         }
@@ -77,28 +77,32 @@ impl<'a> JsonEntry<'a> {
 
 pub fn respond(
     dir: &RelPath,
-    mut entries: Vec<Entry>,
+    entries: EntryStream,
     json: bool,
     method: &Method,
     page: Page<'_>,
 ) -> Response<Body> {
-    if dir.is_root() {
-        entries.retain(|e| e.name != crate::ui::RESERVED);
-    }
-    // Stable: folders first, each group keeps the store's name order.
-    entries.sort_by_key(|e| !e.is_dir);
     let ctype = if json {
         "application/json"
     } else {
         "text/html; charset=utf-8"
     };
+    // The UI's reserved prefix is not a file of the root.
+    let root = dir.is_root();
+    let entries = entries.map(move |batch| {
+        batch.map(|mut b| {
+            if root {
+                b.retain(|e| e.name != crate::ui::RESERVED);
+            }
+            b
+        })
+    });
     let body = if method == Method::HEAD {
         body::empty()
     } else if json {
-        body::stream(Box::pin(futures_util::stream::iter(json_chunks(entries))))
+        body::stream(Box::pin(json_chunks(entries)))
     } else {
-        let chunks = html::chunks(dir, entries, page);
-        body::stream(Box::pin(futures_util::stream::iter(chunks)))
+        body::stream(Box::pin(html::chunks(dir, entries, page)))
     };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -120,67 +124,89 @@ fn href(e: &Entry) -> String {
 }
 
 fn mtime(e: &Entry) -> u64 {
-    e.meta
-        .modified
+    e.modified
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-/// The JSON array, `CHUNK` entries per item, rendered as the body is read.
-fn json_chunks(entries: Vec<Entry>) -> impl Iterator<Item = std::io::Result<Bytes>> + Send {
-    let mut it = entries.into_iter().peekable();
+/// The JSON array, one body chunk per batch of entries, rendered as the body is read.
+fn json_chunks(
+    entries: impl Stream<Item = io::Result<Vec<Entry>>> + Send,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
     let mut first = true;
-    let mut done = false;
-    std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        let mut out = String::with_capacity(CHUNK * 160);
-        if first {
-            out.push('[');
-        }
-        for e in it.by_ref().take(CHUNK) {
+    let items = entries.map(move |batch| {
+        let batch = batch?;
+        let mut out = String::with_capacity(batch.len() * 160);
+        for e in &batch {
             if !first {
                 out.push(',');
             }
             first = false;
             // Serializing a struct of strings and integers cannot fail.
-            out.push_str(&serde_json::to_string(&JsonEntry::of(&e)).unwrap_or_default());
+            out.push_str(&serde_json::to_string(&JsonEntry::of(e)).unwrap_or_default());
         }
-        if first {
-            first = false;
-        }
-        if it.peek().is_none() {
-            out.push(']');
-            done = true;
-        }
-        Some(Ok(Bytes::from(out)))
-    })
+        Ok(Bytes::from(out))
+    });
+    let open = stream::once(async { Ok(Bytes::from_static(b"[")) });
+    let close = stream::once(async { Ok(Bytes::from_static(b"]")) });
+    nonempty(open.chain(items).chain(close))
 }
 
-/// The whole JSON listing as one string (tests and small callers).
-pub fn to_json(entries: &[Entry]) -> String {
-    json_chunks(entries.to_vec())
-        .filter_map(|c| c.ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .collect()
+/// Leaves out empty chunks (a batch whose entries all vanished): an empty chunk is no part of
+/// HTTP/1.1 chunked framing but its end.
+fn nonempty(
+    s: impl Stream<Item = io::Result<Bytes>> + Send,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    s.filter(|c| std::future::ready(!matches!(c, Ok(b) if b.is_empty())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Meta;
+    use futures_util::FutureExt as _;
+
+    /// `entries` as a store streams them: batches of 256, and an empty batch (all of its
+    /// entries vanished) before the last.
+    pub(super) fn batched(entries: &[Entry]) -> impl Stream<Item = io::Result<Vec<Entry>>> {
+        let mut batches: Vec<io::Result<Vec<Entry>>> =
+            entries.chunks(256).map(|c| Ok(c.to_vec())).collect();
+        batches.insert(batches.len().saturating_sub(1), Ok(Vec::new()));
+        stream::iter(batches)
+    }
+
+    /// The chunks of a body whose every future is ready.
+    pub(super) fn drain(s: impl Stream<Item = io::Result<Bytes>>) -> Vec<String> {
+        let chunks: Vec<_> = s.collect::<Vec<_>>().now_or_never().unwrap();
+        chunks
+            .into_iter()
+            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    fn to_json(entries: &[Entry]) -> String {
+        drain(json_chunks(batched(entries))).concat()
+    }
+
+    #[test]
+    fn empty_batches_make_no_chunks() {
+        let chunks = drain(json_chunks(batched(&[entry("a", false)])));
+        assert_eq!(
+            chunks,
+            [
+                "[",
+                r#"{"name":"a","type":"file","size":42,"mtime":0,"modified":"Thu, 01 Jan 1970 00:00:00 GMT","href":"a"}"#,
+                "]"
+            ]
+        );
+    }
 
     pub(super) fn entry(name: &str, is_dir: bool) -> Entry {
         Entry {
             name: name.into(),
             is_dir,
-            meta: Meta {
-                len: 42,
-                modified: std::time::UNIX_EPOCH,
-                etag: "\"x\"".into(),
-            },
+            len: 42,
+            modified: std::time::UNIX_EPOCH,
             sha256: None,
         }
     }

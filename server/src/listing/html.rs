@@ -13,11 +13,15 @@
 //! buffer; no string is built per row.
 
 use std::fmt::Write as _;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt as _};
 use percent_encoding::utf8_percent_encode;
 
-use super::{mtime, Page, CHUNK, SEGMENT};
+use super::{mtime, Page, SEGMENT};
 use crate::path::RelPath;
 use crate::store::Entry;
 
@@ -50,28 +54,36 @@ fn escape_into(out: &mut String, s: &str) {
     out.push_str(s.get(run..).unwrap_or_default());
 }
 
-/// The page, as body chunks: the head, one `<tbody>` of `CHUNK` rows at a time, the tail.
+/// The page, as body chunks: the head (sent before any entry is looked up), one `<tbody>`
+/// per batch of entries, the tail with the count of entries listed.
 pub(super) fn chunks(
     dir: &RelPath,
-    entries: Vec<Entry>,
+    entries: impl Stream<Item = io::Result<Vec<Entry>>> + Send,
     page: Page<'_>,
-) -> impl Iterator<Item = std::io::Result<Bytes>> + Send {
-    let count = entries.len();
-    let head = head(dir, page);
-    let mut rows = entries.into_iter().peekable();
-    let mut parts = std::iter::once(head).chain(std::iter::from_fn(move || {
-        rows.peek()?;
-        let mut out = String::with_capacity(CHUNK * ROW_BYTES);
-        out.push_str("<tbody>\n");
-        for e in rows.by_ref().take(CHUNK) {
-            row(&mut out, &e);
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    let head = Bytes::from(head(dir, page));
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let rows = entries.map(move |batch| {
+        let batch = batch?;
+        if batch.is_empty() {
+            return Ok(Bytes::new());
         }
-        Some(out)
-    }));
-    let mut tail = Some(format!(
-        "</table>\n<p id=\"count\" data-count=\"{count}\">{count} items</p>\n</main>\n</body></html>\n"
-    ));
-    std::iter::from_fn(move || parts.next().or_else(|| tail.take())).map(|s| Ok(Bytes::from(s)))
+        counted.fetch_add(batch.len(), Ordering::Relaxed);
+        let mut out = String::with_capacity(batch.len() * ROW_BYTES + 8);
+        out.push_str("<tbody>\n");
+        for e in &batch {
+            row(&mut out, e);
+        }
+        Ok(Bytes::from(out))
+    });
+    let tail = stream::once(async move {
+        let n = count.load(Ordering::Relaxed);
+        Ok(Bytes::from(format!(
+            "</table>\n<p id=\"count\" data-count=\"{n}\">{n} items</p>\n</main>\n</body></html>\n"
+        )))
+    });
+    super::nonempty(stream::once(async { Ok(head) }).chain(rows).chain(tail))
 }
 
 fn head(dir: &RelPath, page: Page<'_>) -> String {
@@ -144,19 +156,32 @@ fn crumbs(out: &mut String, dir: &RelPath) {
 /// One entry. `</a>` is the only end tag: a `<td>` ends at the next `<td>`, a row at the next
 /// `<tr>` or at the end of its `<tbody>` (HTML Living Standard §13.1.2.4, optional tags).
 fn row(out: &mut String, e: &Entry) {
+    // Most names are RFC 3986 unreserved characters only: link and text are the name itself.
+    let plain = e
+        .name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
     out.push_str("<tr><td><a href=\"");
-    out.extend(utf8_percent_encode(&e.name, SEGMENT));
+    if plain {
+        out.push_str(&e.name);
+    } else {
+        out.extend(utf8_percent_encode(&e.name, SEGMENT));
+    }
     if e.is_dir {
         out.push('/');
     }
     out.push_str("\">");
-    escape_into(out, &e.name);
+    if plain {
+        out.push_str(&e.name);
+    } else {
+        escape_into(out, &e.name);
+    }
     if e.is_dir {
         out.push_str("/</a><td>-<td>");
     } else {
         // Writing into a String cannot fail.
-        let _ = write!(out, "</a><td title={}>", e.meta.len);
-        human_size_into(out, e.meta.len);
+        let _ = write!(out, "</a><td title={}>", e.len);
+        human_size_into(out, e.len);
         out.push_str("<td>");
     }
     utc_into(out, mtime(e));
@@ -201,7 +226,11 @@ fn utc_into(out: &mut String, secs: u64) {
     let y = yoe + era * 400 + i64::from(m <= 2);
     let [y, m, d] = [y, m, d].map(|v| u64::try_from(v).unwrap_or(0));
     let parts = [(y, 4, "-"), (m, 2, "-"), (d, 2, " ")];
-    let clock = [(rem / 3600, 2, ":"), (rem % 3600 / 60, 2, ":"), (rem % 60, 2, "")];
+    let clock = [
+        (rem / 3600, 2, ":"),
+        (rem % 3600 / 60, 2, ":"),
+        (rem % 60, 2, ""),
+    ];
     for (v, width, sep) in parts.into_iter().chain(clock) {
         for p in (0..width).rev() {
             out.push(char::from(b'0' + (v / 10u64.pow(p) % 10) as u8));
@@ -212,14 +241,12 @@ fn utc_into(out: &mut String, secs: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::entry;
+    use super::super::tests::{batched, drain, entry};
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn page(dir: &RelPath, entries: Vec<Entry>) -> String {
-        chunks(dir, entries, Page::default())
-            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
-            .collect()
+        drain(chunks(dir, batched(&entries), Page::default())).concat()
     }
 
     #[test]
@@ -264,11 +291,8 @@ mod tests {
         // The whole row, as the page's script parses it: link, exact bytes in title, UTC date.
         let mut out = String::new();
         let file = Entry {
-            meta: crate::store::Meta {
-                len: 1536,
-                modified: UNIX_EPOCH + Duration::from_secs(1_733_339_045),
-                etag: String::new(),
-            },
+            len: 1536,
+            modified: UNIX_EPOCH + Duration::from_secs(1_733_339_045),
             ..entry("file-000123.txt", false)
         };
         row(&mut out, &file);
@@ -290,14 +314,17 @@ mod tests {
     #[test]
     fn every_chunk_of_rows_is_its_own_tbody() {
         let entries: Vec<Entry> = (0..1000).map(|i| entry(&format!("f{i}"), false)).collect();
-        let parts: Vec<String> = chunks(&RelPath::root(), entries, Page::default())
-            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
-            .collect();
-        assert_eq!(parts.len(), 1 + 1000usize.div_ceil(CHUNK) + 1);
+        let parts = drain(chunks(&RelPath::root(), batched(&entries), Page::default()));
+        assert_eq!(
+            parts.len(),
+            1 + 1000usize.div_ceil(256) + 1,
+            "empty batches make no chunk"
+        );
         for rows in &parts[1..parts.len() - 1] {
             assert!(rows.starts_with("<tbody>\n<tr>"), "{rows}");
         }
         assert_eq!(parts.concat().matches("<tr><td>").count(), 1000);
+        assert!(parts.concat().contains("data-count=\"1000\">1000 items"));
     }
 
     #[test]
@@ -320,7 +347,11 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(utc(1_733_339_045), "2024-12-04 19:04:05");
-        assert_eq!(utc(u64::MAX), "9999-12-31 23:59:59", "clamped, as HTTP dates are");
+        assert_eq!(
+            utc(u64::MAX),
+            "9999-12-31 23:59:59",
+            "clamped, as HTTP dates are"
+        );
     }
 
     #[test]

@@ -25,14 +25,15 @@ use tokio::sync::Semaphore;
 
 use super::open_cache::{Cached, Identity, OpenCache};
 use super::visibility::Visibility;
-use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
+use super::{BoxFuture, EntryStream, Meta, Object, Store, StoreError};
 use crate::index::{Index, IndexOptions};
 use crate::path::RelPath;
 
 pub(crate) mod beneath;
+mod list;
 mod read;
 pub mod state;
-use beneath::{fd_path, open_beneath, real_path};
+use beneath::{open_beneath, real_path};
 use read::FsFile;
 use state::LEGACY_DIR;
 
@@ -263,57 +264,18 @@ fn in_state_area(root: &Path, state: &Path, real: &Path) -> bool {
     real.starts_with(state) || real.starts_with(root.join(LEGACY_DIR))
 }
 
-/// Lists `dir` (a path through an opened descriptor) on the blocking pool's thread, applying
-/// the same visibility policy as [`FsStore::resolve`]; a symlink into the state area is
-/// never listed.
-fn list_dir(
-    root: &Path,
-    state: &Path,
-    opts: &FsOptions,
-    dir: &Path,
-    index: Option<&crate::index::Shared>,
-) -> Result<Vec<Entry>, StoreError> {
-    let mut out = Vec::new();
-    for ent in std::fs::read_dir(dir).map_err(StoreError::from_io)? {
-        let ent = ent?;
-        let Ok(name) = ent.file_name().into_string() else {
-            continue; // not UTF-8: cannot be linked to, so not listed
-        };
-        if !opts.visibility().lists(&name) {
-            continue;
-        }
-        let full = dir.join(&name);
-        let is_link = ent.file_type().map(|t| t.is_symlink()).unwrap_or(false);
-        if is_link {
-            match full.canonicalize() {
-                Ok(real) if in_state_area(root, state, &real) => continue,
-                Ok(real) if opts.allow_symlinks_outside || real.starts_with(root) => {}
-                _ => continue,
-            }
-        }
-        let Ok(md) = std::fs::metadata(&full) else {
-            continue; // dangling link or vanished entry
-        };
-        let sha256 = index
-            .filter(|_| md.is_file())
-            .and_then(|ix| ix.digest(&Identity::of(&md)));
-        out.push(Entry {
-            name,
-            is_dir: md.is_dir(),
-            meta: meta_of(&md),
-            sha256,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
 /// The identity of what `rel` names under the held root right now (`statx`, following
 /// symlinks as `std::fs::metadata` does). Relative to the root descriptor, the kernel walks
 /// only the request's own components, and no path is built in memory. This is not confined to
 /// the root: it only has to show whether the path still leads to the file that was opened
 /// under the confinement rules.
 fn stat_at(root: &File, rel: &str) -> io::Result<Identity> {
+    statx_at(root, rel, libc::AT_STATX_SYNC_AS_STAT).map(|st| Identity::of_statx(&st))
+}
+
+/// `statx` of `rel` relative to the directory `dir` with `flags` (`AT_SYMLINK_NOFOLLOW` for
+/// `lstat` semantics); `""` is the directory itself.
+pub(super) fn statx_at(dir: &File, rel: &str, flags: libc::c_int) -> io::Result<libc::statx> {
     use std::os::fd::AsRawFd;
     let rel = if rel.is_empty() { "." } else { rel };
     let mut buf = [0u8; 256];
@@ -333,9 +295,9 @@ fn stat_at(root: &File, rel: &str) -> io::Result<Identity> {
     // SAFETY: `c_path` is NUL-terminated and `st` is a writable `statx`, both valid for the call.
     let r = unsafe {
         libc::statx(
-            root.as_raw_fd(),
+            dir.as_raw_fd(),
             c_path.as_ptr(),
-            libc::AT_STATX_SYNC_AS_STAT,
+            flags,
             libc::STATX_BASIC_STATS,
             &mut st,
         )
@@ -343,7 +305,7 @@ fn stat_at(root: &File, rel: &str) -> io::Result<Identity> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(Identity::of_statx(&st))
+    Ok(st)
 }
 
 /// Strong validator from size, mtime in nanoseconds and inode: any rewrite in place changes
@@ -399,18 +361,20 @@ impl Store for FsStore {
         })
     }
 
-    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<EntryStream, StoreError>> {
         Box::pin(async move {
             // Opened (confined and checked like any read), then listed through the descriptor:
             // what is listed is what was checked.
             let (dir, _) = self.open_file(path)?;
             let (root, state, opts) = (self.root.clone(), self.state.clone(), self.opts.clone());
             let index = self.index().cloned();
-            tokio::task::spawn_blocking(move || {
-                list_dir(&root, &state, &opts, &fd_path(&dir), index.as_deref())
-            })
-            .await
-            .map_err(|e| StoreError::Io(io::Error::other(e)))?
+            let names = tokio::task::spawn_blocking(move || {
+                list::names(&root, &state, &opts, &dir, index.as_deref()).map(|n| (dir, n))
+            });
+            let (dir, names) = names
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+            Ok(list::batches(dir, names, self.index().cloned()))
         })
     }
 

@@ -55,12 +55,32 @@ pub struct Meta {
     pub etag: String,
 }
 
-/// One entry of a directory listing.
+/// A directory's entries in listing order, in batches, each looked up as it is asked for (a
+/// listing of 100,000 entries starts at once and never holds them all). An `Err` item aborts
+/// the response, as in a [`ByteStream`].
+pub type EntryStream = Pin<Box<dyn Stream<Item = io::Result<Vec<Entry>>> + Send>>;
+
+/// Entries a backend has in full (one answer from its listing call), as an [`EntryStream`] in
+/// listing order: folders first, then by name.
+pub fn entry_batches(mut entries: Vec<Entry>) -> EntryStream {
+    entries.sort_unstable_by(|a, b| (!a.is_dir, &a.name).cmp(&(!b.is_dir, &b.name)));
+    let mut rest = entries.into_iter();
+    let batches = std::iter::from_fn(move || {
+        let batch: Vec<Entry> = rest.by_ref().take(256).collect();
+        (!batch.is_empty()).then_some(Ok(batch))
+    });
+    Box::pin(futures_util::stream::iter(batches))
+}
+
+/// One entry of a directory listing: what the listing shows, nothing more (no entity tag,
+/// which would cost a formatted string per entry of a 100,000-entry directory).
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
     pub is_dir: bool,
-    pub meta: Meta,
+    /// Bytes, as the file system reports them (listings show none for a folder).
+    pub len: u64,
+    pub modified: SystemTime,
     /// The file's SHA-256, if the content index has it for this version.
     pub sha256: Option<[u8; 32]>,
 }
@@ -141,8 +161,8 @@ impl StoreError {
 /// The core storage interface.
 pub trait Store: Send + Sync + 'static {
     fn open<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Object, StoreError>>;
-    /// Lists a directory, hidden entries already filtered out, sorted by name.
-    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>>;
+    /// Lists a directory, hidden entries already filtered out, folders first, then by name.
+    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<EntryStream, StoreError>>;
     /// The upload capability (tus), if this backend has one.
     fn uploads(&self) -> Option<&dyn upload::UploadStore> {
         None

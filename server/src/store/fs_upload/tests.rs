@@ -302,12 +302,14 @@ async fn discard_leaves_a_tombstone_purge_forgets_it_and_staging_stays_hidden() 
 
 impl FsStore {
     async fn list_root_names(&self) -> Vec<String> {
-        Store::list(self, &RelPath::root())
+        use futures_util::TryStreamExt as _;
+        let batches: Vec<Vec<crate::store::Entry>> = Store::list(self, &RelPath::root())
             .await
             .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect()
+            .try_collect()
+            .await
+            .unwrap();
+        batches.into_iter().flatten().map(|e| e.name).collect()
     }
 }
 

@@ -32,7 +32,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
 
 use super::visibility::Visibility;
-use super::{BoxFuture, Entry, Meta, Object, Store, StoreError};
+use super::{BoxFuture, Entry, EntryStream, Meta, Object, Store, StoreError};
 use crate::path::RelPath;
 
 /// Where the objects are and how to reach them. Credentials come from the standard `AWS_*`
@@ -214,7 +214,7 @@ impl Store for S3Store {
             .then_some(self as &dyn super::upload::UploadStore)
     }
 
-    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Vec<Entry>, StoreError>> {
+    fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<EntryStream, StoreError>> {
         Box::pin(async move {
             if !self.vis.serves_path(path) {
                 return Err(StoreError::NotFound);
@@ -233,29 +233,32 @@ impl Store for S3Store {
             }
             let dirs = listing.common_prefixes.iter().filter_map(|p| {
                 let name = p.filename()?.to_owned();
+                let meta = dir_meta();
                 Some(Entry {
                     name,
                     is_dir: true,
-                    meta: dir_meta(),
+                    len: meta.len,
+                    modified: meta.modified,
                     sha256: None,
                 })
             });
             let files = listing.objects.iter().filter_map(|o| {
                 // A "folder" marker some consoles create (`dir/`) is the directory itself.
                 let name = o.location.filename().filter(|_| o.location != key)?;
+                let meta = meta_of(o);
                 Some(Entry {
                     name: name.to_owned(),
                     is_dir: false,
-                    meta: meta_of(o),
+                    len: meta.len,
+                    modified: meta.modified,
                     sha256: None,
                 })
             });
-            let mut out: Vec<Entry> = dirs
+            let out: Vec<Entry> = dirs
                 .chain(files)
                 .filter(|e| self.vis.lists(&e.name))
                 .collect();
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(out)
+            Ok(super::entry_batches(out))
         })
     }
 }
