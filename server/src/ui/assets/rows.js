@@ -22,7 +22,9 @@ export function el(tag, props = {}, ...children) {
   return e;
 }
 
-const rowBodies = () => [...table.tBodies].filter((tb) => tb !== upBody);
+/** The server's row groups (hidden, never removed, while a view is shown) and the view's. */
+const serverBodies = [...table.tBodies].filter((tb) => tb !== upBody);
+let viewBodies = [];
 
 /** `YYYY-MM-DD HH:MM:SS` (UTC), as the server writes it, to seconds since the epoch. */
 function utc(s) {
@@ -30,28 +32,36 @@ function utc(s) {
   return Date.UTC(n(0, 4), n(5, 7) - 1, n(8, 10), n(11, 13), n(14, 16), n(17, 19)) / 1000;
 }
 
-/** The entries of one server-rendered <tbody>, parsed once (before it is decorated). */
+/**
+ * The entries of one server-rendered <tbody>, parsed once (before it is decorated). Walks
+ * siblings and reads text nodes: collections (`rows`, `cells`) and `href` cost several times
+ * more over 100,000 rows. A folder's link text ends in `/`, which no file name can.
+ */
 const parsed = new WeakMap();
 function entriesOf(tb) {
   let list = parsed.get(tb);
   if (list) return list;
   list = [];
-  for (const tr of tb.rows) {
-    const [n, s, m] = tr.cells;
-    const a = n.firstElementChild;
-    const href = a.getAttribute('href');
-    const dir = href.endsWith('/');
-    const text = a.textContent;
+  for (let tr = tb.firstElementChild; tr; tr = tr.nextElementSibling) {
+    const n = tr.firstElementChild;
+    const s = n.nextElementSibling;
+    const text = n.firstElementChild.textContent;
+    const dir = text.endsWith('/');
     list.push({
       name: dir ? text.slice(0, -1) : text,
       dir,
-      href,
-      size: dir ? 0 : Number(s.title),
-      mtime: utc(m.textContent),
+      size: dir ? 0 : Number(s.getAttribute('title')),
+      mtime: utc(s.nextElementSibling.firstChild.data),
     });
   }
   parsed.set(tb, list);
   return list;
+}
+
+/** The link to an entry, as the server writes it (RFC 3986 unreserved characters kept). */
+export function hrefOf(e) {
+  e.href ??= encodeURIComponent(e.name).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`) + (e.dir ? '/' : '');
+  return e.href;
 }
 
 let all = null;
@@ -73,7 +83,7 @@ export function entries(now = false) {
   if (now) hurry = true;
   reading ??= new Promise((done) => {
     const mine = generation;
-    const bodies = rowBodies();
+    const bodies = serverBodies;
     const out = [];
     let i = 0;
     const step = (deadline) => {
@@ -102,6 +112,7 @@ export const ready = () => all;
 /** Adds what the script knows to a row: classes, local date, exact bytes, phone line, actions. */
 function decorate(tr, e) {
   const [n, s, m] = tr.cells;
+  e.href ??= n.firstElementChild.getAttribute('href');
   n.className = 'n';
   s.className = 's';
   m.className = 'm';
@@ -111,7 +122,7 @@ function decorate(tr, e) {
   m.replaceChildren(el('time', { dateTime: new Date(e.mtime * 1000).toISOString() }, when));
   const actions = el('td', { class: 'a' });
   if (!e.dir) {
-    const dl = el('a', { href: e.href, class: 'button', download: e.name, title: t('download') }, t('download'));
+    const dl = el('a', { href: hrefOf(e), class: 'button', download: e.name, title: t('download') }, t('download'));
     dl.setAttribute('aria-label', `${t('download')} ${e.name}`);
     actions.append(dl, ' ');
   }
@@ -123,7 +134,7 @@ function decorate(tr, e) {
 
 /** A row as the server would have written it. */
 function bare(e) {
-  const a = el('a', { href: e.href }, e.dir ? `${e.name}/` : e.name);
+  const a = el('a', { href: hrefOf(e) }, e.dir ? `${e.name}/` : e.name);
   return el('tr', {}, el('td', {}, a), el('td', {}, e.dir ? '-' : human(e.size)), el('td'));
 }
 
@@ -138,7 +149,11 @@ function fill(tb) {
     tb.append(...list.map(bare));
   }
   const es = list ?? entriesOf(tb);
-  for (let i = 0; i < es.length; i += 1) decorate(tb.rows[i], es[i]);
+  let tr = tb.firstElementChild;
+  for (const e of es) {
+    decorate(tr, e);
+    tr = tr.nextElementSibling;
+  }
 }
 
 const near = new IntersectionObserver((items) => {
@@ -151,15 +166,17 @@ const near = new IntersectionObserver((items) => {
 
 /** Decorates the server's rows: a small directory at once, a large one as it scrolls by. */
 export function enhanceServerRows() {
-  const bodies = rowBodies();
   if (upBody) upBody.rows[0].append(el('td', { class: 'a' }));
-  if (bodies.length <= 4) bodies.forEach(fill);
-  else bodies.forEach((tb) => near.observe(tb));
+  if (serverBodies.length <= 4) serverBodies.forEach(fill);
+  else serverBodies.forEach((tb) => near.observe(tb));
 }
 
+/** A row's height, measured once on a shown row: the estimate for placeholders. */
+let measured = 0;
 function rowHeight() {
-  const r = table.querySelector('tbody:not(.up) tr');
-  return r ? r.getBoundingClientRect().height || 36 : 36;
+  const tb = [...viewBodies, ...serverBodies].find((b) => !b.hidden && b.firstElementChild);
+  measured ||= tb?.firstElementChild.getBoundingClientRect().height ?? 0;
+  return measured || 36;
 }
 
 /** Shows `list` in place of the current rows; the first <tbody> at once, the rest as needed. */
@@ -173,10 +190,18 @@ export function show(list) {
     pending.set(tb, slice);
     bodies.push(tb);
   }
-  for (const tb of rowBodies()) {
+  // Hiding the server's rows is cheap; removing 100,000 of them took over a second. A small
+  // directory's are removed, so the page holds only the rows it shows.
+  const small = serverBodies.length <= 4;
+  for (const tb of serverBodies) {
+    if (small) tb.remove();
+    else tb.hidden = true;
+  }
+  for (const tb of viewBodies) {
     near.unobserve(tb);
     tb.remove();
   }
+  viewBodies = bodies;
   table.append(...bodies);
   if (bodies.length) fill(bodies[0]);
   for (const tb of bodies.slice(1)) near.observe(tb);
