@@ -1,6 +1,7 @@
 //! `ferry` binary: parse flags, set up tracing, run, map the result to an exit code
 //! (0 done, 1 failed, 2 usage). Everything else lives in the library.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -9,8 +10,9 @@ use ferry::cli::{self, Cli};
 fn main() -> ExitCode {
     tune_malloc();
     let cli = Cli::parse(); // exits with code 2 on usage errors
-                            // The TLS verifier logs its own ERROR line for a certificate ferry reports better (with
-                            // the reason and the way out, `tls.rs`); FERRY_LOG can bring it back.
+
+    // The TLS verifier logs its own ERROR line for a certificate ferry reports better (with
+    // the reason and the way out, `tls.rs`); FERRY_LOG can bring it back.
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error,rustls=off,rustls_platform_verifier=off",
         (false, 0 | 1) => "warn,rustls=off,rustls_platform_verifier=off",
@@ -21,6 +23,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a pipe or a log file gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // Positional writes and fsyncs run on blocking threads: a few are enough, and each

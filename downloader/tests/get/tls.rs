@@ -111,6 +111,11 @@ async fn insecure_downloads_with_a_warning() {
         err.contains("--insecure: TLS certificates are not verified"),
         "{err}"
     );
+    // stderr is a pipe here: no terminal colour codes in what a script or a log file keeps.
+    assert!(
+        !err.contains('\x1b'),
+        "ANSI escape codes on a non-terminal: {err:?}"
+    );
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), data);
 }
 
