@@ -2,8 +2,9 @@
 # Upload throughput in headless chromium on loopback (issue 10 point 9): a SIZE_MIB file through
 # ferryd's page vs through Uppy 6 (Dashboard + Tus) into the same ferryd, ROUNDS interleaved
 # rounds, each upload in a fresh browser, timed from setting the file on the page's input to
-# ferryd having published it. Prints every round, the medians and page/Uppy in throughput
-# (goal >= 1.0) for each Uppy set-up, then the SHA-256 speed of the page's hashing worker over
+# ferryd having published it. Prints every round, the medians, the CPU each upload took (the
+# browser's, from chromium's start, and ferryd's: steadier than seconds on a shared machine)
+# and page/Uppy in throughput (goal >= 1.0) for each Uppy set-up, then the SHA-256 speed of the page's hashing worker over
 # the same file.
 #
 # Uppy set-ups (UPPY, space separated; the query string of bench/ui/uppy/bench.mjs):
@@ -48,35 +49,49 @@ for _ in $(seq 100); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && brea
 URL=$(grep -o 'http://[^ ]*' "$WORK/ferryd.out" | head -1 | sed 's:/*$:/:')
 
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
-# one KIND [SHOT]: one upload, prints its seconds; the published copy is checked and removed.
+# CPU seconds ferryd has used so far (utime + stime).
+fcpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$FERRYD_PID/stat"; }
+# one KIND [SHOT]: one upload; prints its seconds, the CPU seconds of the browser (node and
+# chromium, /usr/bin/time) and of ferryd. The published copy is checked and removed.
 one() {
-  local t
-  t=$(node bench/ui/upload.mjs "$URL" "$1" "$WORK/upload.bin" "$ROOT/upload.bin" ${2:+"$2"})
+  local out a b
+  a=$(fcpu)
+  out=$( { /usr/bin/time -f "cpu %U %S" node bench/ui/upload.mjs "$URL" "$1" "$WORK/upload.bin" \
+    "$ROOT/upload.bin" ${2:+"$2"}; } 2>&1 ) || { echo "$1: $out" >&2; exit 1; }
+  b=$(fcpu)
   cmp -s "$WORK/upload.bin" "$ROOT/upload.bin" || { echo "$1: the uploaded file differs" >&2; exit 1; }
   rm -f "$ROOT/upload.bin"
-  echo "$t"
+  echo "$out" | awk -v a="$a" -v b="$b" '$1 == "cpu" {c = $2 + $3} $1 != "cpu" {t = $1}
+    END {printf "%s %.2f %.2f\n", t, c, b - a}'
 }
 name() { echo "uppy $1"; }
 query() { if [ "$1" = defaults ]; then echo uppy; else echo "uppy?$1"; fi; }
 
-declare -A T
+# T[kind]: seconds; C[kind]: browser CPU seconds; F[kind]: ferryd CPU seconds.
+declare -A T C F
+run() {
+  local w c f
+  read -r w c f < <(one "$2")
+  T[$1]+=" $w"; C[$1]+=" $c"; F[$1]+=" $f"
+  line+="$3 $w s (cpu $c + $f s)"
+}
 for r in $(seq "$ROUNDS"); do
   line="round $r:"
-  t=$(one page); T[page]+=" $t"; line+=" page $t s"
-  for s in "${SETUPS[@]}"; do
-    t=$(one "$(query "$s")"); T[$s]+=" $t"; line+=", $(name "$s") $t s"
-  done
+  run page page " page"
+  for s in "${SETUPS[@]}"; do run "$s" "$(query "$s")" ", $(name "$s")"; done
   echo "$line (load $(cut -d' ' -f1 /proc/loadavg))"
 done
-# shellcheck disable=SC2086
-PT=$(median ${T[page]})
 MB=$(python3 -c "print($SIZE * 1048576 / 1e6)")
 rate() { python3 -c "print(f'{$1:.2f} s ({$MB / $1:.0f} MB/s)')"; }
-echo "upload $SIZE MiB, medians of $ROUNDS rounds: page $(rate "$PT")"
+# shellcheck disable=SC2086
+cpu() { echo "CPU browser $(median ${C[$1]}) s + ferryd $(median ${F[$1]}) s"; }
+# shellcheck disable=SC2086
+PT=$(median ${T[page]})
+echo "upload $SIZE MiB, medians of $ROUNDS rounds: page $(rate "$PT"), $(cpu page)"
 for s in "${SETUPS[@]}"; do
   # shellcheck disable=SC2086
   UT=$(median ${T[$s]})
-  echo "  $(name "$s"): $(rate "$UT"), page/Uppy throughput $(python3 -c "print(f'{$UT / $PT:.2f}')") (goal >= 1.0)"
+  echo "  $(name "$s"): $(rate "$UT"), $(cpu "$s"); page/Uppy throughput $(python3 -c "print(f'{$UT / $PT:.2f}')") (goal >= 1.0)"
 done
 if [ -n "$SHOTS" ]; then
   mkdir -p "$SHOTS"
