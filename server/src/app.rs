@@ -113,7 +113,16 @@ impl App {
 
     /// Opens the store and starts the tus endpoint (with its reaper) as `cfg` says. Call it
     /// inside a tokio runtime: the reaper is spawned on it.
-    pub fn build(cfg: Config) -> Result<Self, BuildError> {
+    pub fn build(mut cfg: Config) -> Result<Self, BuildError> {
+        #[cfg(feature = "s3")]
+        if let (StoreConfig::S3(o), Some(t)) = (&mut cfg.store, &mut cfg.tus) {
+            // An S3 multipart upload has at most 10,000 parts: the parts are sized for the
+            // largest upload, and without --max-upload-size the largest upload is what 10,000
+            // parts of the smallest size hold (advertised as Tus-Max-Size, 413 past it).
+            use crate::store::s3::upload::{MAX_PARTS, MIN_PART};
+            let max = *t.max_size.get_or_insert(MIN_PART as u64 * MAX_PARTS);
+            o.max_upload_size = Some(max);
+        }
         let (store, serving, state_dir) = open_store(&cfg.store)?;
         let mut refused_uploads = None;
         let tus = match cfg.tus {

@@ -340,6 +340,7 @@ fn store_config(args: &Args) -> anyhow::Result<StoreConfig> {
             allow_hidden: args.allow_hidden,
             credentials: None,
             single_instance: args.single_instance,
+            max_upload_size: args.max_upload_size,
         })),
         #[cfg(not(feature = "s3"))]
         StoreUrl::S3 { .. } => {

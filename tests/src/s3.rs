@@ -101,6 +101,7 @@ pub fn fresh_options(allow_hidden: bool) -> S3Options {
         allow_hidden,
         credentials: Some(("testing".into(), "testing".into())),
         single_instance: false,
+        max_upload_size: None,
     }
 }
 

@@ -19,7 +19,7 @@
 
 mod probe;
 mod read;
-mod upload;
+pub mod upload;
 
 pub use probe::ConditionalWrites;
 
@@ -59,6 +59,9 @@ pub struct S3Options {
     /// with a lock in this process's memory (several instances need the lease locker, not
     /// built yet: without this flag the S3 store takes no uploads).
     pub single_instance: bool,
+    /// The largest upload (`--max-upload-size`), which sizes the parts of S3 multipart
+    /// uploads ([`upload::part_size`]).
+    pub max_upload_size: Option<u64>,
 }
 
 impl S3Options {
@@ -103,6 +106,8 @@ pub struct S3Store {
     prefix: String,
     vis: Visibility,
     single_instance: bool,
+    /// Size of every part of an upload but the last.
+    part: usize,
 }
 
 impl S3Store {
@@ -116,6 +121,7 @@ impl S3Store {
                 allow_hidden: opts.allow_hidden,
             },
             single_instance: opts.single_instance,
+            part: upload::part_size(opts.max_upload_size),
         })
     }
 

@@ -1,5 +1,5 @@
 //! tus uploads into S3 (issue 11 point 3, core extensions): one S3 multipart upload per tus
-//! upload, parts of [`PART`] bytes, a tail shorter than a part kept as an object of its own
+//! upload, parts of [`part_size`] bytes, a tail shorter than a part kept as an object of its own
 //! until a later checkpoint completes a part, and one record object per upload listing the
 //! parts. Every change of the record is a compare-and-swap (`PutMode::Create`, then
 //! `PutMode::Update` with the record's ETag), so a writer whose upload changed meanwhile
@@ -19,8 +19,7 @@
 //! an existing object is never replaced (the next `name (n).ext` is tried instead).
 //!
 //! Not yet: concatenation, the content index (instant upload), a lease for several instances
-//! (the store is offered for uploads only with `--single-instance`), parts sized from
-//! `--max-upload-size` (fixed 8 MiB parts: 10,000 parts cover 78 GiB).
+//! (the store is offered for uploads only with `--single-instance`).
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
@@ -37,8 +36,28 @@ use crate::store::upload::{
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
 
-/// Size of every part but the last (S3 wants at least 5 MiB).
-pub const PART: usize = 8 << 20;
+/// Smallest part ferryd cuts (S3 wants at least 5 MiB for every part but the last).
+pub const MIN_PART: usize = 8 << 20;
+
+/// Most parts of one S3 multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// Largest part S3 takes.
+const MAX_PART: u64 = 5 << 30;
+
+/// The size of every part but the last, for uploads of at most `max_upload` bytes: the
+/// smallest whole number of MiB, at least [`MIN_PART`], with which [`MAX_PARTS`] parts hold
+/// `max_upload` (tusd's s3store sizes its parts the same way). Without a maximum, and past
+/// what S3 allows (5 GiB parts), the bounds.
+pub fn part_size(max_upload: Option<u64>) -> usize {
+    const MIB: u64 = 1 << 20;
+    let need = max_upload.map_or(0, |m| m.div_ceil(MAX_PARTS));
+    let part = need
+        .div_ceil(MIB)
+        .saturating_mul(MIB)
+        .clamp(MIN_PART as u64, MAX_PART);
+    usize::try_from(part).unwrap_or(MIN_PART)
+}
 
 /// Version of the [`Record`] format.
 const RECORD_VERSION: u32 = 1;
@@ -458,7 +477,7 @@ struct S3Appender {
 
 impl S3Appender {
     async fn cut_parts(&mut self) -> Result<(), StoreError> {
-        while self.buf.len() >= PART {
+        while self.buf.len() >= self.store.part {
             let mp = match &self.multipart {
                 Some(m) => m.clone(),
                 None => {
@@ -472,7 +491,8 @@ impl S3Appender {
                     m
                 }
             };
-            let part = self.buf.split_to(PART).freeze();
+            let len = self.store.part;
+            let part = self.buf.split_to(len).freeze();
             let id = self
                 .store
                 .s3
@@ -481,9 +501,9 @@ impl S3Appender {
                 .map_err(from_s3)?;
             self.parts.push(Part {
                 etag: id.content_id,
-                len: PART as u64,
+                len: len as u64,
             });
-            self.base += PART as u64;
+            self.base += len as u64;
         }
         Ok(())
     }
@@ -623,13 +643,34 @@ mod tests {
         crate::store::conformance::conformance_tests!(super::fresh());
     }
 
-    // Issue 11 point 3: parts of PART bytes, a tail object, and the offset from the record;
+    #[test]
+    fn parts_are_sized_so_ten_thousand_hold_the_largest_upload() {
+        assert_eq!(part_size(None), MIN_PART);
+        assert_eq!(part_size(Some(1 << 30)), MIN_PART);
+        assert_eq!(part_size(Some(MIN_PART as u64 * MAX_PARTS)), MIN_PART);
+        assert_eq!(
+            part_size(Some(MIN_PART as u64 * MAX_PARTS + 1)),
+            MIN_PART + (1 << 20)
+        );
+        let tib = 1u64 << 40;
+        let p = part_size(Some(tib)) as u64;
+        assert!(
+            p * MAX_PARTS >= tib && p.is_multiple_of(1 << 20) && (p - (1 << 20)) * MAX_PARTS < tib
+        );
+        assert_eq!(
+            part_size(Some(u64::MAX)) as u64,
+            MAX_PART,
+            "S3's largest part"
+        );
+    }
+
+    // Issue 11 point 3: parts of MIN_PART bytes, a tail object, and the offset from the record;
     // a new appender resumes from the recorded tail; publish joins the parts and never
     // replaces an existing object.
     #[tokio::test]
     async fn parts_and_tail_survive_a_new_appender_and_publish_without_clobbering() {
         let Some(((), s)) = fresh() else { return };
-        let len = 2 * PART + 1234;
+        let len = 2 * MIN_PART + 1234;
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
         let id = UploadId::random().unwrap();
         let mut info = UploadInfo::new(
@@ -640,20 +681,24 @@ mod tests {
         );
         s.create(&mut info).await.unwrap();
         let mut app = s.append(&info).await.unwrap();
-        app.write(Bytes::copy_from_slice(&data[..PART + 10]))
+        app.write(Bytes::copy_from_slice(&data[..MIN_PART + 10]))
             .await
             .unwrap();
         app.checkpoint(&mut info).await.unwrap();
-        assert_eq!(info.offset, (PART + 10) as u64);
-        app.write(Bytes::copy_from_slice(&data[PART + 10..PART + 20]))
+        assert_eq!(info.offset, (MIN_PART + 10) as u64);
+        app.write(Bytes::copy_from_slice(&data[MIN_PART + 10..MIN_PART + 20]))
             .await
             .unwrap();
         drop(app); // never checkpointed: lost
         let mut info = s.load(&id).await.unwrap();
-        assert_eq!(info.offset, (PART + 10) as u64, "offset from the record");
+        assert_eq!(
+            info.offset,
+            (MIN_PART + 10) as u64,
+            "offset from the record"
+        );
         let mut app = s.append(&info).await.unwrap();
-        assert_eq!(app.position(), (PART + 10) as u64);
-        app.write(Bytes::copy_from_slice(&data[PART + 10..]))
+        assert_eq!(app.position(), (MIN_PART + 10) as u64);
+        app.write(Bytes::copy_from_slice(&data[MIN_PART + 10..]))
             .await
             .unwrap();
         app.checkpoint(&mut info).await.unwrap();
