@@ -341,6 +341,7 @@ fn store_config(args: &Args) -> anyhow::Result<StoreConfig> {
             credentials: None,
             single_instance: args.single_instance,
             max_upload_size: args.max_upload_size,
+            list_page: None,
         })),
         #[cfg(not(feature = "s3"))]
         StoreUrl::S3 { .. } => {

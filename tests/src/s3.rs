@@ -102,6 +102,7 @@ pub fn fresh_options(allow_hidden: bool) -> S3Options {
         credentials: Some(("testing".into(), "testing".into())),
         single_instance: false,
         max_upload_size: None,
+        list_page: None,
     }
 }
 
@@ -126,4 +127,20 @@ pub fn put(opts: &S3Options, rel: &str, data: &[u8]) {
     })
     .join()
     .expect("put thread");
+}
+
+/// Puts every `(rel, data)` under the served prefix of `opts`, 16 at a time (a directory of
+/// more entries than one listing page, without a thread per object).
+pub async fn put_many(opts: &S3Options, objects: Vec<(String, Vec<u8>)>) {
+    use futures_util::StreamExt as _;
+    let client: Arc<dyn ObjectStore> = opts.client().expect("s3 client");
+    let puts = objects.into_iter().map(|(rel, data)| {
+        let client = client.clone();
+        let key = object_store::path::Path::parse(format!("{}/{rel}", opts.prefix)).expect("key");
+        async move { client.put(&key, data.into()).await.expect("put object") }
+    });
+    futures_util::stream::iter(puts)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
 }

@@ -60,18 +60,6 @@ pub struct Meta {
 /// the response, as in a [`ByteStream`].
 pub type EntryStream = Pin<Box<dyn Stream<Item = io::Result<Vec<Entry>>> + Send>>;
 
-/// Entries a backend has in full (one answer from its listing call), as an [`EntryStream`] in
-/// listing order: folders first, then by name.
-pub fn entry_batches(mut entries: Vec<Entry>) -> EntryStream {
-    entries.sort_unstable_by(|a, b| (!a.is_dir, &a.name).cmp(&(!b.is_dir, &b.name)));
-    let mut rest = entries.into_iter();
-    let batches = std::iter::from_fn(move || {
-        let batch: Vec<Entry> = rest.by_ref().take(256).collect();
-        (!batch.is_empty()).then_some(Ok(batch))
-    });
-    Box::pin(futures_util::stream::iter(batches))
-}
-
 /// One entry of a directory listing: what the listing shows, nothing more (no entity tag,
 /// which would cost a formatted string per entry of a 100,000-entry directory).
 #[derive(Debug, Clone)]

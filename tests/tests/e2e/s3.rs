@@ -10,7 +10,7 @@ use ferryd::store::fs::FsOptions;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A TCP proxy in front of the S3 server that keeps every request head ferryd sends.
-async fn recording_proxy(upstream: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
+pub(crate) async fn recording_proxy(upstream: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
     let upstream = upstream.trim_start_matches("http://").to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -40,7 +40,7 @@ async fn recording_proxy(upstream: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
 }
 
 /// The `Range` of every GET ferryd sent for `key` (`None` for a GET without one).
-fn gets_of(seen: &[u8], key: &str) -> Vec<Option<String>> {
+pub(crate) fn gets_of(seen: &[u8], key: &str) -> Vec<Option<String>> {
     let text = String::from_utf8_lossy(seen);
     text.split("\r\n\r\n")
         .filter(|head| {

@@ -13,10 +13,14 @@
 //! an object, and streams the body as the client takes it (memory per response is what the
 //! HTTP client buffers, not the range).
 //!
+//! Listings: [`list`] reads a delimiter listing a page at a time and streams it, folders
+//! first, never holding a whole prefix.
+//!
 //! [`S3Store::probe_conditional_writes`] (in `probe`) tells whether the server honours
 //! `If-None-Match` / `If-Match` on writes, which several instances writing upload records
 //! under one prefix will need (issue 11 point 4).
 
+mod list;
 mod probe;
 mod read;
 pub mod upload;
@@ -32,7 +36,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
 
 use super::visibility::Visibility;
-use super::{BoxFuture, Entry, EntryStream, Meta, Object, Store, StoreError};
+use super::{BoxFuture, EntryStream, Meta, Object, Store, StoreError};
 use crate::path::RelPath;
 
 /// Where the objects are and how to reach them. Credentials come from the standard `AWS_*`
@@ -62,6 +66,9 @@ pub struct S3Options {
     /// The largest upload (`--max-upload-size`), which sizes the parts of S3 multipart
     /// uploads ([`upload::part_size`]).
     pub max_upload_size: Option<u64>,
+    /// Keys per listing request (S3's `max-keys`; `None`: the server's default, 1000 on
+    /// S3). Tests set a small page to list many pages of a small directory.
+    pub list_page: Option<usize>,
 }
 
 impl S3Options {
@@ -108,6 +115,8 @@ pub struct S3Store {
     single_instance: bool,
     /// Size of every part of an upload but the last.
     part: usize,
+    /// Keys per listing request ([`S3Options::list_page`]).
+    list_page: Option<usize>,
 }
 
 impl S3Store {
@@ -122,6 +131,7 @@ impl S3Store {
             },
             single_instance: opts.single_instance,
             part: upload::part_size(opts.max_upload_size),
+            list_page: opts.list_page,
         })
     }
 
@@ -220,51 +230,18 @@ impl Store for S3Store {
             .then_some(self as &dyn super::upload::UploadStore)
     }
 
+    /// A delimiter listing, a page at a time, streamed (see [`list`]).
     fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<EntryStream, StoreError>> {
         Box::pin(async move {
             if !self.vis.serves_path(path) {
                 return Err(StoreError::NotFound);
             }
             let key = self.key(path).ok_or(StoreError::NotFound)?;
-            let prefix = (!key.as_ref().is_empty()).then_some(&key);
-            let listing = self
-                .client
-                .list_with_delimiter(prefix)
-                .await
-                .map_err(from_s3)?;
-            // S3 has no empty directories: nothing under the prefix means no directory there
-            // (as a listing of a missing directory on disk), except the root.
-            if !path.is_root() && listing.common_prefixes.is_empty() && listing.objects.is_empty() {
+            let mut walk = list::Walk::new(self.s3.clone(), key, self.vis, self.list_page);
+            if !walk.exists().await? && !path.is_root() {
                 return Err(StoreError::NotFound);
             }
-            let dirs = listing.common_prefixes.iter().filter_map(|p| {
-                let name = p.filename()?.to_owned();
-                let meta = dir_meta();
-                Some(Entry {
-                    name,
-                    is_dir: true,
-                    len: meta.len,
-                    modified: meta.modified,
-                    sha256: None,
-                })
-            });
-            let files = listing.objects.iter().filter_map(|o| {
-                // A "folder" marker some consoles create (`dir/`) is the directory itself.
-                let name = o.location.filename().filter(|_| o.location != key)?;
-                let meta = meta_of(o);
-                Some(Entry {
-                    name: name.to_owned(),
-                    is_dir: false,
-                    len: meta.len,
-                    modified: meta.modified,
-                    sha256: None,
-                })
-            });
-            let out: Vec<Entry> = dirs
-                .chain(files)
-                .filter(|e| self.vis.lists(&e.name))
-                .collect();
-            Ok(super::entry_batches(out))
+            Ok(walk.stream())
         })
     }
 }
