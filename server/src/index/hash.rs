@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -17,11 +18,62 @@ use crate::store::open_cache::Identity;
 
 const PIECE: usize = 1 << 20;
 
-/// Keeps hashing at or under `rate` bytes per second (none: as fast as the disk goes).
+/// While the server is reading files, the indexer sleeps this many times as long as its last
+/// piece took: at most a tenth of its idle speed, so hashing a large tree never competes with
+/// serving, and still finishes on a server that is never idle.
+const YIELD_FACTOR: u32 = 9;
+const YIELD_MIN: Duration = Duration::from_millis(5);
+const YIELD_MAX: Duration = Duration::from_millis(200);
+
+/// Whether the server served files while the indexer hashed its last piece. The indexer
+/// moves `epoch` after every piece; a request marks the current epoch as seen. A request
+/// costs two loads of lines that change at most once per piece (about a millisecond) and,
+/// once per piece, a store: nothing like a counter every request would write.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: AtomicU64,
+    seen: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            epoch: AtomicU64::new(0),
+            seen: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Activity {
+    /// A file is being served (called on every open of the store).
+    #[inline]
+    pub fn note(&self) {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if self.seen.load(Ordering::Relaxed) != epoch {
+            self.seen.store(epoch, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a file was served since the last call; starts a new epoch.
+    fn served_since_last(&self) -> bool {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let served = self.seen.load(Ordering::Relaxed) == epoch;
+        self.epoch.store(epoch.wrapping_add(1), Ordering::Relaxed);
+        served
+    }
+}
+
+/// Keeps hashing at or under `rate` bytes per second (none: as fast as the disk goes), and
+/// yields to serving (see [`Activity`]).
 pub struct Pacer {
     rate: Option<u64>,
     since: Instant,
     bytes: u64,
+    activity: Option<Arc<Activity>>,
+    /// When the current piece started (the end of the previous [`Pacer::take`]).
+    piece_start: Instant,
+    /// Time spent yielding to serving, for the log and tests.
+    yielded: Duration,
 }
 
 impl Pacer {
@@ -30,11 +82,37 @@ impl Pacer {
             rate: rate.filter(|r| *r > 0),
             since: Instant::now(),
             bytes: 0,
+            activity: None,
+            piece_start: Instant::now(),
+            yielded: Duration::ZERO,
         }
     }
 
-    /// Accounts for `n` bytes read and sleeps as long as the rate asks.
+    /// Yields to serving whenever `activity` reports requests.
+    pub fn yielding_to(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// Time spent yielding to serving so far.
+    pub fn yielded(&self) -> Duration {
+        self.yielded
+    }
+
+    /// Accounts for `n` bytes read and sleeps as long as serving and the rate ask.
     fn take(&mut self, n: usize) {
+        if let Some(activity) = &self.activity {
+            if activity.served_since_last() {
+                let pause = (self.piece_start.elapsed() * YIELD_FACTOR).clamp(YIELD_MIN, YIELD_MAX);
+                std::thread::sleep(pause);
+                self.yielded += pause;
+            }
+        }
+        self.pace(n);
+        self.piece_start = Instant::now();
+    }
+
+    fn pace(&mut self, n: usize) {
         let Some(rate) = self.rate else { return };
         let now = Instant::now();
         let due = self.since + Duration::from_secs_f64(self.bytes as f64 / rate as f64);
@@ -185,5 +263,40 @@ mod tests {
         assert!(hash_file(&root, "out", &mut buf, &mut Pacer::new(None), &stop, |_| {}).is_err());
         assert_eq!(root.identity("out"), None);
         assert_eq!(root.identity("f"), Some(id));
+    }
+    #[test]
+    fn hashing_yields_while_files_are_served_and_still_finishes() {
+        let d = tempfile::tempdir().unwrap();
+        let data = vec![3u8; 8 * PIECE];
+        std::fs::write(d.path().join("f"), &data).unwrap();
+        let root = Root::new(d.path()).unwrap();
+        let (mut buf, stop) = (Vec::new(), AtomicBool::new(false));
+
+        // Nobody served anything: no pause.
+        let activity = Arc::new(Activity::default());
+        let mut idle = Pacer::new(None).yielding_to(activity.clone());
+        assert!(hash_file(&root, "f", &mut buf, &mut idle, &stop, |_| {}).is_ok());
+        assert_eq!(idle.yielded(), Duration::ZERO);
+
+        // A request during every piece: a pause after each, and the digest is still right.
+        let serving = AtomicBool::new(true);
+        let mut busy = Pacer::new(None).yielding_to(activity.clone());
+        let outcome = std::thread::scope(|s| {
+            s.spawn(|| {
+                while serving.load(Ordering::Relaxed) {
+                    activity.note();
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            });
+            let r = hash_file(&root, "f", &mut buf, &mut busy, &stop, |_| {});
+            serving.store(false, Ordering::Relaxed);
+            r
+        });
+        let Ok(Hashed::Done(_, sha)) = outcome else {
+            panic!("hashing did not finish");
+        };
+        assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(&data)));
+        // Most of the 8 pieces saw a request (the first may start the epoch).
+        assert!(busy.yielded() >= YIELD_MIN * 6, "{:?}", busy.yielded());
     }
 }

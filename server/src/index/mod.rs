@@ -87,9 +87,17 @@ pub struct Shared {
     scans: AtomicU64,
     cache_saves: AtomicU64,
     ready: AtomicBool,
+    /// Requests for files, which the worker yields to.
+    activity: Arc<hash::Activity>,
 }
 
 impl Shared {
+    /// The server is reading a file: the indexer yields for a while (see [`hash::Activity`]).
+    #[inline]
+    pub fn note_read(&self) {
+        self.activity.note();
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -180,6 +188,7 @@ impl Index {
             scans: AtomicU64::new(0),
             cache_saves: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            activity: Arc::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = watch::Watcher::new()?;

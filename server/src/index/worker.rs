@@ -50,7 +50,7 @@ impl Worker {
         watcher: Watcher,
     ) -> Self {
         Self {
-            pacer: Pacer::new(opts.rate),
+            pacer: Pacer::new(opts.rate).yielding_to(shared.activity.clone()),
             shared,
             cache_path,
             vis,
@@ -173,6 +173,7 @@ impl Worker {
             entries = self.shared.read().len(),
             hashed = todo.len(),
             secs = format_args!("{:.2}", started.elapsed().as_secs_f64()),
+            yielded_to_serving_s = format_args!("{:.1}", self.pacer.yielded().as_secs_f64()),
             "index: ready"
         );
     }
@@ -197,6 +198,8 @@ impl Worker {
                     bytes = done_bytes,
                     of_bytes = todo_bytes,
                     mib_per_s = format_args!("{mib_s:.0}"),
+                    yielded_to_serving_s =
+                        format_args!("{:.1}", self.pacer.yielded().as_secs_f64()),
                     "index: hashing"
                 );
             }

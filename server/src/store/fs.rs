@@ -329,6 +329,9 @@ impl Store for FsStore {
         // them in its event loop: on a local filesystem they are microseconds, and a trip to
         // the blocking pool per request cost more than the request itself for small ranges.
         Box::pin(async move {
+            if let Some(index) = &self.index {
+                index.shared().note_read();
+            }
             if let Some(hit) = self.cached(path) {
                 return Ok(Object::File(hit));
             }
