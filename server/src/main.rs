@@ -119,7 +119,8 @@ struct Args {
     /// Origin allowed to upload from a browser (repeatable; `*` for any).
     #[arg(long = "cors-origin", env = "FERRY_CORS_ORIGIN", value_delimiter = ',')]
     cors_origins: Vec<String>,
-    /// Do not index the served tree: no Repr-Digest, no instant upload.
+    /// Do not index the served tree: no Repr-Digest, no instant upload (on S3: published
+    /// uploads are not read back and hashed).
     #[arg(long, env = "FERRY_NO_INDEX")]
     no_index: bool,
     /// Most bytes per second the indexer hashes (e.g. 50M; K/M/G are binary); no limit by
@@ -342,6 +343,7 @@ fn store_config(args: &Args) -> anyhow::Result<StoreConfig> {
             single_instance: args.single_instance,
             max_upload_size: args.max_upload_size,
             list_page: None,
+            no_index: args.no_index,
         })),
         #[cfg(not(feature = "s3"))]
         StoreUrl::S3 { .. } => {

@@ -103,6 +103,7 @@ pub fn fresh_options(allow_hidden: bool) -> S3Options {
         single_instance: false,
         max_upload_size: None,
         list_page: None,
+        no_index: false,
     }
 }
 

@@ -396,7 +396,10 @@ impl ContentIndex for FsStore {
                 Some(ix) if valid => blocking(move || Ok(ix.find(&sha, len))).await?,
                 _ => None,
             };
-            Ok(found.map(|(path, file)| Indexed { path, file }))
+            Ok(found.map(|(path, file)| Indexed {
+                path,
+                hold: Hold::File(file),
+            }))
         })
     }
 
@@ -410,7 +413,10 @@ impl ContentIndex for FsStore {
         let dirs = self.dirs();
         let (mut owned, dir, name) = (info.clone(), dir.clone(), name.to_string());
         // The checked descriptor itself (a dup of it), never the path opened again.
-        let src = src.file.try_clone();
+        let src = match &src.hold {
+            Hold::File(f) => f.try_clone(),
+            Hold::ETag(_) => Err(io::Error::other("a content index hold of another store")),
+        };
         Box::pin(async move {
             let src = src?;
             let (path, owned) = blocking(move || {

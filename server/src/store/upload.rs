@@ -357,9 +357,18 @@ pub trait ContentIndex: Send + Sync {
 #[derive(Debug)]
 pub struct Indexed {
     pub path: RelPath,
-    /// The directory backend's hold: the descriptor whose identity was checked. (A backend
-    /// without descriptors would hold a version or an ETag here instead.)
-    pub(crate) file: std::fs::File,
+    pub(crate) hold: Hold,
+}
+
+/// What an [`Indexed`] file is held by, as the store that found it keeps it.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// The directory store's: the descriptor whose identity was checked.
+    File(std::fs::File),
+    /// An object store's: the ETag of the object version that was hashed; copies are made
+    /// from that version only.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    ETag(String),
 }
 
 /// Longest file name (bytes) a candidate may have: the common `NAME_MAX`.

@@ -81,9 +81,18 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
         return Ok(false);
     };
     let (dir, name) = target(info.metadata.as_deref(), &info.id)?;
+    let before = info.clone();
     info.offset = len;
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry)); // when the record goes
-    let path = store.publish_copy(info, &src, &dir, &name).await?;
+    let path = match store.publish_copy(info, &src, &dir, &name).await {
+        // The content was replaced or removed between the index's check and the copy (an
+        // object store copies from the checked version only): upload it as usual.
+        Err(StoreError::NotFound) => {
+            *info = before;
+            return Ok(false);
+        }
+        r => r?,
+    };
     tracing::info!(id = %info.id, from = %src.path.as_str(), path = %path.as_str(), "instant upload");
     tus.release(info);
     tus.events

@@ -16,12 +16,19 @@
 //! Listings: [`list`] reads a delimiter listing a page at a time and streams it, folders
 //! first, never holding a whole prefix.
 //!
+//! Uploads ([`upload`]) offer concatenation (`concat`: the final upload's parts copied inside
+//! S3) and a content index in the bucket for instant upload (`index`); both use the S3
+//! requests object_store lacks, presigned and sent by ferryd (`raw`).
+//!
 //! [`S3Store::probe_conditional_writes`] (in `probe`) tells whether the server honours
 //! `If-None-Match` / `If-Match` on writes, which several instances writing upload records
 //! under one prefix will need (issue 11 point 4).
 
+mod concat;
+mod index;
 mod list;
 mod probe;
+mod raw;
 mod read;
 pub mod upload;
 
@@ -69,6 +76,9 @@ pub struct S3Options {
     /// Keys per listing request (S3's `max-keys`; `None`: the server's default, 1000 on
     /// S3). Tests set a small page to list many pages of a small directory.
     pub list_page: Option<usize>,
+    /// `--no-index`: no content index (published uploads are not read back and hashed, no
+    /// instant upload).
+    pub no_index: bool,
 }
 
 impl S3Options {
@@ -108,8 +118,11 @@ impl S3Options {
 #[derive(Clone)]
 pub struct S3Store {
     client: Arc<dyn ObjectStore>,
-    /// The same client, for the multipart interface.
+    /// The same client, for the multipart interface and presigning ([`raw`]).
     s3: AmazonS3,
+    /// Sends the presigned requests of [`raw`].
+    http: reqwest::Client,
+    bucket: String,
     prefix: String,
     vis: Visibility,
     single_instance: bool,
@@ -117,14 +130,29 @@ pub struct S3Store {
     part: usize,
     /// Keys per listing request ([`S3Options::list_page`]).
     list_page: Option<usize>,
+    /// Whether the content index is kept (not `--no-index`).
+    index: bool,
+    /// Published uploads being read back for the content index at once (see [`index`]).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl S3Store {
     pub fn new(opts: &S3Options) -> Result<Self, object_store::Error> {
         let s3 = opts.amazon()?;
+        // reqwest is built without a default TLS provider: name ferryd's (idempotent).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
         Ok(Self {
             client: Arc::new(s3.clone()),
             s3,
+            http,
+            bucket: opts.bucket.clone(),
             prefix: opts.prefix.clone(),
             vis: Visibility {
                 allow_hidden: opts.allow_hidden,
@@ -132,6 +160,8 @@ impl S3Store {
             single_instance: opts.single_instance,
             part: upload::part_size(opts.max_upload_size),
             list_page: opts.list_page,
+            index: !opts.no_index,
+            hashing: Arc::new(tokio::sync::Semaphore::new(index::HASHING_AT_ONCE)),
         })
     }
 

@@ -16,10 +16,12 @@
 //!
 //! Publish copies the completed object to its name with a multipart copy completed with
 //! `If-None-Match: *` (`copy_if_not_exists`), so nothing is visible before it is complete and
-//! an existing object is never replaced (the next `name (n).ext` is tried instead).
+//! an existing object is never replaced (the next `name (n).ext` is tried instead), then has
+//! the published object read back for the content index ([`super::index`]).
 //!
-//! Not yet: concatenation, the content index (instant upload), a lease for several instances
-//! (the store is offered for uploads only with `--single-instance`).
+//! Concatenation is [`super::concat`], the content index (instant upload) [`super::index`].
+//! Not yet: a lease for several instances (the store is offered for uploads only with
+//! `--single-instance`).
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
@@ -31,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
 use crate::store::upload::{
-    name_candidate, Appender, Revision, UploadId, UploadInfo, UploadState, UploadStore,
+    name_candidate, Appender, Concatenation, ContentIndex, Revision, UploadId, UploadInfo,
+    UploadState, UploadStore,
 };
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
@@ -63,35 +66,35 @@ pub fn part_size(max_upload: Option<u64>) -> usize {
 const RECORD_VERSION: u32 = 1;
 
 /// How many `name (n).ext` candidates publish tries.
-const MAX_CANDIDATES: u32 = 1000;
+pub(super) const MAX_CANDIDATES: u32 = 1000;
 
 /// The record object of one upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
+pub(super) struct Record {
     version: u32,
-    info: UploadInfo,
+    pub(super) info: UploadInfo,
     /// The S3 multipart upload, once the first part was cut.
     #[serde(default)]
-    multipart: Option<String>,
+    pub(super) multipart: Option<String>,
     /// The parts S3 acknowledged, in order (part `i` has number `i + 1`).
     #[serde(default)]
-    parts: Vec<Part>,
+    pub(super) parts: Vec<Part>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Part {
-    etag: String,
+pub(super) struct Part {
+    pub(super) etag: String,
     len: u64,
 }
 
 impl Record {
     /// Where the tail starts: the bytes in the recorded parts.
-    fn tail_start(&self) -> u64 {
+    pub(super) fn tail_start(&self) -> u64 {
         self.parts.iter().map(|p| p.len).sum()
     }
 }
 
-fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+pub(super) fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     StoreError::Io(std::io::Error::other(e))
 }
 
@@ -107,13 +110,13 @@ fn from_put(e: object_store::Error) -> StoreError {
 
 /// The keys of one upload.
 #[derive(Clone)]
-struct Keys {
+pub(super) struct Keys {
     dir: Key,
     id: String,
 }
 
 impl Keys {
-    fn new(store: &S3Store, id: &str) -> Self {
+    pub(super) fn new(store: &S3Store, id: &str) -> Self {
         Self {
             dir: store.uploads_dir(),
             id: id.to_owned(),
@@ -122,25 +125,30 @@ impl Keys {
     fn record(&self) -> Key {
         self.dir.clone().join(format!("{}.info", self.id))
     }
-    fn data(&self) -> Key {
+    pub(super) fn data(&self) -> Key {
         self.dir.clone().join(format!("{}.bin", self.id))
     }
-    fn tail(&self, start: u64) -> Key {
+    pub(super) fn tail(&self, start: u64) -> Key {
         self.dir.clone().join(format!("{}.tail.{start}", self.id))
     }
 }
 
 impl S3Store {
-    fn uploads_dir(&self) -> Key {
+    /// `PREFIX/.ferry/<name>`: a directory of the backend's own state.
+    pub(super) fn state_dir(&self, name: &str) -> Key {
         Key::from_iter(
             self.prefix
                 .split('/')
                 .filter(|s| !s.is_empty())
-                .chain([RESERVED, "uploads"]),
+                .chain([RESERVED, name]),
         )
     }
 
-    async fn read_record(&self, keys: &Keys) -> Result<Record, StoreError> {
+    fn uploads_dir(&self) -> Key {
+        self.state_dir("uploads")
+    }
+
+    pub(super) async fn read_record(&self, keys: &Keys) -> Result<Record, StoreError> {
         let got = self.client.get(&keys.record()).await.map_err(from_s3)?;
         let etag = got.meta.e_tag.clone();
         let raw = got.bytes().await.map_err(from_s3)?;
@@ -186,7 +194,7 @@ impl S3Store {
 
     /// Reads the record of `info`, checks it is still at `info.revision`, lets `change` edit
     /// it (its `info` already replaced by `info`) and writes it back by compare-and-swap.
-    async fn swap(
+    pub(super) async fn swap(
         &self,
         info: &mut UploadInfo,
         change: impl FnOnce(&mut Record),
@@ -391,6 +399,9 @@ impl UploadStore for S3Store {
             })
             .await?;
             self.remove_staging(&keys, None).await;
+            if self.index {
+                self.index_later(path.clone());
+            }
             Ok(path)
         })
     }
@@ -427,6 +438,7 @@ impl UploadStore for S3Store {
                 Err(e) => return Err(e),
             };
             self.remove_staging(&keys, multipart.as_ref()).await;
+            self.forget_finals(id).await?;
             match self.client.delete(&keys.record()).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(from_s3(e)),
@@ -454,6 +466,14 @@ impl UploadStore for S3Store {
             }
             Ok(out)
         })
+    }
+
+    fn concatenation(&self) -> Option<&dyn Concatenation> {
+        Some(self)
+    }
+
+    fn content_index(&self) -> Option<&dyn ContentIndex> {
+        self.index.then_some(self as &dyn ContentIndex)
     }
 }
 
@@ -584,7 +604,7 @@ impl Appender for S3Appender {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::S3Options;
     use super::*;
 

@@ -1,0 +1,474 @@
+//! tus concatenation (and concatenation-unfinished) on S3: the final upload's data is a new
+//! multipart upload whose parts are copied inside S3 from the partial uploads' data
+//! (`UploadPartCopy` of byte ranges, [`super::raw`]), so the bytes do not pass through
+//! ferryd, except where S3's rules forbid a copy: every part but the last must hold at least
+//! 5 MiB, so a piece shorter than that (a small partial upload, a short tail) is read and
+//! joined with its neighbours' bytes into a part of [`MIN_PART`] bytes or more ([`plan`]).
+//!
+//! A partial upload's data is its multipart upload (not readable until completed) and its
+//! tail object. Concatenation completes the multipart upload of each complete part as its
+//! `<id>.bin` (its recorded parts only, so the tail is not sent again) and copies from that
+//! and from the tail. The parts stay usable for other final uploads until they expire, as on
+//! disk; they are never published.
+//!
+//! The final upload's multipart upload is recorded in its record before the first copy, so
+//! termination or expiry of an interrupted concatenation aborts it; a retry aborts the one an
+//! earlier attempt left.
+//!
+//! Which final uploads wait for a part (concatenation-unfinished) is kept as empty marker
+//! objects `PREFIX/.ferry/finals/<part>/<final>`, written before the final upload's record.
+
+use std::ops::Range;
+
+use bytes::BytesMut;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use object_store::multipart::{MultipartStore as _, PartId};
+use object_store::path::Path as Key;
+use object_store::ObjectStoreExt as _;
+
+use super::raw::{MAX_COPY, MIN_S3_PART};
+use super::upload::{other, Keys, Record, MAX_PARTS, MIN_PART};
+use super::{from_s3, S3Store};
+use crate::store::upload::{Concatenation, UploadId, UploadInfo};
+use crate::store::{BoxFuture, StoreError};
+
+/// Parts copied or uploaded at once while concatenating.
+const PARTS_AT_ONCE: usize = 4;
+
+/// S3's part size rules, as [`plan`] applies them (parameters so tests can scale them down).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Smallest part but the last.
+    pub min_part: u64,
+    /// Largest part.
+    pub max_part: u64,
+    /// How many bytes a part joined from pieces too short to copy gets (at least `min_part`).
+    pub join: u64,
+}
+
+/// The limits of S3 and the part size ferryd joins small pieces to.
+pub(super) const S3_LIMITS: Limits = Limits {
+    min_part: MIN_S3_PART,
+    max_part: MAX_COPY,
+    join: MIN_PART as u64,
+};
+
+/// One part of the final upload's multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Planned {
+    /// Bytes `range` of piece `piece`, copied inside S3.
+    Copy { piece: usize, range: Range<u64> },
+    /// These ranges of pieces, in order, read and uploaded as one part.
+    Data(Vec<(usize, Range<u64>)>),
+}
+
+/// The parts that lay pieces of lengths `lens` end to end (pure). A piece, or what is left of
+/// it, of at least `min_part` bytes is copied (in copies of at most `max_part`); shorter ones
+/// are joined with the bytes that follow into a part of `join` bytes (the last part may be
+/// shorter). So every part but the last holds `min_part..=max_part` bytes, and at most
+/// `join + min_part` bytes per piece pass through ferryd.
+pub(super) fn plan(lens: &[u64], lim: Limits) -> Vec<Planned> {
+    let mut out = Vec::new();
+    let mut buf: Vec<(usize, Range<u64>)> = Vec::new();
+    let mut buf_len = 0u64;
+    for (piece, &len) in lens.iter().enumerate() {
+        let mut at = 0u64;
+        if buf_len > 0 {
+            let take = len.min(lim.join - buf_len.min(lim.join));
+            if take > 0 {
+                buf.push((piece, 0..take));
+                buf_len += take;
+                at = take;
+            }
+            if buf_len < lim.join {
+                continue; // the piece went into the joined part whole
+            }
+            out.push(Planned::Data(std::mem::take(&mut buf)));
+            buf_len = 0;
+        }
+        let rest = len - at;
+        if rest == 0 {
+            continue;
+        }
+        if rest >= lim.min_part {
+            let n = rest.div_ceil(lim.max_part);
+            let (each, extra) = (rest / n, rest % n);
+            for i in 0..n {
+                let size = each + u64::from(i < extra);
+                out.push(Planned::Copy {
+                    piece,
+                    range: at..at + size,
+                });
+                at += size;
+            }
+        } else {
+            buf.push((piece, at..len));
+            buf_len += rest;
+        }
+    }
+    if !buf.is_empty() {
+        out.push(Planned::Data(buf));
+    }
+    out
+}
+
+impl S3Store {
+    fn finals_dir(&self, part: &str) -> Key {
+        self.state_dir("finals").join(part)
+    }
+
+    /// Removes the markers of the final uploads waiting for `part` (its purge).
+    pub(super) async fn forget_finals(&self, part: &UploadId) -> Result<(), StoreError> {
+        let listed: Vec<_> = self
+            .client
+            .list(Some(&self.finals_dir(part.as_str())))
+            .collect()
+            .await;
+        for o in listed {
+            match self.client.delete(&o.map_err(from_s3)?.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(from_s3(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The data of a complete partial upload as copy sources (key and length, in order): its
+    /// recorded parts, completed as `<id>.bin` (once; a later concatenation finds it), and its
+    /// tail.
+    async fn sources_of(&self, rec: &Record) -> Result<Vec<(Key, u64)>, StoreError> {
+        let keys = Keys::new(self, &rec.info.id);
+        let start = rec.tail_start();
+        let mut out = Vec::new();
+        if start > 0 {
+            let done = matches!(self.client.head(&keys.data()).await, Ok(m) if m.size == start);
+            if !done {
+                let mp = rec
+                    .multipart
+                    .as_ref()
+                    .ok_or_else(|| other("parts recorded without a multipart upload"))?;
+                let ids = rec
+                    .parts
+                    .iter()
+                    .map(|p| PartId {
+                        content_id: p.etag.clone(),
+                    })
+                    .collect();
+                self.s3
+                    .complete_multipart(&keys.data(), mp, ids)
+                    .await
+                    .map_err(from_s3)?;
+            }
+            out.push((keys.data(), start));
+        }
+        let tail = rec
+            .info
+            .offset
+            .checked_sub(start)
+            .ok_or_else(|| other("upload offset before its recorded parts"))?;
+        if tail > 0 {
+            out.push((keys.tail(start), tail));
+        }
+        Ok(out)
+    }
+
+    /// Writes one planned part of the multipart upload `mp` of `dst`.
+    async fn put_planned(
+        &self,
+        dst: &Key,
+        mp: &str,
+        idx: usize,
+        part: Planned,
+        sources: &[(Key, u64)],
+    ) -> Result<PartId, StoreError> {
+        match part {
+            Planned::Copy { piece, range } => {
+                self.copy_part(dst, mp, idx, &sources[piece].0, range, None)
+                    .await
+            }
+            Planned::Data(ranges) => {
+                let mut buf = BytesMut::new();
+                for (piece, range) in ranges {
+                    let want = range.end - range.start;
+                    let got = self
+                        .client
+                        .get_range(&sources[piece].0, range)
+                        .await
+                        .map_err(from_s3)?;
+                    if got.len() as u64 != want {
+                        return Err(other("a part's data is shorter than recorded"));
+                    }
+                    buf.extend_from_slice(&got);
+                }
+                let payload = buf.freeze().into();
+                self.s3
+                    .put_part(dst, &mp.to_owned(), idx, payload)
+                    .await
+                    .map_err(from_s3)
+            }
+        }
+    }
+
+    /// Fills the multipart upload `mp` of `dst` with `sources` laid end to end and completes
+    /// it (the final upload's staging object: nobody else writes that name).
+    async fn join_into(
+        &self,
+        dst: &Key,
+        mp: &str,
+        sources: &[(Key, u64)],
+    ) -> Result<(), StoreError> {
+        let lens: Vec<u64> = sources.iter().map(|s| s.1).collect();
+        let planned = plan(&lens, S3_LIMITS);
+        if planned.len() as u64 > MAX_PARTS {
+            return Err(other(format!(
+                "a concatenation of {} parts needs more than {MAX_PARTS} S3 parts",
+                sources.len()
+            )));
+        }
+        let ids: Vec<PartId> = futures_util::stream::iter(planned.into_iter().enumerate())
+            .map(|(idx, part)| self.put_planned(dst, mp, idx, part, sources))
+            .buffered(PARTS_AT_ONCE)
+            .try_collect()
+            .await?;
+        self.s3
+            .complete_multipart(dst, &mp.to_owned(), ids)
+            .await
+            .map_err(from_s3)?;
+        Ok(())
+    }
+}
+
+impl Concatenation for S3Store {
+    fn concatenate<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        parts: &'a [UploadInfo],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut sources = Vec::new();
+            for part in parts {
+                if !part.is_complete() {
+                    return Err(other("part is incomplete"));
+                }
+                let rec = self.read_record(&Keys::new(self, &part.id)).await?;
+                if rec.info.offset != part.offset {
+                    return Err(StoreError::Conflict);
+                }
+                sources.extend(self.sources_of(&rec).await?);
+            }
+            let total = sources
+                .iter()
+                .try_fold(0u64, |t, s| t.checked_add(s.1))
+                .ok_or_else(|| other("parts add up past u64"))?;
+            let keys = Keys::new(self, &info.id);
+            let data = keys.data();
+            if total == 0 {
+                self.client
+                    .put(&data, bytes::Bytes::new().into())
+                    .await
+                    .map_err(from_s3)?;
+            } else {
+                // Recorded before the first copy: expiry or termination aborts it.
+                let mp = self.s3.create_multipart(&data).await.map_err(from_s3)?;
+                let mut stale = None;
+                self.swap(info, |r| {
+                    stale = r.multipart.replace(mp.clone());
+                    r.parts.clear();
+                })
+                .await?;
+                if let Some(old) = stale {
+                    let _ = self.s3.abort_multipart(&data, &old).await;
+                }
+                if let Err(e) = self.join_into(&data, &mp, &sources).await {
+                    let _ = self.s3.abort_multipart(&data, &mp).await;
+                    return Err(e);
+                }
+            }
+            let mut done = info.clone();
+            done.length = Some(total);
+            done.offset = total;
+            self.swap(&mut done, |r| {
+                r.multipart = None;
+                r.parts.clear();
+            })
+            .await?;
+            *info = done;
+            Ok(())
+        })
+    }
+
+    fn note_final<'a>(
+        &'a self,
+        part: &'a UploadId,
+        fin: &'a UploadId,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let marker = self.finals_dir(part.as_str()).join(fin.as_str());
+            self.client
+                .put(&marker, bytes::Bytes::new().into())
+                .await
+                .map_err(from_s3)?;
+            Ok(())
+        })
+    }
+
+    fn finals_of<'a>(
+        &'a self,
+        part: &'a UploadId,
+    ) -> BoxFuture<'a, Result<Vec<UploadId>, StoreError>> {
+        Box::pin(async move {
+            let mut listed = self.client.list(Some(&self.finals_dir(part.as_str())));
+            let mut out = Vec::new();
+            while let Some(o) = listed.next().await {
+                let o = o.map_err(from_s3)?;
+                if let Some(id) = o.location.filename().and_then(UploadId::parse) {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIM: Limits = Limits {
+        min_part: 5,
+        max_part: 20,
+        join: 8,
+    };
+
+    /// The byte ranges of each piece the plan covers, in order, merged where adjacent.
+    fn covered(plan: &[Planned]) -> Vec<(usize, Range<u64>)> {
+        let mut out: Vec<(usize, Range<u64>)> = Vec::new();
+        let flat = plan.iter().flat_map(|p| match p {
+            Planned::Copy { piece, range } => vec![(*piece, range.clone())],
+            Planned::Data(r) => r.clone(),
+        });
+        for (piece, r) in flat {
+            assert!(!r.is_empty(), "empty range in {plan:?}");
+            match out.last_mut() {
+                Some((p, last)) if *p == piece && last.end == r.start => last.end = r.end,
+                _ => out.push((piece, r)),
+            }
+        }
+        out
+    }
+
+    fn part_len(p: &Planned) -> u64 {
+        match p {
+            Planned::Copy { range, .. } => range.end - range.start,
+            Planned::Data(r) => r.iter().map(|(_, r)| r.end - r.start).sum(),
+        }
+    }
+
+    /// Every piece laid out whole and in order; every part but the last within S3's sizes;
+    /// bytes read through ferryd bounded per piece; a piece long enough is mostly copied.
+    fn check(lens: &[u64]) {
+        let p = plan(lens, LIM);
+        let want: Vec<(usize, Range<u64>)> = lens
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l > 0)
+            .map(|(i, &l)| (i, 0..l))
+            .collect();
+        assert_eq!(covered(&p), want, "{lens:?} -> {p:?}");
+        for (i, part) in p.iter().enumerate() {
+            let n = part_len(part);
+            assert!(n <= LIM.max_part, "{lens:?}: part {i} of {n} bytes");
+            if i + 1 < p.len() {
+                assert!(n >= LIM.min_part, "{lens:?}: part {i} of {n} bytes");
+            }
+        }
+        let read: u64 = p
+            .iter()
+            .filter(|x| matches!(x, Planned::Data(_)))
+            .map(part_len)
+            .sum();
+        assert!(
+            read <= lens.len() as u64 * (LIM.join + LIM.min_part),
+            "{lens:?}: {read} bytes read"
+        );
+        for (i, &l) in lens.iter().enumerate() {
+            if l >= LIM.join + LIM.min_part {
+                let copied: u64 = p
+                    .iter()
+                    .filter_map(|x| match x {
+                        Planned::Copy { piece, range } if *piece == i => {
+                            Some(range.end - range.start)
+                        }
+                        _ => None,
+                    })
+                    .sum();
+                assert!(copied + LIM.join >= l, "{lens:?}: piece {i} copied {copied}");
+            }
+        }
+    }
+
+    #[test]
+    fn big_pieces_are_copied_and_small_ones_joined() {
+        assert_eq!(
+            plan(&[10, 30], LIM),
+            vec![
+                Planned::Copy {
+                    piece: 0,
+                    range: 0..10
+                },
+                Planned::Copy {
+                    piece: 1,
+                    range: 0..15
+                },
+                Planned::Copy {
+                    piece: 1,
+                    range: 15..30
+                },
+            ]
+        );
+        // 2 + 3 small bytes are joined with 3 of the next piece into one part of 8; the
+        // remaining 9 are copied.
+        assert_eq!(
+            plan(&[2, 3, 12], LIM),
+            vec![
+                Planned::Data(vec![(0, 0..2), (1, 0..3), (2, 0..3)]),
+                Planned::Copy {
+                    piece: 2,
+                    range: 3..12
+                },
+            ]
+        );
+        // All small: one joined part, the last, whatever its size.
+        assert_eq!(
+            plan(&[1, 0, 2], LIM),
+            vec![Planned::Data(vec![(0, 0..1), (2, 0..2)])]
+        );
+        assert!(plan(&[], LIM).is_empty());
+        assert!(plan(&[0, 0], LIM).is_empty());
+    }
+
+    #[test]
+    fn any_pieces_make_valid_parts() {
+        // Exhaustive over three pieces of 0..=45 bytes, then random longer lists.
+        for a in 0..=45 {
+            for b in 0..=45 {
+                for c in [0, 1, 4, 5, 7, 8, 9, 13, 21, 40, 45] {
+                    check(&[a, b, c]);
+                }
+            }
+        }
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..3000 {
+            let n = (x % 9) as usize + 1;
+            let lens: Vec<u64> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % 70
+                })
+                .collect();
+            check(&lens);
+        }
+    }
+}

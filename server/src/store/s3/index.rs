@@ -1,0 +1,367 @@
+//! The content index of the S3 store (instant upload), kept in the bucket so every instance
+//! sees it: one small JSON object per content, `PREFIX/.ferry/index/<len>/<sha256>`, naming
+//! the published path and the ETag of the object version that was hashed. An entry is
+//! trusted only while the object under that path still has that ETag (S3's ETag changes
+//! whenever the object is replaced), and the copy an instant upload makes is made only from
+//! that version (`x-amz-copy-source-if-match`), so another file put under the name between
+//! the check and the copy is never what gets published (issue 12's swap race, on S3).
+//!
+//! Filled when an upload is published: the published object is read back and hashed in the
+//! background (at most [`HASHING_AT_ONCE`] at a time), its entry written when the hash is
+//! done. Reading back costs one more read of the object from S3, off the request path; the
+//! choice over hashing while bytes arrive is deliberate: a concatenated upload's bytes never
+//! pass through ferryd (SHA-256 does not compose from the parts' hashes), and a hash state
+//! carried from request to request (and instance to instance) in the record would weigh on
+//! every PATCH. The GET that is hashed also names the ETag of the bytes it returned, so an
+//! entry always pairs a digest with the version it was computed from, even if the object
+//! is replaced meanwhile. Only published uploads are indexed (not objects put into the
+//! bucket by other means), and empty files are not (nothing to save).
+//!
+//! A stale entry (its object replaced or deleted) answers "no" to a lookup and is rewritten
+//! the next time that content is published; `index_has_length` may say "yes" for it, which
+//! only costs a client a hash.
+
+use futures_util::StreamExt as _;
+use object_store::multipart::MultipartStore as _;
+use object_store::path::Path as Key;
+use object_store::ObjectStoreExt as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::raw::{Completed, MAX_COPY};
+use super::upload::{other, MAX_CANDIDATES};
+use super::{from_s3, S3Store};
+use crate::path::RelPath;
+use crate::store::upload::{name_candidate, ContentIndex, Hold, Indexed, UploadInfo, UploadState};
+use crate::store::{BoxFuture, StoreError};
+
+/// Published uploads read back for the index at once.
+pub(super) const HASHING_AT_ONCE: usize = 2;
+
+/// Version of the [`Entry`] format.
+const ENTRY_VERSION: u32 = 1;
+
+/// One index entry: where content of a length and digest was published, and the ETag of
+/// the version that was hashed.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    version: u32,
+    path: String,
+    etag: String,
+}
+
+/// A digest as the index names it: 64 hex digits, lowercase; `None` for anything else.
+fn digest_name(sha256: &str) -> Option<String> {
+    let s = sha256.trim().to_ascii_lowercase();
+    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
+}
+
+impl S3Store {
+    fn index_dir(&self, len: u64) -> Key {
+        self.state_dir("index").join(len.to_string())
+    }
+
+    /// Reads `path` back, hashes it and records it in the index, in the background.
+    pub(super) fn index_later(&self, path: RelPath) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = store.hashing.clone().acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = store.index_now(&path).await {
+                tracing::warn!(path = %path.as_str(), error = %e, "could not index a published upload");
+            }
+        });
+    }
+
+    /// Hashes the object at `path` and writes its index entry.
+    pub(super) async fn index_now(&self, path: &RelPath) -> Result<(), StoreError> {
+        let key = self.key(path).ok_or(StoreError::NotFound)?;
+        let got = self.client.get(&key).await.map_err(from_s3)?;
+        let (len, etag) = (got.meta.size, got.meta.e_tag.clone());
+        let etag = etag.ok_or_else(|| other("object without ETag"))?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut hash = Sha256::new();
+        let mut seen = 0u64;
+        let mut body = got.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(from_s3)?;
+            seen += chunk.len() as u64;
+            hash.update(&chunk);
+        }
+        if seen != len {
+            return Err(other("object shorter than announced"));
+        }
+        let entry = Entry {
+            version: ENTRY_VERSION,
+            path: path.as_str().to_owned(),
+            etag,
+        };
+        let raw = serde_json::to_vec(&entry).map_err(other)?;
+        let at = self.index_dir(len).join(hex::encode(hash.finalize()));
+        self.client.put(&at, raw.into()).await.map_err(from_s3)?;
+        Ok(())
+    }
+
+    /// Copies the version `etag` of `from` (`len` bytes) to the first free candidate of
+    /// `dir/name`, inside S3, never replacing an object. A source that is gone or changed is
+    /// [`StoreError::NotFound`].
+    async fn copy_version_no_clobber(
+        &self,
+        from: &Key,
+        etag: &str,
+        len: u64,
+        dir: &RelPath,
+        name: &str,
+    ) -> Result<RelPath, StoreError> {
+        for n in 0..MAX_CANDIDATES {
+            let path = dir
+                .join(&name_candidate(name, n))
+                .map_err(|_| StoreError::Forbidden)?;
+            if !self.vis.serves_path(&path) {
+                return Err(StoreError::Forbidden);
+            }
+            let key = self.key(&path).ok_or(StoreError::Forbidden)?;
+            if self.client.head(&key).await.is_ok() {
+                continue; // taken: no copy needed to find out
+            }
+            let mp = self.s3.create_multipart(&key).await.map_err(from_s3)?;
+            let done = async {
+                let mut ids = Vec::new();
+                let (mut at, mut idx) = (0u64, 0usize);
+                while at < len {
+                    let end = len.min(at + MAX_COPY);
+                    ids.push(self.copy_part(&key, &mp, idx, from, at..end, Some(etag)).await?);
+                    (at, idx) = (end, idx + 1);
+                }
+                self.complete_no_clobber(&key, &mp, &ids).await
+            }
+            .await;
+            if !matches!(done, Ok(Completed::Done(_))) {
+                let _ = self.s3.abort_multipart(&key, &mp).await;
+            }
+            match done? {
+                Completed::Done(_) => {
+                    self.check_source_kept(from, etag, &key).await?;
+                    return Ok(path);
+                }
+                Completed::Taken => continue,
+            }
+        }
+        Err(other(format!(
+            "no free name for {name:?} after {MAX_CANDIDATES} tries"
+        )))
+    }
+
+    /// After a copy of version `etag` of `from` to `copy`: if `from` is not that version any
+    /// more, removes the copy and answers [`StoreError::NotFound`]. S3 itself refuses a copy
+    /// from another version (`x-amz-copy-source-if-match`); this check is for servers that
+    /// ignore the condition on part copies (moto does), where the object might have been
+    /// replaced while it was copied.
+    async fn check_source_kept(&self, from: &Key, etag: &str, copy: &Key) -> Result<(), StoreError> {
+        let kept = match self.client.head(from).await {
+            Ok(m) => m.e_tag.as_deref() == Some(etag),
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(from_s3(e)),
+        };
+        if kept {
+            return Ok(());
+        }
+        if let Err(e) = self.client.delete(copy).await {
+            tracing::warn!(key = %copy, error = %e, "could not remove a copy of a replaced object");
+        }
+        Err(StoreError::NotFound)
+    }
+}
+
+impl ContentIndex for S3Store {
+    fn index_has_length(&self, len: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if len == 0 {
+                return Ok(false);
+            }
+            let dir = self.index_dir(len);
+            let mut listed = self.client.list(Some(&dir));
+            match listed.next().await {
+                Some(Ok(_)) => Ok(true),
+                Some(Err(e)) => Err(from_s3(e)),
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn index_find<'a>(
+        &'a self,
+        sha256: &'a str,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Option<Indexed>, StoreError>> {
+        Box::pin(async move {
+            let Some(sha) = digest_name(sha256).filter(|_| len > 0) else {
+                return Ok(None);
+            };
+            let raw = match self.client.get(&self.index_dir(len).join(sha)).await {
+                Ok(got) => got.bytes().await.map_err(from_s3)?,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(from_s3(e)),
+            };
+            let entry: Entry = match serde_json::from_slice(&raw) {
+                Ok(e @ Entry {
+                    version: ENTRY_VERSION,
+                    ..
+                }) => e,
+                _ => return Ok(None), // another format: not trusted
+            };
+            let Ok(path) = RelPath::from_segments(entry.path.split('/')) else {
+                return Ok(None);
+            };
+            if !self.vis.serves_path(&path) {
+                return Ok(None);
+            }
+            let key = self.key(&path).ok_or(StoreError::NotFound)?;
+            match self.client.head(&key).await {
+                Ok(m) if m.size == len && m.e_tag.as_deref() == Some(entry.etag.as_str()) => {
+                    Ok(Some(Indexed {
+                        path,
+                        hold: Hold::ETag(entry.etag),
+                    }))
+                }
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(from_s3(e)),
+            }
+        })
+    }
+
+    fn publish_copy<'a>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        src: &'a Indexed,
+        dir: &'a RelPath,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<RelPath, StoreError>> {
+        Box::pin(async move {
+            let Hold::ETag(etag) = &src.hold else {
+                return Err(other("a content index hold of another store"));
+            };
+            if dir.is_hidden() {
+                return Err(StoreError::Forbidden);
+            }
+            let len = info
+                .length
+                .filter(|&l| l > 0)
+                .ok_or_else(|| other("instant upload without a length"))?;
+            let from = self.key(&src.path).ok_or(StoreError::NotFound)?;
+            let path = self
+                .copy_version_no_clobber(&from, etag, len, dir, name)
+                .await?;
+            let published = UploadState::Published {
+                path: path.as_str().to_string(),
+            };
+            self.swap(info, |r| {
+                r.info.offset = len;
+                r.info.state = published;
+                r.multipart = None;
+                r.parts.clear();
+            })
+            .await?;
+            Ok(path)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::upload::{Concat, UploadId, UploadStore as _};
+    use bytes::Bytes;
+
+    /// A published upload of `data` at `name` in the root of `s`.
+    async fn published(s: &S3Store, data: &[u8], name: &str) -> RelPath {
+        let mut info = UploadInfo::new(
+            &UploadId::random().unwrap(),
+            Some(data.len() as u64),
+            None,
+            Concat::None,
+        );
+        s.create(&mut info).await.unwrap();
+        let mut app = s.append(&info).await.unwrap();
+        app.write(Bytes::copy_from_slice(data)).await.unwrap();
+        app.checkpoint(&mut info).await.unwrap();
+        s.publish(&mut info, &RelPath::root(), name).await.unwrap()
+    }
+
+    async fn new_upload(s: &S3Store, len: u64) -> UploadInfo {
+        let mut info = UploadInfo::new(&UploadId::random().unwrap(), Some(len), None, Concat::None);
+        s.create(&mut info).await.unwrap();
+        info.offset = len;
+        info
+    }
+
+    // Issue 11 point 3: an entry counts only while the object under its path is the version
+    // that was hashed.
+    #[tokio::test]
+    async fn an_entry_is_trusted_only_while_the_object_keeps_its_etag() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let path = published(&s, b"content", "f.bin").await;
+        s.index_now(&path).await.unwrap();
+        let sha = hex::encode(Sha256::digest(b"content"));
+        let found = s.index_find(&sha.to_uppercase(), 7).await.unwrap().unwrap();
+        assert_eq!(found.path.as_str(), "f.bin");
+        assert!(s.index_has_length(7).await.unwrap());
+        assert!(!s.index_has_length(8).await.unwrap());
+        assert!(s.index_find(&sha, 8).await.unwrap().is_none(), "size must match");
+        assert!(s.index_find("../../etc/passwd", 7).await.unwrap().is_none());
+        let key = s.key(&path).unwrap();
+        s.client
+            .put(&key, Bytes::from_static(b"CONTENT").into())
+            .await
+            .unwrap();
+        assert!(
+            s.index_find(&sha, 7).await.unwrap().is_none(),
+            "replaced: not trusted"
+        );
+    }
+
+    // Issue 12's swap race on S3: the object is replaced after the index vouched for it and
+    // before the copy. The copy must not publish the other content: the instant upload is
+    // refused (NotFound, the caller uploads as usual) and nothing is left under the name.
+    #[tokio::test]
+    async fn instant_publish_never_copies_an_object_replaced_after_the_check() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let good = b"checked content".to_vec();
+        let path = published(&s, &good, "src.bin").await;
+        s.index_now(&path).await.unwrap();
+        let sha = hex::encode(Sha256::digest(&good));
+        let found = s.index_find(&sha, 15).await.unwrap().unwrap();
+        s.client
+            .put(&s.key(&path).unwrap(), Bytes::from_static(b"swapped content").into())
+            .await
+            .unwrap();
+        let mut info = new_upload(&s, 15).await;
+        let before = s.load(&UploadId::parse(&info.id).unwrap()).await.unwrap();
+        let r = s
+            .publish_copy(&mut info, &found, &RelPath::root(), "copy.bin")
+            .await;
+        assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+        let copy = s.key(&RelPath::from_segments(["copy.bin"]).unwrap()).unwrap();
+        assert!(s.client.head(&copy).await.is_err(), "nothing published");
+        let after = s.load(&UploadId::parse(&info.id).unwrap()).await.unwrap();
+        assert_eq!(after, before, "the upload is as it was");
+    }
+
+    #[test]
+    fn digests_are_64_hex_digits_named_in_lowercase() {
+        let sha = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
+        assert_eq!(digest_name(sha).unwrap(), sha.to_ascii_lowercase());
+        assert!(digest_name(&sha[1..]).is_none());
+        assert!(digest_name("../../../../etc/passwd").is_none());
+        let mut bad = sha.to_owned();
+        bad.replace_range(0..1, "g");
+        assert!(digest_name(&bad).is_none());
+    }
+}

@@ -1,0 +1,242 @@
+//! Two S3 requests object_store 0.14 does not offer, which concatenation and instant upload
+//! need: `UploadPartCopy` of a byte range (`x-amz-copy-source-range`, optionally only from the
+//! version with a given ETag, `x-amz-copy-source-if-match`), and `CompleteMultipartUpload`
+//! with `If-None-Match: *` that tells a taken name from a failure and returns the new ETag.
+//!
+//! Each is presigned by object_store's own signer (SigV4 query authentication, the copy and
+//! condition headers bound into the signature, so S3 refuses the request if one is altered
+//! or dropped) and sent with ferryd's HTTP client. S3 may answer a copy or a completion with
+//! `200 OK` and an `<Error>` body; that is an error here too.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use object_store::multipart::PartId;
+use object_store::path::Path as Key;
+use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer as _};
+
+use super::{from_s3, S3Store};
+use crate::store::StoreError;
+
+/// How long a presigned request is valid: it is sent at once.
+const VALID: Duration = Duration::from_secs(15 * 60);
+
+/// Largest range one `UploadPartCopy` copies (S3's limit on a part).
+pub const MAX_COPY: u64 = 5 << 30;
+
+/// Smallest part of a multipart upload but the last (S3's limit).
+pub const MIN_S3_PART: u64 = 5 << 20;
+
+/// Longest error text kept from an S3 answer.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// What a completion with `If-None-Match: *` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Completed {
+    /// The object exists now, with this ETag.
+    Done(String),
+    /// Another object has the name (412), or another conditional write of it is under way
+    /// (409): nothing was written; the multipart upload is still open.
+    Taken,
+}
+
+/// Percent-encoding of a key in `x-amz-copy-source` (object_store's own set for paths:
+/// everything but unreserved characters and `/`).
+const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+fn io(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::Io(std::io::Error::other(e))
+}
+
+fn value(v: &str) -> Result<HeaderValue, StoreError> {
+    HeaderValue::from_str(v).map_err(io)
+}
+
+/// The text of the first `<tag>` element of an S3 XML answer, unescaped.
+pub(super) fn xml_text(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = start + body[start..].find(&format!("</{tag}>"))?;
+    let raw = &body[start..end];
+    Some(
+        raw.replace("&quot;", "\"")
+            .replace("&#34;", "\"")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// The XML body of a `CompleteMultipartUpload` (part `i` has number `i + 1`).
+pub(super) fn complete_body(parts: &[PartId]) -> String {
+    let mut xml = String::from("<CompleteMultipartUpload>");
+    for (i, p) in parts.iter().enumerate() {
+        let etag = p
+            .content_id
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        xml.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>",
+            i + 1
+        ));
+    }
+    xml.push_str("</CompleteMultipartUpload>");
+    xml
+}
+
+/// An S3 error answer as a store error (the status and S3's code, never the whole body).
+fn failed(what: &str, status: reqwest::StatusCode, body: &str) -> StoreError {
+    let code = xml_text(body, "Code").unwrap_or_default();
+    let mut msg = format!("S3 {what}: {status} {code}");
+    msg.truncate(MAX_ERROR_TEXT);
+    io(msg)
+}
+
+impl S3Store {
+    /// Sends a presigned request: `method` on `key` with `query` and `headers` bound to the
+    /// signature. Returns the status and the body.
+    async fn presigned(
+        &self,
+        method: Method,
+        key: &Key,
+        query: &[(&str, String)],
+        headers: &[(&'static str, String)],
+        body: String,
+    ) -> Result<(reqwest::StatusCode, String), StoreError> {
+        let mut opts = SignedUrlOptions::default().with_query(query.iter().cloned());
+        for (name, v) in headers {
+            opts = opts.with_signed_header(HeaderName::from_static(name), value(v)?);
+        }
+        let url = self
+            .s3
+            .signed_url_opts(method.clone(), key, VALID, &opts)
+            .await
+            .map_err(from_s3)?;
+        let resp = self
+            .http
+            .request(method, url.as_str())
+            .headers(opts.signed_headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(io)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(io)?;
+        Ok((status, text))
+    }
+
+    /// The `x-amz-copy-source` of `src`: bucket and key, percent-encoded.
+    fn copy_source(&self, src: &Key) -> String {
+        let key = percent_encoding::utf8_percent_encode(src.as_ref(), PATH_SET);
+        format!("{}/{key}", self.bucket)
+    }
+
+    /// Copies bytes `range` (not empty) of object `src` as part `idx` (numbered `idx + 1`) of
+    /// the multipart upload `upload` of `dst`, inside S3. With `if_match`, only from the
+    /// version of `src` with that ETag. A missing source, or one that is not that version,
+    /// is [`StoreError::NotFound`].
+    pub(super) async fn copy_part(
+        &self,
+        dst: &Key,
+        upload: &str,
+        idx: usize,
+        src: &Key,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<PartId, StoreError> {
+        if range.is_empty() {
+            return Err(io("a part copy of no bytes"));
+        }
+        let query = [
+            ("partNumber", (idx + 1).to_string()),
+            ("uploadId", upload.to_owned()),
+        ];
+        // S3's ranges are inclusive: the one place the half-open range becomes one.
+        let mut headers = vec![
+            ("x-amz-copy-source", self.copy_source(src)),
+            (
+                "x-amz-copy-source-range",
+                format!("bytes={}-{}", range.start, range.end - 1),
+            ),
+        ];
+        if let Some(tag) = if_match {
+            headers.push(("x-amz-copy-source-if-match", tag.to_owned()));
+        }
+        let (status, body) = self
+            .presigned(Method::PUT, dst, &query, &headers, String::new())
+            .await?;
+        match status.as_u16() {
+            200 if !body.contains("<Error>") => {}
+            404 | 412 => return Err(StoreError::NotFound),
+            _ => return Err(failed("part copy", status, &body)),
+        }
+        let etag = xml_text(&body, "ETag").ok_or_else(|| io("S3 part copy without ETag"))?;
+        Ok(PartId { content_id: etag })
+    }
+
+    /// Completes the multipart upload `upload` of `dst` from `parts` only if no object has the
+    /// name `dst` (`If-None-Match: *`). [`Completed::Taken`] leaves the upload open (abort it
+    /// or complete it elsewhere).
+    pub(super) async fn complete_no_clobber(
+        &self,
+        dst: &Key,
+        upload: &str,
+        parts: &[PartId],
+    ) -> Result<Completed, StoreError> {
+        let query = [("uploadId", upload.to_owned())];
+        let headers = [("if-none-match", "*".to_owned())];
+        let (status, body) = self
+            .presigned(Method::POST, dst, &query, &headers, complete_body(parts))
+            .await?;
+        match status.as_u16() {
+            200 if !body.contains("<Error>") => {
+                let etag = xml_text(&body, "ETag").ok_or_else(|| io("S3 completion without ETag"))?;
+                Ok(Completed::Done(etag))
+            }
+            409 | 412 => Ok(Completed::Taken),
+            _ => Err(failed("multipart completion", status, &body)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_text_reads_and_unescapes_the_first_element() {
+        let body = "<CopyPartResult><LastModified>x</LastModified>\
+                    <ETag>&quot;9b2cf535f27731c974343645a3985328&quot;</ETag></CopyPartResult>";
+        assert_eq!(
+            xml_text(body, "ETag").unwrap(),
+            "\"9b2cf535f27731c974343645a3985328\""
+        );
+        assert_eq!(xml_text("<a><ETag>\"t\"</ETag>", "ETag").unwrap(), "\"t\"");
+        assert!(xml_text("<ETag>unterminated", "ETag").is_none());
+        assert!(xml_text("", "Code").is_none());
+    }
+
+    #[test]
+    fn completion_numbers_parts_from_one_and_escapes_etags() {
+        let parts = [
+            PartId {
+                content_id: "\"a\"".into(),
+            },
+            PartId {
+                content_id: "b<&".into(),
+            },
+        ];
+        assert_eq!(
+            complete_body(&parts),
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a\"</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>b&lt;&amp;</ETag></Part></CompleteMultipartUpload>"
+        );
+    }
+}
