@@ -13,7 +13,7 @@ use ferry::put::args::{PutArgs, PutPlan};
 use ferry::put::fingerprint::Store;
 use ferry::put::plan::ChecksumChoice;
 use ferry::put::Uploader;
-use ferry_tests::{client, pattern, poll, sha256_hex, TestServer};
+use ferry_tests::{client, pattern, poll, sha256_hex, Backend, TestServer};
 use ferryd::tus::TusConfig;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -182,9 +182,70 @@ async fn failed_run_resumes_into_the_same_upload() {
     );
 }
 
-#[tokio::test]
-async fn instant_upload_into_ferryd_sends_no_body() {
-    let srv = ferryd().await;
+// Issue 11 point 3: `ferry put -x 4` (partial uploads joined by concatenation) and instant
+// upload behave the same on both stores.
+ferry_tests::backends!(
+    parallel_put_is_published_once_byte_identical,
+    instant_upload_into_ferryd_sends_no_body,
+);
+
+/// ferryd on `backend` with the tus endpoint behind [`TOKEN`].
+async fn ferryd_on(backend: Backend) -> TestServer {
+    let cfg = TusConfig {
+        upload_token: Some(TOKEN.into()),
+        ..TusConfig::default()
+    };
+    TestServer::start_tus_on(backend, cfg).await.0
+}
+
+/// Waits until ferryd's content index holds a file of `len` bytes (OPTIONS with
+/// `Ferry-Instant-Length`, as ferry asks it).
+async fn indexed(srv: &TestServer, len: usize) -> bool {
+    let url = srv.url("/files/");
+    poll(|| async {
+        let r = client()
+            .request(reqwest::Method::OPTIONS, &url)
+            .bearer_auth(TOKEN)
+            .header("ferry-instant-length", len.to_string())
+            .send()
+            .await
+            .ok()?;
+        (r.headers().get("ferry-instant-candidate")?.to_str().ok()? == "?1").then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Four partial uploads of a little more than a part of the S3 store each (a part cut and a
+/// tail), joined by a final upload created before any byte: one byte-identical published
+/// file, no second copy.
+async fn parallel_put_is_published_once_byte_identical(backend: Backend) {
+    let srv = ferryd_on(backend).await;
+    let opts = client()
+        .request(reqwest::Method::OPTIONS, srv.url("/files/"))
+        .send()
+        .await
+        .unwrap();
+    let exts = opts.headers()["tus-extension"].to_str().unwrap().to_owned();
+    assert!(
+        exts.contains("concatenation,concatenation-unfinished"),
+        "ferry joins -x parts only with concatenation: {exts}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern((33 << 20) + 321, 56);
+    let file = write(dir.path(), "four.bin", &data);
+    let endpoint = srv.url("/files/");
+    let location = put(args(&[&file], &endpoint, 4, 4 << 20), &dir.path().join("d"))
+        .await
+        .unwrap();
+    assert_eq!(location, srv.url("/four.bin"));
+    assert!(download(&location).await == data, "published bytes differ");
+    let again = client().head(srv.url("/four%20(1).bin")).send().await.unwrap();
+    assert_eq!(again.status(), 404, "published once");
+}
+
+async fn instant_upload_into_ferryd_sends_no_body(backend: Backend) {
+    let srv = ferryd_on(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(2 << 20, 53);
     let first = write(dir.path(), "first.bin", &data);
@@ -194,15 +255,9 @@ async fn instant_upload_into_ferryd_sends_no_body() {
     )
     .await
     .unwrap();
-    // ferryd indexes the published file in the background; once it sends the file's
-    // Repr-Digest, ferry is told a file of that size is held and hashes before uploading.
-    let url = srv.url("/first.bin");
-    let indexed = poll(|| async {
-        let r = client().head(&url).send().await.ok()?;
-        r.headers().contains_key("repr-digest").then_some(())
-    })
-    .await;
-    assert!(indexed.is_some(), "ferryd never indexed the first upload");
+    // ferryd indexes the published file in the background; once it has, ferry is told a
+    // file of that size is held and hashes before uploading.
+    assert!(indexed(&srv, data.len()).await, "ferryd never indexed the first upload");
     let proxy = Proxy::start(srv.addr.to_string(), None).await;
     let second = write(dir.path(), "second.bin", &data);
     let a = args(
@@ -213,10 +268,7 @@ async fn instant_upload_into_ferryd_sends_no_body() {
     );
     let location = put(a, &dir.path().join("d")).await.unwrap();
     assert!(location.ends_with("/second.bin"), "{location}");
-    assert_eq!(
-        std::fs::read(srv.root.path().join("second.bin")).unwrap(),
-        data
-    );
+    assert!(download(&srv.url("/second.bin")).await == data);
     let sent = proxy.sent.load(Ordering::SeqCst);
     assert!(
         sent < 8 << 10,

@@ -83,6 +83,7 @@ async fn assert_served(
 ferry_tests::backends!(
     tuspy_uploads_in_chunks_with_upload_checksum,
     tus_js_client_streams_with_upload_length_deferred,
+    tus_js_client_parallel_uploads_use_concatenation,
 );
 
 async fn tuspy_uploads_in_chunks_with_upload_checksum(backend: Backend) {
@@ -163,13 +164,15 @@ async fn tuspy_resumes_an_upload_another_client_started() {
     assert_served(|p| srv.url(p), "resumed.bin", &url, &data).await;
 }
 
-#[tokio::test]
-async fn tus_js_client_parallel_uploads_use_concatenation() {
+async fn tus_js_client_parallel_uploads_use_concatenation(backend: Backend) {
     let Some(node) = tool("node") else { return };
-    let (srv, _) = TestServer::start_tus(TusConfig {
-        upload_token: Some(TOKEN.into()),
-        ..TusConfig::default()
-    })
+    let (srv, _) = TestServer::start_tus_on(
+        backend,
+        TusConfig {
+            upload_token: Some(TOKEN.into()),
+            ..TusConfig::default()
+        },
+    )
     .await;
     let data = pattern(5 * 1024 * 1024 + 3, 22);
     let (_dir, file) = fixture("parallel.bin", &data);
