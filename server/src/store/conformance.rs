@@ -214,7 +214,10 @@ where
     assert_eq!(fin.length, Some(want.len() as u64));
     assert!(fin.is_complete());
     assert_eq!(s.load(&id(&fin)).await.unwrap(), fin, "recorded complete");
-    let path = s.publish(&mut fin, &RelPath::root(), "joined.bin").await.unwrap();
+    let path = s
+        .publish(&mut fin, &RelPath::root(), "joined.bin")
+        .await
+        .unwrap();
     assert_eq!(path.as_str(), "joined.bin");
     assert!(served(s, &path).await == want, "joined bytes differ");
     use futures_util::TryStreamExt as _;

@@ -240,7 +240,11 @@ async fn parallel_put_is_published_once_byte_identical(backend: Backend) {
         .unwrap();
     assert_eq!(location, srv.url("/four.bin"));
     assert!(download(&location).await == data, "published bytes differ");
-    let again = client().head(srv.url("/four%20(1).bin")).send().await.unwrap();
+    let again = client()
+        .head(srv.url("/four%20(1).bin"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 404, "published once");
 }
 
@@ -257,7 +261,10 @@ async fn instant_upload_into_ferryd_sends_no_body(backend: Backend) {
     .unwrap();
     // ferryd indexes the published file in the background; once it has, ferry is told a
     // file of that size is held and hashes before uploading.
-    assert!(indexed(&srv, data.len()).await, "ferryd never indexed the first upload");
+    assert!(
+        indexed(&srv, data.len()).await,
+        "ferryd never indexed the first upload"
+    );
     let proxy = Proxy::start(srv.addr.to_string(), None).await;
     let second = write(dir.path(), "second.bin", &data);
     let a = args(

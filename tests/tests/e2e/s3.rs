@@ -215,8 +215,7 @@ async fn a_tus_upload_into_s3_is_published_complete_and_never_replaces() {
     // Without --max-upload-size: what 10,000 parts of 8 MiB hold.
     assert_eq!(opts.headers()["tus-max-size"], "83886080000");
     assert!(
-        exts.contains("termination")
-            && exts.contains("concatenation,concatenation-unfinished"),
+        exts.contains("termination") && exts.contains("concatenation,concatenation-unfinished"),
         "{exts}"
     );
     let data = pattern(20 << 20, 11);

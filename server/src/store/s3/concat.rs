@@ -402,7 +402,10 @@ mod tests {
                         _ => None,
                     })
                     .sum();
-                assert!(copied + LIM.join >= l, "{lens:?}: piece {i} copied {copied}");
+                assert!(
+                    copied + LIM.join >= l,
+                    "{lens:?}: piece {i} copied {copied}"
+                );
             }
         }
     }

@@ -133,7 +133,10 @@ impl S3Store {
                 let (mut at, mut idx) = (0u64, 0usize);
                 while at < len {
                     let end = len.min(at + MAX_COPY);
-                    ids.push(self.copy_part(&key, &mp, idx, from, at..end, Some(etag)).await?);
+                    ids.push(
+                        self.copy_part(&key, &mp, idx, from, at..end, Some(etag))
+                            .await?,
+                    );
                     (at, idx) = (end, idx + 1);
                 }
                 self.complete_no_clobber(&key, &mp, &ids).await
@@ -160,7 +163,12 @@ impl S3Store {
     /// from another version (`x-amz-copy-source-if-match`); this check is for servers that
     /// ignore the condition on part copies (moto does), where the object might have been
     /// replaced while it was copied.
-    async fn check_source_kept(&self, from: &Key, etag: &str, copy: &Key) -> Result<(), StoreError> {
+    async fn check_source_kept(
+        &self,
+        from: &Key,
+        etag: &str,
+        copy: &Key,
+    ) -> Result<(), StoreError> {
         let kept = match self.client.head(from).await {
             Ok(m) => m.e_tag.as_deref() == Some(etag),
             Err(object_store::Error::NotFound { .. }) => false,
@@ -207,10 +215,12 @@ impl ContentIndex for S3Store {
                 Err(e) => return Err(from_s3(e)),
             };
             let entry: Entry = match serde_json::from_slice(&raw) {
-                Ok(e @ Entry {
-                    version: ENTRY_VERSION,
-                    ..
-                }) => e,
+                Ok(
+                    e @ Entry {
+                        version: ENTRY_VERSION,
+                        ..
+                    },
+                ) => e,
                 _ => return Ok(None), // another format: not trusted
             };
             let Ok(path) = RelPath::from_segments(entry.path.split('/')) else {
@@ -312,7 +322,10 @@ mod tests {
         assert_eq!(found.path.as_str(), "f.bin");
         assert!(s.index_has_length(7).await.unwrap());
         assert!(!s.index_has_length(8).await.unwrap());
-        assert!(s.index_find(&sha, 8).await.unwrap().is_none(), "size must match");
+        assert!(
+            s.index_find(&sha, 8).await.unwrap().is_none(),
+            "size must match"
+        );
         assert!(s.index_find("../../etc/passwd", 7).await.unwrap().is_none());
         let key = s.key(&path).unwrap();
         s.client
@@ -339,7 +352,10 @@ mod tests {
         let sha = hex::encode(Sha256::digest(&good));
         let found = s.index_find(&sha, 15).await.unwrap().unwrap();
         s.client
-            .put(&s.key(&path).unwrap(), Bytes::from_static(b"swapped content").into())
+            .put(
+                &s.key(&path).unwrap(),
+                Bytes::from_static(b"swapped content").into(),
+            )
             .await
             .unwrap();
         let mut info = new_upload(&s, 15).await;
@@ -348,7 +364,9 @@ mod tests {
             .publish_copy(&mut info, &found, &RelPath::root(), "copy.bin")
             .await;
         assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
-        let copy = s.key(&RelPath::from_segments(["copy.bin"]).unwrap()).unwrap();
+        let copy = s
+            .key(&RelPath::from_segments(["copy.bin"]).unwrap())
+            .unwrap();
         assert!(s.client.head(&copy).await.is_err(), "nothing published");
         let after = s.load(&UploadId::parse(&info.id).unwrap()).await.unwrap();
         assert_eq!(after, before, "the upload is as it was");

@@ -197,7 +197,8 @@ impl S3Store {
             .await?;
         match status.as_u16() {
             200 if !body.contains("<Error>") => {
-                let etag = xml_text(&body, "ETag").ok_or_else(|| io("S3 completion without ETag"))?;
+                let etag =
+                    xml_text(&body, "ETag").ok_or_else(|| io("S3 completion without ETag"))?;
                 Ok(Completed::Done(etag))
             }
             409 | 412 => Ok(Completed::Taken),
