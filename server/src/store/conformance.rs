@@ -21,6 +21,7 @@ macro_rules! conformance_tests {
             the_offset_is_the_last_checkpoint,
             concatenation_joins_parts_in_order_and_publishes_only_the_final,
             instant_upload_copies_indexed_content,
+            empty_uploads_are_published_without_replacing,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {
@@ -281,4 +282,29 @@ where
             path: path.as_str().into()
         }
     );
+}
+
+/// An empty upload is published as an empty file, and a second one under the same name gets
+/// the next free name (on S3: the empty object is created with `If-None-Match`, no copy).
+pub(crate) async fn empty_uploads_are_published_without_replacing<S>(s: &S)
+where
+    S: Store + UploadStore,
+{
+    let mut paths = Vec::new();
+    for _ in 0..2 {
+        let mut info = uploaded(s, b"", Concat::None).await;
+        paths.push(
+            s.publish(&mut info, &RelPath::root(), "empty")
+                .await
+                .unwrap(),
+        );
+    }
+    let names: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
+    assert_eq!(names, ["empty", "empty (1)"]);
+    for p in &paths {
+        let Object::File(f) = s.open(p).await.unwrap() else {
+            panic!("{} is not a file", p.as_str())
+        };
+        assert_eq!(f.meta().len, 0);
+    }
 }

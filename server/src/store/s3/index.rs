@@ -22,17 +22,15 @@
 //! only costs a client a hash.
 
 use futures_util::StreamExt as _;
-use object_store::multipart::MultipartStore as _;
 use object_store::path::Path as Key;
 use object_store::ObjectStoreExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::raw::{Completed, MAX_COPY};
-use super::upload::{other, MAX_CANDIDATES};
+use super::upload::other;
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
-use crate::store::upload::{name_candidate, ContentIndex, Hold, Indexed, UploadInfo, UploadState};
+use crate::store::upload::{ContentIndex, Hold, Indexed, UploadInfo, UploadState};
 use crate::store::{BoxFuture, StoreError};
 
 /// Published uploads read back for the index at once.
@@ -103,59 +101,6 @@ impl S3Store {
         let at = self.index_dir(len).join(hex::encode(hash.finalize()));
         self.client.put(&at, raw.into()).await.map_err(from_s3)?;
         Ok(())
-    }
-
-    /// Copies the version `etag` of `from` (`len` bytes) to the first free candidate of
-    /// `dir/name`, inside S3, never replacing an object. A source that is gone or changed is
-    /// [`StoreError::NotFound`].
-    async fn copy_version_no_clobber(
-        &self,
-        from: &Key,
-        etag: &str,
-        len: u64,
-        dir: &RelPath,
-        name: &str,
-    ) -> Result<RelPath, StoreError> {
-        for n in 0..MAX_CANDIDATES {
-            let path = dir
-                .join(&name_candidate(name, n))
-                .map_err(|_| StoreError::Forbidden)?;
-            if !self.vis.serves_path(&path) {
-                return Err(StoreError::Forbidden);
-            }
-            let key = self.key(&path).ok_or(StoreError::Forbidden)?;
-            if self.client.head(&key).await.is_ok() {
-                continue; // taken: no copy needed to find out
-            }
-            let mp = self.s3.create_multipart(&key).await.map_err(from_s3)?;
-            let done = async {
-                let mut ids = Vec::new();
-                let (mut at, mut idx) = (0u64, 0usize);
-                while at < len {
-                    let end = len.min(at + MAX_COPY);
-                    ids.push(
-                        self.copy_part(&key, &mp, idx, from, at..end, Some(etag))
-                            .await?,
-                    );
-                    (at, idx) = (end, idx + 1);
-                }
-                self.complete_no_clobber(&key, &mp, &ids).await
-            }
-            .await;
-            if !matches!(done, Ok(Completed::Done(_))) {
-                let _ = self.s3.abort_multipart(&key, &mp).await;
-            }
-            match done? {
-                Completed::Done(_) => {
-                    self.check_source_kept(from, etag, &key).await?;
-                    return Ok(path);
-                }
-                Completed::Taken => continue,
-            }
-        }
-        Err(other(format!(
-            "no free name for {name:?} after {MAX_CANDIDATES} tries"
-        )))
     }
 
     /// After a copy of version `etag` of `from` to `copy`: if `from` is not that version any
@@ -262,9 +207,10 @@ impl ContentIndex for S3Store {
                 .filter(|&l| l > 0)
                 .ok_or_else(|| other("instant upload without a length"))?;
             let from = self.key(&src.path).ok_or(StoreError::NotFound)?;
-            let path = self
-                .copy_version_no_clobber(&from, etag, len, dir, name)
+            let (path, key) = self
+                .copy_no_clobber(&from, Some(etag), len, dir, name)
                 .await?;
+            self.check_source_kept(&from, etag, &key).await?;
             let published = UploadState::Published {
                 path: path.as_str().to_string(),
             };

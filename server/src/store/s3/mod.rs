@@ -25,6 +25,7 @@
 //! under one prefix will need (issue 11 point 4).
 
 mod concat;
+mod copy;
 mod index;
 mod list;
 mod probe;

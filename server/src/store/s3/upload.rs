@@ -15,7 +15,7 @@
 //! - `<id>.bin`: the multipart upload's key; the completed object while publishing.
 //!
 //! Publish copies the completed object to its name with a multipart copy completed with
-//! `If-None-Match: *` (`copy_if_not_exists`), so nothing is visible before it is complete and
+//! `If-None-Match: *` ([`super::copy`]), so nothing is visible before it is complete and
 //! an existing object is never replaced (the next `name (n).ext` is tried instead), then has
 //! the published object read back for the content index ([`super::index`]).
 //!
@@ -33,8 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
 use crate::store::upload::{
-    name_candidate, Appender, Concatenation, ContentIndex, Revision, UploadId, UploadInfo,
-    UploadState, UploadStore,
+    Appender, Concatenation, ContentIndex, Revision, UploadId, UploadInfo, UploadState, UploadStore,
 };
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
@@ -289,32 +288,6 @@ impl S3Store {
             .map_err(from_s3)?;
         Ok(())
     }
-
-    /// Copies `<id>.bin` to the first free candidate of `dir/name`, never replacing.
-    async fn copy_no_clobber(
-        &self,
-        keys: &Keys,
-        dir: &RelPath,
-        name: &str,
-    ) -> Result<RelPath, StoreError> {
-        for n in 0..MAX_CANDIDATES {
-            let path = dir
-                .join(&name_candidate(name, n))
-                .map_err(|_| StoreError::Forbidden)?;
-            if !self.vis.serves_path(&path) {
-                return Err(StoreError::Forbidden);
-            }
-            let key = self.key(&path).ok_or(StoreError::Forbidden)?;
-            match self.client.copy_if_not_exists(&keys.data(), &key).await {
-                Ok(()) => return Ok(path),
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(from_s3(e)),
-            }
-        }
-        Err(other(format!(
-            "no free name for {name:?} after {MAX_CANDIDATES} tries"
-        )))
-    }
 }
 
 impl UploadStore for S3Store {
@@ -388,7 +361,10 @@ impl UploadStore for S3Store {
                 return Err(other("publish of an incomplete upload"));
             }
             self.complete_data(&keys, &rec).await?;
-            let path = self.copy_no_clobber(&keys, dir, name).await?;
+            let len = rec.info.offset;
+            let (path, _) = self
+                .copy_no_clobber(&keys.data(), None, len, dir, name)
+                .await?;
             let published = UploadState::Published {
                 path: path.as_str().to_string(),
             };
