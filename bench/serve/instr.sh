@@ -4,7 +4,8 @@
 # the neighbours (and this VM has no hardware counters for `perf stat -e instructions:u`).
 # ferryd runs under callgrind; counters are zeroed after a warm-up, then one wrk run is
 # counted, and the instructions executed (Ir) are divided by the requests wrk completed.
-#   bench/serve/instr.sh [BINARY] [OUT.callgrind]  (default target/release/ferryd, built first)
+#   bench/serve/instr.sh [BINARY|nginx] [OUT.callgrind]  (default target/release/ferryd, built first)
+# `nginx` counts nginx's instructions the same way (one process, sendfile on, as in run.sh).
 # WAIT_DIGEST=1 waits until the file is indexed (responses carry Repr-Digest) before counting;
 # FERRY_NO_INDEX=true runs ferryd without the content index.
 # Keep OUT and read it with `callgrind_annotate --inclusive=yes OUT` to see where the work goes.
@@ -20,8 +21,10 @@ for t in valgrind callgrind_control wrk curl; do
   command -v "$t" >/dev/null || { echo "instr.sh needs $t" >&2; exit 1; }
 done
 
+# shellcheck source=bench/serve/lib.sh
+. bench/serve/lib.sh
 WORK=$(mktemp -d /tmp/ferry-bench-instr.XXXXXX)
-cleanup() { kill "${FERRYD_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { kill "${SERVER_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 mkdir -p "$WORK/www"
 head -c 64M /dev/urandom > "$WORK/www/big.bin"
@@ -41,13 +44,7 @@ if [ -n "${WAIT_DIGEST:-}" ]; then
   for _ in $(seq 600); do grep -q "index: ready" "$WORK/pre.err" 2>/dev/null && break; sleep 0.1; done
   kill "$PRE"; wait "$PRE" 2>/dev/null || true
 fi
-valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
-  "$FERRYD" "$WORK/www" --listen 127.0.0.1:0 --workers 1 --log-level warn \
-  > "$WORK/ferryd.out" 2> "$WORK/valgrind.err" &
-FERRYD_PID=$!
-for _ in $(seq 1200); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.1; done
-URL=$(grep -o 'listening on http://[^ ]*' "$WORK/ferryd.out" | sed 's:^listening on ::; s:/$::')
-curl -sf -r 0-4095 -o /dev/null "$URL/big.bin"
+start_one "$FERRYD" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p"
 if [ -n "${WAIT_DIGEST:-}" ]; then
   # Count requests that carry Repr-Digest: wait (bounded) for the content index to hash the file.
   for _ in $(seq 1200); do curl -sfI "$URL/big.bin" | grep -qi '^repr-digest' && break; sleep 0.5; done
@@ -55,9 +52,9 @@ if [ -n "${WAIT_DIGEST:-}" ]; then
 fi
 wrk -t1 -c16 -d3s -s "$WORK/ranges.lua" "$URL" > /dev/null   # warm-up: caches, allocator
 
-callgrind_control -z "$FERRYD_PID" > /dev/null 2>&1
+callgrind_control -z "$SERVER_PID" > /dev/null 2>&1
 out=$(wrk -t1 -c16 -d5s -s "$WORK/ranges.lua" "$URL")
-callgrind_control -d "$FERRYD_PID" > /dev/null 2>&1
+callgrind_control -d "$SERVER_PID" > /dev/null 2>&1
 reqs=$(awk '/requests in/ {print $1}' <<< "$out")
 if grep -q 'Non-2xx' <<< "$out"; then echo "non-206 answers: $out" >&2; exit 1; fi
 dump=$(ls -t "$WORK"/cg.* | head -1)

@@ -58,6 +58,17 @@ pub async fn run(
     opts: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve(listener, app, opts, None, shutdown).await
+}
+
+/// [`run`], as worker `turn.1` of the workers sharing `turn.0`, if any.
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    opts: ServerOptions,
+    turn: Option<(Arc<Balance>, usize)>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let opts = Arc::new(opts);
@@ -67,6 +78,12 @@ pub async fn run(
             _ = &mut shutdown => break,
             p = limit.clone().acquire_owned() => p.map_err(io::Error::other)?,
         };
+        if let Some((balance, me)) = &turn {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = balance.my_turn(*me) => {}
+            }
+        }
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
@@ -81,7 +98,9 @@ pub async fn run(
         };
         let _ = tcp.set_nodelay(true);
         let (app, opts, watcher) = (app.clone(), opts.clone(), graceful.watcher());
+        let held = turn.as_ref().map(|(b, me)| b.opened(*me));
         tokio::spawn(async move {
+            let _held = held;
             let conn = ConnInfo {
                 peer,
                 local: tcp.local_addr().ok(),
@@ -111,8 +130,9 @@ pub async fn run(
 /// single-threaded runtime accepting from the same listening socket, so a request is parsed,
 /// served and written on one thread with no cross-thread wake-ups. Measured on 2 cores this
 /// answers small ranged GETs faster than one work-stealing runtime (README, benchmarks).
-/// `max_connections` is shared out evenly between the workers. Returns once `shutdown`
-/// completed and every worker finished its graceful shutdown.
+/// New connections go to the worker holding the fewest (see [`Balance`]). `max_connections`
+/// is shared out evenly between the workers. Returns once `shutdown` completed and every
+/// worker finished its graceful shutdown.
 pub async fn run_workers(
     listener: std::net::TcpListener,
     app: Arc<App>,
@@ -127,9 +147,11 @@ pub async fn run_workers(
         ..opts
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let balance = Arc::new(Balance::new(workers, DEFER));
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
         let (listener, app, opts) = (listener.try_clone()?, app.clone(), per_worker.clone());
+        let turn = (workers > 1).then(|| (balance.clone(), i));
         let mut stop = stop_rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ferryd-worker-{i}"))
@@ -143,7 +165,7 @@ pub async fn run_workers(
                     let stopped = async move {
                         let _ = stop.wait_for(|s| *s).await;
                     };
-                    run(listener, app, opts, stopped).await
+                    serve(listener, app, opts, turn, stopped).await
                 })
             })?;
         threads.push(thread);
@@ -164,6 +186,93 @@ pub async fn run_workers(
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// Which worker accepts the next connection: one holding no more connections than any other.
+///
+/// Workers share one listening socket, and every one of them is woken when a connection
+/// arrives; left to that race, whichever thread the scheduler runs first takes a burst of new
+/// connections (wrk's 64 went 50/14 and worse), and one core then serves most of the clients
+/// while the other idles. nginx has the same race (`accept_mutex` off, its default);
+/// `reuseport` would spread connections by a hash of their addresses, evenly only on average.
+/// Here a worker with more connections than another waits, and the others accept, so the
+/// counts never differ by more than one or two. Should the least busy worker not get to its
+/// accept for [`DEFER`], a waiting worker accepts after all: a worker stuck on a slow open
+/// delays new clients by at most that much.
+struct Balance {
+    open: Vec<std::sync::atomic::AtomicUsize>,
+    changed: tokio::sync::Notify,
+    defer: Duration,
+}
+
+/// How long a worker with more connections than another leaves a new one to the others.
+const DEFER: Duration = Duration::from_millis(10);
+
+impl Balance {
+    fn new(workers: usize, defer: Duration) -> Self {
+        Self {
+            open: (0..workers).map(|_| Default::default()).collect(),
+            changed: tokio::sync::Notify::new(),
+            defer,
+        }
+    }
+
+    fn count(&self, worker: usize) -> usize {
+        self.open
+            .get(worker)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Whether `me` holds no more connections than any other worker.
+    fn fewest(&self, me: usize) -> bool {
+        let mine = self.count(me);
+        self.open.iter().all(|c| c.load(Ordering::Relaxed) >= mine)
+    }
+
+    /// Completes once `me` should accept: it holds the fewest connections, or it waited
+    /// [`DEFER`] for the count to change.
+    async fn my_turn(&self, me: usize) {
+        let deadline = tokio::time::Instant::now() + self.defer;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.fewest(me) {
+                return;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Counts a connection of `me` until the returned guard is dropped.
+    fn opened(self: &Arc<Self>, me: usize) -> Held {
+        if let Some(c) = self.open.get(me) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.changed.notify_waiters();
+        Held {
+            balance: self.clone(),
+            me,
+        }
+    }
+}
+
+/// A connection counted by [`Balance`].
+struct Held {
+    balance: Arc<Balance>,
+    me: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(c) = self.balance.open.get(self.me) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.balance.changed.notify_waiters();
+    }
 }
 
 async fn serve_connection(
@@ -365,4 +474,36 @@ pub fn tls_config(
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A worker holding more connections than another waits for its turn: until the counts
+    // change, or for at most its deferral.
+    #[tokio::test]
+    async fn the_worker_with_fewest_connections_accepts_next() {
+        let b = Arc::new(Balance::new(2, Duration::from_secs(3600)));
+        b.my_turn(0).await; // 0 and 0: both may accept
+        let held = b.opened(0);
+        b.my_turn(1).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), b.my_turn(0)).await;
+        assert!(waiting.is_err(), "worker 0 holds more: it waits");
+        let turn = tokio::spawn({
+            let b = b.clone();
+            async move { b.my_turn(0).await }
+        });
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(10), turn)
+            .await
+            .expect("a closed connection wakes the waiting worker")
+            .unwrap();
+
+        let b = Arc::new(Balance::new(2, Duration::from_millis(20)));
+        let _held = b.opened(0);
+        let started = Instant::now();
+        b.my_turn(0).await;
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
 }

@@ -260,12 +260,18 @@ impl FileHandle for FsFile {
     }
 
     fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
+        if range.len() <= SHARE as u64 {
+            // One small body per response, read at once outside the budget (as a share), so
+            // that clients holding the budget cannot hold up small answers. No read state:
+            // cloning its handles would touch reference counts that every worker shares.
+            let n = range.len() as usize;
+            let read = read_exact_at(&self.file, Vec::with_capacity(n), n, range.start);
+            return Box::pin(std::future::ready(read.map(Bytes::from)));
+        }
         let mut state = ReadState::new(&self, range);
         if range.len() <= INLINE_READ as u64 {
-            // One small body per response: read even when the budget is spent, so that clients
-            // holding the budget cannot hold up small answers.
             let n = range.len() as usize;
-            let permit = (n > SHARE).then(|| state.try_permit(n)).flatten();
+            let permit = state.try_permit(n);
             return Box::pin(std::future::ready(state.read_inline(n, permit)));
         }
         Box::pin(crate::store::collect(self.read(range), range.len()))
