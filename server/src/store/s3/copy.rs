@@ -4,12 +4,19 @@
 //! of a whole object larger than that fails on S3), completed with `If-None-Match: *`, so
 //! nothing is visible before the copy is complete and a taken name is never written: the next
 //! `name (n).ext` is tried instead.
+//!
+//! Every copy is labelled with the upload it publishes (user metadata `ferry-upload`), so a
+//! publish retried after a crash between the copy and the record finds its own copy and
+//! keeps it, instead of publishing the file a second time as `name (1).ext` (the directory
+//! store's link check, `same_file`, does the same by inode).
 
 use std::ops::Range;
 
 use object_store::multipart::MultipartStore as _;
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt as _, PutMode, PutOptions};
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, PutMode, PutMultipartOptions, PutOptions,
+};
 
 use super::raw::{Completed, MAX_COPY};
 use super::upload::{other, MAX_CANDIDATES};
@@ -31,15 +38,38 @@ pub(super) fn copy_ranges(len: u64, max: u64) -> Vec<Range<u64>> {
     out
 }
 
+/// The user metadata naming the upload an object was published for.
+const OWNER: &str = "ferry-upload";
+
+fn owner_attributes(owner: &str) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert(
+        Attribute::Metadata(OWNER.into()),
+        AttributeValue::from(owner.to_owned()),
+    );
+    a
+}
+
+/// Who holds a name.
+enum Holder {
+    Free,
+    /// An object published for this upload (an earlier attempt of the same publish).
+    Same,
+    Other,
+}
+
 impl S3Store {
     /// Copies the `len` bytes of `from` (only its version with ETag `if_match`, if given) to
-    /// the first free candidate of `dir/name`, never replacing an object. Returns the path
-    /// and its key. A source that is gone (or not that version) is [`StoreError::NotFound`].
+    /// the first free candidate of `dir/name`, never replacing an object, labelled as
+    /// published for upload `owner` (a candidate already holding `owner`'s copy is taken as
+    /// the result). Returns the path and its key. A source that is gone (or not that
+    /// version) is [`StoreError::NotFound`].
     pub(super) async fn copy_no_clobber(
         &self,
         from: &Key,
         if_match: Option<&str>,
         len: u64,
+        owner: &str,
         dir: &RelPath,
         name: &str,
     ) -> Result<(RelPath, Key), StoreError> {
@@ -51,14 +81,17 @@ impl S3Store {
                 return Err(StoreError::Forbidden);
             }
             let key = self.key(&path).ok_or(StoreError::Forbidden)?;
-            if self.client.head(&key).await.is_ok() {
-                continue; // taken: no copy needed to find out
+            match self.holder(&key, owner).await? {
+                Holder::Same => return Ok((path, key)),
+                Holder::Other => continue, // taken: no copy needed to find out
+                Holder::Free => {}
             }
             let placed = match len {
-                0 => self.create_empty(&key).await?,
-                _ => self.copy_if_free(from, if_match, len, &key).await?,
+                0 => self.create_empty(&key, owner).await?,
+                _ => self.copy_if_free(from, if_match, len, owner, &key).await?,
             };
-            if placed {
+            // Lost to another writer of the name between the look and the copy.
+            if placed || matches!(self.holder(&key, owner).await?, Holder::Same) {
                 return Ok((path, key));
             }
         }
@@ -67,15 +100,43 @@ impl S3Store {
         )))
     }
 
+    /// Whether an object has the name `key`, and whether it was published for `owner`.
+    async fn holder(&self, key: &Key, owner: &str) -> Result<Holder, StoreError> {
+        let opts = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.client.get_opts(key, opts).await {
+            Ok(got) => {
+                let label = got.attributes.get(&Attribute::Metadata(OWNER.into()));
+                Ok(match label.map(|v| v.as_ref()) {
+                    Some(o) if o == owner => Holder::Same,
+                    _ => Holder::Other,
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Holder::Free),
+            Err(e) => Err(from_s3(e)),
+        }
+    }
+
     /// One attempt of [`S3Store::copy_no_clobber`] at `key`: whether it was free.
     async fn copy_if_free(
         &self,
         from: &Key,
         if_match: Option<&str>,
         len: u64,
+        owner: &str,
         key: &Key,
     ) -> Result<bool, StoreError> {
-        let mp = self.s3.create_multipart(key).await.map_err(from_s3)?;
+        let opts = PutMultipartOptions {
+            attributes: owner_attributes(owner),
+            ..PutMultipartOptions::default()
+        };
+        let mp = self
+            .s3
+            .create_multipart_opts(key, opts)
+            .await
+            .map_err(from_s3)?;
         let done = async {
             let mut ids = Vec::new();
             for (idx, range) in copy_ranges(len, MAX_COPY).into_iter().enumerate() {
@@ -91,9 +152,10 @@ impl S3Store {
     }
 
     /// An empty object at `key` if nothing is there: whether it was free.
-    async fn create_empty(&self, key: &Key) -> Result<bool, StoreError> {
+    async fn create_empty(&self, key: &Key, owner: &str) -> Result<bool, StoreError> {
         let opts = PutOptions {
             mode: PutMode::Create,
+            attributes: owner_attributes(owner),
             ..PutOptions::default()
         };
         match self
@@ -111,6 +173,59 @@ impl S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use object_store::ObjectStoreExt as _;
+
+    // Issue 11 point 6(c), nothing published twice: a publish retried after a crash between
+    // its copy and its record finds its own copy (labelled with its upload) and keeps it;
+    // another upload, or an object put by other means, never counts as its own.
+    #[tokio::test]
+    async fn a_retried_publish_keeps_its_own_copy_and_never_takes_another() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let src = s.state_dir("uploads").join("src.bin");
+        s.client
+            .put(&src, Bytes::from_static(b"hello").into())
+            .await
+            .unwrap();
+        let root = RelPath::root();
+        let taken = s.key(&root.join("g.txt").unwrap()).unwrap();
+        s.client
+            .put(&taken, Bytes::from_static(b"theirs").into())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for (owner, len, name) in [
+            ("a", 5, "f.txt"),
+            ("a", 5, "f.txt"), // the retry
+            ("b", 5, "f.txt"),
+            ("a", 5, "g.txt"),
+            ("c", 0, "e"),
+            ("c", 0, "e"),
+            ("d", 0, "e"),
+        ] {
+            let (path, _) = s
+                .copy_no_clobber(&src, None, len, owner, &root, name)
+                .await
+                .unwrap();
+            got.push(path.as_str().to_owned());
+        }
+        assert_eq!(
+            got,
+            [
+                "f.txt",
+                "f.txt",
+                "f (1).txt",
+                "g (1).txt",
+                "e",
+                "e",
+                "e (1)"
+            ]
+        );
+        let theirs = s.client.get(&taken).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&theirs[..], b"theirs");
+    }
 
     #[test]
     fn copies_are_cut_at_the_largest_part() {

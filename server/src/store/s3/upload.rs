@@ -363,7 +363,7 @@ impl UploadStore for S3Store {
             self.complete_data(&keys, &rec).await?;
             let len = rec.info.offset;
             let (path, _) = self
-                .copy_no_clobber(&keys.data(), None, len, dir, name)
+                .copy_no_clobber(&keys.data(), None, len, &info.id, dir, name)
                 .await?;
             let published = UploadState::Published {
                 path: path.as_str().to_string(),
