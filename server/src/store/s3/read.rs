@@ -28,14 +28,16 @@ impl FileHandle for S3File {
         &self.meta
     }
 
-    /// One GET for the range (`Range: bytes=start-(end-1)`), conditional on the ETag the
-    /// response announced: if the object was replaced since, S3 answers 412 and the stream
-    /// fails, so the connection is reset rather than a mix of two versions sent. The body
-    /// streams as hyper polls it; nothing is read ahead of what the socket takes but what
+    /// One GET for the range (`Range: bytes=start-(end-1)`; none for the whole object, which
+    /// some servers answer cheaper: moto copies a ranged body once more), conditional on the
+    /// ETag the response announced: if the object was replaced since, S3 answers 412 and the
+    /// stream fails, so the connection is reset rather than a mix of two versions sent. The
+    /// body streams as hyper polls it; nothing is read ahead of what the socket takes but what
     /// the HTTP client buffers.
     fn read(self: Arc<Self>, range: ByteRange) -> ByteStream {
+        let whole = range.start == 0 && range.end == self.meta.len;
         let opts = GetOptions {
-            range: Some(GetRange::Bounded(range.start..range.end)),
+            range: (!whole).then_some(GetRange::Bounded(range.start..range.end)),
             if_match: Some(self.meta.etag.clone()),
             ..GetOptions::default()
         };
