@@ -1,19 +1,19 @@
 // Browser-side figures for bench/ui/upload.sh, each run in a fresh browser:
-//   node upload.mjs URL page FILE PUBLISHED [SHOT.png]
+//   node upload.mjs URL page[@AT] FILE PUBLISHED [SHOT.png]
 //   node upload.mjs URL uppy[?QUERY] FILE PUBLISHED [SHOT.png]
 // upload FILE through ferryd's page, or through Uppy 6 (Dashboard + Tus, served from
 // ROOT/uppy-bench/; QUERY = the Tus options of bench/ui/uppy/bench.mjs), and print
 // `SECONDS`: from setting the file on the page's input to ferryd having published it (the
 // file PUBLISHED in ROOT at its full size) and the page reporting the upload done. With SHOT a
 // screenshot of the page is taken once 40 % is sent (that run is not a figure).
-//   node upload.mjs URL hash FILE
+//   node upload.mjs URL hash[@AT] FILE
 // prints the SHA-256 speed of the page's hashing worker over FILE (picked like an upload), MB/s.
-// FERRY_UI_DIR=server/src/ui answers the page's modules from that directory (assets/, vendor/)
-// instead of the ones compiled into ferryd while the page loads (not the workers, loaded
-// later: interception stays off while bytes move, it would carry every PATCH body through the
-// DevTools protocol): trying a change without a release build.
+// @AT (a path on ferryd, e.g. /ui-try/) loads the page's assets from there instead of from the
+// ones compiled into ferryd: the listing's asset prefix is rewritten while the page loads (only
+// that document is intercepted; interception stays off while bytes move, it would carry every
+// PATCH body through the DevTools protocol). upload.sh copies a directory of assets there.
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, statSync } from 'node:fs';
 
 const require = createRequire(new URL('../../tests/interop/package.json', import.meta.url));
 const { chromium } = require('playwright-core');
@@ -54,10 +54,22 @@ async function timed(page, input, file, sent, done) {
   return (Math.max(t1, t2) - t0) / 1000;
 }
 
-async function viaPage(page, file) {
+/** Opens ferryd's page, its assets from `at` when given (see the top). */
+async function open(page, at) {
+  if (at) {
+    await page.route((url) => url.href === base, async (route) => {
+      const res = await route.fetch();
+      const html = (await res.text()).replace(/\/\.ferry-ui\/[^/"]+\//g, at);
+      await route.fulfill({ response: res, body: html });
+    });
+  }
   await page.goto(base);
   await page.waitForSelector('#pick-files', { state: 'attached' });
-  await page.context().unrouteAll();
+  await page.unrouteAll();
+}
+
+async function viaPage(page, file, at) {
+  await open(page, at);
   const t = await timed(page, page.locator('#pick-files'), file,
     () => window.ferryUploads?.[0]?.sent / window.ferryUploads?.[0]?.file.size > 0.4,
     () => window.ferryUploads?.[0]?.finished);
@@ -78,9 +90,8 @@ async function viaUppy(page, query, file) {
 }
 
 /** SHA-256 of `file`, picked like an upload, in the page's hashing worker: MB/s. */
-async function hashSpeed(page, file) {
-  await page.goto(base);
-  await page.waitForSelector('#pick-files', { state: 'attached' });
+async function hashSpeed(page, file, at) {
+  await open(page, at);
   await page.evaluate(() => {
     const i = document.createElement('input');
     Object.assign(i, { type: 'file', id: 'bench-hash', hidden: true });
@@ -101,24 +112,40 @@ async function hashSpeed(page, file) {
 
 try {
   const context = await browser.newContext();
-  const dir = process.env.FERRY_UI_DIR;
-  if (dir) {
-    await context.route(/\/\.ferry-ui\/[^/]+\/(.+)$/, (route) => {
-      const name = new URL(route.request().url()).pathname.replace(/^\/\.ferry-ui\/[^/]+\//, '');
-      const file = [`${dir}/assets/${name}`, `${dir}/${name}`].find((f) => existsSync(f));
-      if (!file) return route.continue();
-      const type = name.endsWith('.css') ? 'text/css' : 'text/javascript';
-      return route.fulfill({ body: readFileSync(file), contentType: type });
-    });
-  }
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
-  if (which === 'hash') console.log((await hashSpeed(page, arg)).toFixed(0));
-  else if (which === 'page') console.log((await viaPage(page, arg)).toFixed(2));
+  const [kind, at] = which.split('@');
+  if (kind === 'hash') console.log((await hashSpeed(page, arg, at)).toFixed(0));
+  else if (kind === 'page') console.log((await viaPage(page, arg, at)).toFixed(2));
   else if (which.startsWith('uppy')) console.log((await viaUppy(page, which.split('?')[1], arg)).toFixed(2));
   else throw new Error(`unknown run ${which}`);
   if (errors.length) throw errors[0];
+  if (process.env.PROCS) appendFileSync(process.env.PROCS, `${which} ${processCpu()}\n`);
 } finally {
   await browser.close();
+}
+
+/** PROCS=FILE (a diagnostic): CPU seconds so far of each chromium process, by its type. */
+function processCpu() {
+  const hz = 100; // USER_HZ on Linux
+  const procs = new Map();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8'); // NUL- or space-separated
+      const type = (/--type=([\w-]+)/.exec(cmd)?.[1] ?? 'browser')
+        + (/--utility-sub-type=(?:\w+\.mojom\.)?(\w+)/.exec(cmd)?.[1]?.replace(/^/, ':') ?? '');
+      procs.set(Number(d), { ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12])) / hz, type });
+    } catch { /* gone */ }
+  }
+  const root = process.pid; // chromium is this process's child
+  const under = (pid) => { for (let p = pid; p > 1; p = procs.get(p)?.ppid ?? 0) if (p === root) return true; return false; };
+  const sum = new Map();
+  for (const [pid, p] of procs) if (pid !== root && under(pid)) sum.set(p.type, (sum.get(p.type) ?? 0) + p.cpu);
+  const own = process.cpuUsage();
+  sum.set('node', (own.user + own.system) / 1e6);
+  return [...sum].map(([t, c]) => `${t}=${c.toFixed(2)}`).join(' ');
 }

@@ -16,6 +16,11 @@
 # ferryd runs with --no-index (so the page never takes the instant-upload path) on BENCH_DIR
 # (/dev/shm by default, so the disk does not set the pace). SHOTS=DIR (bench/out/ui-upload by
 # default, '' for none) gets one screenshot of each page mid-upload, from an extra untimed run.
+# Page variants (PAGES, space separated): `page` = the assets compiled into ferryd; `NAME=DIR` =
+# the assets of DIR (laid out as server/src/ui: assets/, vendor/), copied into ROOT/ui-NAME/ and
+# loaded from there (bench/ui/upload.mjs rewrites the listing's asset prefix): a change tried
+# without a rebuild, or A/B against another version (e.g. `base=/tmp/ui-main page=server/src/ui`),
+# interleaved like the rest. FERRY_UI_DIR=DIR is short for PAGES=page=DIR.
 # Usage: bench/ui/upload.sh [SIZE_MIB]   (512; ROUNDS=5, FERRYD=path to a build).
 # Needs chromium, node, npm and tests/interop's node_modules (scripts/test installs them).
 set -euo pipefail
@@ -24,6 +29,7 @@ SIZE=${1:-512}
 ROUNDS=${ROUNDS:-5}
 SHOTS=${SHOTS-bench/out/ui-upload}
 read -r -a SETUPS <<< "${UPPY:-defaults parallel=4}"
+read -r -a PAGES <<< "${PAGES:-page${FERRY_UI_DIR:+=$FERRY_UI_DIR}}"
 
 U=bench/ui/uppy
 if [ ! "$U/node_modules/.package-lock.json" -nt "$U/package-lock.json" ]; then
@@ -42,6 +48,18 @@ mkdir -p "$ROOT/uppy-bench"
 "$U/node_modules/.bin/esbuild" "$U/bench.mjs" --bundle --format=esm --minify \
   --outfile="$ROOT/uppy-bench/bench.js" --log-level=warning
 cp "$U/index.html" "$ROOT/uppy-bench/"
+# P[name]: the page run of each variant (`page` or `page@/ui-NAME/`).
+declare -A P
+PNAMES=()
+for v in "${PAGES[@]}"; do
+  n=${v%%=*}
+  PNAMES+=("$n")
+  if [ "$n" = "$v" ]; then P[$n]=page; continue; fi
+  mkdir -p "$ROOT/ui-$n"
+  cp -r "${v#*=}/assets/." "$ROOT/ui-$n/"
+  cp -r "${v#*=}/vendor" "$ROOT/ui-$n/"
+  P[$n]="page@/ui-$n/"
+done
 head -c $((SIZE << 20)) /dev/urandom > "$WORK/upload.bin"
 "$FERRYD" "$ROOT" --listen 127.0.0.1:0 --public-uploads --no-index --state-dir "$WORK/state" \
   --log-level warn > "$WORK/ferryd.out" & FERRYD_PID=$!
@@ -77,7 +95,8 @@ run() {
 }
 for r in $(seq "$ROUNDS"); do
   line="round $r:"
-  run page page " page"
+  sep=" "
+  for n in "${PNAMES[@]}"; do run "$n" "${P[$n]}" "$sep$n"; sep=", "; done
   for s in "${SETUPS[@]}"; do run "$s" "$(query "$s")" ", $(name "$s")"; done
   echo "$line (load $(cut -d' ' -f1 /proc/loadavg))"
 done
@@ -85,19 +104,25 @@ MB=$(python3 -c "print($SIZE * 1048576 / 1e6)")
 rate() { python3 -c "print(f'{$1:.2f} s ({$MB / $1:.0f} MB/s)')"; }
 # shellcheck disable=SC2086
 cpu() { echo "CPU browser $(median ${C[$1]}) s + ferryd $(median ${F[$1]}) s"; }
-# shellcheck disable=SC2086
-PT=$(median ${T[page]})
-echo "upload $SIZE MiB, medians of $ROUNDS rounds: page $(rate "$PT"), $(cpu page)"
+echo "upload $SIZE MiB, medians of $ROUNDS rounds:"
+declare -A PT
+for n in "${PNAMES[@]}"; do
+  # shellcheck disable=SC2086
+  PT[$n]=$(median ${T[$n]})
+  echo "  $n: $(rate "${PT[$n]}"), $(cpu "$n")"
+done
 for s in "${SETUPS[@]}"; do
   # shellcheck disable=SC2086
   UT=$(median ${T[$s]})
-  echo "  $(name "$s"): $(rate "$UT"), $(cpu "$s"); page/Uppy throughput $(python3 -c "print(f'{$UT / $PT:.2f}')") (goal >= 1.0)"
+  ratios=""
+  for n in "${PNAMES[@]}"; do ratios+=" $n/Uppy $(python3 -c "print(f'{$UT / ${PT[$n]}:.2f}')")"; done
+  echo "  $(name "$s"): $(rate "$UT"), $(cpu "$s");$ratios (throughput, goal >= 1.0)"
 done
 if [ -n "$SHOTS" ]; then
   mkdir -p "$SHOTS"
-  one page "$SHOTS/page.png" > /dev/null
+  one "${P[${PNAMES[-1]}]}" "$SHOTS/page.png" > /dev/null
   one "$(query "${SETUPS[0]}")" "$SHOTS/uppy.png" > /dev/null
   echo "screenshots mid-upload: $SHOTS/page.png $SHOTS/uppy.png"
 fi
-echo "sha-256 in the page's worker: $(node bench/ui/upload.mjs "$URL" hash "$WORK/upload.bin") MB/s over the same $SIZE MiB file"
+echo "sha-256 in the page's worker: $(node bench/ui/upload.mjs "$URL" "hash${P[${PNAMES[-1]}]#page}" "$WORK/upload.bin") MB/s over the same $SIZE MiB file"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
