@@ -18,6 +18,10 @@ const BACKOFF = [1, 2, 4, 8, 15, 30];
 // Bytes per PATCH. With a checksum the server keeps nothing of a PATCH cut short (it cannot
 // verify it), so a cut or a reload loses at most this much per part: ferry put's default.
 const CHUNK = 8 * 1024 * 1024;
+// Milliseconds between two redraws for progress alone (a status change redraws at once): the
+// parts' progress events come dozens of times a second, and each redraw costs the page's
+// thread a style and layout pass. Uppy's Dashboard redraws its progress twice a second.
+const REDRAW = 250;
 
 export function storageKey(endpoint, target, file) {
   return `${STORE}${JSON.stringify([endpoint, target, file.size, file.lastModified])}`;
@@ -315,7 +319,7 @@ export class Upload {
     const dt = (now - first.t) / 1000;
     this.speed = dt > 0.2 ? (bytes - first.b) / dt : this.speed;
     if (!(now - this.keptAt < 2000)) { this.keptAt = now; this.keep(); } // for the pending list
-    this.opts.onChange(this);
+    if (!(now - this.drawnAt < REDRAW)) { this.drawnAt = now; this.opts.onChange(this); }
   }
 
   finish(status) {
