@@ -145,3 +145,30 @@ pub async fn put_many(opts: &S3Options, objects: Vec<(String, Vec<u8>)>) {
         .collect::<Vec<_>>()
         .await;
 }
+
+/// Waits up to 30 s (ferryd on S3 reads a published upload back and hashes it in the
+/// background) until the tus endpoint `files_url` answers `Ferry-Instant-Candidate: ?1` for
+/// `len` bytes, asking as ferry does (OPTIONS with `Ferry-Instant-Length`, the upload token
+/// if any). Whether it did.
+pub async fn instant_candidate(files_url: &str, token: Option<&str>, len: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let http = crate::client();
+    while std::time::Instant::now() < deadline {
+        let mut req = http
+            .request(reqwest::Method::OPTIONS, files_url)
+            .header("ferry-instant-length", len.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Ok(r) = req.send().await {
+            if r.headers()
+                .get("ferry-instant-candidate")
+                .is_some_and(|v| v == "?1")
+            {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -198,22 +198,11 @@ async fn ferryd_on(backend: Backend) -> TestServer {
     TestServer::start_tus_on(backend, cfg).await.0
 }
 
-/// Waits until ferryd's content index holds a file of `len` bytes (OPTIONS with
+/// Waits (up to 30 s: on S3 the published object is read back and hashed in the background)
+/// until ferryd's content index holds a file of `len` bytes (OPTIONS with
 /// `Ferry-Instant-Length`, as ferry asks it).
 async fn indexed(srv: &TestServer, len: usize) -> bool {
-    let url = srv.url("/files/");
-    poll(|| async {
-        let r = client()
-            .request(reqwest::Method::OPTIONS, &url)
-            .bearer_auth(TOKEN)
-            .header("ferry-instant-length", len.to_string())
-            .send()
-            .await
-            .ok()?;
-        (r.headers().get("ferry-instant-candidate")?.to_str().ok()? == "?1").then_some(())
-    })
-    .await
-    .is_some()
+    ferry_tests::s3::instant_candidate(&srv.url("/files/"), Some(TOKEN), len as u64).await
 }
 
 /// Four partial uploads of a little more than a part of the S3 store each (a part cut and a

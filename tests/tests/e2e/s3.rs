@@ -527,3 +527,83 @@ async fn on_s3_the_reaper_frees_an_expired_upload() {
         staging_names(&srv).await
     );
 }
+
+// Issue 11 points 3 and 4: the content index lives in the bucket. Content published through
+// one ferryd is an instant upload through another serving the same prefix: the creation
+// with its sha256 is complete at once (no PATCH), and both serve the copy.
+#[tokio::test]
+async fn an_instant_upload_through_a_second_instance_uses_the_index_in_the_bucket() {
+    use ferry_proto::tus::encode_metadata;
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let a = s3_tus_server().await;
+    let shared = a.s3.clone().expect("s3");
+    let config = move |c: &mut ferryd::app::Config, _| {
+        c.store = StoreConfig::S3(ferryd::store::s3::S3Options {
+            single_instance: true,
+            ..shared
+        });
+        c.tus = Some(ferryd::tus::TusConfig::default());
+    };
+    let b = TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        config,
+        |app, _| app,
+    )
+    .await;
+    let c = client();
+    let data = pattern(3 << 20, 61);
+    let first = c
+        .post(a.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header(
+            "upload-metadata",
+            encode_metadata([("filename", Some(&b"one.bin"[..]))]),
+        )
+        .header("content-type", "application/offset+octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        first.headers()["upload-offset"].to_str().unwrap(),
+        data.len().to_string()
+    );
+    let len = data.len() as u64;
+    assert!(
+        ferry_tests::s3::instant_candidate(&b.url("/files/"), None, len).await,
+        "the second instance never saw the first one's upload in the index"
+    );
+    let sha = ferry_tests::sha256_hex(&data);
+    let meta = encode_metadata([
+        ("filename", Some(&b"two.bin"[..])),
+        ("sha256", Some(sha.as_bytes())),
+    ]);
+    let second = c
+        .post(b.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header("upload-metadata", meta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 201);
+    assert_eq!(
+        second.headers()["upload-offset"].to_str().unwrap(),
+        data.len().to_string(),
+        "complete at creation"
+    );
+    for srv in [&a, &b] {
+        let got = c.get(srv.url("/two.bin")).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(
+            got.bytes().await.unwrap()[..] == data[..],
+            "copied bytes differ"
+        );
+    }
+}
