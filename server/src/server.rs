@@ -97,10 +97,14 @@ async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        let limits = (opts.header_read_timeout, opts.idle_timeout);
         let (app, opts, watcher) = (app.clone(), opts.clone(), graceful.watcher());
         let held = turn.as_ref().map(|(b, me)| b.opened(*me));
-        tokio::spawn(async move {
+        let watch = Arc::new(Watch::default());
+        let dog = watch.clone();
+        let task = tokio::spawn(async move {
             let _held = held;
+            let _dog = DogLeash(watch.clone());
             let conn = ConnInfo {
                 peer,
                 local: tcp.local_addr().ok(),
@@ -108,11 +112,13 @@ async fn serve(
                 refused: None,
             };
             let (conn, _open) = app.observe.accept(conn);
-            if let Err(e) = serve_connection(tcp, conn, app, &opts, watcher).await {
+            if let Err(e) = serve_connection(tcp, conn, app, &opts, watcher, watch).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
             drop(permit);
         });
+        let handle = tokio::spawn(watchdog(dog.clone(), task.abort_handle(), limits));
+        let _ = dog.dog.set(handle.abort_handle());
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
@@ -281,16 +287,12 @@ async fn serve_connection(
     app: Arc<App>,
     opts: &ServerOptions,
     watcher: hyper_util::server::graceful::Watcher,
+    watch: Arc<Watch>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // The first request head is due `header_read_timeout` after accept, whatever the protocol:
-    // hyper's own HTTP/1.1 timer starts only once the first bytes told HTTP/1.1 from HTTP/2.
-    let head_due = tokio::time::Instant::now() + opts.header_read_timeout;
-    let first = FirstRequest::default();
-    let activity = Activity::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(HeadTimer::new(watch.clone()))
         .header_read_timeout(opts.header_read_timeout)
         .max_buf_size(opts.max_header_size.max(8192));
     builder
@@ -298,101 +300,206 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .max_header_list_size(opts.max_header_size as u32)
         .max_concurrent_streams(256);
-    let seen = first.clone();
+    let seen = watch.clone();
     let service = service_fn(move |req| {
-        seen.mark();
+        seen.started.store(true, Ordering::Relaxed);
         router::handle(app.clone(), conn, req)
     });
-    let idle = activity.clone().watch(opts.idle_timeout);
-    let head = first.due(head_due);
     match &opts.tls {
         Some(cfg) => {
-            let acceptor = TlsAcceptor::from(cfg.clone());
-            let tls = tokio::time::timeout_at(head_due, acceptor.accept(tcp)).await??;
-            let io = TokioIo::new(Tracked::new(tls, activity));
+            // The handshake is part of the first request head's time (the watchdog).
+            let tls = TlsAcceptor::from(cfg.clone()).accept(tcp).await?;
+            let io = TokioIo::new(Tracked::new(tls, watch));
             let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
-            run_until_idle(conn, idle, head).await
+            Ok(conn.await?)
         }
         None => {
-            let io = TokioIo::new(Tracked::new(tcp, activity));
+            let io = TokioIo::new(Tracked::new(tcp, watch));
             let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
-            run_until_idle(conn, idle, head).await
+            Ok(conn.await?)
         }
     }
 }
 
-async fn run_until_idle<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
-    conn: impl Future<Output = Result<(), E>>,
-    idle: impl Future<Output = ()>,
-    head: impl Future<Output = ()>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tokio::select! {
-        r = conn => r.map_err(Into::into),
-        _ = idle => Err("idle timeout".into()),
-        _ = head => Err("no request head within the header timeout".into()),
-    }
+/// What a connection's [`watchdog`] looks at: written by the connection (its I/O, its service,
+/// hyper's request-head timer), read by the watchdog, which runs as a task of its own.
+///
+/// The limits used to be futures raced against the connection (`select!`), and hyper's head
+/// timer a tokio timer armed and cancelled for every request: all of them were polled, and the
+/// timer inserted into and removed from the timer wheel, on every wake-up of every connection,
+/// about 1,000 instructions per small request (#13). Now a request costs a counter bump per
+/// read and write and two stores for the head timer, and the limits are checked a few times
+/// per timeout period.
+#[derive(Default)]
+struct Watch {
+    /// Bumped by every read or write that moved bytes.
+    io: AtomicU64,
+    /// A request head arrived (HTTP/1.1 or HTTP/2).
+    started: AtomicBool,
+    /// The id of hyper's armed request-head timer (0: none armed).
+    head: AtomicU64,
+    /// The last id handed out.
+    ids: AtomicU64,
+    /// The id of the head timer the watchdog found expired.
+    expired: AtomicU64,
+    waker: futures_util::task::AtomicWaker,
+    /// The watchdog task, stopped when the connection ends.
+    dog: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
-/// Whether a connection has delivered its first request head (HTTP/1.1 or HTTP/2 alike).
-#[derive(Clone, Default)]
-struct FirstRequest(Arc<AtomicBool>);
+/// Stops the connection's watchdog when the connection task ends (or is aborted).
+struct DogLeash(Arc<Watch>);
 
-impl FirstRequest {
-    fn mark(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Completes at `deadline` unless a request head arrived by then; never completes after.
-    async fn due(self, deadline: tokio::time::Instant) {
-        tokio::time::sleep_until(deadline).await;
-        if self.0.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
+impl Drop for DogLeash {
+    fn drop(&mut self) {
+        if let Some(dog) = self.0.dog.get() {
+            dog.abort();
         }
     }
 }
 
-/// Last time a connection moved a byte, in milliseconds since `start`.
+/// Ends a connection (aborts its task) that broke a limit:
+/// - no first request head (any protocol, the TLS handshake included) within
+///   `header_read_timeout` of accept;
+/// - hyper's HTTP/1.1 head timer ([`HeadTimer`]) armed for as long: it is told to fire, and
+///   hyper ends the connection as it always did;
+/// - no byte read or written for `idle_timeout`.
+///
+/// It looks every quarter of the shorter limit, and a limit counts as broken only once it was
+/// seen unbroken a whole quarter earlier than the limit; so each fires between its limit and
+/// 1.25 times it. A look that finds the connection gone ends the watchdog.
+async fn watchdog(
+    watch: Arc<Watch>,
+    conn: tokio::task::AbortHandle,
+    (header, idle): (Duration, Duration),
+) {
+    let tick = (header.min(idle) / 4).max(Duration::from_millis(1));
+    let ticks = |limit: Duration| (limit.as_nanos() / tick.as_nanos()).saturating_add(1);
+    let (head_ticks, idle_ticks) = (ticks(header), ticks(idle));
+    let (mut since_accept, mut quiet, mut armed) = (0u128, 0u128, 0u128);
+    let (mut last_io, mut last_head) = (0, 0);
+    loop {
+        tokio::time::sleep(tick).await;
+        if conn.is_finished() {
+            return;
+        }
+        since_accept += 1;
+        let io = watch.io.load(Ordering::Relaxed);
+        quiet = if io == last_io { quiet + 1 } else { 0 };
+        last_io = io;
+        let head = watch.head.load(Ordering::Relaxed);
+        armed = match head {
+            0 => 0,
+            h if h == last_head => armed + 1,
+            _ => 1,
+        };
+        last_head = head;
+        let first_late = !watch.started.load(Ordering::Relaxed) && since_accept >= head_ticks;
+        if first_late || quiet >= idle_ticks {
+            conn.abort();
+            return;
+        }
+        if armed >= head_ticks {
+            watch.expired.store(head, Ordering::Relaxed);
+            watch.waker.wake();
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 request-head timer, kept by the connection's [`watchdog`] instead of the
+/// timer wheel: arming it is two stores, and it fires when the watchdog says so. hyper arms it
+/// when it starts waiting for a request head and drops it when the head is complete.
 #[derive(Clone)]
-struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
+struct HeadTimer {
+    watch: Arc<Watch>,
+    /// What [`hyper::rt::Timer::now`] answers: hyper only adds the timeout to it to make the
+    /// deadline it hands back to [`hyper::rt::Timer::sleep_until`], which is not used here
+    /// (the watchdog times the head), so no clock is read per request.
+    epoch: Instant,
 }
 
-impl Activity {
-    fn new() -> Self {
+impl HeadTimer {
+    fn new(watch: Arc<Watch>) -> Self {
         Self {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            watch,
+            epoch: Instant::now(),
         }
     }
 
-    fn touch(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// Completes once no byte has moved for `limit`.
-    async fn watch(self, limit: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let quiet = self.start.elapsed().saturating_sub(last);
-            if quiet >= limit {
-                return;
-            }
-            tokio::time::sleep(limit - quiet).await;
-        }
+    fn arm(&self) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let id = self.watch.ids.load(Ordering::Relaxed) + 1;
+        self.watch.ids.store(id, Ordering::Relaxed);
+        self.watch.head.store(id, Ordering::Relaxed);
+        Box::pin(HeadSleep {
+            watch: self.watch.clone(),
+            id,
+        })
     }
 }
 
-/// An I/O wrapper that records activity on every successful read or write.
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, _: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.arm()
+    }
+
+    fn sleep_until(&self, _: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.arm()
+    }
+
+    fn now(&self) -> Instant {
+        self.epoch
+    }
+}
+
+/// One arming of [`HeadTimer`]; disarmed when dropped.
+struct HeadSleep {
+    watch: Arc<Watch>,
+    id: u64,
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let expired = || self.watch.expired.load(Ordering::Relaxed) == self.id;
+        if expired() {
+            return Poll::Ready(());
+        }
+        self.watch.waker.register(cx.waker());
+        if expired() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        let _ = self
+            .watch
+            .head
+            .compare_exchange(self.id, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// An I/O wrapper that counts every successful read or write for the [`watchdog`].
 struct Tracked<T> {
     inner: T,
-    activity: Activity,
+    watch: Arc<Watch>,
 }
 
 impl<T> Tracked<T> {
-    fn new(inner: T, activity: Activity) -> Self {
-        Self { inner, activity }
+    fn new(inner: T, watch: Arc<Watch>) -> Self {
+        Self { inner, watch }
+    }
+
+    /// Only the connection's task writes the counter: a load and a store, no atomic
+    /// read-modify-write.
+    fn touch(&self) {
+        let n = self.watch.io.load(Ordering::Relaxed);
+        self.watch.io.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 }
 
@@ -406,7 +513,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
+            this.touch();
         }
         r
     }
@@ -421,7 +528,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.touch();
         }
         r
     }
@@ -434,7 +541,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.touch();
         }
         r
     }

@@ -35,6 +35,55 @@ async fn slow_request_head_is_cut_off() {
 }
 
 #[tokio::test]
+async fn slow_second_request_head_on_a_keep_alive_connection_is_cut_off() {
+    // The head timeout holds for every request of a connection, not only the first: ferryd
+    // keeps hyper's head timer itself (server.rs, `HeadTimer`), so this pins that it fires.
+    let srv = with(ServerOptions {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    while !first.ends_with(b"hello") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("the first response came")
+            .unwrap();
+        assert!(n > 0, "closed before the first response");
+        first.extend_from_slice(&chunk[..n]);
+    }
+    // The second head trickles in a byte at a time, more slowly than it may take in all.
+    let started = Instant::now();
+    let mut closed = false;
+    for b in b"GET /a.txt HTTP/1.1\r\nHost: x\r\n"
+        .iter()
+        .cycle()
+        .take(100)
+    {
+        if s.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    assert!(closed, "still open after a 20 s request head");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connection_is_closed() {
     let srv = with(ServerOptions {
         idle_timeout: Duration::from_millis(500),
