@@ -21,7 +21,7 @@ use crate::tus::{SetupError, Tus, TusConfig};
 pub enum StoreConfig {
     /// A local directory (the default).
     Fs { root: PathBuf, opts: FsOptions },
-    /// An S3-compatible bucket (`--store s3://bucket/prefix`); downloads only for now.
+    /// An S3-compatible bucket (`--store s3://bucket/prefix`).
     #[cfg(feature = "s3")]
     S3(crate::store::s3::S3Options),
 }
@@ -71,6 +71,12 @@ pub enum BuildError {
         url: String,
         source: object_store::Error,
     },
+    #[cfg(feature = "s3")]
+    #[error("cannot ask {url} whether it honours conditional writes: {source}")]
+    Probe {
+        url: String,
+        source: crate::store::StoreError,
+    },
 }
 
 /// Everything a request handler needs: the store and the per-feature settings.
@@ -93,8 +99,10 @@ pub struct App {
 }
 
 /// Why an upload is refused on a store without the upload capability (also logged at start).
-pub const UPLOADS_REFUSED: &str = "uploads are off: this ferryd serves an S3 store, which takes \
-     tus uploads only with --single-instance (only this ferryd writes under the prefix) for now";
+pub const UPLOADS_REFUSED: &str = "uploads are off: the S3 server ignores conditional writes \
+     (a second create with If-None-Match: * succeeded), which several ferryd instances on one \
+     bucket need; start ferryd with --single-instance if it is the only one writing under the \
+     prefix";
 
 impl App {
     /// An app around an opened store with every feature off (tests of the bare file server).
@@ -112,8 +120,10 @@ impl App {
     }
 
     /// Opens the store and starts the tus endpoint (with its reaper) as `cfg` says. Call it
-    /// inside a tokio runtime: the reaper is spawned on it.
-    pub fn build(mut cfg: Config) -> Result<Self, BuildError> {
+    /// inside a tokio runtime: the reaper is spawned on it. An S3 store that is to take
+    /// uploads without `--single-instance` is asked first whether it honours conditional
+    /// writes (issue 11 point 4).
+    pub async fn build(mut cfg: Config) -> Result<Self, BuildError> {
         #[cfg(feature = "s3")]
         if let (StoreConfig::S3(o), Some(t)) = (&mut cfg.store, &mut cfg.tus) {
             // An S3 multipart upload has at most 10,000 parts: the parts are sized for the
@@ -123,11 +133,12 @@ impl App {
             let max = *t.max_size.get_or_insert(MIN_PART as u64 * MAX_PARTS);
             o.max_upload_size = Some(max);
         }
-        let (store, serving, state_dir) = open_store(&cfg.store)?;
+        let (store, serving, state_dir) = open_store(&cfg.store, cfg.tus.is_some()).await?;
         let mut refused_uploads = None;
         let tus = match cfg.tus {
-            // A store without the upload capability (S3, until tus into multipart uploads
-            // lands) serves downloads; uploads are refused with a reason, not a 404.
+            // A store without the upload capability (S3 on a server that ignores conditional
+            // writes, without --single-instance) serves downloads; uploads are refused with a
+            // reason, not a 404.
             Some(t) if store.uploads().is_none() => {
                 refused_uploads = Some(t.base);
                 None
@@ -200,7 +211,9 @@ impl App {
 /// The store, what it serves (for the start-up line) and its local state directory.
 type Opened = (Arc<dyn Store>, String, Option<PathBuf>);
 
-fn open_store(cfg: &StoreConfig) -> Result<Opened, BuildError> {
+async fn open_store(cfg: &StoreConfig, uploads: bool) -> Result<Opened, BuildError> {
+    #[cfg(not(feature = "s3"))]
+    let _ = uploads;
     match cfg {
         StoreConfig::Fs { root, opts } => {
             let store = FsStore::new(root, opts.clone()).map_err(|source| BuildError::Fs {
@@ -213,10 +226,25 @@ fn open_store(cfg: &StoreConfig) -> Result<Opened, BuildError> {
         }
         #[cfg(feature = "s3")]
         StoreConfig::S3(opts) => {
-            let store = crate::store::s3::S3Store::new(opts).map_err(|source| BuildError::S3 {
-                url: opts.url(),
-                source,
-            })?;
+            use crate::store::s3::ConditionalWrites;
+            let mut store =
+                crate::store::s3::S3Store::new(opts).map_err(|source| BuildError::S3 {
+                    url: opts.url(),
+                    source,
+                })?;
+            // Several instances may share the bucket only where every record change is a
+            // compare-and-swap the server enforces.
+            if uploads && !opts.single_instance {
+                let found = store.probe_conditional_writes().await.map_err(|source| {
+                    BuildError::Probe {
+                        url: opts.url(),
+                        source,
+                    }
+                })?;
+                if found == ConditionalWrites::Honoured {
+                    store.share_uploads();
+                }
+            }
             Ok((Arc::new(store), opts.url(), None))
         }
     }

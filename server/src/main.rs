@@ -44,8 +44,10 @@ struct Args {
     /// (`host/bucket/key`, what MinIO and Garage expect).
     #[arg(long, env = "FERRY_S3_VIRTUAL_HOSTED")]
     s3_virtual_hosted: bool,
-    /// Only this ferryd writes under the S3 prefix: take tus uploads into the bucket with
-    /// per-upload locks in this process (several instances on one prefix are not safe yet).
+    /// Only this ferryd writes under the S3 prefix: lock tus uploads in this process. Without
+    /// it, uploads into S3 are locked by a lease in each upload's record, so several
+    /// instances can share the prefix; that needs a server that honours conditional writes
+    /// (probed at start; uploads are refused where it does not, e.g. Garage).
     #[arg(long, env = "FERRY_SINGLE_INSTANCE")]
     single_instance: bool,
     /// Address to listen on; port 0 picks a free port (the bound URL is printed).
@@ -226,7 +228,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let access_log = start_access_log(&args)?;
-    let mut app = App::build(config(&args, access_log.as_ref())?)?;
+    let mut app = App::build(config(&args, access_log.as_ref())?).await?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;

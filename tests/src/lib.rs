@@ -146,7 +146,7 @@ impl TestServer {
             cfg.store = ferryd::app::StoreConfig::S3(o.clone());
         }
         config(&mut cfg, addr);
-        let app = App::build(cfg).expect("app");
+        let app = App::build(cfg).await.expect("app");
         let app = Arc::new(configure(app, addr));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(listener, app, opts, async {

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::Tus;
 use crate::error::Result;
 use crate::store::upload::{unix_now_ms, Concat, UploadId, UploadInfo, UploadState};
+use crate::store::StoreError;
 
 /// When an upload written now expires.
 pub fn deadline(expiry: Duration) -> u64 {
@@ -142,16 +143,26 @@ impl Tus {
             let Some(_guard) = self.locks.try_acquire(&id) else {
                 continue;
             };
-            let mut info = store.load(&id).await?; // re-read under the lock
-                                                   // Tombstones, and records of published uploads (the files stay), are forgotten.
-                                                   // The state is the store's, not the listing's: a part placed into a final upload
-                                                   // that was published reads as terminated even if a crash came before its record
-                                                   // said so.
+            // Re-read under the lock. Another instance's reaper may have forgotten it already.
+            let mut info = match store.load(&id).await {
+                Err(StoreError::NotFound) => continue,
+                r => r?,
+            };
+            // Tombstones, and records of published uploads (the files stay), are forgotten.
+            // The state is the store's, not the listing's: a part placed into a final upload
+            // that was published reads as terminated even if a crash came before its record
+            // said so.
             if !matches!(info.state, UploadState::Active) {
                 store.purge(&id).await?;
             } else if group_expired(self, &info, now).await {
                 info.expires_ms = Some(deadline(self.cfg.expiry));
-                store.discard(&mut info, UploadState::Expired).await?;
+                // A store shared by several instances: another reaper, or a writer on another
+                // instance, changed the record since it was read; its compare-and-swap won
+                // and this pass leaves the upload alone.
+                match store.discard(&mut info, UploadState::Expired).await {
+                    Err(StoreError::Conflict) => continue,
+                    r => r?,
+                }
                 self.release(&info);
                 self.events
                     .emit(crate::events::Kind::Expired, &info, None)

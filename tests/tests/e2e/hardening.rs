@@ -249,7 +249,7 @@ async fn per_core_workers_serve_and_stop_gracefully() {
         ..FsOptions::default()
     };
     let cfg = ferryd::app::Config::fs(root.path(), opts);
-    let app = std::sync::Arc::new(ferryd::app::App::build(cfg).unwrap());
+    let app = std::sync::Arc::new(ferryd::app::App::build(cfg).await.unwrap());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

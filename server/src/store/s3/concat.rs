@@ -147,17 +147,9 @@ impl S3Store {
                     .multipart
                     .as_ref()
                     .ok_or_else(|| other("parts recorded without a multipart upload"))?;
-                let ids = rec
-                    .parts
-                    .iter()
-                    .map(|p| PartId {
-                        content_id: p.etag.clone(),
-                    })
-                    .collect();
-                self.s3
-                    .complete_multipart(&keys.data(), mp, ids)
-                    .await
-                    .map_err(from_s3)?;
+                // By their recorded numbers: several writers in turn may have skipped some.
+                self.complete_parts(&keys.data(), mp, rec.numbered_parts())
+                    .await?;
             }
             out.push((keys.data(), start));
         }
@@ -167,7 +159,7 @@ impl S3Store {
             .checked_sub(start)
             .ok_or_else(|| other("upload offset before its recorded parts"))?;
         if tail > 0 {
-            out.push((keys.tail(start), tail));
+            out.push((keys.tail(start, &rec.tail), tail));
         }
         Ok(out)
     }

@@ -1,7 +1,8 @@
 //! The S3-compatible backend (`--store s3://bucket/prefix`), through `object_store`: AWS S3,
 //! MinIO, Garage, Ceph RGW, R2. Downloads, and tus uploads into S3 multipart uploads
-//! ([`upload`]) when `--single-instance` says only this ferryd writes under the prefix
-//! ([`Store::uploads`] is `None` otherwise: several instances need a lease, not built yet).
+//! ([`upload`]): shared by several ferryd instances on one bucket, each upload locked by a
+//! lease in its record ([`lease`]), where the server honours conditional writes; with
+//! `--single-instance` (only this ferryd writes under the prefix) by a lock in memory.
 //!
 //! Layout: the served tree is the bucket's keys under `prefix/`, `/` being the directory
 //! separator (a "directory" is a common prefix of a delimiter listing). The top-level
@@ -22,11 +23,12 @@
 //!
 //! [`S3Store::probe_conditional_writes`] (in `probe`) tells whether the server honours
 //! `If-None-Match` / `If-Match` on writes, which several instances writing upload records
-//! under one prefix will need (issue 11 point 4).
+//! under one prefix need (issue 11 point 4); `app` asks it at start.
 
 mod concat;
 mod copy;
 mod index;
+mod lease;
 mod list;
 mod probe;
 mod raw;
@@ -68,8 +70,8 @@ pub struct S3Options {
     /// ferryd itself takes them from `AWS_*` like every S3 tool).
     pub credentials: Option<(String, String)>,
     /// `--single-instance`: only this ferryd writes under the prefix, so uploads are taken
-    /// with a lock in this process's memory (several instances need the lease locker, not
-    /// built yet: without this flag the S3 store takes no uploads).
+    /// with a lock in this process's memory. Without it uploads are locked by a lease in
+    /// their record, which needs a server that honours conditional writes.
     pub single_instance: bool,
     /// The largest upload (`--max-upload-size`), which sizes the parts of S3 multipart
     /// uploads ([`upload::part_size`]).
@@ -91,6 +93,10 @@ impl S3Options {
     /// The client with S3's own interfaces (multipart uploads). A copy that must not replace
     /// its target is a multipart copy completed with `If-None-Match: *`.
     fn amazon(&self) -> Result<AmazonS3, object_store::Error> {
+        self.builder().build()
+    }
+
+    fn builder(&self) -> AmazonS3Builder {
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
             .with_virtual_hosted_style_request(self.virtual_hosted)
@@ -104,7 +110,7 @@ impl S3Options {
         if let Some((id, secret)) = &self.credentials {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
-        b.build()
+        b
     }
 
     /// `s3://bucket/prefix`, for the start-up line.
@@ -127,6 +133,9 @@ pub struct S3Store {
     prefix: String,
     vis: Visibility,
     single_instance: bool,
+    /// Several instances may take uploads under the prefix (the server honours conditional
+    /// writes, see [`S3Store::share_uploads`]): uploads are locked by a lease in their record.
+    shared: bool,
     /// Size of every part of an upload but the last.
     part: usize,
     /// Keys per listing request ([`S3Options::list_page`]).
@@ -159,11 +168,21 @@ impl S3Store {
                 allow_hidden: opts.allow_hidden,
             },
             single_instance: opts.single_instance,
+            shared: false,
             part: upload::part_size(opts.max_upload_size),
             list_page: opts.list_page,
             index: !opts.no_index,
             hashing: Arc::new(tokio::sync::Semaphore::new(index::HASHING_AT_ONCE)),
         })
+    }
+
+    /// Lets several ferryd instances take uploads under the prefix, each upload locked by a
+    /// lease kept in its record ([`lease`]). Only for a server that honours conditional
+    /// writes ([`S3Store::probe_conditional_writes`]): the lease and every record change are
+    /// compare-and-swaps. Without it (and without `--single-instance`) the store takes no
+    /// uploads.
+    pub fn share_uploads(&mut self) {
+        self.shared = true;
     }
 
     /// The object key of a request path (the prefix's own key for the root). A name S3 keys
@@ -255,10 +274,11 @@ impl Store for S3Store {
         })
     }
 
-    /// Uploads only with `--single-instance` (see [`S3Options::single_instance`]).
+    /// Uploads with `--single-instance` (see [`S3Options::single_instance`]), or shared by
+    /// several instances on a server that honours conditional writes
+    /// ([`S3Store::share_uploads`]).
     fn uploads(&self) -> Option<&dyn super::upload::UploadStore> {
-        self.single_instance
-            .then_some(self as &dyn super::upload::UploadStore)
+        (self.single_instance || self.shared).then_some(self as &dyn super::upload::UploadStore)
     }
 
     /// A delimiter listing, a page at a time, streamed (see [`list`]).

@@ -1,7 +1,11 @@
-//! Two S3 requests object_store 0.14 does not offer, which concatenation and instant upload
-//! need: `UploadPartCopy` of a byte range (`x-amz-copy-source-range`, optionally only from the
-//! version with a given ETag, `x-amz-copy-source-if-match`), and `CompleteMultipartUpload`
-//! with `If-None-Match: *` that tells a taken name from a failure and returns the new ETag.
+//! Three S3 requests object_store 0.14 does not offer, which concatenation, instant upload
+//! and several instances need: `UploadPartCopy` of a byte range (`x-amz-copy-source-range`,
+//! optionally only from the version with a given ETag, `x-amz-copy-source-if-match`),
+//! `CompleteMultipartUpload` with `If-None-Match: *` that tells a taken name from a failure
+//! and returns the new ETag, and `CompleteMultipartUpload` of parts whose numbers skip
+//! (object_store numbers them 1, 2, 3 by position; an upload written by several instances in
+//! turn skips the numbers an interrupted writer reserved, see `upload`, and S3 only asks
+//! that they ascend).
 //!
 //! Each is presigned by object_store's own signer (SigV4 query authentication, the copy and
 //! condition headers bound into the signature, so S3 refuses the request if one is altered
@@ -75,16 +79,24 @@ pub(super) fn xml_text(body: &str, tag: &str) -> Option<String> {
 
 /// The XML body of a `CompleteMultipartUpload` (part `i` has number `i + 1`).
 pub(super) fn complete_body(parts: &[PartId]) -> String {
+    let numbered: Vec<(usize, &str)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i + 1, p.content_id.as_str()))
+        .collect();
+    numbered_body(&numbered)
+}
+
+/// The XML body of a `CompleteMultipartUpload` of `parts` (part number, ETag), in order.
+fn numbered_body(parts: &[(usize, &str)]) -> String {
     let mut xml = String::from("<CompleteMultipartUpload>");
-    for (i, p) in parts.iter().enumerate() {
-        let etag = p
-            .content_id
+    for (n, etag) in parts {
+        let etag = etag
             .replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;");
         xml.push_str(&format!(
-            "<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>",
-            i + 1
+            "<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"
         ));
     }
     xml.push_str("</CompleteMultipartUpload>");
@@ -207,6 +219,27 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Completes the multipart upload `upload` of `dst` from `parts` (S3 part number, ETag),
+    /// whose numbers ascend but may skip.
+    pub(super) async fn complete_numbered(
+        &self,
+        dst: &Key,
+        upload: &str,
+        parts: &[(usize, String)],
+    ) -> Result<(), StoreError> {
+        let query = [("uploadId", upload.to_owned())];
+        let numbered: Vec<(usize, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
+        let (status, body) = self
+            .presigned(Method::POST, dst, &query, &[], numbered_body(&numbered))
+            .await?;
+        match status.as_u16() {
+            200 if !body.contains("<Error>") => Ok(()),
+            _ => Err(failed("multipart completion", status, &body)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +271,15 @@ mod tests {
             complete_body(&parts),
             "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a\"</ETag></Part>\
              <Part><PartNumber>2</PartNumber><ETag>b&lt;&amp;</ETag></Part></CompleteMultipartUpload>"
+        );
+    }
+
+    #[test]
+    fn a_completion_may_skip_part_numbers() {
+        assert_eq!(
+            numbered_body(&[(1, "\"a\""), (4, "\"b\"")]),
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a\"</ETag></Part>\
+             <Part><PartNumber>4</PartNumber><ETag>\"b\"</ETag></Part></CompleteMultipartUpload>"
         );
     }
 }

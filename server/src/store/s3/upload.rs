@@ -6,12 +6,14 @@
 //! fails with [`StoreError::Conflict`] and records nothing.
 //!
 //! Layout under `PREFIX/.ferry/uploads/` (never served or listed):
-//! - `<id>.info`: the [`Record`] (versioned JSON): the [`UploadInfo`], the multipart upload id
-//!   and the recorded parts. The offset HEAD reports is the record's: parts S3 acknowledged
-//!   plus the recorded tail, never bytes S3 has not acknowledged.
-//! - `<id>.tail.<start>`: the bytes from `start` (the sum of the recorded parts) on; only the
-//!   first `offset - start` count. Named by its start, so a tail written by a checkpoint
-//!   that never got recorded cannot be mistaken for the recorded one.
+//! - `<id>.info`: the [`Record`] (versioned JSON): the [`UploadInfo`], the multipart upload id,
+//!   the recorded parts with their part numbers, the next free part number, the writer's
+//!   lease. The offset HEAD reports is the record's: parts S3 acknowledged plus the recorded
+//!   tail, never bytes S3 has not acknowledged.
+//! - `<id>.tail.<start>.<token>`: the bytes from `start` (the sum of the recorded parts) on;
+//!   only the first `offset - start` count. Named by its start and by a token of the
+//!   appender that wrote it, so neither a tail written by a checkpoint that never got
+//!   recorded nor one an interrupted writer sends late can be mistaken for the recorded one.
 //! - `<id>.bin`: the multipart upload's key; the completed object while publishing.
 //!
 //! Publish copies the completed object to its name with a multipart copy completed with
@@ -20,8 +22,11 @@
 //! the published object read back for the content index ([`super::index`]).
 //!
 //! Concatenation is [`super::concat`], the content index (instant upload) [`super::index`].
-//! Not yet: a lease for several instances (the store is offered for uploads only with
-//! `--single-instance`).
+//!
+//! Several instances (issue 11 point 4): a writer reserves part numbers in the record before
+//! it sends the parts, so a writer that takes the upload over ([`super::lease`]) numbers its
+//! parts after every part the interrupted one may still send; a publish claims the record
+//! before it copies.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
@@ -33,7 +38,8 @@ use serde::{Deserialize, Serialize};
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
 use crate::store::upload::{
-    Appender, Concatenation, ContentIndex, Revision, UploadId, UploadInfo, UploadState, UploadStore,
+    random_hex, unix_now_ms, Appender, Concatenation, ContentIndex, Revision, UploadId,
+    UploadInfo, UploadState, UploadStore,
 };
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
@@ -61,11 +67,16 @@ pub fn part_size(max_upload: Option<u64>) -> usize {
     usize::try_from(part).unwrap_or(MIN_PART)
 }
 
-/// Version of the [`Record`] format.
-const RECORD_VERSION: u32 = 1;
+/// Version of the [`Record`] format written. Version 1 (before leases, part numbers and
+/// tail tokens) still loads: its parts are numbered by position, its tail has no token.
+const RECORD_VERSION: u32 = 2;
 
 /// How many `name (n).ext` candidates publish tries.
 pub(super) const MAX_CANDIDATES: u32 = 1000;
+
+/// How long a publish holds off other instances' takeovers (see [`Record::publishing_until_ms`]):
+/// longer than S3 takes to copy the largest part (5 GiB).
+const PUBLISH_HOLD_MS: u64 = 10 * 60 * 1000;
 
 /// The record object of one upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,21 +86,67 @@ pub(super) struct Record {
     /// The S3 multipart upload, once the first part was cut.
     #[serde(default)]
     pub(super) multipart: Option<String>,
-    /// The parts S3 acknowledged, in order (part `i` has number `i + 1`).
+    /// The parts S3 acknowledged, in order.
     #[serde(default)]
     pub(super) parts: Vec<Part>,
+    /// The lowest S3 part number no writer has reserved yet. A writer reserves the numbers
+    /// of the parts it is about to send by recording them here first (a compare-and-swap),
+    /// so a writer that takes the upload over numbers its parts after every part an
+    /// interrupted writer may still be sending: those can never replace its own. The parts
+    /// completed may therefore skip numbers ([`super::raw`]).
+    #[serde(default)]
+    next_part: usize,
+    /// The token of the recorded tail's object (see [`Keys::tail`]); each appender writes
+    /// tails under a token of its own, so an interrupted writer's late tail never replaces
+    /// the one recorded by the writer that took over.
+    #[serde(default)]
+    pub(super) tail: String,
+    /// Which instance writes the upload (the lease locker's, [`super::lease`]); `None` for a
+    /// store only this process writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<super::lease::Lease>,
+    /// While a publish copies the data to its name: until when other instances wait instead
+    /// of taking the upload over (two publishes would leave two copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publishing_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Part {
     pub(super) etag: String,
     len: u64,
+    /// Its S3 part number; `None` in version 1 records: its position + 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    number: Option<usize>,
 }
 
 impl Record {
     /// Where the tail starts: the bytes in the recorded parts.
     pub(super) fn tail_start(&self) -> u64 {
         self.parts.iter().map(|p| p.len).sum()
+    }
+
+    /// The S3 part number of each recorded part, in order.
+    fn numbers(&self) -> Vec<usize> {
+        self.parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.number.unwrap_or(i + 1))
+            .collect()
+    }
+
+    /// The recorded parts as (S3 part number, ETag), in order.
+    pub(super) fn numbered_parts(&self) -> Vec<(usize, String)> {
+        self.numbers()
+            .into_iter()
+            .zip(self.parts.iter().map(|p| p.etag.clone()))
+            .collect()
+    }
+
+    /// The next part number a writer may reserve.
+    fn next_free(&self) -> usize {
+        let after_parts = self.numbers().last().map_or(1, |n| n + 1);
+        self.next_part.max(after_parts)
     }
 }
 
@@ -127,8 +184,14 @@ impl Keys {
     pub(super) fn data(&self) -> Key {
         self.dir.clone().join(format!("{}.bin", self.id))
     }
-    pub(super) fn tail(&self, start: u64) -> Key {
-        self.dir.clone().join(format!("{}.tail.{start}", self.id))
+    /// The tail object from `start` on, written by the appender with `token` (empty in
+    /// version 1 records).
+    pub(super) fn tail(&self, start: u64, token: &str) -> Key {
+        let name = match token {
+            "" => format!("{}.tail.{start}", self.id),
+            t => format!("{}.tail.{start}.{t}", self.id),
+        };
+        self.dir.clone().join(name)
     }
 }
 
@@ -152,9 +215,9 @@ impl S3Store {
         let etag = got.meta.e_tag.clone();
         let raw = got.bytes().await.map_err(from_s3)?;
         let mut rec: Record = serde_json::from_slice(&raw).map_err(other)?;
-        if rec.version != RECORD_VERSION {
+        if !(1..=RECORD_VERSION).contains(&rec.version) {
             return Err(other(format!(
-                "expected upload record version {RECORD_VERSION}, got {}",
+                "expected upload record version 1 to {RECORD_VERSION}, got {}",
                 rec.version
             )));
         }
@@ -173,6 +236,7 @@ impl S3Store {
             }),
         };
         let mut stored = rec.clone();
+        stored.version = RECORD_VERSION;
         stored.info.revision = None;
         let raw = serde_json::to_vec(&stored).map_err(other)?;
         let opts = PutOptions {
@@ -210,14 +274,14 @@ impl S3Store {
         Ok(rec)
     }
 
-    /// The bytes `start..start + len` of the upload's tail.
-    async fn tail_bytes(&self, keys: &Keys, start: u64, len: u64) -> Result<Bytes, StoreError> {
+    /// The first `len` bytes of the tail `rec` names.
+    async fn tail_bytes(&self, keys: &Keys, rec: &Record, len: u64) -> Result<Bytes, StoreError> {
         if len == 0 {
             return Ok(Bytes::new());
         }
         let bytes = self
             .client
-            .get_range(&keys.tail(start), 0..len)
+            .get_range(&keys.tail(rec.tail_start(), &rec.tail), 0..len)
             .await
             .map_err(from_s3)?;
         if bytes.len() as u64 != len {
@@ -249,7 +313,7 @@ impl S3Store {
     }
 
     /// Completes the data of `rec` as the object `<id>.bin` (the tail uploaded as the last
-    /// part), or finds it completed by an earlier attempt.
+    /// part, numbered after every reserved one), or finds it completed by an earlier attempt.
     async fn complete_data(&self, keys: &Keys, rec: &Record) -> Result<(), StoreError> {
         let len = rec.info.offset;
         if let Ok(m) = self.client.head(&keys.data()).await {
@@ -257,40 +321,132 @@ impl S3Store {
                 return Ok(());
             }
         }
-        let start = rec.tail_start();
-        let tail = self.tail_bytes(keys, start, len - start).await?;
-        let Some(mp) = &rec.multipart else {
-            // Smaller than a part: one plain put.
-            self.client
-                .put(&keys.data(), tail.into())
-                .await
-                .map_err(from_s3)?;
-            return Ok(());
+        let tail = self.tail_bytes(keys, rec, len - rec.tail_start()).await?;
+        let mp = match &rec.multipart {
+            Some(mp) if !rec.parts.is_empty() => mp,
+            other => {
+                // Smaller than a part (or only parts an interrupted writer never recorded):
+                // one plain put.
+                if let Some(mp) = other {
+                    let _ = self.s3.abort_multipart(&keys.data(), mp).await;
+                }
+                self.client
+                    .put(&keys.data(), tail.into())
+                    .await
+                    .map_err(from_s3)?;
+                return Ok(());
+            }
         };
-        let mut parts: Vec<PartId> = rec
-            .parts
-            .iter()
-            .map(|p| PartId {
-                content_id: p.etag.clone(),
-            })
-            .collect();
+        let mut parts = rec.numbered_parts();
         if !tail.is_empty() {
+            let n = rec.next_free();
             let last = self
                 .s3
-                .put_part(&keys.data(), mp, parts.len(), tail.into())
+                .put_part(&keys.data(), mp, n - 1, tail.into())
                 .await
                 .map_err(from_s3)?;
-            parts.push(last);
+            parts.push((n, last.content_id));
         }
-        self.s3
-            .complete_multipart(&keys.data(), mp, parts)
-            .await
-            .map_err(from_s3)?;
-        Ok(())
+        self.complete_parts(&keys.data(), mp, parts).await
+    }
+
+    /// Completes the multipart upload `mp` of `key` from `parts` (S3 part number, ETag):
+    /// through object_store when they are numbered 1, 2, 3, …, else with the request of our
+    /// own that lets the numbers skip ([`super::raw`]).
+    pub(super) async fn complete_parts(
+        &self,
+        key: &Key,
+        mp: &str,
+        parts: Vec<(usize, String)>,
+    ) -> Result<(), StoreError> {
+        if parts.iter().enumerate().all(|(i, (n, _))| *n == i + 1) {
+            let ids = parts
+                .into_iter()
+                .map(|(_, content_id)| PartId { content_id })
+                .collect();
+            self.s3
+                .complete_multipart(key, &mp.to_owned(), ids)
+                .await
+                .map_err(from_s3)?;
+            Ok(())
+        } else {
+            self.complete_numbered(key, mp, &parts).await
+        }
+    }
+
+    /// The appender of [`UploadStore::append`]: the recorded tail in memory, part numbers
+    /// from the record's next free one on.
+    async fn appender(&self, info: &UploadInfo) -> Result<S3Appender, StoreError> {
+        let keys = Keys::new(self, &info.id);
+        let rec = self.read_record(&keys).await?;
+        if rec.info.revision != info.revision {
+            return Err(StoreError::Conflict);
+        }
+        let start = rec.tail_start();
+        let tail_len = info
+            .offset
+            .checked_sub(start)
+            .ok_or_else(|| other("upload offset before its recorded parts"))?;
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&self.tail_bytes(&keys, &rec, tail_len).await?);
+        Ok(S3Appender {
+            store: self.clone(),
+            keys,
+            multipart: rec.multipart.clone(),
+            parts: rec.parts.clone(),
+            next_part: rec.next_free(),
+            token: random_hex(4)?,
+            base: start,
+            buf,
+            recorded: rec,
+        })
+    }
+
+    /// Writes `owner`'s lease into the record of `id` (a compare-and-swap, retried while
+    /// the record moves on): whoever wrote the upload so far fails its next record write.
+    /// Nothing to do for a missing record or an upload no longer active; a publish in
+    /// progress is waited for, not taken over (see [`super::lease`]).
+    pub(super) async fn take_over(
+        &self,
+        id: &UploadId,
+        owner: &str,
+    ) -> Result<super::lease::TakeOver, StoreError> {
+        use super::lease::{Lease, TakeOver};
+        let keys = Keys::new(self, id.as_str());
+        loop {
+            let mut rec = match self.read_record(&keys).await {
+                Ok(r) => r,
+                Err(StoreError::NotFound) => return Ok(TakeOver::Done),
+                Err(e) => return Err(e),
+            };
+            if rec.info.state != UploadState::Active {
+                return Ok(TakeOver::Done);
+            }
+            match rec.publishing_until_ms {
+                Some(t) if unix_now_ms() < t => return Ok(TakeOver::Publishing),
+                _ => rec.publishing_until_ms = None,
+            }
+            rec.lease = Some(Lease::taken(owner, rec.lease.as_ref()));
+            match self.write_record(&keys, &mut rec).await {
+                Ok(()) => return Ok(TakeOver::Done),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
 impl UploadStore for S3Store {
+    /// With `--single-instance`, locks in this process's memory; shared by several
+    /// instances, a lease in the upload's record ([`super::lease`]).
+    fn locker(&self) -> Box<dyn crate::store::lock::Locker> {
+        if self.single_instance {
+            Box::new(crate::store::lock::InProcess::default())
+        } else {
+            Box::new(super::lease::LeaseLocker::new(self.clone()))
+        }
+    }
+
     fn create<'a>(&'a self, info: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut rec = Record {
@@ -298,6 +454,10 @@ impl UploadStore for S3Store {
                 info: info.clone(),
                 multipart: None,
                 parts: Vec::new(),
+                next_part: 1,
+                tail: String::new(),
+                lease: None,
+                publishing_until_ms: None,
             };
             rec.info.revision = None; // a creation expects no record
             self.write_record(&Keys::new(self, &info.id), &mut rec)
@@ -319,27 +479,7 @@ impl UploadStore for S3Store {
         &'a self,
         info: &'a UploadInfo,
     ) -> BoxFuture<'a, Result<Box<dyn Appender>, StoreError>> {
-        Box::pin(async move {
-            let keys = Keys::new(self, &info.id);
-            let rec = self.read_record(&keys).await?;
-            let start = rec.tail_start();
-            let tail_len = info
-                .offset
-                .checked_sub(start)
-                .ok_or_else(|| other("upload offset before its recorded parts"))?;
-            let mut buf = BytesMut::new();
-            buf.extend_from_slice(&self.tail_bytes(&keys, start, tail_len).await?);
-            Ok(Box::new(S3Appender {
-                store: self.clone(),
-                keys,
-                multipart: rec.multipart,
-                parts: rec.parts,
-                base: start,
-                recorded_base: start,
-                buf,
-                revision: info.revision.clone(),
-            }) as Box<dyn Appender>)
-        })
+        Box::pin(async move { Ok(Box::new(self.appender(info).await?) as Box<dyn Appender>) })
     }
 
     fn publish<'a>(
@@ -353,18 +493,35 @@ impl UploadStore for S3Store {
                 return Err(StoreError::Forbidden);
             }
             let keys = Keys::new(self, &info.id);
-            let rec = self.read_record(&keys).await?;
+            let mut rec = self.read_record(&keys).await?;
             if rec.info.revision != info.revision {
                 return Err(StoreError::Conflict);
             }
             if info.length != Some(rec.info.offset) {
                 return Err(other("publish of an incomplete upload"));
             }
-            self.complete_data(&keys, &rec).await?;
+            // Claim the publish first (a compare-and-swap): another instance asked to take
+            // the upload over meanwhile waits for it (lease.rs) instead of making a second
+            // copy, and a writer this one took over can no longer record anything.
+            rec.publishing_until_ms = Some(unix_now_ms().saturating_add(PUBLISH_HOLD_MS));
+            self.write_record(&keys, &mut rec).await?;
+            info.revision = rec.info.revision.clone();
             let len = rec.info.offset;
-            let (path, _) = self
-                .copy_no_clobber(&keys.data(), None, len, &info.id, dir, name)
-                .await?;
+            let copied = match self.complete_data(&keys, &rec).await {
+                Ok(()) => {
+                    self.copy_no_clobber(&keys.data(), None, len, &info.id, dir, name)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let path = match copied {
+                Ok((p, _)) => p,
+                Err(e) => {
+                    // Let go of the claim, so a retry need not wait for it to run out.
+                    let _ = self.swap(info, |r| r.publishing_until_ms = None).await;
+                    return Err(e);
+                }
+            };
             let published = UploadState::Published {
                 path: path.as_str().to_string(),
             };
@@ -372,6 +529,7 @@ impl UploadStore for S3Store {
                 r.info.state = published;
                 r.multipart = None;
                 r.parts.clear();
+                r.publishing_until_ms = None;
             })
             .await?;
             self.remove_staging(&keys, None).await;
@@ -453,64 +611,114 @@ impl UploadStore for S3Store {
     }
 }
 
-/// Appends in memory from the recorded tail on; a checkpoint cuts full parts, uploads them,
-/// writes the rest as the new tail object, then records the parts and the offset.
+/// Appends in memory from the recorded tail on; a checkpoint reserves the part numbers of
+/// the full parts (a record write), uploads them, writes the rest as the new tail object,
+/// then records the parts and the offset. Every record write is a compare-and-swap from the
+/// revision this appender wrote last: once another writer took the upload over, the next
+/// one fails with [`StoreError::Conflict`] and this appender stops, its recorded bytes kept.
 struct S3Appender {
     store: S3Store,
     keys: Keys,
+    /// The record as this appender last wrote (or first read) it, with its revision.
+    recorded: Record,
     multipart: Option<String>,
     /// Parts acknowledged by S3 (recorded, or cut by this appender and recorded at its next
     /// checkpoint).
     parts: Vec<Part>,
+    /// The next part number to use (reserved in `recorded` while parts are being cut).
+    next_part: usize,
+    /// Names this appender's tail objects (see [`Keys::tail`]).
+    token: String,
     /// Upload offset of `buf[0]`.
     base: u64,
-    /// Start of the tail the record names.
-    recorded_base: u64,
     buf: BytesMut,
-    /// The record's revision as this appender recorded it last (or opened it).
-    revision: Option<Revision>,
+}
+
+/// The tail object `rec` names, if its tail holds bytes.
+fn recorded_tail(keys: &Keys, rec: &Record) -> Option<Key> {
+    (rec.info.offset > rec.tail_start()).then(|| keys.tail(rec.tail_start(), &rec.tail))
 }
 
 impl S3Appender {
-    async fn cut_parts(&mut self) -> Result<(), StoreError> {
-        while self.buf.len() >= self.store.part {
-            let mp = match &self.multipart {
-                Some(m) => m.clone(),
-                None => {
-                    let m = self
-                        .store
-                        .s3
-                        .create_multipart(&self.keys.data())
-                        .await
-                        .map_err(from_s3)?;
-                    self.multipart = Some(m.clone());
-                    m
+    /// Records that this appender is about to send `count` parts (numbers `next_part..`),
+    /// creating the multipart upload first if there is none yet.
+    async fn reserve(&mut self, count: usize) -> Result<(), StoreError> {
+        let last = self.next_part.saturating_add(count - 1);
+        if last as u64 > MAX_PARTS {
+            return Err(other(format!(
+                "the upload needs S3 part number {last}, past the {MAX_PARTS} S3 allows"
+            )));
+        }
+        let created = match &self.multipart {
+            Some(_) => None,
+            None => {
+                let m = self
+                    .store
+                    .s3
+                    .create_multipart(&self.keys.data())
+                    .await
+                    .map_err(from_s3)?;
+                self.multipart = Some(m.clone());
+                Some(m)
+            }
+        };
+        let mut rec = self.recorded.clone();
+        rec.multipart = self.multipart.clone();
+        rec.next_part = self.next_part + count;
+        rec.lease = rec.lease.as_ref().map(super::lease::Lease::renewed);
+        match self.store.write_record(&self.keys, &mut rec).await {
+            Ok(()) => {
+                self.recorded = rec;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(m) = created {
+                    let _ = self.store.s3.abort_multipart(&self.keys.data(), &m).await;
+                    self.multipart = None;
                 }
-            };
-            let len = self.store.part;
+                Err(e)
+            }
+        }
+    }
+
+    /// Uploads every full part of the buffer under the numbers [`S3Appender::reserve`] recorded.
+    async fn cut_parts(&mut self) -> Result<(), StoreError> {
+        let len = self.store.part;
+        let mp = self
+            .multipart
+            .clone()
+            .ok_or_else(|| other("parts cut before their multipart upload"))?;
+        while self.buf.len() >= len {
+            let n = self.next_part;
             let part = self.buf.split_to(len).freeze();
             let id = self
                 .store
                 .s3
-                .put_part(&self.keys.data(), &mp, self.parts.len(), part.into())
+                .put_part(&self.keys.data(), &mp, n - 1, part.into())
                 .await
                 .map_err(from_s3)?;
             self.parts.push(Part {
                 etag: id.content_id,
                 len: len as u64,
+                number: Some(n),
             });
+            self.next_part += 1;
             self.base += len as u64;
         }
         Ok(())
     }
 
     async fn record(&mut self, info: &UploadInfo) -> Result<UploadInfo, StoreError> {
-        self.cut_parts().await?;
+        let full = self.buf.len() / self.store.part;
+        if full > 0 {
+            self.reserve(full).await?;
+            self.cut_parts().await?;
+        }
         if !self.buf.is_empty() {
             let tail = self.buf.clone().freeze();
             self.store
                 .client
-                .put(&self.keys.tail(self.base), tail.into())
+                .put(&self.keys.tail(self.base, &self.token), tail.into())
                 .await
                 .map_err(from_s3)?;
         }
@@ -519,17 +727,24 @@ impl S3Appender {
             info: info.clone(),
             multipart: self.multipart.clone(),
             parts: self.parts.clone(),
+            next_part: self.next_part,
+            tail: self.token.clone(),
+            lease: self
+                .recorded
+                .lease
+                .as_ref()
+                .map(super::lease::Lease::renewed),
+            publishing_until_ms: None,
         };
         rec.info.offset = self.position();
-        rec.info.revision = self.revision.clone();
+        rec.info.revision = self.recorded.info.revision.clone();
         self.store.write_record(&self.keys, &mut rec).await?;
-        self.revision = rec.info.revision.clone();
-        if self.recorded_base != self.base {
-            let old = self.keys.tail(self.recorded_base);
+        let old = recorded_tail(&self.keys, &self.recorded);
+        self.recorded = rec;
+        if let Some(old) = old.filter(|o| Some(o) != recorded_tail(&self.keys, &self.recorded).as_ref()) {
             let _ = self.store.client.delete(&old).await;
-            self.recorded_base = self.base;
         }
-        Ok(rec.info)
+        Ok(self.recorded.info.clone())
     }
 }
 
@@ -637,6 +852,69 @@ pub(super) mod tests {
     /// The store conformance suite on S3.
     mod conformance {
         crate::store::conformance::conformance_tests!(super::fresh());
+    }
+
+    // Issue 11 point 4: a writer that reserved a part number and was then taken over may still
+    // send that part. The new writer numbers its parts after it, so the late part replaces
+    // none of them; the old writer's record write fails and nothing of it counts; the
+    // completion skips its number (not 1, 2, 3: `raw`), and the published bytes are right.
+    #[tokio::test]
+    async fn a_late_part_of_a_writer_taken_over_replaces_nothing() {
+        let Some(((), s)) = fresh() else { return };
+        let len = 2 * MIN_PART + 777;
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 5003) as u8).collect();
+        let id = UploadId::random().unwrap();
+        let concat = crate::store::upload::Concat::None;
+        let mut info = UploadInfo::new(&id, Some(len as u64), None, concat);
+        s.create(&mut info).await.unwrap();
+        // A records its first part, then reserves the number of its second...
+        let mut a = s.appender(&info).await.unwrap();
+        a.write(Bytes::copy_from_slice(&data[..MIN_PART + 5]))
+            .await
+            .unwrap();
+        a.checkpoint(&mut info).await.unwrap();
+        a.write(Bytes::from(vec![0xEE; MIN_PART])).await.unwrap();
+        a.reserve(1).await.unwrap();
+        // ... and B takes the upload over before that part is sent.
+        s.take_over(&id, "b").await.unwrap();
+        let mut info_b = s.load(&id).await.unwrap();
+        assert_eq!(info_b.offset, (MIN_PART + 5) as u64);
+        let mut b = s.appender(&info_b).await.unwrap();
+        assert_eq!(b.next_part, 3, "numbered after the part A reserved");
+        b.write(Bytes::copy_from_slice(&data[MIN_PART + 5..2 * MIN_PART + 100]))
+            .await
+            .unwrap();
+        b.checkpoint(&mut info_b).await.unwrap();
+        // A's part lands late; A's record write fails, nothing of it counts.
+        a.cut_parts().await.unwrap();
+        assert!(matches!(
+            a.checkpoint(&mut info).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(
+            s.load(&id).await.unwrap().offset,
+            (2 * MIN_PART + 100) as u64
+        );
+        b.write(Bytes::copy_from_slice(&data[2 * MIN_PART + 100..]))
+            .await
+            .unwrap();
+        b.checkpoint(&mut info_b).await.unwrap();
+        assert!(info_b.is_complete());
+        let path = s
+            .publish(&mut info_b, &RelPath::root(), "late.bin")
+            .await
+            .unwrap();
+        let got = s
+            .client
+            .get(&s.key(&path).unwrap())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(got[..] == data[..], "published bytes differ");
+        let left: Vec<_> = s.client.list(Some(&s.uploads_dir())).collect().await;
+        assert_eq!(left.len(), 1, "only the record: {left:?}");
     }
 
     #[test]

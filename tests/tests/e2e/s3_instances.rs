@@ -1,0 +1,356 @@
+//! Several ferryd instances on one S3 bucket (issue 11 points 4 and 6): the lease in each
+//! upload's record keeps one writer per upload, a takeover never corrupts an upload, and
+//! uploads through a front that sends every request to a random instance end byte-identical.
+//! Against moto, a real S3 server; nothing here mocks the S3 client.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_tests::{client, pattern, Backend, TestServer};
+use ferryd::app::StoreConfig;
+use ferryd::server::ServerOptions;
+use ferryd::store::fs::FsOptions;
+use ferryd::store::s3::S3Options;
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// ferryd in this process with public tus uploads on the prefix of `opts`, without
+/// `--single-instance`: moto honours conditional writes, so uploads take the lease locker.
+async fn instance(opts: &S3Options) -> TestServer {
+    let opts = opts.clone();
+    let config = move |c: &mut ferryd::app::Config, _| {
+        c.store = StoreConfig::S3(opts);
+        c.tus = Some(ferryd::tus::TusConfig::default());
+    };
+    TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        config,
+        |app, _| app,
+    )
+    .await
+}
+
+/// The names of the objects under the directory `dir` (relative to the prefix of `opts`,
+/// `""` for all), sorted.
+async fn names_under(opts: &S3Options, dir: &str) -> Vec<String> {
+    let client = opts.client().unwrap();
+    let key = object_store::path::Path::from(format!("{}/{dir}", opts.prefix));
+    let listed: Vec<_> = client.list(Some(&key)).collect().await;
+    let mut names: Vec<String> = listed
+        .into_iter()
+        .map(|o| {
+            let o = o.unwrap();
+            o.location.as_ref()[opts.prefix.len() + 1..].to_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// `data[from..]` as a request body that arrives in 256 KiB pieces, 25 ms apart (a PATCH
+/// that is still streaming when the other client comes).
+fn slow_body(data: Arc<Vec<u8>>, from: usize) -> reqwest::Body {
+    const PIECE: usize = 256 << 10;
+    let pieces = futures_util::stream::unfold(from, move |at| {
+        let data = data.clone();
+        async move {
+            if at >= data.len() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let end = (at + PIECE).min(data.len());
+            let piece = bytes::Bytes::copy_from_slice(&data[at..end]);
+            Some((Ok::<_, std::io::Error>(piece), end))
+        }
+    });
+    reqwest::Body::wrap_stream(pieces)
+}
+
+/// One tus client: HEAD (which takes the upload over), then a PATCH of everything from the
+/// offset, again after every failure, until the upload is published. Returns the offsets
+/// it saw, in order; counts the PATCHes that did not end in 204.
+async fn writer(url: String, data: Arc<Vec<u8>>, failed: Arc<AtomicUsize>, seed: u64) -> Vec<u64> {
+    let c = client();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut seen = Vec::new();
+    for _ in 0..150 {
+        let head = c.head(&url).header("tus-resumable", "1.0.0").send().await;
+        let head = match head {
+            Ok(h) if h.status() == 200 => h,
+            // 503 while the other instance publishes: ask again.
+            _ => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let offset: u64 = head.headers()["upload-offset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        seen.push(offset);
+        if head.headers().contains_key("ferry-published") {
+            return seen;
+        }
+        if offset == data.len() as u64 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let r = c
+            .patch(&url)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset.to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .body(slow_body(data.clone(), offset as usize))
+            .send()
+            .await;
+        if !matches!(&r, Ok(r) if r.status() == 204) {
+            failed.fetch_add(1, Ordering::SeqCst);
+            // As a tus client does: wait a moment before resuming.
+            tokio::time::sleep(Duration::from_millis(rng.u64(200..1500))).await;
+        }
+    }
+    panic!("{url}: not published after 150 rounds (offsets {seen:?})");
+}
+
+// Issue 11 points 4 and 6(d): two instances receive PATCHes for the same upload at once. Each
+// HEAD and PATCH takes the upload over (a new lease in its record); the writer taken over
+// fails its next record write and stops, keeping what it recorded. The offsets either client
+// sees never go back, and the published file is byte-identical, published once, with nothing
+// left in staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_patching_one_upload_at_once_never_corrupt_it() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let opts = ferry_tests::s3::fresh_options(false);
+    let a = instance(&opts).await;
+    let b = instance(&opts).await;
+    // Two full parts of 8 MiB and a tail.
+    let data = Arc::new(pattern((20 << 20) + 4321, 61));
+    let created = client()
+        .post(a.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header("upload-metadata", "filename ZC5iaW4=") // d.bin
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let loc = created.headers()["location"].to_str().unwrap().to_owned();
+    let path = &loc[loc.find("/files/").unwrap()..];
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (seen_a, seen_b) = tokio::join!(
+        writer(a.url(path), data.clone(), failed.clone(), 1),
+        writer(b.url(path), data.clone(), failed.clone(), 2),
+    );
+    for seen in [&seen_a, &seen_b] {
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "an offset went back: {seen:?}"
+        );
+        assert_eq!(seen.last(), Some(&(data.len() as u64)));
+    }
+    assert!(
+        failed.load(Ordering::SeqCst) >= 1,
+        "the two PATCHes never met: a:{seen_a:?} b:{seen_b:?}"
+    );
+    let got = client()
+        .get(b.url("/d.bin"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got[..] == data[..], "published bytes differ");
+    let published: Vec<String> = names_under(&opts, "")
+        .await
+        .into_iter()
+        .filter(|n| !n.starts_with(".ferry/"))
+        .collect();
+    assert_eq!(published, ["d.bin"], "published once");
+    let id = path.rsplit('/').next().unwrap();
+    assert_eq!(
+        names_under(&opts, ".ferry/uploads").await,
+        [format!(".ferry/uploads/{id}.info")],
+        "no tail, part or data object left"
+    );
+}
+
+/// A `ferryd_tus` process (ferryd with public-token tus uploads) on the S3 prefix of `opts`;
+/// SIGKILLed when dropped.
+struct Instance(std::process::Child, String);
+
+impl Instance {
+    fn start(opts: &S3Options, token: &str) -> Self {
+        use std::io::BufRead as _;
+        let endpoint = ferry_tests::s3::endpoint().expect("S3 server");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferryd_tus"))
+            .arg(format!("s3://{}/{}", opts.bucket, opts.prefix))
+            .arg(token)
+            .env("FERRY_TEST_S3_ENDPOINT", endpoint)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ferryd_tus");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("bound URL, got {line:?}"))
+            .trim_end_matches('/');
+        Self(child, addr.to_string())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A front like a round-robin load balancer without sticky sessions, only less regular: each
+/// connection goes to a random instance, and carries one request (the front asks the instance
+/// for `Connection: close`, so the client opens a new connection for its next request).
+/// Returns the front's address and how many requests went to each instance.
+async fn random_front(upstreams: Vec<String>) -> (String, Arc<Vec<AtomicUsize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let counts: Arc<Vec<AtomicUsize>> =
+        Arc::new(upstreams.iter().map(|_| AtomicUsize::new(0)).collect());
+    let keep = counts.clone();
+    tokio::spawn(async move {
+        let mut rng = fastrand::Rng::with_seed(11);
+        while let Ok((down, _)) = listener.accept().await {
+            let pick = rng.usize(..upstreams.len());
+            keep[pick].fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(one_request(down, upstreams[pick].clone()));
+        }
+    });
+    (addr, counts)
+}
+
+/// Forwards the request on `down` to `upstream` with `Connection: close`, and the answer
+/// back, then closes both.
+async fn one_request(down: TcpStream, upstream: String) {
+    let Ok(up) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut down_r, mut down_w) = down.into_split();
+    let (mut up_r, mut up_w) = up.into_split();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match down_r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines: Vec<&str> = head
+        .trim_end()
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    lines.push("connection: close");
+    let head = format!("{}\r\n\r\n", lines.join("\r\n"));
+    if up_w.write_all(head.as_bytes()).await.is_err() || up_w.write_all(&buf[end..]).await.is_err()
+    {
+        return;
+    }
+    let to_up = async {
+        let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
+        // The client may keep its side open; the answer decides when this ends.
+        std::future::pending::<()>().await;
+    };
+    let to_down = async {
+        let _ = tokio::io::copy(&mut up_r, &mut down_w).await;
+        let _ = down_w.shutdown().await;
+    };
+    tokio::select! {
+        () = to_up => {}
+        () = to_down => {}
+    }
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+// Issue 11 points 4 and 6(b): three ferryd processes on one bucket behind a front that sends
+// each request to a random instance (no sticky sessions): `ferry put -x 4 -j 2` of several
+// files, in 1 MiB PATCHes that each land on any instance (every one a takeover of the upload),
+// publishes every file once, byte-identical, and leaves nothing in staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    const TOKEN: &str = "three-instances-token";
+    let opts = ferry_tests::s3::fresh_options(false);
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(&opts, TOKEN)).collect();
+    let (front, counts) = random_front(instances.iter().map(|i| i.1.clone()).collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        ("one.bin", pattern((9 << 20) + 17, 71)),
+        ("two.bin", pattern(3 << 20, 72)),
+        ("three.bin", pattern(1000, 73)),
+    ];
+    let paths: Vec<_> = files
+        .iter()
+        .map(|(n, d)| write(dir.path(), n, d))
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry_cli"))
+        .args(["put", "-q", "-x", "4", "-j", "2", "--chunk-size", "1M"])
+        .args(["--retry-wait", "50ms", "--token", TOKEN])
+        .args(&paths)
+        .arg(format!("http://{front}/files/"))
+        .env("FERRY_DATA_DIR", dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferry put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, c) in counts.iter().enumerate() {
+        assert!(c.load(Ordering::SeqCst) >= 3, "instance {i} got too few requests");
+    }
+    for (name, data) in &files {
+        let got = client()
+            .get(format!("http://{front}/{name}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{name}");
+        assert!(got.bytes().await.unwrap()[..] == data[..], "{name} differs");
+    }
+    let mut want: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+    want.sort();
+    let published: Vec<String> = names_under(&opts, "")
+        .await
+        .into_iter()
+        .filter(|n| !n.starts_with(".ferry/"))
+        .collect();
+    assert_eq!(published, want, "each file published once");
+    let left: Vec<String> = names_under(&opts, ".ferry/uploads")
+        .await
+        .into_iter()
+        .filter(|n| !n.ends_with(".info"))
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
