@@ -235,12 +235,14 @@ async fn open_store(cfg: &StoreConfig, uploads: bool) -> Result<Opened, BuildErr
             // Several instances may share the bucket only where every record change is a
             // compare-and-swap the server enforces.
             if uploads && !opts.single_instance {
-                let found = store.probe_conditional_writes().await.map_err(|source| {
-                    BuildError::Probe {
-                        url: opts.url(),
-                        source,
-                    }
-                })?;
+                let found =
+                    store
+                        .probe_conditional_writes()
+                        .await
+                        .map_err(|source| BuildError::Probe {
+                            url: opts.url(),
+                            source,
+                        })?;
                 if found == ConditionalWrites::Honoured {
                     store.share_uploads();
                 }

@@ -310,10 +310,7 @@ async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
         ("two.bin", pattern(3 << 20, 72)),
         ("three.bin", pattern(1000, 73)),
     ];
-    let paths: Vec<_> = files
-        .iter()
-        .map(|(n, d)| write(dir.path(), n, d))
-        .collect();
+    let paths: Vec<_> = files.iter().map(|(n, d)| write(dir.path(), n, d)).collect();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry_cli"))
         .args(["put", "-q", "-x", "4", "-j", "2", "--chunk-size", "1M"])
         .args(["--retry-wait", "50ms", "--token", TOKEN])
@@ -328,7 +325,10 @@ async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
         String::from_utf8_lossy(&out.stderr)
     );
     for (i, c) in counts.iter().enumerate() {
-        assert!(c.load(Ordering::SeqCst) >= 3, "instance {i} got too few requests");
+        assert!(
+            c.load(Ordering::SeqCst) >= 3,
+            "instance {i} got too few requests"
+        );
     }
     for (name, data) in &files {
         let got = client()
