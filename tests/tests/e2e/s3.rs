@@ -488,8 +488,10 @@ async fn on_s3_the_reaper_frees_an_expired_upload() {
     if !ferry_tests::s3::available() {
         return;
     }
+    // Long enough that a loaded machine (load 15+) still sends the PATCH before the upload
+    // expires and still sees the tombstone before the next expiry forgets it.
     let cfg = ferryd::tus::TusConfig {
-        expiry: std::time::Duration::from_millis(1500),
+        expiry: std::time::Duration::from_millis(3000),
         ..ferryd::tus::TusConfig::default()
     };
     let (srv, tus) = s3_tus_server_with(cfg).await;
@@ -515,7 +517,7 @@ async fn on_s3_the_reaper_frees_an_expired_upload() {
     let id = loc.rsplit('/').next().unwrap().to_owned();
     assert_eq!(staging_names(&srv).await.len(), 2, "record and tail");
     // Real time: expiry is wall-clock based.
-    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let head = c
         .head(&loc)
         .header("tus-resumable", "1.0.0")
@@ -539,7 +541,7 @@ async fn on_s3_the_reaper_frees_an_expired_upload() {
         "only the tombstone: {:?}",
         staging_names(&srv).await
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     tus.reap_once().await.unwrap();
     assert!(
         ferry_tests::poll(only(Vec::new())).await.is_some(),

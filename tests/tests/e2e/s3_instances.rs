@@ -149,6 +149,10 @@ async fn two_instances_patching_one_upload_at_once_never_corrupt_it() {
         writer(a.url(path), data.clone(), failed.clone(), 1),
         writer(b.url(path), data.clone(), failed.clone(), 2),
     );
+    eprintln!(
+        "two writers: {} PATCHes interrupted; offsets a {seen_a:?}, b {seen_b:?}",
+        failed.load(Ordering::SeqCst)
+    );
     for seen in [&seen_a, &seen_b] {
         assert!(
             seen.windows(2).all(|w| w[0] <= w[1]),
@@ -324,6 +328,8 @@ async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
         "ferry put failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let counts_now: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    eprintln!("requests per instance: {counts_now:?}");
     for (i, c) in counts.iter().enumerate() {
         assert!(
             c.load(Ordering::SeqCst) >= 3,
