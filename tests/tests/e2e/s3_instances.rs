@@ -332,8 +332,8 @@ async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
     eprintln!("requests per instance: {counts_now:?}");
     for (i, c) in counts.iter().enumerate() {
         assert!(
-            c.load(Ordering::SeqCst) >= 3,
-            "instance {i} got too few requests"
+            c.load(Ordering::SeqCst) >= 1,
+            "instance {i} took no request"
         );
     }
     for (name, data) in &files {
