@@ -153,8 +153,17 @@ pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Respo
     };
     let mut info = load_live(tus, id).await?;
     if guard.is_some() {
-        concat::try_finish(tus, &mut info).await?;
-        publish::complete(tus, &mut info).await?;
+        if let Err(e) = finish(tus, &mut info).await {
+            // On a store shared by several instances, another one may have taken the upload
+            // over while this HEAD finished it (a PATCH there, or its background finisher of
+            // a final upload): then the record moved past what this HEAD recorded, the other
+            // one finishes it, and the HEAD reports the record as it is now.
+            let now = load_live(tus, id).await?;
+            if now.revision == info.revision {
+                return Err(e);
+            }
+            info = now;
+        }
     }
     let mut resp = Response::new(body::empty());
     let h = resp.headers_mut();
@@ -181,6 +190,12 @@ pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Respo
         }
     }
     Ok(resp)
+}
+
+/// Concatenates a final upload whose parts are complete, and publishes a finished upload.
+async fn finish(tus: &Arc<Tus>, info: &mut UploadInfo) -> Result<()> {
+    concat::try_finish(tus, info).await?;
+    publish::complete(tus, info).await
 }
 
 /// DELETE {base}/{id} (termination): frees the staging data; later requests get 410. A

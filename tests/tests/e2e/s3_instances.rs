@@ -298,7 +298,9 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
 // Issue 11 points 4 and 6(b): three ferryd processes on one bucket behind a front that sends
 // each request to a random instance (no sticky sessions): `ferry put -x 4 -j 2` of several
 // files, in 1 MiB PATCHes that each land on any instance (every one a takeover of the upload),
-// publishes every file once, byte-identical, and leaves nothing in staging.
+// four partial uploads per file concatenated into a final upload by whichever instance gets
+// there first (the last part's background finisher or the client's HEAD), publishes every
+// file once, byte-identical. (The partial uploads stay until they expire, reusable.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
     if !ferry_tests::s3::available() {
@@ -353,10 +355,4 @@ async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
         .filter(|n| !n.starts_with(".ferry/"))
         .collect();
     assert_eq!(published, want, "each file published once");
-    let left: Vec<String> = names_under(&opts, ".ferry/uploads")
-        .await
-        .into_iter()
-        .filter(|n| !n.ends_with(".info"))
-        .collect();
-    assert!(left.is_empty(), "staging left behind: {left:?}");
 }

@@ -148,8 +148,17 @@ impl S3Store {
                     .as_ref()
                     .ok_or_else(|| other("parts recorded without a multipart upload"))?;
                 // By their recorded numbers: several writers in turn may have skipped some.
-                self.complete_parts(&keys.data(), mp, rec.numbered_parts())
-                    .await?;
+                let completed = self
+                    .complete_parts(&keys.data(), mp, rec.numbered_parts())
+                    .await;
+                if let Err(e) = completed {
+                    // Another instance finishing a final upload of this part completed it
+                    // meanwhile (the multipart upload is gone then, the object is there).
+                    let there = self.client.head(&keys.data()).await;
+                    if !matches!(there, Ok(m) if m.size == start) {
+                        return Err(e);
+                    }
+                }
             }
             out.push((keys.data(), start));
         }

@@ -741,7 +741,9 @@ impl S3Appender {
         self.store.write_record(&self.keys, &mut rec).await?;
         let old = recorded_tail(&self.keys, &self.recorded);
         self.recorded = rec;
-        if let Some(old) = old.filter(|o| Some(o) != recorded_tail(&self.keys, &self.recorded).as_ref()) {
+        if let Some(old) =
+            old.filter(|o| Some(o) != recorded_tail(&self.keys, &self.recorded).as_ref())
+        {
             let _ = self.store.client.delete(&old).await;
         }
         Ok(self.recorded.info.clone())
@@ -881,9 +883,11 @@ pub(super) mod tests {
         assert_eq!(info_b.offset, (MIN_PART + 5) as u64);
         let mut b = s.appender(&info_b).await.unwrap();
         assert_eq!(b.next_part, 3, "numbered after the part A reserved");
-        b.write(Bytes::copy_from_slice(&data[MIN_PART + 5..2 * MIN_PART + 100]))
-            .await
-            .unwrap();
+        b.write(Bytes::copy_from_slice(
+            &data[MIN_PART + 5..2 * MIN_PART + 100],
+        ))
+        .await
+        .unwrap();
         b.checkpoint(&mut info_b).await.unwrap();
         // A's part lands late; A's record write fails, nothing of it counts.
         a.cut_parts().await.unwrap();
