@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
 use crate::store::upload::{
-    random_hex, unix_now_ms, Appender, Concatenation, ContentIndex, Revision, UploadId,
-    UploadInfo, UploadState, UploadStore,
+    random_hex, unix_now_ms, Appender, Concatenation, ContentIndex, Revision, UploadId, UploadInfo,
+    UploadState, UploadStore,
 };
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
