@@ -77,10 +77,11 @@ struct Args {
     /// Maximum simultaneous connections; further clients wait in the listen queue.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
-    /// Seconds a client has to send a request head.
+    /// Seconds a client has to send a request head (checked every quarter of the shorter
+    /// timeout: a late head is cut off within 1.25 times this).
     #[arg(long, env = "FERRY_HEADER_TIMEOUT", default_value_t = 30)]
     header_timeout: u64,
-    /// Seconds without any byte moving before a connection is closed.
+    /// Seconds without any byte moving before a connection is closed (within 1.25 times this).
     #[arg(long, env = "FERRY_IDLE_TIMEOUT", default_value_t = 60)]
     idle_timeout: u64,
     /// Largest request head in bytes.

@@ -25,9 +25,11 @@ use crate::router::{self, App};
 /// Connection-level limits and timeouts.
 #[derive(Clone)]
 pub struct ServerOptions {
-    /// Time a client has to send a complete request head (and the TLS handshake).
+    /// Time a client has to send a complete request head (and the TLS handshake). Enforced
+    /// by a watchdog that looks a few times per period: it fires within 1.25 times this.
     pub header_read_timeout: Duration,
-    /// A connection with no bytes read or written for this long is closed.
+    /// A connection with no bytes read or written for this long is closed (within 1.25 times
+    /// this, as the head timeout).
     pub idle_timeout: Duration,
     pub max_connections: usize,
     /// Largest request head accepted (HTTP/1.1 read buffer, HTTP/2 header list); larger gets 431.
