@@ -5,7 +5,8 @@
 // ROOT/uppy-bench/; QUERY = the Tus options of bench/ui/uppy/bench.mjs), and print
 // `SECONDS`: from setting the file on the page's input to ferryd having published it (the
 // file PUBLISHED in ROOT at its full size) and the page reporting the upload done. With SHOT a
-// screenshot of the page is taken once 40 % is sent (that run is not a figure).
+// screenshot of the page is taken once 40 % is sent (that run is not a figure). Then prints
+// `cpu SECONDS`: the CPU the browser (node and every chromium process) used.
 //   node upload.mjs URL hash[@AT] FILE
 // prints the SHA-256 speed of the page's hashing worker over FILE (picked like an upload), MB/s.
 // @AT (a path on ferryd, e.g. /ui-try/) loads the page's assets from there instead of from the
@@ -121,12 +122,21 @@ try {
   else if (which.startsWith('uppy')) console.log((await viaUppy(page, which.split('?')[1], arg)).toFixed(2));
   else throw new Error(`unknown run ${which}`);
   if (errors.length) throw errors[0];
-  if (process.env.PROCS) appendFileSync(process.env.PROCS, `${which} ${processCpu()}\n`);
+  if (kind !== 'hash') {
+    const cpu = processCpu();
+    console.log(`cpu ${[...cpu.values()].reduce((a, b) => a + b, 0).toFixed(2)}`);
+    if (process.env.PROCS) {
+      appendFileSync(process.env.PROCS, `${which} ${[...cpu].map(([t, c]) => `${t}=${c.toFixed(2)}`).join(' ')}\n`);
+    }
+  }
 } finally {
   await browser.close();
 }
 
-/** PROCS=FILE (a diagnostic): CPU seconds so far of each chromium process, by its type. */
+/** CPU seconds so far of this process (node) and of each chromium process, summed by type
+ * (browser, renderer, utility:NetworkService, gpu-process, …), from /proc just before the
+ * browser closes. (/usr/bin/time misses much of it: renderers are forked by chromium's zygote
+ * and not reaped into the tree.) Printed as `cpu TOTAL`; PROCS=FILE appends the breakdown. */
 function processCpu() {
   const hz = 100; // USER_HZ on Linux
   const procs = new Map();
@@ -147,5 +157,5 @@ function processCpu() {
   for (const [pid, p] of procs) if (pid !== root && under(pid)) sum.set(p.type, (sum.get(p.type) ?? 0) + p.cpu);
   const own = process.cpuUsage();
   sum.set('node', (own.user + own.system) / 1e6);
-  return [...sum].map(([t, c]) => `${t}=${c.toFixed(2)}`).join(' ');
+  return sum;
 }

@@ -3,7 +3,8 @@
 # ferryd's page vs through Uppy 6 (Dashboard + Tus) into the same ferryd, ROUNDS interleaved
 # rounds, each upload in a fresh browser, timed from setting the file on the page's input to
 # ferryd having published it. Prints every round, the medians, the CPU each upload took (the
-# browser's, from chromium's start, and ferryd's: steadier than seconds on a shared machine)
+# browser's, node and every chromium process from its start, and ferryd's: steadier than
+# seconds on a shared machine)
 # and page/Uppy in throughput (goal >= 1.0) for each Uppy set-up, then the SHA-256 speed of the page's hashing worker over
 # the same file.
 #
@@ -70,16 +71,16 @@ median() { python3 -c "import statistics,sys; print(statistics.median(float(x) f
 # CPU seconds ferryd has used so far (utime + stime).
 fcpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$FERRYD_PID/stat"; }
 # one KIND [SHOT]: one upload; prints its seconds, the CPU seconds of the browser (node and
-# chromium, /usr/bin/time) and of ferryd. The published copy is checked and removed.
+# every chromium process, from /proc) and of ferryd. The published copy is checked and removed.
 one() {
   local out a b
   a=$(fcpu)
-  out=$( { /usr/bin/time -f "cpu %U %S" node bench/ui/upload.mjs "$URL" "$1" "$WORK/upload.bin" \
-    "$ROOT/upload.bin" ${2:+"$2"}; } 2>&1 ) || { echo "$1: $out" >&2; exit 1; }
+  out=$(node bench/ui/upload.mjs "$URL" "$1" "$WORK/upload.bin" "$ROOT/upload.bin" ${2:+"$2"} 2>&1) \
+    || { echo "$1: $out" >&2; exit 1; }
   b=$(fcpu)
   cmp -s "$WORK/upload.bin" "$ROOT/upload.bin" || { echo "$1: the uploaded file differs" >&2; exit 1; }
   rm -f "$ROOT/upload.bin"
-  echo "$out" | awk -v a="$a" -v b="$b" '$1 == "cpu" {c = $2 + $3} $1 != "cpu" {t = $1}
+  echo "$out" | awk -v a="$a" -v b="$b" '$1 == "cpu" {c = $2} $1 != "cpu" {t = $1}
     END {printf "%s %.2f %.2f\n", t, c, b - a}'
 }
 name() { echo "uppy $1"; }
