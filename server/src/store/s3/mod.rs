@@ -151,10 +151,7 @@ impl S3Store {
         let s3 = opts.amazon()?;
         // reqwest is built without a default TLS provider: name ferryd's (idempotent).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| object_store::Error::Generic {
+        let http = raw::client(raw::IDLE).map_err(|e| object_store::Error::Generic {
                 store: "S3",
                 source: Box::new(e),
             })?;

@@ -34,6 +34,13 @@ pub const MIN_S3_PART: u64 = 5 << 20;
 /// Longest error text kept from an S3 answer.
 const MAX_ERROR_TEXT: usize = 300;
 
+/// How long a presigned request may wait for S3's answer, or for the next bytes of it, before
+/// it fails. S3 answers a long part copy or completion at once and sends whitespace while it
+/// works; a server that says nothing until a 5 GiB part copy is done (MinIO) needs minutes
+/// at disk speed. Without a limit, a server that stops answering held the publish (and its
+/// upload's lock) forever.
+pub(super) const IDLE: Duration = Duration::from_secs(300);
+
 /// What a completion with `If-None-Match: *` did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Completed {
@@ -55,6 +62,21 @@ const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERI
 
 fn io(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     StoreError::Io(std::io::Error::other(e))
+}
+
+/// A failed presigned request as a store error, without its URL: the URL carries the
+/// signature and the access key id, and the error reaches the log.
+fn sent(e: reqwest::Error) -> StoreError {
+    io(e.without_url())
+}
+
+/// The client that sends the presigned requests: a connection within 10 s, S3's answer
+/// within `idle` of the request and each later read within `idle` of the one before.
+pub(super) fn client(idle: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(idle)
+        .build()
 }
 
 fn value(v: &str) -> Result<HeaderValue, StoreError> {
@@ -107,7 +129,12 @@ fn numbered_body(parts: &[(usize, &str)]) -> String {
 fn failed(what: &str, status: reqwest::StatusCode, body: &str) -> StoreError {
     let code = xml_text(body, "Code").unwrap_or_default();
     let mut msg = format!("S3 {what}: {status} {code}");
-    msg.truncate(MAX_ERROR_TEXT);
+    // At a character boundary: the code is S3's text, and `truncate` inside a character panics.
+    let mut end = msg.len().min(MAX_ERROR_TEXT);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    msg.truncate(end);
     io(msg)
 }
 
@@ -138,9 +165,9 @@ impl S3Store {
             .body(body)
             .send()
             .await
-            .map_err(io)?;
+            .map_err(sent)?;
         let status = resp.status();
-        let text = resp.text().await.map_err(io)?;
+        let text = resp.text().await.map_err(sent)?;
         Ok((status, text))
     }
 
@@ -243,6 +270,74 @@ impl S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Review of 57408dd: the kept S3 error code was cut with `String::truncate` at a byte
+    // count, which panics inside a multi-byte character of the code S3 sent.
+    #[test]
+    fn a_long_error_code_is_cut_between_characters() {
+        for pad in 0..4 {
+            let code = format!("{}{}", "x".repeat(pad), "é".repeat(200));
+            let body = format!("<Error><Code>{code}</Code></Error>");
+            let e = failed("part copy", reqwest::StatusCode::INTERNAL_SERVER_ERROR, &body);
+            let text = e.to_string();
+            assert!(text.starts_with("S3 part copy: 500"), "{text}");
+            assert!(text.len() <= MAX_ERROR_TEXT, "{} bytes", text.len());
+        }
+    }
+
+    /// A store whose S3 endpoint is `addr`, with a presigning client that gives up after
+    /// `idle` of silence.
+    fn store_at(addr: std::net::SocketAddr, idle: Duration) -> S3Store {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut s = S3Store::new(&super::super::S3Options {
+            bucket: "b".into(),
+            endpoint: Some(format!("http://{addr}")),
+            region: Some("us-east-1".into()),
+            credentials: Some(("AKIDFERRYTEST".into(), "secret".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        s.http = client(idle).unwrap();
+        s
+    }
+
+    async fn copy(s: &S3Store) -> Result<PartId, StoreError> {
+        let (dst, src) = (Key::from("dst"), Key::from("src"));
+        s.copy_part(&dst, "up", 0, &src, 0..10, Some("\"t\""))
+            .await
+    }
+
+    // Review of 57408dd: a presigned request that failed logged its URL, signature and access
+    // key id included (reqwest's error names the URL), and one that S3 never answered waited
+    // forever while holding the upload's lock.
+    #[tokio::test]
+    async fn a_failed_presigned_request_names_no_signature_and_a_silent_s3_times_out() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn); // read nothing, answer nothing
+            }
+        });
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        for (what, addr) in [("silent", addr), ("refused", refused)] {
+            let s = store_at(addr, Duration::from_millis(300));
+            let r = tokio::time::timeout(Duration::from_secs(60), copy(&s))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: no answer, no error"));
+            let Err(e) = r else {
+                panic!("{what}: a copy succeeded")
+            };
+            let text = format!("{e} {e:?}");
+            for secret in ["Signature", "AKIDFERRYTEST", "X-Amz"] {
+                assert!(!text.contains(secret), "{what}: {text}");
+            }
+        }
+    }
 
     #[test]
     fn xml_text_reads_and_unescapes_the_first_element() {
