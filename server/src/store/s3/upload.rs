@@ -121,9 +121,19 @@ pub(super) struct Part {
 }
 
 impl Record {
-    /// Where the tail starts: the bytes in the recorded parts.
+    /// Where the tail starts: the bytes in the recorded parts. Read back from the bucket, so
+    /// added without overflow: parts past `u64` leave no offset after their start, and every
+    /// `offset - start` is checked.
     pub(super) fn tail_start(&self) -> u64 {
-        self.parts.iter().map(|p| p.len).sum()
+        self.parts.iter().fold(0u64, |t, p| t.saturating_add(p.len))
+    }
+
+    /// The bytes of the recorded tail: from [`Record::tail_start`] to the offset.
+    pub(super) fn tail_len(&self) -> Result<u64, StoreError> {
+        self.info
+            .offset
+            .checked_sub(self.tail_start())
+            .ok_or_else(|| other("upload offset before its recorded parts"))
     }
 
     /// The S3 part number of each recorded part, in order.
@@ -321,7 +331,7 @@ impl S3Store {
                 return Ok(());
             }
         }
-        let tail = self.tail_bytes(keys, rec, len - rec.tail_start()).await?;
+        let tail = self.tail_bytes(keys, rec, rec.tail_len()?).await?;
         let mp = match &rec.multipart {
             Some(mp) if !rec.parts.is_empty() => mp,
             other => {
@@ -940,6 +950,61 @@ pub(super) mod tests {
             MAX_PART,
             "S3's largest part"
         );
+    }
+
+    fn record_of(offset: u64, part_lens: &[u64]) -> Record {
+        let id = UploadId::random().unwrap();
+        let mut info = UploadInfo::new(&id, Some(offset), None, crate::store::upload::Concat::None);
+        info.offset = offset;
+        Record {
+            version: RECORD_VERSION,
+            info,
+            multipart: Some("mp".into()),
+            parts: part_lens
+                .iter()
+                .map(|&len| Part {
+                    etag: "\"e\"".into(),
+                    len,
+                    number: None,
+                })
+                .collect(),
+            next_part: 0,
+            tail: String::new(),
+            lease: None,
+            publishing_until_ms: None,
+        }
+    }
+
+    // Review of 57408dd: a record read back from the bucket whose parts add up past u64, or
+    // past its offset, leaves no tail; the sum and `offset - start` in complete_data
+    // overflowed (a panic in debug builds, a wrapped length in release).
+    #[test]
+    fn a_record_whose_parts_do_not_fit_its_offset_has_no_tail() {
+        let ok = record_of(25, &[10, 10]);
+        assert_eq!((ok.tail_start(), ok.tail_len().unwrap()), (20, 5));
+        assert_eq!(record_of(5, &[u64::MAX, 1]).tail_start(), u64::MAX);
+        assert!(record_of(5, &[u64::MAX, 1]).tail_len().is_err());
+        assert!(record_of(5, &[10]).tail_len().is_err());
+    }
+
+    // The same through the store: a corrupt record makes append and publish fail, not panic.
+    #[tokio::test]
+    async fn append_and_publish_refuse_a_corrupt_record() {
+        let Some(((), s)) = fresh() else { return };
+        for parts in [&[10u64][..], &[u64::MAX, 1][..]] {
+            let id = UploadId::random().unwrap();
+            let mut info = UploadInfo::new(&id, Some(5), None, crate::store::upload::Concat::None);
+            s.create(&mut info).await.unwrap();
+            let keys = Keys::new(&s, id.as_str());
+            let mut rec = s.read_record(&keys).await.unwrap();
+            rec.parts = record_of(5, parts).parts;
+            rec.info.offset = 5;
+            s.write_record(&keys, &mut rec).await.unwrap();
+            let mut info = s.load(&id).await.unwrap();
+            assert!(s.append(&info).await.is_err(), "{parts:?}");
+            let r = s.publish(&mut info, &RelPath::root(), "f").await;
+            assert!(matches!(r, Err(StoreError::Io(_))), "{parts:?}: {r:?}");
+        }
     }
 
     // Issue 11 point 3: parts of MIN_PART bytes, a tail object, and the offset from the record;
