@@ -152,9 +152,9 @@ impl S3Store {
         // reqwest is built without a default TLS provider: name ferryd's (idempotent).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = raw::client(raw::IDLE).map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })?;
+            store: "S3",
+            source: Box::new(e),
+        })?;
         Ok(Self {
             client: Arc::new(s3.clone()),
             s3,

@@ -278,7 +278,11 @@ mod tests {
         for pad in 0..4 {
             let code = format!("{}{}", "x".repeat(pad), "é".repeat(200));
             let body = format!("<Error><Code>{code}</Code></Error>");
-            let e = failed("part copy", reqwest::StatusCode::INTERNAL_SERVER_ERROR, &body);
+            let e = failed(
+                "part copy",
+                reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+                &body,
+            );
             let text = e.to_string();
             assert!(text.starts_with("S3 part copy: 500"), "{text}");
             assert!(text.len() <= MAX_ERROR_TEXT, "{} bytes", text.len());
@@ -303,8 +307,7 @@ mod tests {
 
     async fn copy(s: &S3Store) -> Result<PartId, StoreError> {
         let (dst, src) = (Key::from("dst"), Key::from("src"));
-        s.copy_part(&dst, "up", 0, &src, 0..10, Some("\"t\""))
-            .await
+        s.copy_part(&dst, "up", 0, &src, 0..10, Some("\"t\"")).await
     }
 
     // Review of 57408dd: a presigned request that failed logged its URL, signature and access
