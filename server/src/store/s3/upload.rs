@@ -153,9 +153,11 @@ impl Record {
             .collect()
     }
 
-    /// The next part number a writer may reserve.
+    /// The next part number a writer may reserve (the record's numbers are read back from
+    /// the bucket: added without overflow, and a number past [`MAX_PARTS`] is refused where
+    /// it would be sent).
     fn next_free(&self) -> usize {
-        let after_parts = self.numbers().last().map_or(1, |n| n + 1);
+        let after_parts = self.numbers().last().map_or(1, |n| n.saturating_add(1));
         self.next_part.max(after_parts)
     }
 }
@@ -350,6 +352,11 @@ impl S3Store {
         let mut parts = rec.numbered_parts();
         if !tail.is_empty() {
             let n = rec.next_free();
+            if n as u64 > MAX_PARTS {
+                return Err(other(format!(
+                    "the upload's tail needs S3 part number {n}, past the {MAX_PARTS} S3 allows"
+                )));
+            }
             let last = self
                 .s3
                 .put_part(&keys.data(), mp, n - 1, tail.into())
@@ -987,21 +994,48 @@ pub(super) mod tests {
         assert!(record_of(5, &[10]).tail_len().is_err());
     }
 
+    // Review of 95bcddc: the part number after the record's last one is added without
+    // overflow (a record read back with number usize::MAX panicked next_free in debug builds).
+    #[test]
+    fn the_next_part_number_after_a_corrupt_record_does_not_overflow() {
+        let mut rec = record_of(30, &[10, 10]);
+        assert_eq!(rec.next_free(), 3);
+        rec.next_part = 7;
+        assert_eq!(rec.next_free(), 7);
+        rec.parts[1].number = Some(usize::MAX);
+        assert_eq!(rec.next_free(), usize::MAX);
+    }
+
     // The same through the store: a corrupt record makes append and publish fail, not panic.
     #[tokio::test]
     async fn append_and_publish_refuse_a_corrupt_record() {
         let Some(((), s)) = fresh() else { return };
-        for parts in [&[10u64][..], &[u64::MAX, 1][..]] {
+        for (parts, number) in [
+            (&[10u64][..], None),
+            (&[u64::MAX, 1][..], None),
+            (&[2u64][..], Some(usize::MAX)),
+        ] {
             let id = UploadId::random().unwrap();
             let mut info = UploadInfo::new(&id, Some(5), None, crate::store::upload::Concat::None);
             s.create(&mut info).await.unwrap();
             let keys = Keys::new(&s, id.as_str());
             let mut rec = s.read_record(&keys).await.unwrap();
             rec.parts = record_of(5, parts).parts;
+            rec.parts[0].number = number;
             rec.info.offset = 5;
+            rec.multipart = number.map(|_| "mp".to_owned());
             s.write_record(&keys, &mut rec).await.unwrap();
             let mut info = s.load(&id).await.unwrap();
-            assert!(s.append(&info).await.is_err(), "{parts:?}");
+            if number.is_some() {
+                // Parts and offset agree: the tail is there, only its part number is not.
+                let tail = keys.tail(rec.tail_start(), &rec.tail);
+                s.client
+                    .put(&tail, Bytes::from_static(b"abc").into())
+                    .await
+                    .unwrap();
+            } else {
+                assert!(s.append(&info).await.is_err(), "{parts:?}");
+            }
             let r = s.publish(&mut info, &RelPath::root(), "f").await;
             assert!(matches!(r, Err(StoreError::Io(_))), "{parts:?}: {r:?}");
         }
