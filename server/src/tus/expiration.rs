@@ -148,6 +148,12 @@ impl Tus {
                 Err(StoreError::NotFound) => continue,
                 r => r?,
             };
+            // And still due: another reaper (on this instance or another one sharing the
+            // store) may have turned it into a tombstone with a new deadline since the
+            // listing, which must then stay until that deadline, not be purged at once.
+            if !info.expires_ms.is_some_and(|e| now >= e) {
+                continue;
+            }
             // Tombstones, and records of published uploads (the files stay), are forgotten.
             // The state is the store's, not the listing's: a part placed into a final upload
             // that was published reads as terminated even if a crash came before its record

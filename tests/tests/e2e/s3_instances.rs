@@ -356,3 +356,114 @@ async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
         .collect();
     assert_eq!(published, want, "each file published once");
 }
+
+/// Counts the `expired` events of the instances it listens to.
+struct CountExpired(Arc<AtomicUsize>);
+
+impl ferryd::events::Listener for CountExpired {
+    fn event<'a>(
+        &'a self,
+        e: &'a ferryd::events::UploadEvent,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        if e.kind == ferryd::events::Kind::Expired {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        Box::pin(async {})
+    }
+}
+
+// Issue 11 point 4: the expiry reaper runs on every instance. Three instances reap one expired
+// upload at once: the record's compare-and-swap lets exactly one discard it (one `expired`
+// event, its part and tail freed), the others skip it, and none purges the fresh tombstone
+// before its own deadline (a pass that listed the upload before another one discarded it
+// re-checks the deadline); a later pass forgets the tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapers_on_every_instance_discard_an_expired_upload_once() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let opts = ferry_tests::s3::fresh_options(false);
+    let expired = Arc::new(AtomicUsize::new(0));
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        let (opts, expired) = (opts.clone(), expired.clone());
+        let config = move |c: &mut ferryd::app::Config, _| {
+            c.store = StoreConfig::S3(opts);
+            c.tus = Some(ferryd::tus::TusConfig {
+                expiry: Duration::from_millis(3000),
+                ..ferryd::tus::TusConfig::default()
+            });
+        };
+        let srv = TestServer::launch_on(
+            Backend::S3,
+            FsOptions::default(),
+            ServerOptions::default(),
+            config,
+            move |app, _| {
+                let tus = app.tus.as_ref().expect("tus");
+                tus.events.subscribe(Arc::new(CountExpired(expired)));
+                app
+            },
+        )
+        .await;
+        instances.push(srv);
+    }
+    let c = client();
+    let r = c
+        .post(instances[0].url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", (10 << 20).to_string())
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .patch(&loc)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(pattern(9 << 20, 5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let record = format!(".ferry/uploads/{id}.info");
+    let staging = || names_under(&opts, ".ferry/uploads");
+    assert_eq!(staging().await.len(), 2, "record and tail");
+    // The background reapers (every 750 ms on each instance) free it once it is due.
+    let freed = async {
+        for _ in 0..200 {
+            let names = staging().await;
+            if !names.iter().any(|n| n.contains(".tail.")) {
+                return names;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("not reaped: {:?}", staging().await);
+    };
+    assert_eq!(
+        freed.await,
+        [record.clone()],
+        "the tombstone stays until its own deadline"
+    );
+    assert_eq!(expired.load(Ordering::SeqCst), 1, "discarded exactly once");
+    let head = c
+        .head(&loc)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 410);
+    let forgotten = async {
+        for _ in 0..200 {
+            if staging().await.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tombstone not forgotten: {:?}", staging().await);
+    };
+    forgotten.await;
+    assert_eq!(expired.load(Ordering::SeqCst), 1, "discarded exactly once");
+}
