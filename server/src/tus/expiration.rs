@@ -151,7 +151,7 @@ impl Tus {
             // And still due: another reaper (on this instance or another one sharing the
             // store) may have turned it into a tombstone with a new deadline since the
             // listing, which must then stay until that deadline, not be purged at once.
-            if !info.expires_ms.is_some_and(|e| now >= e) {
+            if info.expires_ms.is_none_or(|e| now < e) {
                 continue;
             }
             // Tombstones, and records of published uploads (the files stay), are forgotten.
