@@ -444,7 +444,7 @@ async fn reapers_on_every_instance_discard_an_expired_upload_once() {
     };
     assert_eq!(
         freed.await,
-        [record.clone()],
+        [record],
         "the tombstone stays until its own deadline"
     );
     assert_eq!(expired.load(Ordering::SeqCst), 1, "discarded exactly once");
