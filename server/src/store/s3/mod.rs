@@ -144,6 +144,8 @@ pub struct S3Store {
     index: bool,
     /// Published uploads being read back for the content index at once (see [`index`]).
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Request bodies taken into memory at once ([`upload::RECEIVING`]).
+    receiving: Arc<tokio::sync::Semaphore>,
 }
 
 impl S3Store {
@@ -170,6 +172,7 @@ impl S3Store {
             list_page: opts.list_page,
             index: !opts.no_index,
             hashing: Arc::new(tokio::sync::Semaphore::new(index::HASHING_AT_ONCE)),
+            receiving: Arc::new(tokio::sync::Semaphore::new(upload::RECEIVING)),
         })
     }
 

@@ -44,6 +44,13 @@ use crate::store::upload::{
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
 
+/// Request bodies (PATCH, creation-with-upload) an S3 store takes into memory at once. Each
+/// holds what arrived since its last checkpoint (the whole chunk when it carries a checksum,
+/// which must match before any of it reaches S3: 8 MiB per PATCH of `ferry put`), so a
+/// ninth waits, its body unread (TCP holds its client back), until one of them ends: 16
+/// uploads at once stay within 8 such buffers (bench/s3/run.sh rss).
+pub const RECEIVING: usize = 8;
+
 /// Smallest part ferryd cuts (S3 wants at least 5 MiB for every part but the last).
 pub const MIN_PART: usize = 8 << 20;
 
@@ -394,6 +401,8 @@ impl S3Store {
     /// The appender of [`UploadStore::append`]: the recorded tail in memory, part numbers
     /// from the record's next free one on.
     async fn appender(&self, info: &UploadInfo) -> Result<S3Appender, StoreError> {
+        // Before anything is read into memory (the tail, then the body).
+        let receiving = self.receiving.clone().acquire_owned().await.map_err(other)?;
         let keys = Keys::new(self, &info.id);
         let rec = self.read_record(&keys).await?;
         if rec.info.revision != info.revision {
@@ -404,7 +413,9 @@ impl S3Store {
             .offset
             .checked_sub(start)
             .ok_or_else(|| other("upload offset before its recorded parts"))?;
-        let mut buf = BytesMut::new();
+        // A part's room at once: filling it never copies it into a buffer twice its size
+        // (pages are only taken as bytes arrive).
+        let mut buf = BytesMut::with_capacity(self.part);
         buf.extend_from_slice(&self.tail_bytes(&keys, &rec, tail_len).await?);
         Ok(S3Appender {
             store: self.clone(),
@@ -416,6 +427,7 @@ impl S3Store {
             base: start,
             buf,
             recorded: rec,
+            _receiving: receiving,
         })
     }
 
@@ -649,6 +661,8 @@ struct S3Appender {
     /// Upload offset of `buf[0]`.
     base: u64,
     buf: BytesMut,
+    /// This appender's place among the bodies received at once ([`RECEIVING`]).
+    _receiving: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The tail object `rec` names, if its tail holds bytes.
@@ -722,6 +736,8 @@ impl S3Appender {
             self.next_part += 1;
             self.base += len as u64;
         }
+        // Room for the next part at once, as in `appender`.
+        self.buf.reserve(len.saturating_sub(self.buf.len()));
         Ok(())
     }
 
