@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# ferryd on S3 against peers measured in the same run, on moto's S3 server started here on
+# 127.0.0.1 (the same server the tests use). Prints ratios; interleaved rounds, medians.
+#   get    1 GiB GET with curl: through ferryd-on-S3 vs straight from the S3 endpoint (a
+#          presigned URL, the same curl), ratio ferryd/direct (goal >= 0.9)
+#   put    1 GiB upload: `ferry put` and `ferry put -x 4` into ferryd-on-S3 vs `rclone copy` of
+#          the same file into the same bucket (its defaults: 5 MiB parts, 4 at once), ratio
+#          rclone-time/ferry-time (goal >= 0.9); the first round reads the upload back
+#   rss    ferryd peak RSS (VmHWM of a fresh ferryd) during 16 concurrent uploads (64 MiB each)
+#          and 64 concurrent range downloads (1 MiB each) at once (goal <= 128 MiB)
+#   scale  aggregate download throughput of 1, 2 and 3 ferryd on the bucket under the same
+#          load (12 clients, each GETting a 64 MiB object 4 times, round robin over instances)
+# Usage: [ROUNDS=3] [ONLY=get,put,rss,scale] bench/s3/run.sh
+#   FERRYD=path / FERRY=path measure other builds (an A/B of two commits); FERRYD_ARGS adds flags.
+# moto keeps objects in temporary files and reads a whole object for every (ranged) GET, so the
+# range downloads use a 64 MiB object, and moto (one Python process) is the ceiling of every
+# figure here; on the shared 2-core VM wall-clock figures swing: read them with the load.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-3}
+ONLY=${ONLY:-get,put,rss,scale}
+TOKEN=bench-token
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+command -v moto_server >/dev/null || python3 -m pip install -q -r tests/interop/requirements.txt
+python3 -c 'import boto3' 2>/dev/null || python3 -m pip install -q boto3
+if [ -z "${FERRYD:-}" ] || [ -z "${FERRY:-}" ]; then
+  cargo build --release -q -p ferryd -p ferry
+fi
+FERRYD=${FERRYD:-target/release/ferryd}
+FERRY=${FERRY:-target/release/ferry}
+
+BENCH_DIR=${BENCH_DIR:-/dev/shm}
+[ -d "$BENCH_DIR" ] || BENCH_DIR=/tmp
+WORK=$(mktemp -d "$BENCH_DIR/ferry-bench-s3.XXXXXX")
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}" "${MOTO_PID:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# moto's temporary files go to TMPDIR: keep them off the page-cache-starved disk too.
+mkdir -p "$WORK/moto-tmp"
+TMPDIR="$WORK/moto-tmp" moto_server -H 127.0.0.1 -p 0 > "$WORK/moto.log" 2>&1 & MOTO_PID=$!
+for _ in $(seq 300); do grep -q 'Running on http://127.0.0.1:' "$WORK/moto.log" && break; sleep 0.1; done
+MOTO=$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/moto.log" | head -n1)
+[ -n "$MOTO" ] || { cat "$WORK/moto.log" >&2; echo "moto_server did not start" >&2; exit 1; }
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+BUCKET=ferry-bench
+curl -sf -X PUT "$MOTO/$BUCKET" > /dev/null
+# rclone's S3 backend at its defaults (5 MiB parts, 4 at once), configured from the environment.
+export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other RCLONE_CONFIG_MOTO_ENDPOINT=$MOTO \
+  RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=testing RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=testing \
+  RCLONE_CONFIG_MOTO_REGION=us-east-1 RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE=true \
+  RCLONE_CONFIG_MOTO_NO_HEAD=true  # its HEAD ?versionId=null after an upload gets moto's 400
+# rclone's AWS SDK refuses a custom CA bundle on its transport (the endpoint is plain HTTP).
+rclone() { env -u AWS_CA_BUNDLE rclone "$@"; }
+
+head -c 1G /dev/urandom > "$WORK/big.bin"
+head -c 64M /dev/urandom > "$WORK/mid.bin"
+rclone copy "$WORK/big.bin" "moto:$BUCKET/www/"
+rclone copy "$WORK/mid.bin" "moto:$BUCKET/www/"
+
+start_ferryd() { # start_ferryd NAME [FLAGS...]: sets URL_<NAME>, PID_<NAME>
+  local name=$1; shift
+  # shellcheck disable=SC2086 # FERRYD_ARGS is a list of flags
+  "$FERRYD" --store "s3://$BUCKET/www" --s3-endpoint "$MOTO" --listen 127.0.0.1:0 --log-level warn \
+    "$@" ${FERRYD_ARGS:-} > "$WORK/$name.out" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 300); do grep -q 'http://' "$WORK/$name.out" 2>/dev/null && break; sleep 0.05; done
+  grep -q 'http://' "$WORK/$name.out" || { cat "$WORK/$name.out" >&2; echo "ferryd did not start" >&2; exit 1; }
+  printf -v "URL_$name" '%s' "$(grep -o 'http://[^ /]*' "$WORK/$name.out" | head -1)"
+  printf -v "PID_$name" '%s' "$pid"
+}
+stop_ferryd() { local pid="PID_$1"; kill "${!pid}"; wait "${!pid}" 2>/dev/null || true; }
+
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+calc() { python3 -c "print(f'{$1:$2}')"; }
+now() { date +%s.%N; }
+echo "bench/s3/run.sh at $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD)"
+
+if want get; then
+  start_ferryd get
+  DIRECT=$(python3 - "$MOTO" "$BUCKET" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+print(s3.generate_presigned_url("get_object", Params={"Bucket": sys.argv[2], "Key": "www/big.bin"}, ExpiresIn=3600))
+PY
+)
+  speed() { # one curl run, bytes/s; fails unless exactly 1 GiB arrived
+    local s n
+    read -r s n < <(curl -sf -o /dev/null -w '%{speed_download} %{size_download}\n' "$1")
+    [ "$n" = 1073741824 ] || { echo "$1 served $n bytes, not 1 GiB" >&2; exit 1; }
+    echo "$s"
+  }
+  curl -sf "$URL_get/big.bin" | cmp - "$WORK/big.bin"
+  ds=(); fs=()
+  for _ in $(seq "$ROUNDS"); do ds+=("$(speed "$DIRECT")"); fs+=("$(speed "$URL_get/big.bin")"); done
+  D=$(median "${ds[@]}"); F=$(median "${fs[@]}")
+  echo "get: 1 GiB with curl (median of $ROUNDS): direct $(calc "$D/2**20" .0f) MiB/s, via ferryd $(calc "$F/2**20" .0f) MiB/s, ratio ferryd/direct = $(calc "$F/$D" .2f) (goal >= 0.9); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  stop_ferryd get
+fi
+
+if want put; then
+  start_ferryd put --single-instance --upload-token "$TOKEN"
+  # Each round: rclone, ferry put (one stream), ferry put -x 4 (concatenation), interleaved.
+  rs=(); f1=(); f4=()
+  put_once() { # put_once ROUND FLAGS...: prints the seconds `ferry put FLAGS` took
+    local dir=$1; shift
+    local t0 t1
+    t0=$(now)
+    FERRY_DATA_DIR="$WORK/data-$dir" "$FERRY" put -q "$@" --token "$TOKEN" --metadata "dir=$dir" \
+      "$WORK/big.bin" "$URL_put/files/" > /dev/null 2>> "$WORK/put.err" || { cat "$WORK/put.err" >&2; return 1; }
+    t1=$(now)
+    if [ "$i" = 1 ]; then curl -sf "$URL_put/$dir/big.bin" | cmp - "$WORK/big.bin" >&2 || return 1; fi
+    rclone purge "moto:$BUCKET/www/$dir" 2> /dev/null
+    calc "$t1-$t0" .3f
+  }
+  for i in $(seq "$ROUNDS"); do
+    t0=$(now); rclone copy "$WORK/big.bin" "moto:$BUCKET/rclone-$i/"; t1=$(now)
+    rs+=("$(calc "$t1-$t0" .3f)")
+    rclone purge "moto:$BUCKET/rclone-$i"
+    f1+=("$(put_once "x1-$i")") || exit 1
+    f4+=("$(put_once "x4-$i" -x 4)") || exit 1
+  done
+  R=$(median "${rs[@]}"); F1=$(median "${f1[@]}"); F4=$(median "${f4[@]}")
+  echo "put: 1 GiB (median of $ROUNDS): rclone copy $(calc "$R" .2f) s ($(calc "1024/$R" .0f) MiB/s); ferry put $(calc "$F1" .2f) s ($(calc "1024/$F1" .0f) MiB/s), ratio rclone/ferry = $(calc "$R/$F1" .2f); ferry put -x 4 $(calc "$F4" .2f) s ($(calc "1024/$F4" .0f) MiB/s), ratio $(calc "$R/$F4" .2f) (goal >= 0.9); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "     seconds: rclone ${rs[*]} | ferry put ${f1[*]} | ferry put -x 4 ${f4[*]}"
+  [ -s "$WORK/put.err" ] && { echo "     ferry put said:"; sed 's/^/       /' "$WORK/put.err"; }
+  stop_ferryd put
+fi
+
+if want rss; then
+  start_ferryd rss --single-instance --upload-token "$TOKEN"
+  pids=()
+  for i in $(seq 16); do
+    FERRY_DATA_DIR="$WORK/rss-data-$i" "$FERRY" put -q --token "$TOKEN" --metadata "dir=rss-$i" \
+      "$WORK/mid.bin" "$URL_rss/files/" > /dev/null & pids+=($!)
+  done
+  for i in $(seq 0 63); do
+    a=$((i * 1048576)); b=$((a + 1048575))
+    curl -sf -o /dev/null -r "$a-$b" "$URL_rss/mid.bin" & pids+=($!)
+  done
+  t0=$(now); wait "${pids[@]}"; t1=$(now)
+  HWM=$(awk '/VmHWM/ {print $2}' "/proc/$PID_rss/status")
+  echo "rss: ferryd peak RSS with 16 concurrent 64 MiB uploads and 64 concurrent 1 MiB range downloads: $((HWM / 1024)) MiB (goal <= 128 MiB), $(calc "$t1-$t0" .1f) s; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  for i in $(seq 16); do curl -sf "$URL_rss/rss-$i/mid.bin" | cmp - "$WORK/mid.bin"; done
+  stop_ferryd rss
+  rclone purge "moto:$BUCKET/www" --include 'rss-*/**'
+fi
+
+if want scale; then
+  urls=()
+  for n in 1 2 3; do
+    start_ferryd "s$n"
+    u="URL_s$n"; urls+=("${!u}")
+    curl -sf -o /dev/null "${!u}/mid.bin"
+    tput=()
+    for _ in $(seq "$ROUNDS"); do
+      pids=()
+      t0=$(now)
+      for c in $(seq 0 11); do
+        ( for k in 0 1 2 3; do curl -sf -o /dev/null "${urls[$(((c + k) % n))]}/mid.bin"; done ) & pids+=($!)
+      done
+      wait "${pids[@]}"; t1=$(now)
+      tput+=("$(calc "48*64/($t1-$t0)" .1f)")
+    done
+    echo "scale: $n ferryd, 12 clients x 4 GETs of 64 MiB (median of $ROUNDS): $(median "${tput[@]}") MiB/s aggregate [${tput[*]}]; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  done
+fi
