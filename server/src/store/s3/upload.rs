@@ -402,7 +402,12 @@ impl S3Store {
     /// from the record's next free one on.
     async fn appender(&self, info: &UploadInfo) -> Result<S3Appender, StoreError> {
         // Before anything is read into memory (the tail, then the body).
-        let receiving = self.receiving.clone().acquire_owned().await.map_err(other)?;
+        let receiving = self
+            .receiving
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(other)?;
         let keys = Keys::new(self, &info.id);
         let rec = self.read_record(&keys).await?;
         if rec.info.revision != info.revision {
