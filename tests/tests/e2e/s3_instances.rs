@@ -246,47 +246,8 @@ async fn random_front(upstreams: Vec<String>) -> (String, Arc<Vec<AtomicUsize>>)
 /// Forwards the request on `down` to `upstream` with `Connection: close`, and the answer
 /// back, then closes both.
 async fn one_request(down: TcpStream, upstream: String) {
-    let Ok(up) = TcpStream::connect(&upstream).await else {
-        return;
-    };
-    let (mut down_r, mut down_w) = down.into_split();
-    let (mut up_r, mut up_w) = up.into_split();
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        match down_r.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines: Vec<&str> = head
-        .trim_end()
-        .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .collect();
-    lines.push("connection: close");
-    let head = format!("{}\r\n\r\n", lines.join("\r\n"));
-    if up_w.write_all(head.as_bytes()).await.is_err() || up_w.write_all(&buf[end..]).await.is_err()
-    {
-        return;
-    }
-    let to_up = async {
-        let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
-        // The client may keep its side open; the answer decides when this ends.
-        std::future::pending::<()>().await;
-    };
-    let to_down = async {
-        let _ = tokio::io::copy(&mut up_r, &mut down_w).await;
-        let _ = down_w.shutdown().await;
-    };
-    tokio::select! {
-        () = to_up => {}
-        () = to_down => {}
-    }
+    let (down_r, down_w) = down.into_split();
+    one_request_split(down_r, down_w, upstream).await;
 }
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
@@ -466,4 +427,201 @@ async fn reapers_on_every_instance_discard_an_expired_upload_once() {
     };
     forgotten.await;
     assert_eq!(expired.load(Ordering::SeqCst), 1, "discarded exactly once");
+}
+
+/// A front like [`random_front`] whose instances can be replaced while it runs, which counts
+/// the request bytes it forwarded and remembers the instance of the latest connection.
+struct Front {
+    addr: String,
+    upstreams: Arc<std::sync::Mutex<Vec<String>>>,
+    last: Arc<AtomicUsize>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Front {
+    async fn start(upstreams: Vec<String>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = Self {
+            addr: listener.local_addr().unwrap().to_string(),
+            upstreams: Arc::new(std::sync::Mutex::new(upstreams)),
+            last: Arc::new(AtomicUsize::new(0)),
+            sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let (ups, last, sent) = (
+            front.upstreams.clone(),
+            front.last.clone(),
+            front.sent.clone(),
+        );
+        tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(13);
+            while let Ok((down, _)) = listener.accept().await {
+                let up = {
+                    let ups = ups.lock().unwrap();
+                    let pick = rng.usize(..ups.len());
+                    last.store(pick, Ordering::SeqCst);
+                    ups[pick].clone()
+                };
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let (down_r, down_w) = down.into_split();
+                    let counted = CountingRead(down_r, sent);
+                    one_request_split(counted, down_w, up).await;
+                });
+            }
+        });
+        front
+    }
+}
+
+/// A reader that adds what it reads to a counter.
+struct CountingRead<R>(R, Arc<std::sync::atomic::AtomicU64>);
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingRead<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.1.fetch_add(n, Ordering::SeqCst);
+        r
+    }
+}
+
+/// [`one_request`] on a split connection (its reading half may count what it reads).
+async fn one_request_split<R: tokio::io::AsyncRead + Unpin>(
+    mut down_r: R,
+    mut down_w: tokio::net::tcp::OwnedWriteHalf,
+    upstream: String,
+) {
+    let Ok(up) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut up_r, mut up_w) = up.into_split();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match down_r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines: Vec<&str> = head
+        .trim_end()
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    lines.push("connection: close");
+    let head = format!("{}\r\n\r\n", lines.join("\r\n"));
+    if up_w.write_all(head.as_bytes()).await.is_err() || up_w.write_all(&buf[end..]).await.is_err()
+    {
+        return;
+    }
+    let to_up = async {
+        let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
+        std::future::pending::<()>().await;
+    };
+    let to_down = async {
+        let _ = tokio::io::copy(&mut up_r, &mut down_w).await;
+        let _ = down_w.shutdown().await;
+    };
+    tokio::select! {
+        () = to_up => {}
+        () = to_down => {}
+    }
+}
+
+// Issue 11 point 6(c): kill -9 the instance that received the latest request (most often the
+// one receiving a PATCH), at random moments, at least 10 times, and start a new one in its
+// place, while `ferry put -x 4` sends a file through the random front: the client resumes
+// through the other instances, and the file is published once, byte-identical. The kills stop
+// once four fifths of the file went through the front, so no publish is cut (an instance
+// killed while it copies holds the upload for minutes, see README).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_killed_mid_patch_lose_nothing_and_publish_once() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    const TOKEN: &str = "kill-loop-token";
+    let opts = ferry_tests::s3::fresh_options(false);
+    let mut instances: Vec<Instance> = (0..3).map(|_| Instance::start(&opts, TOKEN)).collect();
+    let front = Front::start(instances.iter().map(|i| i.1.clone()).collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(48 << 20, 81);
+    let file = write(dir.path(), "kill.bin", &data);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry_cli"))
+        .args(["put", "-q", "-x", "4", "--chunk-size", "1M"])
+        .args([
+            "--retry-wait",
+            "20ms",
+            "--max-tries",
+            "50",
+            "--token",
+            TOKEN,
+        ])
+        .arg(&file)
+        .arg(format!("http://{}/files/", front.addr))
+        .env("FERRY_DATA_DIR", dir.path().join("d"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kills at random points of the byte stream (not of the clock, so a fast or a loaded
+    // machine gets as many): about fifteen, on average one per fifteenth of the first four
+    // fifths.
+    let mut rng = fastrand::Rng::with_seed(83);
+    let mut kills = 0;
+    let stop_at = data.len() as u64 * 4 / 5;
+    let step = stop_at / 15;
+    let mut next = step / 2 + rng.u64(0..step);
+    while next < stop_at && child.try_wait().unwrap().is_none() {
+        if front.sent.load(Ordering::SeqCst) < next {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        let victim = front.last.load(Ordering::SeqCst);
+        let fresh = Instance::start(&opts, TOKEN);
+        front.upstreams.lock().unwrap()[victim] = fresh.1.clone();
+        instances[victim] = fresh; // the old one is SIGKILLed as it drops
+        kills += 1;
+        next += step / 2 + rng.u64(0..step);
+    }
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry put failed after {kills} kills: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("kill loop: {kills} instances killed");
+    assert!(
+        kills >= 10,
+        "only {kills} kills before the upload was nearly done"
+    );
+    let got = client()
+        .get(format!("http://{}/kill.bin", front.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(
+        got.bytes().await.unwrap()[..] == data[..],
+        "kill.bin differs"
+    );
+    let published: Vec<String> = names_under(&opts, "")
+        .await
+        .into_iter()
+        .filter(|n| !n.starts_with(".ferry/"))
+        .collect();
+    assert_eq!(published, ["kill.bin"], "published once");
 }
