@@ -102,6 +102,13 @@ struct Digits {
     start: usize,
 }
 
+/// "00" to "99": two digits per division.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 impl Digits {
     fn of(mut n: u64) -> Self {
         let mut d = Digits {
@@ -109,15 +116,27 @@ impl Digits {
             start: 20,
         };
         // u64::MAX has 20 digits: `start` never goes below 0.
-        while let Some(i) = d.start.checked_sub(1) {
-            d.buf[i] = b'0' + (n % 10) as u8;
-            d.start = i;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            d.put(PAIRS.get(pair..pair + 2).unwrap_or(b"00"));
+        }
+        let pair = n as usize * 2;
+        match n {
+            0..=9 => d.put(PAIRS.get(pair + 1..pair + 2).unwrap_or(b"0")),
+            _ => d.put(PAIRS.get(pair..pair + 2).unwrap_or(b"00")),
         }
         d
+    }
+
+    /// Puts `digits` in front of those already there.
+    fn put(&mut self, digits: &[u8]) {
+        if let Some(start) = self.start.checked_sub(digits.len()) {
+            if let Some(dst) = self.buf.get_mut(start..self.start) {
+                dst.copy_from_slice(digits);
+                self.start = start;
+            }
+        }
     }
 }
 
@@ -214,6 +233,25 @@ mod tests {
                 r.content_range(complete),
                 format!("bytes {}-{}/{}", start, end - 1, complete)
             );
+        }
+    }
+
+    #[test]
+    fn content_range_digits_match_format_for_every_length() {
+        let mut values: Vec<u64> = (0..1000).collect();
+        let mut n = 1u64;
+        for _ in 0..20 {
+            values.extend([n - 1, n, n + 1, n.saturating_mul(7), u64::MAX]);
+            n = n.saturating_mul(10);
+        }
+        let max = u64::MAX;
+        for v in values {
+            let one = ByteRange::new(0, 1).unwrap();
+            assert_eq!(one.content_range(v), format!("bytes 0-0/{v}"));
+            if let Some(r) = ByteRange::new(v, max) {
+                let want = format!("bytes {v}-{}/{max}", max - 1);
+                assert_eq!(r.content_range_text(max).as_str(), want);
+            }
         }
     }
 
