@@ -41,9 +41,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3CopyIfNotExists};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
 use object_store::path::Path as Key;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
+use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt as _};
 
 use super::visibility::Visibility;
 use super::{BoxFuture, EntryStream, Meta, Object, Store, StoreError};
@@ -97,7 +97,7 @@ impl S3Options {
     }
 
     fn builder(&self) -> AmazonS3Builder {
-        let mut b = AmazonS3Builder::from_env()
+        let mut b = from_env(client_options())
             .with_bucket_name(&self.bucket)
             .with_virtual_hosted_style_request(self.virtual_hosted)
             .with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
@@ -120,6 +120,33 @@ impl S3Options {
             p => format!("s3://{}/{p}/", self.bucket),
         }
     }
+}
+
+/// How the S3 client waits: no limit on a whole request, and S3's answer, or its next bytes,
+/// within [`raw::IDLE`]. object_store's default, 30 s for a whole request, cut every GET
+/// whose body took longer (a large file to a slow client): object_store asks again for the
+/// rest, but only within 3 minutes of the first try, so a download lasting longer than that
+/// failed (300 MiB at 1 MiB/s through ferryd on moto: cut after 205 s and 221 MB).
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout_disabled()
+        .with_read_timeout(raw::IDLE)
+}
+
+/// [`AmazonS3Builder::from_env`] on top of `client`: the `AWS_*` variables still win.
+fn from_env(client: ClientOptions) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::new().with_client_options(client);
+    for (key, value) in std::env::vars_os() {
+        let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+            continue;
+        };
+        if key.starts_with("AWS_") {
+            if let Ok(k) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                b = b.with_config(k, value);
+            }
+        }
+    }
+    b
 }
 
 #[derive(Clone)]
@@ -319,6 +346,17 @@ mod tests {
         assert_eq!(meta_of(&object(Some("W/\"abc\""))).etag, "\"abc\"");
         assert_eq!(meta_of(&object(None)).etag, "\"5-0\"");
         assert_eq!(meta_of(&object(Some("\""))).etag, "\"5-0\"");
+    }
+
+    // Review: object_store's 30 s limit on a whole request cut long downloads from S3 (see
+    // `client_options`).
+    #[test]
+    fn s3_requests_have_no_total_timeout_but_an_idle_one() {
+        use object_store::ClientConfigKey as C;
+        let b = S3Options::default().builder();
+        let get = |k| b.get_config_value(&AmazonS3ConfigKey::Client(k));
+        assert_eq!(get(C::Timeout), None);
+        assert_eq!(get(C::ReadTimeout).as_deref(), Some("5m"));
     }
 
     #[test]
