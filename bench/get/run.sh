@@ -115,6 +115,9 @@ FLAKY_ARGS="${FLAKY_ARGS:---cut 1M-8M --direction down --silent-every 7}"
 flaky_run() { # LABEL SEED CMD... (CMD gets the URL appended)
     local label=$1 seed=$2; shift 2
     local addr pid secs got
+    # The previous proxy's address must not be read as this one's (it is gone: a tool given
+    # it retries a refused connection forever; seen with aria2c --max-tries=0).
+    rm -f "$WORK/proxy.addr"
     "$PROXY" --target "127.0.0.1:$PORT_FLAKY" --seed "$seed" $FLAKY_ARGS \
         >"$WORK/proxy.addr" 2>>"$WORK/logs/$label.proxy" &
     pid=$!
@@ -122,7 +125,7 @@ flaky_run() { # LABEL SEED CMD... (CMD gets the URL appended)
     addr=$(sed -n 's/^listening on //p' "$WORK/proxy.addr")
     rm -rf "$WORK/out"/*
     sync
-    /usr/bin/time -f "%e" -o "$WORK/time.txt" "$@" "http://$addr/f128" >>"$WORK/logs/$label.log" 2>&1 || {
+    /usr/bin/time -f "%e" -o "$WORK/time.txt" timeout "${FLAKY_CAP:-300}" "$@" "http://$addr/f128" >>"$WORK/logs/$label.log" 2>&1 || {
         kill "$pid"; echo "$label FAILED (see $WORK/logs/$label.log)" >&2; return 1; }
     kill "$pid"; wait "$pid" 2>/dev/null || true
     got=$(sha256sum "$WORK/out/f128" | cut -d' ' -f1)
