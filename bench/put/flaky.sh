@@ -51,6 +51,8 @@ wait_line() { # FILE PATTERN: waits up to 20 s for PATTERN in FILE
 
 start() { # SEED: fresh ferryd root behind a fresh proxy; sets ROOT, ENDPOINT
   ROOT=$(mktemp -d "$WORK/root.XXXXXX")
+  # The previous run's lines must not be read as this run's (they name processes now gone).
+  rm -f "$WORK/ferryd.out" "$WORK/proxy.out"
   target/release/ferryd "$ROOT" --listen 127.0.0.1:0 --upload-token "$TOKEN" --log-level warn > "$WORK/ferryd.out" 2>&1 &
   FERRYD_PID=$!
   wait_line "$WORK/ferryd.out" 'http://'
