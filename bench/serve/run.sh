@@ -68,6 +68,16 @@ for _ in $(seq 50); do grep -q listening "$WORK/ferryd.out" 2>/dev/null && break
 FURL=$(grep -o 'listening on http://[^ ]*' "$WORK/ferryd.out" | sed 's:^listening on ::; s:/$::')
 NURL="http://127.0.0.1:$NPORT"
 sleep 0.3
+# The content indexer hashes big.bin once at start. The rounds wait for its digest (a HEAD
+# with Repr-Digest), so that the hashing competes with neither server's first rounds; with
+# INDEX_BUSY_GIB the indexer is meant to run during the rounds, and --no-index has no digest.
+if [ "${INDEX_BUSY_GIB:-0}" -eq 0 ] && [[ " ${FERRYD_ARGS:-} " != *" --no-index "* ]]; then
+  for _ in $(seq 600); do
+    curl -sfI "$FURL/big.bin" | grep -qi '^repr-digest:' && break
+    sleep 0.1
+  done
+  curl -sfI "$FURL/big.bin" | grep -qi '^repr-digest:' || { echo "ferryd's index did not hash big.bin within 60 s" >&2; exit 1; }
+fi
 
 ROUNDS=${ROUNDS:-5}
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
