@@ -35,15 +35,17 @@ BENCH_DIR=${BENCH_DIR:-/dev/shm}
 WORK=$(mktemp -d "$BENCH_DIR/ferry-bench-s3.XXXXXX")
 PIDS=()
 cleanup() {
+  rm -rf "$WORK"   # first: moto's files and the sources live here (in memory with /dev/shm)
   for p in "${PIDS[@]}" "${MOTO_PID:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 # moto's temporary files go to TMPDIR: keep them off the page-cache-starved disk too.
 mkdir -p "$WORK/moto-tmp"
-TMPDIR="$WORK/moto-tmp" moto_server -H 127.0.0.1 -p 0 > "$WORK/moto.log" 2>&1 & MOTO_PID=$!
+# The interpreter itself, not a pyenv shim, so that $! is moto's process and cleanup stops it.
+PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+TMPDIR="$WORK/moto-tmp" "$PYTHON" -m moto.server -H 127.0.0.1 -p 0 > "$WORK/moto.log" 2>&1 & MOTO_PID=$!
 for _ in $(seq 300); do grep -q 'Running on http://127.0.0.1:' "$WORK/moto.log" && break; sleep 0.1; done
 MOTO=$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/moto.log" | head -n1)
 [ -n "$MOTO" ] || { cat "$WORK/moto.log" >&2; echo "moto_server did not start" >&2; exit 1; }
