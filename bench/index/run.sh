@@ -27,6 +27,7 @@ now() { date +%s.%N; }
 index_once() {
   local root=$1 t0 line
   t0=$(now)
+  rm -f "$WORK/srv.out" "$WORK/srv.err"   # the previous start's "ready" is not this one's
   "$FERRYD" "$root" --listen 127.0.0.1:0 --public-uploads --log-level info \
     > "$WORK/srv.out" 2> "$WORK/srv.err" &
   SRV_PID=$!

@@ -36,6 +36,7 @@ cat "$WORK/big.bin" > /dev/null   # every client reads from the page cache
 
 start_ferryd() { # fresh root; sets ROOT, FERRYD_PID, ENDPOINT
   ROOT=$(mktemp -d "$WORK/root.XXXXXX")
+  rm -f "$WORK/ferryd.out"   # the previous run's address must not be read as this one's
   target/release/ferryd "$ROOT" --listen 127.0.0.1:0 --upload-token "$TOKEN" --log-level warn > "$WORK/ferryd.out" 2>&1 &
   FERRYD_PID=$!
   for _ in $(seq 400); do grep -q 'http://' "$WORK/ferryd.out" 2>/dev/null && break; sleep 0.05; done

@@ -32,11 +32,13 @@ http {
   server { listen 127.0.0.1:$port; root $WORK/www; }
 }
 CONF
+    rm -f "$WORK/server.out" "$WORK/server.err"   # a previous server's lines are not this one's
     "$@" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" > "$WORK/server.out" 2>&1 &
     SERVER_PID=$!
     URL="http://127.0.0.1:$port"
     for _ in $(seq 1200); do curl -sf -o /dev/null -r 0-0 "$URL/big.bin" 2>/dev/null && break; sleep 0.1; done
   else
+    rm -f "$WORK/server.out" "$WORK/server.err"
     # shellcheck disable=SC2086 # FERRYD_ARGS is a list of flags
     "$@" "$what" "$WORK/www" --listen 127.0.0.1:0 --workers "${WORKERS:-1}" --log-level warn ${FERRYD_ARGS:-} \
       > "$WORK/server.out" 2> "$WORK/server.err" &

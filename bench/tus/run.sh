@@ -24,6 +24,7 @@ now() { date +%s.%N; }
 
 # Starts a server command in the background; sets SRV_PID and ENDPOINT (from "listening on URL").
 start() {
+  rm -f "$WORK/srv.out" "$WORK/srv.err"   # the previous server's address is not this one's
   "$@" > "$WORK/srv.out" 2>"$WORK/srv.err" &
   SRV_PID=$!
   for _ in $(seq 100); do grep -q "listening on" "$WORK/srv.out" 2>/dev/null && break; sleep 0.05; done
