@@ -102,6 +102,9 @@ struct ReadState {
     pos: u64,
     end: u64,
     ahead: Option<JoinHandle<io::Result<Bytes>>>,
+    /// Told of every chunk read on the blocking pool, so that the indexer yields during a
+    /// long download as it does for a stream of requests (small bodies: the open told it).
+    index: Option<Arc<index::Shared>>,
 }
 
 impl ReadState {
@@ -112,6 +115,11 @@ impl ReadState {
             pos: range.start,
             end: range.end,
             ahead: None,
+            index: if range.end.saturating_sub(range.start) > INLINE_READ as u64 {
+                file.digest.index.clone()
+            } else {
+                None
+            },
         }
     }
 
@@ -119,6 +127,9 @@ impl ReadState {
     fn spawn_read(&mut self, n: usize, permit: OwnedSemaphorePermit) {
         let (file, at) = (self.file.clone(), self.pos);
         self.pos += n as u64;
+        if let Some(index) = &self.index {
+            index.note_read();
+        }
         // Allocated here, on the worker, not on the blocking thread: a chunk then comes from
         // and returns to the worker's malloc arena, instead of each of dozens of blocking
         // threads keeping its own arena of freed chunks resident (peak RSS with 256
