@@ -318,6 +318,56 @@ async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
     assert_eq!(published, want, "each file published once");
 }
 
+// Issue 11 6(b) with a third-party client: tus-js-client (parallelUploads 3, 1 MiB chunks:
+// three partial uploads and a final one, every PATCH through the random front to any
+// instance) uploads into three ferryd processes on one bucket; the file is published once,
+// byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_behind_a_random_front_take_tus_js_client_parallel_uploads() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let Some(node) = ferry_tests::tool("node") else {
+        return;
+    };
+    const TOKEN: &str = "three-instances-js-token";
+    let opts = ferry_tests::s3::fresh_options(false);
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(&opts, TOKEN)).collect();
+    let (front, counts) = random_front(instances.iter().map(|i| i.1.clone()).collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern((6 << 20) + 5, 74);
+    let file = write(dir.path(), "js.bin", &data);
+    use crate::tus::interop::{js, run_client, serde_like};
+    let js_opts = serde_like::obj(&[
+        ("endpoint", serde_like::s(&format!("http://{front}/files/"))),
+        ("token", serde_like::s(TOKEN)),
+        ("file", serde_like::s(file.to_str().unwrap())),
+        ("parallel", "3".into()),
+        ("chunkSize", (1u32 << 20).to_string()),
+    ]);
+    let url = run_client(js(&node, js_opts)).await;
+    assert!(url.starts_with(&format!("http://{front}/")), "{url}");
+    let counts_now: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    eprintln!("requests per instance: {counts_now:?}");
+    assert!(
+        counts_now.iter().filter(|c| **c > 0).count() >= 2,
+        "requests reached at least two instances: {counts_now:?}"
+    );
+    let got = client()
+        .get(format!("http://{front}/js.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.unwrap()[..] == data[..], "js.bin differs");
+    let published: Vec<String> = names_under(&opts, "")
+        .await
+        .into_iter()
+        .filter(|n| !n.starts_with(".ferry/"))
+        .collect();
+    assert_eq!(published, ["js.bin"], "published once");
+}
+
 /// Counts the `expired` events of the instances it listens to.
 struct CountExpired(Arc<AtomicUsize>);
 

@@ -8,7 +8,7 @@ mod crash;
 mod extensions;
 mod ferry;
 mod framing;
-mod interop;
+pub(crate) mod interop;
 mod limits;
 mod names;
 mod owner;

@@ -27,7 +27,7 @@ fn fixture(name: &str, data: &[u8]) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs a client to completion off the runtime (the server under test shares it) and returns
 /// the upload URL it printed.
-async fn run_client(mut cmd: Command) -> String {
+pub(crate) async fn run_client(mut cmd: Command) -> String {
     let out = tokio::task::spawn_blocking(move || cmd.current_dir(interop_dir()).output())
         .await
         .unwrap()
@@ -45,7 +45,7 @@ async fn run_client(mut cmd: Command) -> String {
     url.to_string()
 }
 
-fn js(node: &Path, opts: serde_like::Json) -> Command {
+pub(crate) fn js(node: &Path, opts: serde_like::Json) -> Command {
     let mut cmd = Command::new(node);
     cmd.arg(interop_dir().join("tus_js_upload.mjs")).arg(opts.0);
     cmd
@@ -373,7 +373,7 @@ async fn sigkill_mid_patch_loses_nothing_acknowledged_and_tus_js_client_resumes(
 }
 
 /// Just enough JSON for the driver's options (no serde_json in this crate).
-mod serde_like {
+pub(crate) mod serde_like {
     pub struct Json(pub String);
 
     pub fn s(v: &str) -> String {
