@@ -130,6 +130,24 @@ pub fn put(opts: &S3Options, rel: &str, data: &[u8]) {
     .expect("put thread");
 }
 
+/// The keys of the objects under the directory `dir` of the prefix of `opts` (`""` for all),
+/// relative to the prefix, sorted.
+pub async fn names_under(opts: &S3Options, dir: &str) -> Vec<String> {
+    use futures_util::StreamExt as _;
+    let client = opts.client().unwrap();
+    let key = object_store::path::Path::from(format!("{}/{dir}", opts.prefix));
+    let listed: Vec<_> = client.list(Some(&key)).collect().await;
+    let mut names: Vec<String> = listed
+        .into_iter()
+        .map(|o| {
+            let o = o.unwrap();
+            o.location.as_ref()[opts.prefix.len() + 1..].to_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// Puts every `(rel, data)` under the served prefix of `opts`, 16 at a time (a directory of
 /// more entries than one listing page, without a thread per object).
 pub async fn put_many(opts: &S3Options, objects: Vec<(String, Vec<u8>)>) {

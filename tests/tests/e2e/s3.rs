@@ -372,17 +372,13 @@ async fn s3_tus_server_with(cfg: ferryd::tus::TusConfig) -> (TestServer, Arc<fer
 
 /// The names left in the S3 store's upload staging of `srv`.
 async fn staging_names(srv: &TestServer) -> Vec<String> {
-    use futures_util::StreamExt as _;
+    const STAGING: &str = ".ferry/uploads/";
     let opts = srv.s3.as_ref().unwrap();
-    let dir = object_store::path::Path::from(format!("{}/.ferry/uploads", opts.prefix));
-    let client = opts.client().unwrap();
-    let listed: Vec<_> = client.list(Some(&dir)).collect().await;
-    let mut names: Vec<String> = listed
+    ferry_tests::s3::names_under(opts, STAGING.trim_end_matches('/'))
+        .await
         .into_iter()
-        .map(|o| o.unwrap().location.filename().unwrap_or("").to_owned())
-        .collect();
-    names.sort();
-    names
+        .map(|n| n.strip_prefix(STAGING).unwrap_or(&n).to_owned())
+        .collect()
 }
 
 // Issue 11 point 3 on S3: a chunk whose checksum does not match is dropped (460, the offset

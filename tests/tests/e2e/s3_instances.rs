@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_tests::s3::names_under;
 use ferry_tests::{client, pattern, Backend, TestServer};
 use ferryd::app::StoreConfig;
 use ferryd::server::ServerOptions;
 use ferryd::store::fs::FsOptions;
 use ferryd::store::s3::S3Options;
-use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -33,23 +33,6 @@ async fn instance(opts: &S3Options) -> TestServer {
         |app, _| app,
     )
     .await
-}
-
-/// The names of the objects under the directory `dir` (relative to the prefix of `opts`,
-/// `""` for all), sorted.
-async fn names_under(opts: &S3Options, dir: &str) -> Vec<String> {
-    let client = opts.client().unwrap();
-    let key = object_store::path::Path::from(format!("{}/{dir}", opts.prefix));
-    let listed: Vec<_> = client.list(Some(&key)).collect().await;
-    let mut names: Vec<String> = listed
-        .into_iter()
-        .map(|o| {
-            let o = o.unwrap();
-            o.location.as_ref()[opts.prefix.len() + 1..].to_owned()
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 /// `data[from..]` as a request body that arrives in 256 KiB pieces, 25 ms apart (a PATCH
