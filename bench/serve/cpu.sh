@@ -14,18 +14,7 @@ if [ -z "$FERRYD" ]; then cargo build --release -q -p ferryd; FERRYD=target/rele
 FERRYD_ARGS=${FERRYD_ARGS---no-index}
 # shellcheck source=bench/serve/lib.sh
 . bench/serve/lib.sh
-WORK=$(mktemp -d /tmp/ferry-bench-cpu.XXXXXX)
-cleanup() { kill "${SERVER_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-mkdir -p "$WORK/www"
-head -c 64M /dev/urandom > "$WORK/www/big.bin"
-cat > "$WORK/ranges.lua" <<'LUA'
-math.randomseed(os.time())
-request = function()
-  local off = math.random(0, 16383) * 4096
-  return wrk.format("GET", "/big.bin", { Range = "bytes=" .. off .. "-" .. (off + 4095) })
-end
-LUA
+make_work cpu
 start_one "$FERRYD"
 wrk -t"${WORKERS:-1}" -c"${CONNS:-16}" -d2s -s "$WORK/ranges.lua" "$URL" > /dev/null   # warm-up
 a=$(server_cpu_ns); read -r ua sa < <(server_ticks)

@@ -23,18 +23,7 @@ done
 
 # shellcheck source=bench/serve/lib.sh
 . bench/serve/lib.sh
-WORK=$(mktemp -d /tmp/ferry-bench-instr.XXXXXX)
-cleanup() { kill "${SERVER_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-mkdir -p "$WORK/www"
-head -c 64M /dev/urandom > "$WORK/www/big.bin"
-cat > "$WORK/ranges.lua" <<'LUA'
-math.randomseed(os.time())
-request = function()
-  local off = math.random(0, 16383) * 4096
-  return wrk.format("GET", "/big.bin", { Range = "bytes=" .. off .. "-" .. (off + 4095) })
-end
-LUA
+make_work instr
 
 if [ -n "${WAIT_DIGEST:-}" ]; then
   # Index natively first (hashing under valgrind takes minutes); ferryd then starts from the cache.

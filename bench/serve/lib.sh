@@ -1,4 +1,5 @@
 # Shared by cpu.sh, instr.sh and syscalls.sh: one server with one worker on $WORK/www.
+#   make_work NAME                        sets WORK (see below)
 #   start_one BINARY|nginx [WRAPPER...]   sets SERVER_PID and URL
 # WORKERS=N (default 1) runs N workers (nginx: a master and N worker processes).
 # BINARY is a ferryd build, run with --workers 1 and the flags in FERRYD_ARGS;
@@ -6,6 +7,22 @@
 # started, so its CPU, system calls and instructions are counted the same way as ferryd's),
 # sendfile and tcp_nopush on as in run.sh, no access log, no open_file_cache (its default).
 # WRAPPER (valgrind, ...) is put in front of the server's command line.
+
+# make_work NAME: a fresh $WORK (removed at exit, after the server and any STRACE_PID are
+# stopped) holding www/big.bin (64 MiB) and ranges.lua (wrk: 4 KiB GETs at random offsets).
+make_work() {
+  WORK=$(mktemp -d "/tmp/ferry-bench-$1.XXXXXX")
+  trap 'kill "${STRACE_PID:-}" "${SERVER_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  mkdir -p "$WORK/www"
+  head -c 64M /dev/urandom > "$WORK/www/big.bin"
+  cat > "$WORK/ranges.lua" <<'LUA'
+math.randomseed(os.time())
+request = function()
+  local off = math.random(0, 16383) * 4096
+  return wrk.format("GET", "/big.bin", { Range = "bytes=" .. off .. "-" .. (off + 4095) })
+end
+LUA
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -11,11 +11,7 @@ if [ -z "$FERRYD" ]; then cargo build --release -q -p ferryd; FERRYD=target/rele
 N=${N:-2000}
 # shellcheck source=bench/serve/lib.sh
 . bench/serve/lib.sh
-WORK=$(mktemp -d /tmp/ferry-bench-sys.XXXXXX)
-cleanup() { kill "${STRACE_PID:-}" "${SERVER_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-mkdir -p "$WORK/www"
-head -c 64M /dev/urandom > "$WORK/www/big.bin"
+make_work sys
 start_one "$FERRYD"
 for i in $(seq "$N"); do
   [ "$i" -gt 1 ] && echo next
