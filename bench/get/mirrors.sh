@@ -25,7 +25,7 @@ CONNS="${CONNS:-12}"
 PORTS=(18091 18092 18093)
 RATES=(2m 8m 32m)
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
+. "$ROOT/bench/get/lib.sh"
 need nginx nginx-light
 need aria2c aria2
 [ -x /usr/bin/time ] || { echo "installing time"; apt-get install -y -qq time >/dev/null; }
@@ -38,43 +38,16 @@ fi
 
 mkdir -p "$WORK/www" "$WORK/out" "$WORK/logs"
 chmod 755 "$WORK" "$WORK/www"
-if ! [ -f "$WORK/www/f256" ] || [ "$(stat -c %s "$WORK/www/f256")" -ne $((256 << 20)) ]; then
-    echo "generating f256 (256 MiB)"
-    head -c $((256 << 20)) /dev/urandom >"$WORK/www/f256"
-    chmod 644 "$WORK/www/f256"
-fi
+make_file f256 256
 
 servers=""
 for i in 0 1 2; do
     servers="$servers    server { listen 127.0.0.1:${PORTS[$i]}; root $WORK/www; limit_rate ${RATES[$i]}; limit_rate_after 0; }
 "
 done
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    client_body_temp_path $WORK/logs;
-    proxy_temp_path $WORK/logs;
-    fastcgi_temp_path $WORK/logs;
-    uwsgi_temp_path $WORK/logs;
-    scgi_temp_path $WORK/logs;
-$servers}
-CONF
-nginx -c "$WORK/nginx.conf" -p "$WORK" &
-NGINX=$!
-trap 'kill $NGINX 2>/dev/null || true' EXIT
 URLS=()
-for p in "${PORTS[@]}"; do
-    URLS+=("http://127.0.0.1:$p/f256")
-    for _ in $(seq 50); do curl -fsI "http://127.0.0.1:$p/f256" >/dev/null 2>&1 && break; sleep 0.1; done
-done
+for p in "${PORTS[@]}"; do URLS+=("http://127.0.0.1:$p/f256"); done
+start_nginx "$servers" "${URLS[@]}"
 
 # timed LABEL CMD... -> runs CMD once into an empty $WORK/out, prints its wall time, checks
 # the bytes (cmp against the source).

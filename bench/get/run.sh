@@ -27,7 +27,7 @@ WORK="${BENCH_DIR:-/tmp/ferry-bench}"
 SCENARIOS="${SCENARIOS:-cap straggler free flaky}"
 PORT_CAP=18081 PORT_STRAGGLER=18082 PORT_FREE=18083 PORT_FLAKY=18084
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
+. "$ROOT/bench/get/lib.sh"
 need nginx nginx-light
 need aria2c aria2
 need axel axel
@@ -40,44 +40,17 @@ PROXY="$ROOT/target/release/flaky_proxy"
 
 mkdir -p "$WORK/www" "$WORK/out" "$WORK/logs"
 chmod 755 "$WORK" "$WORK/www"
-make_file() { # name MiB
-    [ -f "$WORK/www/$1" ] && [ "$(stat -c %s "$WORK/www/$1")" -eq $(($2 << 20)) ] && return
-    echo "generating $1 ($2 MiB)"
-    head -c $(($2 << 20)) /dev/urandom >"$WORK/www/$1"
-    chmod 644 "$WORK/www/$1"
-}
 make_file f256 256
 make_file f64 64
 make_file f1g 1024
 make_file f128 128
 
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    client_body_temp_path $WORK/logs;
-    proxy_temp_path $WORK/logs;
-    fastcgi_temp_path $WORK/logs;
-    uwsgi_temp_path $WORK/logs;
-    scgi_temp_path $WORK/logs;
-    map \$connection \$straggler_rate { "~[05]\$" 256k; default 8m; }
+start_nginx "    map \$connection \$straggler_rate { \"~[05]\$\" 256k; default 8m; }
     server { listen 127.0.0.1:$PORT_CAP;       root $WORK/www; limit_rate 8m; limit_rate_after 0; }
     server { listen 127.0.0.1:$PORT_STRAGGLER; root $WORK/www; limit_rate \$straggler_rate; }
     server { listen 127.0.0.1:$PORT_FREE;      root $WORK/www; }
     server { listen 127.0.0.1:$PORT_FLAKY;     root $WORK/www; limit_rate 16m; limit_rate_after 0; }
-}
-CONF
-nginx -c "$WORK/nginx.conf" -p "$WORK" &
-NGINX=$!
-trap 'kill $NGINX 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -fsI "http://127.0.0.1:$PORT_FREE/f64" >/dev/null 2>&1 && break; sleep 0.1; done
+" "http://127.0.0.1:$PORT_FREE/f64"
 
 # measure LABEL FILE CMD... -> runs CMD $REPEAT times, prints the best wall time and the
 # highest peak RSS, checks the file's sha256 after every run. Best-of, because the machine is
