@@ -300,7 +300,12 @@ async fn serve_connection(
         .http1()
         .timer(HeadTimer::new(watch.clone()))
         .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(opts.max_header_size.max(8192));
+        .max_buf_size(opts.max_header_size.max(8192))
+        // No read while a request is answered: hyper otherwise tries one after every request
+        // head, to notice a client leaving mid-response, and reserving read-buffer room for it
+        // while the head's bytes are still in use allocates a fresh 8 KiB buffer per request
+        // (#13). A client that leaves is noticed by the next write instead, as nginx does.
+        .half_close(true);
     builder
         .http2()
         .timer(TokioTimer::new())
