@@ -148,6 +148,35 @@ pub async fn names_under(opts: &S3Options, dir: &str) -> Vec<String> {
     names
 }
 
+/// Moves the deadline of every upload record under the prefix of `opts` to the past, as if the
+/// uploads' expiry (a day by default) had run out: the reaper compares each record's
+/// deadline with the clock, and a test cannot wait a day. Only while no ferryd writes
+/// under the prefix (the records are rewritten without a compare-and-swap).
+pub async fn expire_upload_records(opts: &S3Options) {
+    let client = opts.client().unwrap();
+    for name in names_under(opts, ".ferry/uploads").await {
+        if !name.ends_with(".info") {
+            continue;
+        }
+        let key = object_store::path::Path::from(format!("{}/{name}", opts.prefix));
+        let raw = client.get(&key).await.unwrap().bytes().await.unwrap();
+        let mut rec: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        rec["info"]["expires_ms"] = serde_json::json!(1);
+        let raw = serde_json::to_vec(&rec).unwrap();
+        client.put(&key, raw.into()).await.unwrap();
+    }
+}
+
+/// The multipart uploads in progress under the prefix of `opts` (S3's
+/// `ListMultipartUploads`, through ferryd's S3 store: object_store cannot list them).
+pub async fn open_multipart_uploads(opts: &S3Options) -> Vec<ferryd::store::s3::OpenMultipart> {
+    let store = ferryd::store::s3::S3Store::new(opts).unwrap();
+    store
+        .list_multipart(&format!("{}/", opts.prefix))
+        .await
+        .unwrap()
+}
+
 /// Puts every `(rel, data)` under the served prefix of `opts`, 16 at a time (a directory of
 /// more entries than one listing page, without a thread per object).
 pub async fn put_many(opts: &S3Options, objects: Vec<(String, Vec<u8>)>) {

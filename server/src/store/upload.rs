@@ -271,6 +271,12 @@ pub trait UploadStore: Send + Sync {
     fn purge<'a>(&'a self, id: &'a UploadId) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Every upload record (for the reaper and the limits' count at start).
     fn list_uploads(&self) -> BoxFuture<'_, Result<Vec<UploadInfo>, StoreError>>;
+    /// Frees what interrupted writers left that no record accounts for, so neither expiry
+    /// nor termination would ever free it (on S3: orphaned multipart uploads). The reaper
+    /// calls it after each pass; returns how many things it freed. The default has none.
+    fn sweep(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
     /// tus concatenation, if this store joins uploads.
     fn concatenation(&self) -> Option<&dyn Concatenation> {
         None

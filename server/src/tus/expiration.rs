@@ -126,8 +126,9 @@ impl Tus {
         })
     }
 
-    /// One reaper pass: frees expired uploads (never one a client holds) and forgets old
-    /// tombstones. Returns how many records changed.
+    /// One reaper pass: frees expired uploads (never one a client holds), forgets old
+    /// tombstones and sweeps the store ([`sweep`](crate::store::upload::UploadStore::sweep)). Returns how many records
+    /// changed.
     pub async fn reap_once(&self) -> Result<usize> {
         let store = self.uploads()?;
         let now = unix_now_ms();
@@ -177,6 +178,13 @@ impl Tus {
                 continue;
             }
             changed += 1;
+        }
+        // What interrupted writers left that no record names (issue 11 point 6(c)): after
+        // the discards above, so what they left is orphaned now.
+        match store.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "freed what interrupted uploads left"),
+            Err(e) => tracing::warn!(error = %e, "cannot look for what interrupted uploads left"),
         }
         Ok(changed)
     }

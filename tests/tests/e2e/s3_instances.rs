@@ -573,7 +573,8 @@ async fn one_request_split<R: tokio::io::AsyncRead + Unpin>(
 // Issue 11 point 6(c): kill -9 the instance that received the latest request (most often the
 // one receiving a PATCH), at random moments, at least 10 times, and start a new one in its
 // place, while `ferry put -x 4` sends a file through the random front: the client resumes
-// through the other instances, and the file is published once, byte-identical. The kills stop
+// through the other instances, the file is published once, byte-identical, and once the
+// uploads expire nothing of them is left, no multipart upload in progress either. The kills stop
 // once four fifths of the file went through the front, so no publish is cut (an instance
 // killed while it copies holds the upload for minutes, see README).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -657,4 +658,56 @@ async fn instances_killed_mid_patch_lose_nothing_and_publish_once() {
         .filter(|n| !n.starts_with(".ferry/"))
         .collect();
     assert_eq!(published, ["kill.bin"], "published once");
+
+    // No orphaned multipart upload remains after expiry, nor anything else of the uploads:
+    // with every instance gone, the uploads' deadlines run out and a new instance's reaper
+    // frees them. The partial uploads (kept, reusable, until they expire, as tusd and the
+    // directory store keep copied parts) go with their data and tails, then their
+    // tombstones; a multipart upload a killed writer created but never recorded is aborted.
+    let open = ferry_tests::s3::open_multipart_uploads(&opts).await;
+    let open: Vec<&str> = open.iter().map(|o| o.key.as_str()).collect();
+    eprintln!("kill loop: multipart uploads in progress after the put: {open:?}");
+    drop(instances); // SIGKILLed
+    ferry_tests::s3::expire_upload_records(&opts).await;
+    let _reaper = reaper(&opts, Duration::from_millis(1500)).await;
+    let left = || async {
+        let mut left: Vec<String> = ferry_tests::s3::open_multipart_uploads(&opts)
+            .await
+            .into_iter()
+            .map(|o| format!("multipart upload of {}", o.key))
+            .collect();
+        let staging = names_under(&opts, ".ferry/").await;
+        left.extend(
+            staging
+                .into_iter()
+                .filter(|n| !n.starts_with(".ferry/index/")),
+        );
+        left
+    };
+    let started = std::time::Instant::now();
+    while !left().await.is_empty() && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left().await, Vec::<String>::new(), "left after expiry");
+}
+
+/// ferryd in this process on the prefix of `opts` with uploads that expire after `expiry`:
+/// its reaper runs every quarter of it.
+async fn reaper(opts: &S3Options, expiry: Duration) -> TestServer {
+    let opts = opts.clone();
+    let config = move |c: &mut ferryd::app::Config, _| {
+        c.store = StoreConfig::S3(opts);
+        c.tus = Some(ferryd::tus::TusConfig {
+            expiry,
+            ..ferryd::tus::TusConfig::default()
+        });
+    };
+    TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        config,
+        |app, _| app,
+    )
+    .await
 }

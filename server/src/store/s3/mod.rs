@@ -30,12 +30,14 @@ mod copy;
 mod index;
 mod lease;
 mod list;
+mod orphans;
 mod probe;
 mod raw;
 mod read;
 pub mod upload;
 
 pub use probe::ConditionalWrites;
+pub use raw::OpenMultipart;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -173,6 +175,8 @@ pub struct S3Store {
     hashing: Arc<tokio::sync::Semaphore>,
     /// Request bodies taken into memory at once ([`upload::RECEIVING`]).
     receiving: Arc<tokio::sync::Semaphore>,
+    /// When the reaper first listed each multipart upload in progress ([`orphans`]).
+    first_seen: orphans::FirstSeen,
 }
 
 impl S3Store {
@@ -200,6 +204,7 @@ impl S3Store {
             index: !opts.no_index,
             hashing: Arc::new(tokio::sync::Semaphore::new(index::HASHING_AT_ONCE)),
             receiving: Arc::new(tokio::sync::Semaphore::new(upload::RECEIVING)),
+            first_seen: orphans::FirstSeen::default(),
         })
     }
 

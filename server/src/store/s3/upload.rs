@@ -225,7 +225,7 @@ impl S3Store {
         )
     }
 
-    fn uploads_dir(&self) -> Key {
+    pub(super) fn uploads_dir(&self) -> Key {
         self.state_dir("uploads")
     }
 
@@ -634,6 +634,11 @@ impl UploadStore for S3Store {
             }
             Ok(out)
         })
+    }
+
+    /// Aborts orphaned multipart uploads ([`super::orphans`]).
+    fn sweep(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.abort_orphans(unix_now_ms(), super::orphans::ORPHAN_AGE))
     }
 
     fn concatenation(&self) -> Option<&dyn Concatenation> {
