@@ -2,14 +2,17 @@
 # ferryd on S3 against peers measured in the same run, on moto's S3 server started here on
 # 127.0.0.1 (the same server the tests use). Prints ratios; interleaved rounds, medians.
 #   get    1 GiB GET with curl: through ferryd-on-S3 vs straight from the S3 endpoint (a
-#          presigned URL, the same curl), ratio ferryd/direct (goal >= 0.9)
+#          presigned URL, the same curl), ratio ferryd/direct (goal >= 0.9); with the CPU seconds
+#          per GiB of moto and ferryd (user + system from /proc/PID/stat), steadier than MiB/s
 #   put    1 GiB upload: `ferry put` and `ferry put -x 4` into ferryd-on-S3 vs `rclone copy` of
 #          the same file into the same bucket (its defaults: 5 MiB parts, 4 at once), ratio
 #          rclone-time/ferry-time (goal >= 0.9); the first round reads the upload back
 #   rss    ferryd peak RSS (VmHWM of a fresh ferryd) during 16 concurrent uploads (64 MiB each)
 #          and 64 concurrent range downloads (1 MiB each) at once (goal <= 128 MiB)
 #   scale  aggregate download throughput of 1, 2 and 3 ferryd on the bucket under the same
-#          load (12 clients, each GETting a 64 MiB object 4 times, round robin over instances)
+#          load (12 clients, each GETting a 64 MiB object 4 times, round robin over instances),
+#          and of the same load straight from moto (the ceiling); with what bounds it: moto's
+#          CPU and cores, ferryd's CPU per GiB relayed, the machine's busy cores
 # Usage: [ROUNDS=3] [ONLY=get,put,rss,scale] bench/s3/run.sh
 #   FERRYD=path / FERRY=path measure other builds (an A/B of two commits); FERRYD_ARGS adds flags.
 # moto keeps objects in temporary files and reads a whole object for every (ranged) GET, so the
@@ -61,9 +64,11 @@ export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other RCLONE_CONFI
 # rclone's AWS SDK refuses a custom CA bundle on its transport (the endpoint is plain HTTP).
 rclone() { env -u AWS_CA_BUNDLE rclone "$@"; }
 
-head -c 1G /dev/urandom > "$WORK/big.bin"
+if want get || want put; then  # 1 GiB only where it is measured
+  head -c 1G /dev/urandom > "$WORK/big.bin"
+  rclone copy "$WORK/big.bin" "moto:$BUCKET/www/"
+fi
 head -c 64M /dev/urandom > "$WORK/mid.bin"
-rclone copy "$WORK/big.bin" "moto:$BUCKET/www/"
 rclone copy "$WORK/mid.bin" "moto:$BUCKET/www/"
 
 start_ferryd() { # start_ferryd NAME [FLAGS...]: sets URL_<NAME>, PID_<NAME>
@@ -82,28 +87,50 @@ stop_ferryd() { local pid="PID_$1"; kill "${!pid}"; wait "${!pid}" 2>/dev/null |
 
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 calc() { python3 -c "print(f'{$1:$2}')"; }
+med2() { calc "$(median "$@")" .2f; }
 now() { date +%s.%N; }
+mibs() { python3 -c "import sys; print(' '.join(f'{float(x) / 2**20:.0f}' for x in sys.argv[1:]))" "$@"; }
+# CPU time, the load-insensitive figure beside each wall-clock one: a process's user and system
+# ticks (all its threads, finished ones too), and the whole machine's busy and total ticks.
+HZ=$(getconf CLK_TCK)
+CORES=$(nproc)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys_cpu() { awk '{print $15}' "/proc/$1/stat"; }
+machine() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# presign KEY: a presigned GET URL of KEY straight from moto (no ferryd), for the same clients.
+presign() {
+  python3 - "$MOTO" "$BUCKET" "$1" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+print(s3.generate_presigned_url("get_object", Params={"Bucket": sys.argv[2], "Key": sys.argv[3]}, ExpiresIn=36000))
+PY
+}
 echo "bench/s3/run.sh at $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD)"
 
 if want get; then
   start_ferryd get
-  DIRECT=$(python3 - "$MOTO" "$BUCKET" <<'PY'
-import sys, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
-print(s3.generate_presigned_url("get_object", Params={"Bucket": sys.argv[2], "Key": "www/big.bin"}, ExpiresIn=3600))
-PY
-)
-  speed() { # one curl run, bytes/s; fails unless exactly 1 GiB arrived
-    local s n
+  DIRECT=$(presign www/big.bin)
+  # speed URL: one curl run: "bytes/s, moto's ticks, ferryd's ticks, ferryd's system ticks";
+  # fails unless exactly 1 GiB arrived.
+  speed() {
+    local s n m0 f0 k0
+    m0=$(cpu "$MOTO_PID"); f0=$(cpu "$PID_get"); k0=$(sys_cpu "$PID_get")
     read -r s n < <(curl -sf -o /dev/null -w '%{speed_download} %{size_download}\n' "$1")
     [ "$n" = 1073741824 ] || { echo "$1 served $n bytes, not 1 GiB" >&2; exit 1; }
-    echo "$s"
+    echo "$s $(($(cpu "$MOTO_PID") - m0)) $(($(cpu "$PID_get") - f0)) $(($(sys_cpu "$PID_get") - k0))"
   }
   curl -sf "$URL_get/big.bin" | cmp - "$WORK/big.bin"
-  ds=(); fs=()
-  for _ in $(seq "$ROUNDS"); do ds+=("$(speed "$DIRECT")"); fs+=("$(speed "$URL_get/big.bin")"); done
+  ds=(); fs=(); dm=(); fm=(); ff=(); fk=()
+  for _ in $(seq "$ROUNDS"); do
+    r=$(speed "$DIRECT") || exit 1
+    read -r s m _ _ <<< "$r"; ds+=("$s"); dm+=("$m")
+    r=$(speed "$URL_get/big.bin") || exit 1
+    read -r s m f k <<< "$r"; fs+=("$s"); fm+=("$m"); ff+=("$f"); fk+=("$k")
+  done
   D=$(median "${ds[@]}"); F=$(median "${fs[@]}")
   echo "get: 1 GiB with curl (median of $ROUNDS): direct $(calc "$D/2**20" .0f) MiB/s, via ferryd $(calc "$F/2**20" .0f) MiB/s, ratio ferryd/direct = $(calc "$F/$D" .2f) (goal >= 0.9); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "     CPU s per GiB (median): moto $(calc "$(median "${dm[@]}")/$HZ" .2f) direct, $(calc "$(median "${fm[@]}")/$HZ" .2f) behind ferryd; ferryd $(calc "$(median "${ff[@]}")/$HZ" .2f), of it in the kernel $(calc "$(median "${fk[@]}")/$HZ" .2f) (the relay's two loopback sockets)"
+  echo "     MiB/s direct $(mibs "${ds[@]}") | via ferryd $(mibs "${fs[@]}"); ticks ($HZ/s): moto direct ${dm[*]} | moto behind ferryd ${fm[*]} | ferryd ${ff[*]} (kernel ${fk[*]})"
   stop_ferryd get
 fi
 
@@ -156,21 +183,54 @@ if want rss; then
 fi
 
 if want scale; then
-  urls=()
+  # The same load (12 clients, each GETting the 64 MiB object 4 times; 3 GiB a round) straight
+  # from moto on presigned URLs (no ferryd: the ceiling), then round robin over 1, 2 and 3
+  # ferryd. Beside MiB/s, what bounds it: moto's CPU (one Python process, about one core at
+  # most under its GIL), the ferryds' CPU per GiB relayed (all instances), and how many of the
+  # machine's cores were busy during the round.
+  MID=$(presign www/mid.bin)
+  load_round() { # load_round URL...: 12 clients x 4 GETs, round robin over the URLs; prints seconds
+    local pids=() t0 t1 c p
+    t0=$(now)
+    for c in $(seq 0 11); do
+      ( for k in 0 1 2 3; do
+          i=$(((c + k) % $# + 1))
+          curl -sf -o /dev/null "${!i}" || exit 1
+        done ) & pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || { echo "scale: a client's GET failed" >&2; return 1; }; done
+    t1=$(now)
+    calc "$t1-$t0" .3f
+  }
+  measure() { # measure LABEL "FERRYD PIDS" URL...: one line of figures over ROUNDS rounds
+    local label=$1 fps=$2; shift 2
+    local tput=() mcpu=() mcore=() fcpu=() busy=() m0 f0 b0 a0 b1 a1 secs m f p
+    for _ in $(seq "$ROUNDS"); do
+      m0=$(cpu "$MOTO_PID"); f0=0; for p in $fps; do f0=$((f0 + $(cpu "$p"))); done
+      read -r b0 a0 < <(machine)
+      secs=$(load_round "$@") || exit 1
+      read -r b1 a1 < <(machine)
+      m=$(($(cpu "$MOTO_PID") - m0)); f=-$f0; for p in $fps; do f=$((f + $(cpu "$p"))); done
+      tput+=("$(calc "3072/$secs" .0f)")
+      mcpu+=("$(calc "$m/$HZ/3" .2f)"); mcore+=("$(calc "$m/$HZ/$secs" .2f)")
+      fcpu+=("$(calc "$f/$HZ/3" .2f)")
+      busy+=("$(calc "($b1-$b0)/($a1-$a0)*$CORES" .2f)")
+    done
+    T=$(median "${tput[@]}")
+    printf 'scale: %-17s %5.0f MiB/s [%s]%s; moto %s s CPU/GiB, %s cores; ferryd %s s CPU/GiB; machine %s of %s cores busy; load %s\n' \
+      "$label" "$T" "${tput[*]}" "$( [ -n "${DIRECT_T:-}" ] && echo ", $(calc "$T/$DIRECT_T" .2f) of direct")" \
+      "$(med2 "${mcpu[@]}")" "$(med2 "${mcore[@]}")" "$(med2 "${fcpu[@]}")" "$(med2 "${busy[@]}")" "$CORES" \
+      "$(cut -d' ' -f1-3 /proc/loadavg)"
+  }
+  echo "scale: 12 clients x 4 GETs of 64 MiB at once (median of $ROUNDS rounds; CPU per GiB sent)"
+  curl -sf -o /dev/null "$MID"
+  measure "direct from moto" "" "$MID"
+  DIRECT_T=$T
+  urls=(); fps=""
   for n in 1 2 3; do
     start_ferryd "s$n"
-    u="URL_s$n"; urls+=("${!u}")
+    u="URL_s$n"; urls+=("${!u}/mid.bin"); p="PID_s$n"; fps="$fps ${!p}"
     curl -sf -o /dev/null "${!u}/mid.bin"
-    tput=()
-    for _ in $(seq "$ROUNDS"); do
-      pids=()
-      t0=$(now)
-      for c in $(seq 0 11); do
-        ( for k in 0 1 2 3; do curl -sf -o /dev/null "${urls[$(((c + k) % n))]}/mid.bin"; done ) & pids+=($!)
-      done
-      wait "${pids[@]}"; t1=$(now)
-      tput+=("$(calc "48*64/($t1-$t0)" .1f)")
-    done
-    echo "scale: $n ferryd, 12 clients x 4 GETs of 64 MiB (median of $ROUNDS): $(median "${tput[@]}") MiB/s aggregate [${tput[*]}]; load $(cut -d' ' -f1-3 /proc/loadavg)"
+    measure "$n ferryd" "$fps" "${urls[@]}"
   done
 fi
