@@ -13,6 +13,7 @@ pub(super) const ALL: &[(&str, &[u8])] = &[
     ("login.js", include_bytes!("assets/login.js")),
     ("hash-worker.js", include_bytes!("assets/hash-worker.js")),
     ("sum-worker.js", include_bytes!("assets/sum-worker.js")),
+    ("blob-chunks.js", include_bytes!("assets/blob-chunks.js")),
     ("vendor/tus.min.js", include_bytes!("vendor/tus.min.js")),
     (
         "vendor/hash-wasm-sha256.umd.min.js",
