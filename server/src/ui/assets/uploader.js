@@ -6,7 +6,9 @@
 // PATCH carries an `Upload-Checksum` when the server offers one (checksum.js). Retries with
 // backoff, honouring Retry-After; waits for the network when offline. The upload URLs are kept
 // in localStorage under (endpoint, target path, size, lastModified) so a reload resumes them.
-import { ChecksumStack, pickAlgorithm } from './checksum.js';
+import {
+  CHUNK_MIN, ChecksumStack, pickAlgorithm, warm,
+} from './checksum.js';
 import {
   HttpError, retryable, retryAfter, reason, encodeMetadata, capabilities, planParts, createUpload, headUpload,
 } from './tusapi.js';
@@ -15,9 +17,9 @@ export { HttpError, retryable };
 
 const STORE = 'ferry-upload:';
 const BACKOFF = [1, 2, 4, 8, 15, 30];
-// Bytes per PATCH. With a checksum the server keeps nothing of a PATCH cut short (it cannot
-// verify it), so a cut or a reload loses at most this much per part: ferry put's default.
-const CHUNK = 8 * 1024 * 1024;
+// Bytes per PATCH: ferry put's default. With a checksum this is the first PATCH's size, the
+// next ones are paced by checksum.js (the server keeps nothing of a checksummed PATCH cut short).
+const CHUNK = CHUNK_MIN;
 // Milliseconds between two redraws for progress alone (a status change redraws at once): the
 // parts' progress events come dozens of times a second, and each redraw costs the page's
 // thread a style and layout pass. Uppy's Dashboard redraws its progress twice a second.
@@ -95,6 +97,8 @@ export class Upload {
     this.set('checking', { error: null });
     try {
       this.caps = await capabilities(this.opts.endpoint, this.headers());
+      const algo = pickAlgorithm(this.caps.checksums);
+      if (algo && this.file.size > 0) warm(algo, this.opts.sumWorkerUrl);
       if (!this.url) Object.assign(this, this.kept());
       if (this.url) {
         const state = await this.resumable();
@@ -258,7 +262,6 @@ export class Upload {
     if (!left) return this.join();
     this.tus = open.map((p) => {
       const blob = this.parts ? this.file.slice(p.start, p.end) : this.file;
-      stack.source?.(p.url, blob, CHUNK);
       const up = new window.tus.Upload(blob, {
         uploadUrl: p.url,
         chunkSize: CHUNK,
@@ -282,6 +285,7 @@ export class Upload {
         },
         onError: (err) => { if (gen === this.gen) this.failed(err); },
       });
+      stack.source?.(p.url, blob, p.sent, (n) => { up.options.chunkSize = n; });
       up.start();
       return up;
     });
