@@ -30,6 +30,7 @@
 //! - [`tls_reload`]: TLS certificates reloaded on SIGHUP or when the files change.
 //! - [`hooks`]: tusd-style HTTP hooks (pre-create; post-events from a durable queue).
 //! - [`access_log`]: the access log writer (combined or JSON, reopened for logrotate).
+//! - [`worker`]: which worker thread runs, and state kept once per worker.
 
 pub mod access_log;
 pub mod app;
@@ -58,3 +59,4 @@ pub mod store;
 pub mod tls_reload;
 pub mod tus;
 pub mod ui;
+pub mod worker;

@@ -2,6 +2,7 @@
 //! either goes through [`error_response`] here, and only here.
 
 use std::convert::Infallible;
+use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt as _;
@@ -17,8 +18,10 @@ use crate::files;
 use crate::forwarded::ConnInfo;
 use crate::ui;
 
-pub async fn handle(
-    app: Arc<App>,
+/// Answers one request. `app` leads to the app through a handle of the caller's (the server
+/// passes each worker's own, see `server::WorkerApp`).
+pub async fn handle<A: Deref<Target = App>>(
+    app: Arc<A>,
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -30,7 +33,7 @@ pub async fn handle(
         app.tus.as_ref().map(|t| t.config().base.as_str()),
     );
     // A bug must cost one request a 500, not the connection: panics are caught here.
-    let mut resp = match AssertUnwindSafe(dispatch(&app, conn, req))
+    let mut resp = match AssertUnwindSafe(dispatch(&**app, conn, req))
         .catch_unwind()
         .await
     {

@@ -75,6 +75,7 @@ async fn serve(
     let (open_tx, _) = tokio::sync::watch::channel(());
     let stop = Arc::new(Stop::default());
     let opts = Arc::new(opts);
+    let app = Arc::new(WorkerApp(app));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -169,6 +170,7 @@ pub async fn run_workers(
         let thread = std::thread::Builder::new()
             .name(format!("ferryd-worker-{i}"))
             .spawn(move || -> io::Result<()> {
+                crate::worker::enter(i);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .max_blocking_threads((64 / workers).max(4))
@@ -288,10 +290,23 @@ impl Drop for Held {
     }
 }
 
+/// The app as one worker holds it. Every request clones it (a request's future owns what it
+/// uses): the count this writes lives in the worker's own allocation, where cloning the one
+/// `Arc<App>` of all workers moved its cache line between cores twice per request (#13).
+struct WorkerApp(Arc<App>);
+
+impl std::ops::Deref for WorkerApp {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     conn: ConnInfo,
-    app: Arc<App>,
+    app: Arc<WorkerApp>,
     opts: &ServerOptions,
     watch: Arc<Watch>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

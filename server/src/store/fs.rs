@@ -28,6 +28,7 @@ use super::visibility::Visibility;
 use super::{BoxFuture, EntryStream, Meta, Object, Store, StoreError};
 use crate::index::{Index, IndexOptions};
 use crate::path::RelPath;
+use crate::worker::PerWorker;
 
 pub(crate) mod beneath;
 mod list;
@@ -56,7 +57,8 @@ pub struct FsOptions {
     /// Bytes of file data that responses may hold in memory at once in full-size chunks; past
     /// it, each response reads [`SHARE`] bytes at a time (memory: budget + one share each).
     pub read_budget: usize,
-    /// Open files kept for reuse (each holds a descriptor); 0 disables the cache.
+    /// Open files kept for reuse by each worker thread (each holds a descriptor); 0 disables
+    /// the cache.
     pub open_files: usize,
     /// Where uploads are staged and records kept (`--state-dir`); `None`: `.NAME.ferry`
     /// beside the root. Must be outside the root, on its file system.
@@ -93,7 +95,10 @@ pub struct FsStore {
     root_dir: Arc<File>,
     /// The backend's own state directory (canonical), outside the root.
     state: PathBuf,
-    open_files: OpenCache<Arc<FsFile>>,
+    /// One cache per worker thread (see [`crate::worker`]): a cached file, its reference
+    /// count, its header values and the cache's lock are then touched by one core only. Each
+    /// worker opens a file once, with its own descriptor and inotify instance.
+    open_files: PerWorker<OpenCache<Arc<FsFile>>>,
     opts: FsOptions,
     budget: Arc<Semaphore>,
     index: Option<Index>,
@@ -119,7 +124,7 @@ impl FsStore {
         Ok(Self {
             root_dir: Arc::new(File::open(&root)?),
             state,
-            open_files: OpenCache::new(opts.open_files, true),
+            open_files: PerWorker::default(),
             root,
             budget: Arc::new(Semaphore::new(permits)),
             opts,
@@ -196,10 +201,17 @@ impl FsStore {
         File::open(self.resolve(path)?).map_err(StoreError::from_io)
     }
 
-    /// The cached open file for `path`, if it is still the same file (see [`OpenCache`]).
-    fn cached(&self, path: &RelPath) -> Option<Arc<FsFile>> {
+    /// The calling worker's open-file cache.
+    fn open_files(&self) -> &OpenCache<Arc<FsFile>> {
+        self.open_files
+            .get_or_init(|| OpenCache::new(self.opts.open_files, true))
+    }
+
+    /// The cached open file for `path` in `cache`, if it is still the same file (see
+    /// [`OpenCache`]).
+    fn cached(&self, cache: &OpenCache<Arc<FsFile>>, path: &RelPath) -> Option<Arc<FsFile>> {
         self.check_visible(path).ok()?;
-        let (id, hit) = match self.open_files.get(path.as_str()) {
+        let (id, hit) = match cache.get(path.as_str()) {
             Cached::Current(hit) => return Some(hit),
             Cached::Check(id, hit) => (id, hit),
             Cached::Miss => return None,
@@ -213,7 +225,7 @@ impl FsStore {
             Err(_) => return None,
         };
         if now != id {
-            self.open_files.forget(path.as_str(), id);
+            cache.forget(path.as_str(), id);
             return None;
         }
         Some(hit)
@@ -332,16 +344,17 @@ impl Store for FsStore {
             if let Some(index) = &self.index {
                 index.shared().note_read();
             }
-            if let Some(hit) = self.cached(path) {
+            let cache = self.open_files();
+            if let Some(hit) = self.cached(cache, path) {
                 return Ok(Object::File(hit));
             }
             self.check_visible(path)?;
             // The path's directories are watched before the open and the file before its
             // fstat, so a change at any point after is an event for the cache.
-            let mut ticket = self.open_files.begin(&self.root, path.as_str());
+            let mut ticket = cache.begin(&self.root, path.as_str());
             let (file, direct) = self.open_file(path)?;
             if direct {
-                self.open_files.watch(&mut ticket, &file);
+                cache.watch(&mut ticket, &file);
             }
             let md = file.metadata()?;
             if md.is_dir() {
@@ -359,7 +372,7 @@ impl Store for FsStore {
                 id,
                 index,
             ));
-            self.open_files.finish(ticket, id, opened.clone());
+            cache.finish(ticket, id, opened.clone());
             Ok(Object::File(opened))
         })
     }
@@ -393,6 +406,54 @@ impl Store for FsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ETag worker `worker`'s cache answers for `name` (opened on a thread of its own
+    /// marked as that worker, as `server::run_workers` marks its threads).
+    fn etag_on_worker(store: &Arc<FsStore>, worker: usize, name: &str) -> String {
+        let (store, name) = (store.clone(), name.to_string());
+        std::thread::spawn(move || {
+            crate::worker::enter(worker);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let path = RelPath::from_uri_path(&format!("/{name}")).unwrap();
+            match rt.block_on(store.open(&path)).unwrap() {
+                Object::File(f) => f.meta().etag.clone(),
+                Object::Dir(_) => panic!("{name} is a directory"),
+            }
+        })
+        .join()
+        .unwrap()
+    }
+
+    // Each worker keeps its own cache (#13): a rewrite must reach every one of them, so that
+    // no worker answers with the old ETag after the write returned.
+    #[test]
+    fn every_worker_cache_sees_a_rewrite() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.bin");
+        std::fs::write(&p, b"one").unwrap();
+        let opts = FsOptions {
+            state_dir: Some(state.path().to_path_buf()),
+            index: None,
+            ..Default::default()
+        };
+        let store = Arc::new(FsStore::new(dir.path(), opts).unwrap());
+        let before = etag_on_worker(&store, 0, "f.bin");
+        assert_eq!(etag_on_worker(&store, 1, "f.bin"), before);
+        // Same size, same inode; the mtime set after the write, so the ETag surely differs.
+        let f = File::options().write(true).open(&p).unwrap();
+        f.write_all_at(b"two", 0).unwrap();
+        f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(5))
+            .unwrap();
+        let after = meta_of(&std::fs::metadata(&p).unwrap());
+        assert_ne!(after.etag, before);
+        for worker in [0, 1] {
+            assert_eq!(etag_on_worker(&store, worker, "f.bin"), after.etag, "{worker}");
+        }
+    }
 
     #[test]
     fn stat_at_sees_what_metadata_sees() {
