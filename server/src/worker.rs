@@ -79,6 +79,10 @@ mod tests {
         let (made, other) = mine(None);
         assert!(made);
         assert_eq!(mine(None), (false, other), "non-workers share one");
-        assert_eq!(mine(Some(SLOTS)), (false, w0), "past SLOTS, copies are shared");
+        assert_eq!(
+            mine(Some(SLOTS)),
+            (false, w0),
+            "past SLOTS, copies are shared"
+        );
     }
 }

@@ -451,7 +451,11 @@ mod tests {
         let after = meta_of(&std::fs::metadata(&p).unwrap());
         assert_ne!(after.etag, before);
         for worker in [0, 1] {
-            assert_eq!(etag_on_worker(&store, worker, "f.bin"), after.etag, "{worker}");
+            assert_eq!(
+                etag_on_worker(&store, worker, "f.bin"),
+                after.etag,
+                "{worker}"
+            );
         }
     }
 
