@@ -33,7 +33,7 @@ pub async fn handle<A: Deref<Target = App>>(
         app.tus.as_ref().map(|t| t.config().base.as_str()),
     );
     // A bug must cost one request a 500, not the connection: panics are caught here.
-    let mut resp = match AssertUnwindSafe(dispatch(&**app, conn, req))
+    let mut resp = match AssertUnwindSafe(dispatch(&app, conn, req))
         .catch_unwind()
         .await
     {
