@@ -129,6 +129,13 @@ pub struct UploadInfo {
     /// [`UploadStore::place`]); `None`: the upload has its own data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// A final upload: the ids of its parts that were not complete when it was created
+    /// (concatenation-unfinished). They were sent for it, so they are terminated once it is
+    /// published, as placed parts are, whether or not the store could place them (the S3
+    /// store never does); parts complete before it was created stay usable for other final
+    /// uploads until they expire (as tusd keeps parts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfinished_parts: Vec<String>,
     /// The stored revision this record was loaded or last recorded at; `None` before it is
     /// created. Not part of the record: the store derives it (see the concurrency contract).
     #[serde(skip)]
@@ -160,6 +167,7 @@ impl UploadInfo {
             state: UploadState::Active,
             expires_ms: None,
             placement: None,
+            unfinished_parts: Vec::new(),
             revision: None,
         }
     }

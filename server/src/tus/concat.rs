@@ -7,8 +7,10 @@
 //! data (see [`crate::store::upload::UploadStore::place`]), so their bytes land where they
 //! belong and concatenation only records the result. A placed part's bytes belong to the
 //! final upload once it is published; the part is then terminated (the spec lets a server
-//! delete partial uploads after concatenation). Parts complete before the final upload was
-//! created (the usual order) are copied, and stay usable for other final uploads.
+//! delete partial uploads after concatenation). So is an unfinished part the store could not
+//! place (a store without placement, such as S3, copies it at concatenation): it was sent
+//! for this final upload. Parts complete before the final upload was created (the usual
+//! order) are copied, and stay usable for other final uploads until they expire.
 
 use std::sync::Arc;
 
@@ -136,6 +138,11 @@ pub async fn create_final(
     let _guard = tus.lock(&id).await?;
     let mut info = UploadInfo::new(&id, length, metadata, Concat::Final { parts: names });
     info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
+    info.unfinished_parts = parts
+        .iter()
+        .filter(|p| !p.is_complete())
+        .map(|p| p.id.clone())
+        .collect();
     for part in &ids {
         // Before the record: a crash leaves only a stray marker.
         tus.concatenation_or_500()?.note_final(part, &id).await?;
@@ -191,19 +198,41 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     tus.concatenation_or_500()?
         .concatenate(info, &parts)
         .await?;
-    let store = tus.uploads()?;
     publish::complete(tus, info).await?;
+    let store = tus.uploads()?;
     for mut part in parts {
         if part.placement.as_ref().is_some_and(|p| p.upload == info.id) {
+            // As loaded: a placed part reads as terminated once its final upload's data went.
             match store.discard(&mut part, UploadState::Terminated).await {
                 Ok(()) => tus.release(&part),
                 Err(e) => {
                     tracing::warn!(part = %part.id, error = %e, "could not retire a placed part")
                 }
             }
+        } else if info.unfinished_parts.contains(&part.id) {
+            retire(tus, &part.id).await;
         }
     }
     Ok(())
+}
+
+/// Terminates an unplaced part whose final upload was published (see
+/// [`UploadInfo::unfinished_parts`]): its data is freed now rather than when it expires.
+/// Reloaded first (another instance may have written its record since); a part that is
+/// gone or no longer active is left as it is, and one whose record changes meanwhile
+/// (a compare-and-swap lost) is left to expire.
+async fn retire(tus: &Tus, id: &str) {
+    let (Some(id), Ok(store)) = (UploadId::parse(id), tus.uploads()) else {
+        return;
+    };
+    let mut part = match store.load(&id).await {
+        Ok(p) if p.state == UploadState::Active => p,
+        _ => return,
+    };
+    match store.discard(&mut part, UploadState::Terminated).await {
+        Ok(()) => tus.release(&part),
+        Err(e) => tracing::warn!(part = %id, error = %e, "could not retire a part"),
+    }
 }
 
 /// concatenation-unfinished: once the partial upload `part` is complete, concatenates every

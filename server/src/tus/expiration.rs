@@ -26,10 +26,12 @@ pub fn is_expired(info: &UploadInfo, now_ms: u64) -> bool {
 }
 
 /// [`is_expired`] for the upload's concatenation group: an unfinished final upload lives as
-/// long as any of its parts is still written to, and a part placed into a final upload lives
-/// as long as that final upload (its bytes are there). Without this, a final upload created
-/// first (concatenation-unfinished) would expire one `expiry` after its creation while its
-/// parts still stream, taking their placed bytes with it.
+/// long as any of its parts is still written to, and a part placed into a final upload, or
+/// sent for one created before it was complete ([`UploadInfo::unfinished_parts`]), lives as
+/// long as that final upload. Without this, a final upload created first
+/// (concatenation-unfinished) would expire one `expiry` after its creation while its parts
+/// still stream, taking their placed bytes with it, and on a store that cannot place parts
+/// (S3) a part completed early would expire while the others still stream.
 pub async fn group_expired(tus: &Tus, info: &UploadInfo, now_ms: u64) -> bool {
     if !is_expired(info, now_ms) {
         return false;
@@ -49,6 +51,10 @@ async fn group_deadline(tus: &Tus, info: &UploadInfo) -> Option<u64> {
             host = store.load(&UploadId::parse(&p.upload)?).await.ok()?;
             &host
         }
+        (Concat::Partial, None) => {
+            host = waiting_final(tus, info).await?;
+            &host
+        }
         _ => return None,
     };
     let Concat::Final { parts } = &fin.concat else {
@@ -65,6 +71,26 @@ async fn group_deadline(tus: &Tus, info: &UploadInfo) -> Option<u64> {
         }
     }
     latest
+}
+
+/// An unfinished final upload that the unplaced part `info` was sent for (it names the part
+/// among its [`UploadInfo::unfinished_parts`]), if there is one.
+async fn waiting_final(tus: &Tus, info: &UploadInfo) -> Option<UploadInfo> {
+    let store = tus.uploads().ok()?;
+    let finals = tus
+        .concatenation()?
+        .finals_of(&UploadId::parse(&info.id)?)
+        .await
+        .ok()?;
+    for id in finals {
+        match store.load(&id).await {
+            Ok(f) if f.state == UploadState::Active && f.unfinished_parts.contains(&info.id) => {
+                return Some(f)
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The `Upload-Expires` value for an upload that is still open.

@@ -244,7 +244,8 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
 // files, in 1 MiB PATCHes that each land on any instance (every one a takeover of the upload),
 // four partial uploads per file concatenated into a final upload by whichever instance gets
 // there first (the last part's background finisher or the client's HEAD), publishes every
-// file once, byte-identical. (The partial uploads stay until they expire, reusable.)
+// file once, byte-identical. (Parts complete before their final upload was created stay
+// until they expire, reusable; the others are retired once it is published.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_behind_a_random_front_take_ferry_put_byte_identical() {
     if !ferry_tests::s3::available() {
@@ -661,9 +662,10 @@ async fn instances_killed_mid_patch_lose_nothing_and_publish_once() {
 
     // No orphaned multipart upload remains after expiry, nor anything else of the uploads:
     // with every instance gone, the uploads' deadlines run out and a new instance's reaper
-    // frees them. The partial uploads (kept, reusable, until they expire, as tusd and the
-    // directory store keep copied parts) go with their data and tails, then their
-    // tombstones; a multipart upload a killed writer created but never recorded is aborted.
+    // frees them. The partial uploads not retired at publish (a part complete before its
+    // final upload was created stays reusable until it expires, as tusd and the directory
+    // store keep copied parts) go with their data and tails, then every tombstone; a
+    // multipart upload a killed writer created but never recorded is aborted.
     let open = ferry_tests::s3::open_multipart_uploads(&opts).await;
     let open: Vec<&str> = open.iter().map(|o| o.key.as_str()).collect();
     eprintln!("kill loop: multipart uploads in progress after the put: {open:?}");

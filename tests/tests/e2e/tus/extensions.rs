@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ferry_tests::{client, pattern, poll, TestServer};
+use ferry_tests::{client, pattern, poll, Backend, TestServer};
 use ferryd::tus::TusConfig;
 use reqwest::Method;
 
@@ -247,14 +247,17 @@ async fn a_final_upload_created_early_takes_its_parts_bytes_in_place() {
     assert!(!staged(&fin).exists(), "staging holds nothing more");
 }
 
-#[tokio::test]
-async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
-    // Regression: the final upload (created first) expired one expiry after its creation
-    // while its parts still streamed, and the reaper deleted the data they were placed in.
-    let (srv, _tus) = TestServer::start_tus(TusConfig {
-        expiry: Duration::from_millis(3000),
-        ..cfg()
-    })
+// Regression: the final upload (created first) expired one expiry after its creation while
+// its parts still streamed, and the reaper deleted the data they were placed in. On S3,
+// where parts are not placed, part a (complete first) expired while b still streamed.
+async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written(backend: Backend) {
+    let (srv, _tus) = TestServer::start_tus_on(
+        backend,
+        TusConfig {
+            expiry: Duration::from_millis(3000),
+            ..cfg()
+        },
+    )
     .await;
     let data = pattern(50_000, 5);
     let (a, b) = (
@@ -289,11 +292,87 @@ async fn an_early_final_upload_and_its_parts_live_while_any_part_is_written() {
         poll(|| async { (h(&head(&srv, &fin).await, "upload-offset") == "50000").then_some(()) })
             .await;
     assert!(done.is_some(), "the final upload completes");
-    assert_eq!(
-        std::fs::read(srv.root.path().join("long.bin")).unwrap(),
-        data
-    );
+    assert_eq!(download(&srv, "/long.bin").await, data);
 }
+
+async fn download(srv: &TestServer, path: &str) -> Vec<u8> {
+    let r = client().get(srv.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {path}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+// Issue 11: a part sent for a final upload created before it was complete
+// (concatenation-unfinished) belongs to that final upload: once it is published, the part is
+// terminated and its data freed at once, on S3 (where concatenation copied it) as on disk
+// (where its bytes were placed in the final upload's data), instead of a day later when it
+// expires. A part complete before the final upload was created stays usable for another final
+// upload until it expires, as tusd keeps parts.
+async fn parts_sent_for_an_early_final_upload_are_retired_once_it_is_published(backend: Backend) {
+    let (srv, _tus) = TestServer::start_tus_on(backend, cfg()).await;
+    let data = pattern(50_000, 6);
+    let (a, b) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    assert_eq!(patch(&srv, &a, 0, &data[..20_000]).await.status(), 204);
+    assert_eq!(
+        patch(&srv, &b, 0, &data[20_000..25_000]).await.status(),
+        204
+    );
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{a} {b}"))
+        .header("upload-metadata", meta("early.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(patch(&srv, &b, 5_000, &data[25_000..]).await.status(), 204);
+    let fin = location(&srv, &r);
+    let done =
+        poll(|| async { (h(&head(&srv, &fin).await, "upload-offset") == "50000").then_some(()) })
+            .await;
+    assert!(done.is_some(), "the final upload completes");
+    assert_eq!(download(&srv, "/early.bin").await, data);
+    assert_eq!(head(&srv, &b).await.status(), 410, "b was sent for it");
+    let still = head(&srv, &a).await;
+    assert!(
+        still.status().is_success(),
+        "a was complete before: {}",
+        still.status()
+    );
+    let id = |loc: &str| loc.trim_start_matches("/files/").to_owned();
+    let staged: Vec<String> = match &srv.s3 {
+        Some(opts) => ferry_tests::s3::names_under(opts, ".ferry/uploads").await,
+        None => std::fs::read_dir(srv.state.path().join("uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    };
+    let of_b: Vec<&String> = staged
+        .iter()
+        .filter(|n| n.contains(&id(&b)) && !n.ends_with(".info"))
+        .collect();
+    assert!(of_b.is_empty(), "b's data is freed: {of_b:?}");
+    // a joins another final upload.
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{a}"))
+        .header("upload-metadata", meta("again.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let again = location(&srv, &r);
+    let done =
+        poll(|| async { (h(&head(&srv, &again).await, "upload-offset") == "20000").then_some(()) })
+            .await;
+    assert!(done.is_some(), "the second final upload completes");
+    assert_eq!(download(&srv, "/again.bin").await, &data[..20_000]);
+}
+
+ferry_tests::backends!(
+    an_early_final_upload_and_its_parts_live_while_any_part_is_written,
+    parts_sent_for_an_early_final_upload_are_retired_once_it_is_published,
+);
 
 #[tokio::test]
 async fn a_placed_part_left_active_by_a_crash_is_still_reaped() {
