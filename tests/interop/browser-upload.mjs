@@ -26,6 +26,21 @@ export default function uploadScenarios({ cfg, T, check, open, throttle, allDone
       check(p.length >= 2 && p.every((r) => /^crc32 [A-Za-z0-9+/]{6}==$/.test(r.sum || '')), `checksummed PATCHes: ${JSON.stringify(p)}`);
       const hist = await page.evaluate(() => window.ferryUploads[0].history);
       check(hist.includes('retrying'), `the damaged chunk was retried: ${JSON.stringify(hist)}`);
+      // Checksummed PATCHes are paced (a cut one is lost whole): the next size is what the last
+      // one's rate sends in about a second, 8 MiB at least, 64 MiB at most, at most 4x a step.
+      const paced = await page.evaluate(async () => {
+        const { nextChunk } = await import(`${document.body.dataset.ui}checksum.js`);
+        const M = 1024 * 1024;
+        return [
+          [8, 8, 2000], // 4 MiB/s: a slow link keeps 8 MiB
+          [8, 8, 100], // 80 MiB/s: 4x a step
+          [32, 32, 250], // 128 MiB/s: 64 MiB at most
+          [64, 8, 1000], // slowed down to 8 MiB/s: back to 8 MiB
+          [16, 20, 1000], // 20 MiB/s: 20 MiB
+          [16, 8, 0], // nothing measured: unchanged
+        ].map(([cur, mib, ms]) => nextChunk(cur * M, mib * M, ms) / M);
+      });
+      check(JSON.stringify(paced) === '[8,32,64,8,20,16]', `paced PATCH sizes: ${JSON.stringify(paced)}`);
       return { patches: p.map((r) => [r.offset, r.sum]), hist };
     },
 
