@@ -39,13 +39,14 @@ pub(crate) async fn recording_proxy(upstream: &str) -> (String, Arc<Mutex<Vec<u8
     (url, seen)
 }
 
-/// The `Range` of every GET ferryd sent for `key` (`None` for a GET without one).
+/// The `Range` of every GET ferryd sent for `key` (`None` for a GET without one), not
+/// counting its own state under `.ferry/` (the object's digest, `Repr-Digest`).
 pub(crate) fn gets_of(seen: &[u8], key: &str) -> Vec<Option<String>> {
     let text = String::from_utf8_lossy(seen);
     text.split("\r\n\r\n")
         .filter(|head| {
             let line = head.lines().next().unwrap_or("");
-            line.starts_with("GET ") && line.contains(key)
+            line.starts_with("GET ") && line.contains(key) && !line.contains("/.ferry/")
         })
         .map(|head| {
             head.lines().find_map(|l| {
@@ -624,4 +625,88 @@ async fn an_instant_upload_through_a_second_instance_uses_the_index_in_the_bucke
             "copied bytes differ"
         );
     }
+}
+
+/// The `Repr-Digest` a HEAD of `url` answers with, if any.
+async fn repr_digest(url: &str) -> Option<String> {
+    let r = client().head(url).send().await.ok()?;
+    r.headers()
+        .get("repr-digest")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+// Issues 11 and 12: a file published into S3 is served with the `Repr-Digest` of its content
+// once ferryd has hashed it (in the background, for the content index in the bucket), on
+// whole and ranged responses, and by another instance on the prefix; an object replaced by
+// other means is never served with the old digest (it is tied to the hashed version's ETag).
+#[tokio::test]
+async fn s3_downloads_carry_the_repr_digest_of_the_hashed_version() {
+    use base64::Engine as _;
+    use ferry_proto::tus::encode_metadata;
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let a = s3_tus_server().await;
+    let data = pattern(3 << 20, 62);
+    let r = client()
+        .post(a.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header(
+            "upload-metadata",
+            encode_metadata([("filename", Some(&b"dig.bin"[..]))]),
+        )
+        .header("content-type", "application/offset+octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let want = format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD
+            .encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+    );
+    // Hashed in the background after publishing (a read of the object back from S3).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut got = repr_digest(&a.url("/dig.bin")).await;
+    while got.is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        got = repr_digest(&a.url("/dig.bin")).await;
+    }
+    assert_eq!(got.as_deref(), Some(want.as_str()), "HEAD");
+    let ranged = client()
+        .get(a.url("/dig.bin"))
+        .header("range", "bytes=10-4105")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.headers()["repr-digest"].to_str().unwrap(), want);
+    let opts = a.s3.clone().expect("s3");
+    let b = TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        {
+            let opts = opts.clone();
+            move |c: &mut ferryd::app::Config, _| c.store = StoreConfig::S3(opts)
+        },
+        |app, _| app,
+    )
+    .await;
+    assert_eq!(
+        repr_digest(&b.url("/dig.bin")).await,
+        Some(want),
+        "another instance"
+    );
+    // Replaced behind ferryd's back: the digest of the old version is not sent.
+    ferry_tests::s3::put(&opts, "dig.bin", b"something else");
+    let r = client().get(a.url("/dig.bin")).send().await.unwrap();
+    assert!(
+        r.headers().get("repr-digest").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(&r.bytes().await.unwrap()[..], b"something else");
 }

@@ -20,6 +20,10 @@
 //! A stale entry (its object replaced or deleted) answers "no" to a lookup and is rewritten
 //! the next time that content is published; `index_has_length` may say "yes" for it, which
 //! only costs a client a hash.
+//!
+//! The same hashing also writes `PREFIX/.ferry/digests/<path>`: the SHA-256 of the version of
+//! the object at `path` with a given ETag, which downloads send as `Repr-Digest` (RFC 9530)
+//! while the object keeps that ETag, as the directory store does from its index (issue 12).
 
 use futures_util::StreamExt as _;
 use object_store::path::Path as Key;
@@ -48,6 +52,16 @@ struct Entry {
     etag: String,
 }
 
+/// The digest of one version of a published object: `PREFIX/.ferry/digests/<path>`.
+#[derive(Debug, Serialize, Deserialize)]
+struct PathDigest {
+    version: u32,
+    /// The ETag of the version that was hashed.
+    etag: String,
+    /// Its SHA-256, 64 hex digits.
+    sha256: String,
+}
+
 /// A digest as the index names it: 64 hex digits, lowercase; `None` for anything else.
 fn digest_name(sha256: &str) -> Option<String> {
     let s = sha256.trim().to_ascii_lowercase();
@@ -57,6 +71,44 @@ fn digest_name(sha256: &str) -> Option<String> {
 impl S3Store {
     fn index_dir(&self, len: u64) -> Key {
         self.state_dir("index").join(len.to_string())
+    }
+
+    /// Where the digest of the object at `path` is kept.
+    fn digest_key(&self, path: &RelPath) -> Option<Key> {
+        let rel = path.as_str().trim_matches('/');
+        Key::parse(format!("{}/{rel}", self.state_dir("digests"))).ok()
+    }
+
+    /// The digest recorded for the object at `path`: the ETag of the version that was hashed
+    /// and its SHA-256 (see the module), from [`Digests`] while it is fresh there, else read
+    /// from the bucket. Any failure is "not known": a response then goes without
+    /// `Repr-Digest`. The caller checks the ETag against the version it serves.
+    pub(super) async fn digest_of(&self, path: &RelPath) -> Option<(String, [u8; 32])> {
+        let key = self.digest_key(path)?;
+        let now = std::time::Instant::now();
+        if let Some(known) = self.digests.get(&key, now) {
+            return known;
+        }
+        let read = self.read_digest(&key).await;
+        self.digests.put(key, read.clone(), now);
+        read
+    }
+
+    /// Forgets what [`S3Store::digest_of`] said of `path` (its object is another version now).
+    pub(super) fn digest_stale(&self, path: &RelPath) {
+        if let Some(key) = self.digest_key(path) {
+            self.digests.forget(&key);
+        }
+    }
+
+    async fn read_digest(&self, key: &Key) -> Option<(String, [u8; 32])> {
+        let raw = self.client.get(key).await.ok()?.bytes().await.ok()?;
+        let d: PathDigest = serde_json::from_slice(&raw).ok()?;
+        if d.version != ENTRY_VERSION {
+            return None;
+        }
+        let sha: [u8; 32] = hex::decode(digest_name(&d.sha256)?).ok()?.try_into().ok()?;
+        Some((d.etag, sha))
     }
 
     /// Reads `path` back, hashes it and records it in the index, in the background.
@@ -92,13 +144,26 @@ impl S3Store {
         if seen != len {
             return Err(other("object shorter than announced"));
         }
+        let sha = hex::encode(hash.finalize());
+        let digest = PathDigest {
+            version: ENTRY_VERSION,
+            etag: etag.clone(),
+            sha256: sha.clone(),
+        };
+        if let Some(at) = self.digest_key(path) {
+            let raw = serde_json::to_vec(&digest).map_err(other)?;
+            self.client.put(&at, raw.into()).await.map_err(from_s3)?;
+            let known = hex::decode(&sha).ok().and_then(|b| b.try_into().ok());
+            let known = known.map(|b: [u8; 32]| (digest.etag.clone(), b));
+            self.digests.put(at, known, std::time::Instant::now());
+        }
         let entry = Entry {
             version: ENTRY_VERSION,
             path: path.as_str().to_owned(),
             etag,
         };
         let raw = serde_json::to_vec(&entry).map_err(other)?;
-        let at = self.index_dir(len).join(hex::encode(hash.finalize()));
+        let at = self.index_dir(len).join(sha);
         self.client.put(&at, raw.into()).await.map_err(from_s3)?;
         Ok(())
     }
@@ -126,6 +191,46 @@ impl S3Store {
             tracing::warn!(key = %copy, error = %e, "could not remove a copy of a replaced object");
         }
         Err(StoreError::NotFound)
+    }
+}
+
+/// What this instance last read of the digests in the bucket, so a download does not read
+/// the digest of its object on every request: a digest found stays while its object keeps
+/// the hashed version (the caller checks the ETag and calls [`S3Store::digest_stale`] when it
+/// differs); "none" is asked again after [`Digests::MISSING_FOR`] (the background hashing, or
+/// another instance's, may write it). At most [`Digests::MAX`] paths; when full it starts over.
+#[derive(Default)]
+pub(super) struct Digests {
+    known: std::sync::Mutex<std::collections::HashMap<Key, Known>>,
+}
+
+type Known = (Option<(String, [u8; 32])>, std::time::Instant);
+
+impl Digests {
+    const MISSING_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+    const MAX: usize = 4096;
+
+    /// `Some(answer)` if the answer for `key` is still good at `now`.
+    fn get(&self, key: &Key, now: std::time::Instant) -> Option<Option<(String, [u8; 32])>> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get(key)? {
+            (Some(d), _) => Some(Some(d.clone())),
+            (None, at) if now.saturating_duration_since(*at) < Self::MISSING_FOR => Some(None),
+            (None, _) => None,
+        }
+    }
+
+    fn put(&self, key: Key, answer: Option<(String, [u8; 32])>, now: std::time::Instant) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= Self::MAX {
+            known.clear();
+        }
+        known.insert(key, (answer, now));
+    }
+
+    fn forget(&self, key: &Key) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.remove(key);
     }
 }
 
@@ -316,6 +421,28 @@ mod tests {
         assert!(s.client.head(&copy).await.is_err(), "nothing published");
         let after = s.load(&UploadId::parse(&info.id).unwrap()).await.unwrap();
         assert_eq!(after, before, "the upload is as it was");
+    }
+
+    // Issue 12 on S3: a digest found is kept until its object changes, "none" only briefly
+    // (the background hashing writes it soon).
+    #[test]
+    fn digests_read_are_kept_and_missing_ones_asked_again_soon() {
+        let d = Digests::default();
+        let t0 = std::time::Instant::now();
+        let (a, b) = (Key::from("a"), Key::from("b"));
+        assert_eq!(d.get(&a, t0), None, "never read");
+        d.put(a.clone(), Some(("\"e\"".into(), [7; 32])), t0);
+        d.put(b.clone(), None, t0);
+        let later = t0 + Digests::MISSING_FOR;
+        assert_eq!(d.get(&a, later), Some(Some(("\"e\"".into(), [7; 32]))));
+        assert_eq!(d.get(&b, t0), Some(None));
+        assert_eq!(d.get(&b, later), None, "asked again");
+        d.forget(&a);
+        assert_eq!(d.get(&a, t0), None);
+        for i in 0..Digests::MAX {
+            d.put(Key::from(format!("k{i}")), None, t0);
+        }
+        assert!(d.known.lock().unwrap().len() <= Digests::MAX);
     }
 
     #[test]

@@ -177,6 +177,8 @@ pub struct S3Store {
     receiving: Arc<tokio::sync::Semaphore>,
     /// When the reaper first listed each multipart upload in progress ([`orphans`]).
     first_seen: orphans::FirstSeen,
+    /// The digests of published objects read from the bucket ([`index`]).
+    digests: Arc<index::Digests>,
 }
 
 impl S3Store {
@@ -205,6 +207,7 @@ impl S3Store {
             hashing: Arc::new(tokio::sync::Semaphore::new(index::HASHING_AT_ONCE)),
             receiving: Arc::new(tokio::sync::Semaphore::new(upload::RECEIVING)),
             first_seen: orphans::FirstSeen::default(),
+            digests: Arc::default(),
         })
     }
 
@@ -292,10 +295,28 @@ impl Store for S3Store {
             if path.is_root() {
                 return Ok(Object::Dir(dir_meta()));
             }
-            match self.client.head(&key).await {
+            // The digest (`Repr-Digest`) is asked for at once with the HEAD, so it costs no
+            // time, at most a small GET (see `index::Digests`); it counts only for the version
+            // the HEAD saw.
+            let digest = async {
+                match self.index {
+                    true => self.digest_of(path).await,
+                    false => None,
+                }
+            };
+            let (head, digest) = tokio::join!(self.client.head(&key), digest);
+            match head {
                 Ok(m) => {
                     let meta = meta_of(&m);
-                    let file = read::S3File::new(self.client.clone(), key, meta);
+                    let sha = match digest {
+                        Some((etag, sha)) if m.e_tag.as_deref() == Some(etag.as_str()) => Some(sha),
+                        Some(_) => {
+                            self.digest_stale(path);
+                            None
+                        }
+                        None => None,
+                    };
+                    let file = read::S3File::new(self.client.clone(), key, meta).with_sha256(sha);
                     Ok(Object::File(Arc::new(file)))
                 }
                 Err(object_store::Error::NotFound { .. }) if self.is_dir(&key).await? => {

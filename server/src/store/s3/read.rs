@@ -15,17 +15,33 @@ pub struct S3File {
     client: Arc<dyn ObjectStore>,
     key: Key,
     meta: Meta,
+    /// The SHA-256 of this version, if the content index hashed it (`Repr-Digest`).
+    sha256: Option<[u8; 32]>,
 }
 
 impl S3File {
     pub fn new(client: Arc<dyn ObjectStore>, key: Key, meta: Meta) -> Self {
-        Self { client, key, meta }
+        Self {
+            client,
+            key,
+            meta,
+            sha256: None,
+        }
+    }
+
+    /// This version's SHA-256, known from the content index.
+    pub fn with_sha256(self, sha256: Option<[u8; 32]>) -> Self {
+        Self { sha256, ..self }
     }
 }
 
 impl FileHandle for S3File {
     fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    fn sha256(&self) -> Option<[u8; 32]> {
+        self.sha256
     }
 
     /// One GET for the range (`Range: bytes=start-(end-1)`; none for the whole object, which
