@@ -1,19 +1,15 @@
-//! tus concatenation (and concatenation-unfinished) on S3: the final upload's data is a new
-//! multipart upload whose parts are copied inside S3 from the partial uploads' data
-//! (`UploadPartCopy` of byte ranges, [`super::raw`]), so the bytes do not pass through
+//! tus concatenation (and concatenation-unfinished) on S3. Concatenating records the final
+//! upload's data as the partial uploads' objects end to end (its `pieces`: their part
+//! objects and tails, or the `<id>.bin` of a part begun by an older ferryd); nothing is
+//! copied then. Its publish ([`super::copy`]) lays them into the multipart upload at the
+//! published name: `UploadPartCopy` of each piece inside S3, so the bytes do not pass through
 //! ferryd, except where S3's rules forbid a copy: every part but the last must hold at least
 //! 5 MiB, so a piece shorter than that (a small partial upload, a short tail) is read and
 //! joined with its neighbours' bytes into a part of [`MIN_PART`] bytes or more ([`plan`]).
+//! One completion for the whole file, as for a plain upload.
 //!
-//! A partial upload's data is its multipart upload (not readable until completed) and its
-//! tail object. Concatenation completes the multipart upload of each complete part as its
-//! `<id>.bin` (its recorded parts only, so the tail is not sent again) and copies from that
-//! and from the tail. The parts stay usable for other final uploads until they expire, as on
-//! disk; they are never published.
-//!
-//! The final upload's multipart upload is recorded in its record before the first copy, so
-//! termination or expiry of an interrupted concatenation aborts it; a retry aborts the one an
-//! earlier attempt left.
+//! The partial uploads stay until they expire (usable for other final uploads, as on disk);
+//! they are never published.
 //!
 //! Which final uploads wait for a part (concatenation-unfinished) is kept as empty marker
 //! objects `PREFIX/.ferry/finals/<part>/<final>`, written before the final upload's record.
@@ -21,19 +17,19 @@
 use std::ops::Range;
 
 use bytes::BytesMut;
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::StreamExt as _;
 use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path as Key;
 use object_store::ObjectStoreExt as _;
 
 use super::raw::{MAX_COPY, MIN_S3_PART};
-use super::upload::{other, Keys, Record, MAX_PARTS, MIN_PART};
+use super::upload::{other, Keys, Piece, MIN_PART};
 use super::{from_s3, S3Store};
 use crate::store::upload::{Concatenation, UploadId, UploadInfo};
 use crate::store::{BoxFuture, StoreError};
 
-/// Parts copied or uploaded at once while concatenating.
-const PARTS_AT_ONCE: usize = 4;
+/// Parts copied or uploaded at once while publishing.
+pub(super) const PARTS_AT_ONCE: usize = 4;
 
 /// S3's part size rules, as [`plan`] applies them (parameters so tests can scale them down).
 #[derive(Debug, Clone, Copy)]
@@ -133,48 +129,8 @@ impl S3Store {
         Ok(())
     }
 
-    /// The data of a complete partial upload as copy sources (key and length, in order): its
-    /// recorded parts, completed as `<id>.bin` (once; a later concatenation finds it), and its
-    /// tail.
-    async fn sources_of(&self, rec: &Record) -> Result<Vec<(Key, u64)>, StoreError> {
-        let keys = Keys::new(self, &rec.info.id);
-        let start = rec.tail_start();
-        let mut out = Vec::new();
-        if start > 0 {
-            let done = matches!(self.client.head(&keys.data()).await, Ok(m) if m.size == start);
-            if !done {
-                let mp = rec
-                    .multipart
-                    .as_ref()
-                    .ok_or_else(|| other("parts recorded without a multipart upload"))?;
-                // By their recorded numbers: several writers in turn may have skipped some.
-                let completed = self
-                    .complete_parts(&keys.data(), mp, rec.numbered_parts())
-                    .await;
-                if let Err(e) = completed {
-                    // Another instance finishing a final upload of this part completed it
-                    // meanwhile (the multipart upload is gone then, the object is there).
-                    let there = self.client.head(&keys.data()).await;
-                    if !matches!(there, Ok(m) if m.size == start) {
-                        return Err(e);
-                    }
-                }
-            }
-            out.push((keys.data(), start));
-        }
-        let tail = rec
-            .info
-            .offset
-            .checked_sub(start)
-            .ok_or_else(|| other("upload offset before its recorded parts"))?;
-        if tail > 0 {
-            out.push((keys.tail(start, &rec.tail), tail));
-        }
-        Ok(out)
-    }
-
     /// Writes one planned part of the multipart upload `mp` of `dst`.
-    async fn put_planned(
+    pub(super) async fn put_planned(
         &self,
         dst: &Key,
         mp: &str,
@@ -209,34 +165,6 @@ impl S3Store {
             }
         }
     }
-
-    /// Fills the multipart upload `mp` of `dst` with `sources` laid end to end and completes
-    /// it (the final upload's staging object: nobody else writes that name).
-    async fn join_into(
-        &self,
-        dst: &Key,
-        mp: &str,
-        sources: &[(Key, u64)],
-    ) -> Result<(), StoreError> {
-        let lens: Vec<u64> = sources.iter().map(|s| s.1).collect();
-        let planned = plan(&lens, S3_LIMITS);
-        if planned.len() as u64 > MAX_PARTS {
-            return Err(other(format!(
-                "a concatenation of {} parts needs more than {MAX_PARTS} S3 parts",
-                sources.len()
-            )));
-        }
-        let ids: Vec<PartId> = futures_util::stream::iter(planned.into_iter().enumerate())
-            .map(|(idx, part)| self.put_planned(dst, mp, idx, part, sources))
-            .buffered(PARTS_AT_ONCE)
-            .try_collect()
-            .await?;
-        self.s3
-            .complete_multipart(dst, &mp.to_owned(), ids)
-            .await
-            .map_err(from_s3)?;
-        Ok(())
-    }
 }
 
 impl Concatenation for S3Store {
@@ -261,38 +189,28 @@ impl Concatenation for S3Store {
                 .iter()
                 .try_fold(0u64, |t, s| t.checked_add(s.1))
                 .ok_or_else(|| other("parts add up past u64"))?;
-            let keys = Keys::new(self, &info.id);
-            let data = keys.data();
-            if total == 0 {
-                self.client
-                    .put(&data, bytes::Bytes::new().into())
-                    .await
-                    .map_err(from_s3)?;
-            } else {
-                // Recorded before the first copy: expiry or termination aborts it.
-                let mp = self.s3.create_multipart(&data).await.map_err(from_s3)?;
-                let mut stale = None;
-                self.swap(info, |r| {
-                    stale = r.multipart.replace(mp.clone());
-                    r.parts.clear();
+            let pieces = sources
+                .into_iter()
+                .map(|(key, len)| Piece {
+                    key: key.as_ref().to_owned(),
+                    len,
                 })
-                .await?;
-                if let Some(old) = stale {
-                    let _ = self.s3.abort_multipart(&data, &old).await;
-                }
-                if let Err(e) = self.join_into(&data, &mp, &sources).await {
-                    let _ = self.s3.abort_multipart(&data, &mp).await;
-                    return Err(e);
-                }
-            }
+                .collect();
             let mut done = info.clone();
             done.length = Some(total);
             done.offset = total;
+            let mut stale = None;
             self.swap(&mut done, |r| {
-                r.multipart = None;
+                stale = r.multipart.take();
                 r.parts.clear();
+                r.pieces = pieces;
             })
             .await?;
+            // A concatenation begun by an older ferryd copied into a multipart upload.
+            if let Some(old) = stale {
+                let keys = Keys::new(self, &info.id);
+                let _ = self.s3.abort_multipart(&keys.data(), &old).await;
+            }
             *info = done;
             Ok(())
         })

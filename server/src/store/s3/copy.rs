@@ -1,25 +1,32 @@
-//! Copying an object to a name inside S3 without ever replacing what is there: publish (the
-//! completed staging object to its served name) and instant upload (a served object to a new
-//! name). A multipart copy in ranges of at most 5 GiB ([`copy_ranges`]; one `UploadPartCopy`
-//! of a whole object larger than that fails on S3), completed with `If-None-Match: *`, so
-//! nothing is visible before the copy is complete and a taken name is never written: the next
-//! `name (n).ext` is tried instead.
+//! Copying objects to a name inside S3 without ever replacing what is there: publish (an
+//! upload's part objects and tail, or a final upload's pieces, laid end to end by
+//! [`super::concat::plan`]) and instant upload (a served object to a new name, in ranges of
+//! at most 5 GiB, [`copy_ranges`]: one `UploadPartCopy` of a whole object larger than that
+//! fails on S3). A multipart upload at the name, filled inside S3 and completed with
+//! `If-None-Match: *`: nothing is visible before the copy is complete, a taken name is never
+//! written (the next `name (n).ext` is tried instead; the sources are untouched), and S3
+//! assembles the object once (the one completion a plain multipart upload costs as well).
 //!
 //! Every copy is labelled with the upload it publishes (user metadata `ferry-upload`), so a
 //! publish retried after a crash between the copy and the record finds its own copy and
 //! keeps it, instead of publishing the file a second time as `name (1).ext` (the directory
-//! store's link check, `same_file`, does the same by inode).
+//! store's link check, `same_file`, does the same by inode). The same label makes two
+//! publishes of one upload at once (an instance whose claim ran out, and the one that took
+//! over) end at the same name: each candidate is either someone else's (both skip it), or
+//! free (one completion wins, and the other then finds it labelled as its own).
 
 use std::ops::Range;
 
-use object_store::multipart::MultipartStore as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path as Key;
 use object_store::{
     Attribute, AttributeValue, Attributes, GetOptions, PutMode, PutMultipartOptions, PutOptions,
 };
 
+use super::concat::{plan, Planned, PARTS_AT_ONCE, S3_LIMITS};
 use super::raw::{Completed, MAX_COPY};
-use super::upload::{other, MAX_CANDIDATES};
+use super::upload::{other, MAX_CANDIDATES, MAX_PARTS};
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
 use crate::store::upload::name_candidate;
@@ -59,20 +66,23 @@ enum Holder {
 }
 
 impl S3Store {
-    /// Copies the `len` bytes of `from` (only its version with ETag `if_match`, if given) to
-    /// the first free candidate of `dir/name`, never replacing an object, labelled as
-    /// published for upload `owner` (a candidate already holding `owner`'s copy is taken as
-    /// the result). Returns the path and its key. A source that is gone (or not that
-    /// version) is [`StoreError::NotFound`].
+    /// Copies `sources` (key and length) end to end to the first free candidate of
+    /// `dir/name`, never replacing an object, labelled as published for upload `owner` (a
+    /// candidate already holding `owner`'s copy is taken as the result). Returns the path and
+    /// its key. With `if_match` (one source only), only from the source's version with that
+    /// ETag; a source that is gone (or not that version) is [`StoreError::NotFound`].
     pub(super) async fn copy_no_clobber(
         &self,
-        from: &Key,
+        sources: &[(Key, u64)],
         if_match: Option<&str>,
-        len: u64,
         owner: &str,
         dir: &RelPath,
         name: &str,
     ) -> Result<(RelPath, Key), StoreError> {
+        let len = sources
+            .iter()
+            .try_fold(0u64, |t, s| t.checked_add(s.1))
+            .ok_or_else(|| other("sources add up past u64"))?;
         for n in 0..MAX_CANDIDATES {
             let path = dir
                 .join(&name_candidate(name, n))
@@ -88,7 +98,7 @@ impl S3Store {
             }
             let placed = match len {
                 0 => self.create_empty(&key, owner).await?,
-                _ => self.copy_if_free(from, if_match, len, owner, &key).await?,
+                _ => self.copy_if_free(sources, if_match, owner, &key).await?,
             };
             // Lost to another writer of the name between the look and the copy.
             if placed || matches!(self.holder(&key, owner).await?, Holder::Same) {
@@ -122,12 +132,26 @@ impl S3Store {
     /// One attempt of [`S3Store::copy_no_clobber`] at `key`: whether it was free.
     async fn copy_if_free(
         &self,
-        from: &Key,
+        sources: &[(Key, u64)],
         if_match: Option<&str>,
-        len: u64,
         owner: &str,
         key: &Key,
     ) -> Result<bool, StoreError> {
+        // One source (instant upload) is copied in ranges whatever their size: the last part
+        // may be short. Several are laid out by the plan.
+        let planned: Vec<Planned> = match sources {
+            [(_, len)] => copy_ranges(*len, MAX_COPY)
+                .into_iter()
+                .map(|range| Planned::Copy { piece: 0, range })
+                .collect(),
+            _ => plan(&sources.iter().map(|s| s.1).collect::<Vec<_>>(), S3_LIMITS),
+        };
+        if planned.len() as u64 > MAX_PARTS {
+            return Err(other(format!(
+                "{} pieces need more than the {MAX_PARTS} parts S3 allows",
+                sources.len()
+            )));
+        }
         let opts = PutMultipartOptions {
             attributes: owner_attributes(owner),
             ..PutMultipartOptions::default()
@@ -138,10 +162,21 @@ impl S3Store {
             .await
             .map_err(from_s3)?;
         let done = async {
-            let mut ids = Vec::new();
-            for (idx, range) in copy_ranges(len, MAX_COPY).into_iter().enumerate() {
-                ids.push(self.copy_part(key, &mp, idx, from, range, if_match).await?);
-            }
+            let ids: Vec<PartId> = futures_util::stream::iter(planned.into_iter().enumerate())
+                .map(|(idx, part)| match part {
+                    Planned::Copy { piece, range } if if_match.is_some() => {
+                        let from = &sources[piece].0;
+                        futures_util::future::Either::Left(
+                            self.copy_part(key, &mp, idx, from, range, if_match),
+                        )
+                    }
+                    part => futures_util::future::Either::Right(
+                        self.put_planned(key, &mp, idx, part, sources),
+                    ),
+                })
+                .buffered(PARTS_AT_ONCE)
+                .try_collect()
+                .await?;
             self.complete_no_clobber(key, &mp, &ids).await
         }
         .await;
@@ -206,7 +241,7 @@ mod tests {
             ("d", 0, "e"),
         ] {
             let (path, _) = s
-                .copy_no_clobber(&src, None, len, owner, &root, name)
+                .copy_no_clobber(&[(src.clone(), len)], None, owner, &root, name)
                 .await
                 .unwrap();
             got.push(path.as_str().to_owned());

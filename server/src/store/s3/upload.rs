@@ -1,32 +1,38 @@
-//! tus uploads into S3 (issue 11 point 3, core extensions): one S3 multipart upload per tus
-//! upload, parts of [`part_size`] bytes, a tail shorter than a part kept as an object of its own
-//! until a later checkpoint completes a part, and one record object per upload listing the
-//! parts. Every change of the record is a compare-and-swap (`PutMode::Create`, then
+//! tus uploads into S3 (issue 11 point 3, core extensions): the data of a tus upload is a
+//! series of part objects of [`part_size`] bytes, a tail shorter than a part kept as an object
+//! of its own until a later checkpoint completes a part, and one record object per upload
+//! listing the parts. Every change of the record is a compare-and-swap (`PutMode::Create`, then
 //! `PutMode::Update` with the record's ETag), so a writer whose upload changed meanwhile
 //! fails with [`StoreError::Conflict`] and records nothing.
 //!
 //! Layout under `PREFIX/.ferry/uploads/` (never served or listed):
-//! - `<id>.info`: the [`Record`] (versioned JSON): the [`UploadInfo`], the multipart upload id,
-//!   the recorded parts with their part numbers, the next free part number, the writer's
-//!   lease. The offset HEAD reports is the record's: parts S3 acknowledged plus the recorded
-//!   tail, never bytes S3 has not acknowledged.
+//! - `<id>.info`: the [`Record`] (versioned JSON): the [`UploadInfo`], the recorded parts, the
+//!   writer's lease. The offset HEAD reports is the record's: parts S3 acknowledged plus the
+//!   recorded tail, never bytes S3 has not acknowledged.
+//! - `<id>.part.<start>.<token>`: the part from offset `start`, sent by the appender with
+//!   `token` while the body still arrives (up to [`SENDING`] parts in flight per store), so
+//!   reading the request and writing to S3 overlap. Named by its appender's token, so a part
+//!   an interrupted writer sends late never replaces one the writer that took over recorded.
 //! - `<id>.tail.<start>.<token>`: the bytes from `start` (the sum of the recorded parts) on;
-//!   only the first `offset - start` count. Named by its start and by a token of the
-//!   appender that wrote it, so neither a tail written by a checkpoint that never got
-//!   recorded nor one an interrupted writer sends late can be mistaken for the recorded one.
-//! - `<id>.bin`: the multipart upload's key; the completed object while publishing.
+//!   only the first `offset - start` count, named the same way.
+//! - `<id>.bin`: only in uploads begun by ferryd before record version 3, whose parts were an
+//!   S3 multipart upload at this key (completed here when they are published or concatenated).
 //!
-//! Publish copies the completed object to its name with a multipart copy completed with
-//! `If-None-Match: *` ([`super::copy`]), so nothing is visible before it is complete and
-//! an existing object is never replaced (the next `name (n).ext` is tried instead), then has
-//! the published object read back for the content index ([`super::index`]).
+//! Publish ([`super::copy`]) creates a multipart upload at the published name, copies the
+//! parts into it inside S3 (`UploadPartCopy`; the tail, shorter than S3's smallest part, is
+//! read and sent as the last part) and completes it with `If-None-Match: *`: one completion
+//! per upload, as a plain multipart upload costs, nothing visible before it is complete, and
+//! an existing object is never replaced (the next `name (n).ext` is tried instead, with the
+//! parts intact). Then the published object is read back for the content index
+//! ([`super::index`]).
 //!
 //! Concatenation is [`super::concat`], the content index (instant upload) [`super::index`].
 //!
-//! Several instances (issue 11 point 4): a writer reserves part numbers in the record before
-//! it sends the parts, so a writer that takes the upload over ([`super::lease`]) numbers its
-//! parts after every part the interrupted one may still send; a publish claims the record
-//! before it copies.
+//! Several instances (issue 11 point 4): parts are named by their writer's token, so a writer
+//! that takes the upload over ([`super::lease`]) never meets the late parts of the one it
+//! interrupted; a publish claims the record before it copies and renews the claim while it
+//! copies, and a publish repeated by another instance (after a crash, or after the claim ran
+//! out) ends at the same name: every published copy is labelled with its upload.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
@@ -50,6 +56,11 @@ use crate::store::{BoxFuture, StoreError};
 /// ninth waits, its body unread (TCP holds its client back), until one of them ends: 16
 /// uploads at once stay within 8 such buffers (bench/s3/run.sh rss).
 pub const RECEIVING: usize = 8;
+
+/// Parts on their way to S3 at once, over all uploads of a store (each holds a part's bytes,
+/// [`part_size`]): a body whose next part finds none free waits, unread, until one arrives.
+/// With [`RECEIVING`] this bounds the memory uploads take: (8 + 4) parts.
+pub const SENDING: usize = 4;
 
 /// Smallest part ferryd cuts (S3 wants at least 5 MiB for every part but the last).
 pub const MIN_PART: usize = 8 << 20;
@@ -76,33 +87,43 @@ pub fn part_size(max_upload: Option<u64>) -> usize {
 
 /// Version of the [`Record`] format written. Version 1 (before leases, part numbers and
 /// tail tokens) still loads: its parts are numbered by position, its tail has no token.
-const RECORD_VERSION: u32 = 2;
+/// Version 2 (parts in an S3 multipart upload at `<id>.bin`) loads and continues: its parts
+/// stay where they are (completed as `<id>.bin` when published), later parts are objects.
+const RECORD_VERSION: u32 = 3;
 
 /// How many `name (n).ext` candidates publish tries.
 pub(super) const MAX_CANDIDATES: u32 = 1000;
 
-/// How long a publish holds off other instances' takeovers (see [`Record::publishing_until_ms`]):
-/// longer than S3 takes to copy the largest part (5 GiB).
-const PUBLISH_HOLD_MS: u64 = 10 * 60 * 1000;
+/// How long a publish holds off other instances' takeovers (see [`Record::publishing_until_ms`])
+/// from its last renewal. A publish renews it every [`PUBLISH_RENEW`] while it copies, so an
+/// instance killed while it publishes holds the upload this long at most; a publish that
+/// outlives it anyway (one S3 request slower than this) is repeated by the next instance
+/// asked, which ends at the same name (see [`super::copy`]): work done twice, never a file.
+const PUBLISH_HOLD_MS: u64 = 15_000;
+
+/// How often a publish renews its claim.
+const PUBLISH_RENEW: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// The record object of one upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Record {
     version: u32,
     pub(super) info: UploadInfo,
-    /// The S3 multipart upload, once the first part was cut.
+    /// The S3 multipart upload at `<id>.bin` holding the parts of a version 2 record (parts
+    /// without a token); none in uploads begun since.
     #[serde(default)]
     pub(super) multipart: Option<String>,
     /// The parts S3 acknowledged, in order.
     #[serde(default)]
     pub(super) parts: Vec<Part>,
-    /// The lowest S3 part number no writer has reserved yet. A writer reserves the numbers
-    /// of the parts it is about to send by recording them here first (a compare-and-swap),
-    /// so a writer that takes the upload over numbers its parts after every part an
-    /// interrupted writer may still be sending: those can never replace its own. The parts
-    /// completed may therefore skip numbers ([`super::raw`]).
+    /// Version 2: the lowest S3 part number of `multipart` no writer had reserved. Kept as
+    /// read, for the numbers of its parts.
     #[serde(default)]
     next_part: usize,
+    /// A concatenated final upload: its data, the partial uploads' objects end to end (key
+    /// and length), copied into the published object by the publish.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) pieces: Vec<Piece>,
     /// The token of the recorded tail's object (see [`Keys::tail`]); each appender writes
     /// tails under a token of its own, so an interrupted writer's late tail never replaces
     /// the one recorded by the writer that took over.
@@ -121,10 +142,22 @@ pub(super) struct Record {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Part {
     pub(super) etag: String,
-    len: u64,
-    /// Its S3 part number; `None` in version 1 records: its position + 1.
+    pub(super) len: u64,
+    /// Version 2: its S3 part number in `multipart`; `None` in version 1 records: its
+    /// position + 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     number: Option<usize>,
+    /// The token of the appender that sent it: the part is the object `<id>.part.<start>.<token>`
+    /// ([`Keys::part`]). `None`: a part of the version 2 multipart upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) token: Option<String>,
+}
+
+/// A piece of a concatenated final upload's data: bytes `0..len` of the object `key`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Piece {
+    pub(super) key: String,
+    pub(super) len: u64,
 }
 
 impl Record {
@@ -152,20 +185,21 @@ impl Record {
             .collect()
     }
 
-    /// The recorded parts as (S3 part number, ETag), in order.
-    pub(super) fn numbered_parts(&self) -> Vec<(usize, String)> {
-        self.numbers()
+    /// The recorded parts of the version 2 multipart upload (those without a token, always
+    /// the first ones) as (S3 part number, ETag), in order, and the bytes they hold.
+    pub(super) fn multipart_parts(&self) -> (Vec<(usize, String)>, u64) {
+        let mut len = 0u64;
+        let parts = self
+            .numbers()
             .into_iter()
-            .zip(self.parts.iter().map(|p| p.etag.clone()))
-            .collect()
-    }
-
-    /// The next part number a writer may reserve (the record's numbers are read back from
-    /// the bucket: added without overflow, and a number past [`MAX_PARTS`] is refused where
-    /// it would be sent).
-    fn next_free(&self) -> usize {
-        let after_parts = self.numbers().last().map_or(1, |n| n.saturating_add(1));
-        self.next_part.max(after_parts)
+            .zip(self.parts.iter())
+            .take_while(|(_, p)| p.token.is_none())
+            .map(|(n, p)| {
+                len = len.saturating_add(p.len);
+                (n, p.etag.clone())
+            })
+            .collect();
+        (parts, len)
     }
 }
 
@@ -202,6 +236,12 @@ impl Keys {
     }
     pub(super) fn data(&self) -> Key {
         self.dir.clone().join(format!("{}.bin", self.id))
+    }
+    /// The part object from `start`, sent by the appender with `token`.
+    pub(super) fn part(&self, start: u64, token: &str) -> Key {
+        self.dir
+            .clone()
+            .join(format!("{}.part.{start}.{token}", self.id))
     }
     /// The tail object from `start` on, written by the appender with `token` (empty in
     /// version 1 records).
@@ -319,8 +359,10 @@ impl S3Store {
         let mut doomed = Vec::new();
         while let Some(Ok(o)) = listed.next().await {
             let name = o.location.filename().unwrap_or("");
-            if name.starts_with(&format!("{}.tail.", keys.id)) || name == format!("{}.bin", keys.id)
-            {
+            let staging = name
+                .strip_prefix(keys.id.as_str())
+                .is_some_and(|rest| rest.starts_with('.') && rest != ".info");
+            if staging {
                 doomed.push(o.location);
             }
         }
@@ -329,49 +371,6 @@ impl S3Store {
                 tracing::warn!(key = %k, error = %e, "could not remove upload staging");
             }
         }
-    }
-
-    /// Completes the data of `rec` as the object `<id>.bin` (the tail uploaded as the last
-    /// part, numbered after every reserved one), or finds it completed by an earlier attempt.
-    async fn complete_data(&self, keys: &Keys, rec: &Record) -> Result<(), StoreError> {
-        let len = rec.info.offset;
-        if let Ok(m) = self.client.head(&keys.data()).await {
-            if m.size == len {
-                return Ok(());
-            }
-        }
-        let tail = self.tail_bytes(keys, rec, rec.tail_len()?).await?;
-        let mp = match &rec.multipart {
-            Some(mp) if !rec.parts.is_empty() => mp,
-            other => {
-                // Smaller than a part (or only parts an interrupted writer never recorded):
-                // one plain put.
-                if let Some(mp) = other {
-                    let _ = self.s3.abort_multipart(&keys.data(), mp).await;
-                }
-                self.client
-                    .put(&keys.data(), tail.into())
-                    .await
-                    .map_err(from_s3)?;
-                return Ok(());
-            }
-        };
-        let mut parts = rec.numbered_parts();
-        if !tail.is_empty() {
-            let n = rec.next_free();
-            if n as u64 > MAX_PARTS {
-                return Err(other(format!(
-                    "the upload's tail needs S3 part number {n}, past the {MAX_PARTS} S3 allows"
-                )));
-            }
-            let last = self
-                .s3
-                .put_part(&keys.data(), mp, n - 1, tail.into())
-                .await
-                .map_err(from_s3)?;
-            parts.push((n, last.content_id));
-        }
-        self.complete_parts(&keys.data(), mp, parts).await
     }
 
     /// Completes the multipart upload `mp` of `key` from `parts` (S3 part number, ETag):
@@ -398,8 +397,83 @@ impl S3Store {
         }
     }
 
-    /// The appender of [`UploadStore::append`]: the recorded tail in memory, part numbers
-    /// from the record's next free one on.
+    /// Runs `copy` (a publish) while renewing the publish's claim in `rec` every
+    /// [`PUBLISH_RENEW`]. A renewal that fails (another instance took the upload over after
+    /// the claim ran out) stops the renewals; the publish goes on, and its record write
+    /// fails then.
+    async fn holding<T>(
+        &self,
+        keys: &Keys,
+        rec: &mut Record,
+        copy: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::pin!(copy);
+        let mut renewing = true;
+        loop {
+            tokio::select! {
+                r = &mut copy => return r,
+                () = tokio::time::sleep(PUBLISH_RENEW), if renewing => {
+                    rec.publishing_until_ms = Some(unix_now_ms().saturating_add(PUBLISH_HOLD_MS));
+                    if let Err(e) = self.write_record(keys, rec).await {
+                        tracing::warn!(id = %keys.id, error = %e, "could not renew a publish's claim");
+                        renewing = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The data of the upload `rec` as copy sources (key and length, in order): a final
+    /// upload's pieces; else the recorded parts (those of a version 2 multipart upload
+    /// completed as `<id>.bin` first, once: a later call finds it) and the tail.
+    pub(super) async fn sources_of(&self, rec: &Record) -> Result<Vec<(Key, u64)>, StoreError> {
+        if !rec.pieces.is_empty() {
+            return rec
+                .pieces
+                .iter()
+                .map(|p| Key::parse(&p.key).map(|k| (k, p.len)).map_err(other))
+                .collect();
+        }
+        let keys = Keys::new(self, &rec.info.id);
+        let mut out = Vec::new();
+        let (numbered, mut at) = rec.multipart_parts();
+        if !numbered.is_empty() {
+            let done = matches!(self.client.head(&keys.data()).await, Ok(m) if m.size == at);
+            if !done {
+                let mp = rec
+                    .multipart
+                    .as_ref()
+                    .ok_or_else(|| other("parts recorded without a multipart upload"))?;
+                // By their recorded numbers: several writers in turn may have skipped some.
+                if let Err(e) = self.complete_parts(&keys.data(), mp, numbered).await {
+                    // Another instance completed it meanwhile (the multipart upload is gone
+                    // then, the object is there).
+                    let there = self.client.head(&keys.data()).await;
+                    if !matches!(there, Ok(m) if m.size == at) {
+                        return Err(e);
+                    }
+                }
+            }
+            out.push((keys.data(), at));
+        }
+        for p in rec.parts.iter().skip_while(|p| p.token.is_none()) {
+            let token = p
+                .token
+                .as_deref()
+                .ok_or_else(|| other("a multipart upload's part after a part object"))?;
+            out.push((keys.part(at, token), p.len));
+            at = at
+                .checked_add(p.len)
+                .ok_or_else(|| other("parts add up past u64"))?;
+        }
+        let tail = rec.tail_len()?;
+        if tail > 0 {
+            out.push((keys.tail(rec.tail_start(), &rec.tail), tail));
+        }
+        Ok(out)
+    }
+
+    /// The appender of [`UploadStore::append`]: the recorded tail in memory.
     async fn appender(&self, info: &UploadInfo) -> Result<S3Appender, StoreError> {
         // Before anything is read into memory (the tail, then the body).
         let receiving = self
@@ -425,9 +499,9 @@ impl S3Store {
         Ok(S3Appender {
             store: self.clone(),
             keys,
-            multipart: rec.multipart.clone(),
             parts: rec.parts.clone(),
-            next_part: rec.next_free(),
+            sending: std::collections::VecDeque::new(),
+            broken: false,
             token: random_hex(4)?,
             base: start,
             buf,
@@ -489,6 +563,7 @@ impl UploadStore for S3Store {
                 multipart: None,
                 parts: Vec::new(),
                 next_part: 1,
+                pieces: Vec::new(),
                 tail: String::new(),
                 lease: None,
                 publishing_until_ms: None,
@@ -535,19 +610,19 @@ impl UploadStore for S3Store {
                 return Err(other("publish of an incomplete upload"));
             }
             // Claim the publish first (a compare-and-swap): another instance asked to take
-            // the upload over meanwhile waits for it (lease.rs) instead of making a second
-            // copy, and a writer this one took over can no longer record anything.
+            // the upload over meanwhile waits for it (lease.rs) instead of copying again, and
+            // a writer this one took over can no longer record anything.
             rec.publishing_until_ms = Some(unix_now_ms().saturating_add(PUBLISH_HOLD_MS));
             self.write_record(&keys, &mut rec).await?;
             info.revision = rec.info.revision.clone();
-            let len = rec.info.offset;
-            let copied = match self.complete_data(&keys, &rec).await {
-                Ok(()) => {
-                    self.copy_no_clobber(&keys.data(), None, len, &info.id, dir, name)
-                        .await
+            let copied = match self.sources_of(&rec).await {
+                Ok(sources) => {
+                    let copy = self.copy_no_clobber(&sources, None, &info.id, dir, name);
+                    self.holding(&keys, &mut rec, copy).await
                 }
                 Err(e) => Err(e),
             };
+            info.revision = rec.info.revision.clone();
             let path = match copied {
                 Ok((p, _)) => p,
                 Err(e) => {
@@ -563,6 +638,7 @@ impl UploadStore for S3Store {
                 r.info.state = published;
                 r.multipart = None;
                 r.parts.clear();
+                r.pieces.clear();
                 r.publishing_until_ms = None;
             })
             .await?;
@@ -650,23 +726,26 @@ impl UploadStore for S3Store {
     }
 }
 
-/// Appends in memory from the recorded tail on; a checkpoint reserves the part numbers of
-/// the full parts (a record write), uploads them, writes the rest as the new tail object,
-/// then records the parts and the offset. Every record write is a compare-and-swap from the
-/// revision this appender wrote last: once another writer took the upload over, the next
-/// one fails with [`StoreError::Conflict`] and this appender stops, its recorded bytes kept.
+/// Appends from the recorded tail on: every full part is sent to S3 as the body arrives (a
+/// task per part, at most [`SENDING`] per store at once, in the order of the bytes); a
+/// checkpoint waits for them, writes the rest as the new tail object, then records the parts
+/// and the offset. A checkpoint in the background records only the parts that arrived (no
+/// tail: it never waits). Every record write is a compare-and-swap from the revision this
+/// appender wrote last: once another writer took the upload over, the next one fails with
+/// [`StoreError::Conflict`] and this appender stops, its recorded bytes kept.
 struct S3Appender {
     store: S3Store,
     keys: Keys,
     /// The record as this appender last wrote (or first read) it, with its revision.
     recorded: Record,
-    multipart: Option<String>,
-    /// Parts acknowledged by S3 (recorded, or cut by this appender and recorded at its next
-    /// checkpoint).
+    /// Parts S3 acknowledged (recorded, or sent by this appender and recorded at its next
+    /// checkpoint), from offset 0.
     parts: Vec<Part>,
-    /// The next part number to use (reserved in `recorded` while parts are being cut).
-    next_part: usize,
-    /// Names this appender's tail objects (see [`Keys::tail`]).
+    /// Parts on their way, in order, right after `parts`.
+    sending: std::collections::VecDeque<Sending>,
+    /// A part failed to arrive: the bytes after `parts` are lost, nothing more is recorded.
+    broken: bool,
+    /// Names this appender's part and tail objects (see [`Keys::part`]).
     token: String,
     /// Upload offset of `buf[0]`.
     base: u64,
@@ -675,75 +754,46 @@ struct S3Appender {
     _receiving: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// A part on its way to S3.
+struct Sending {
+    len: u64,
+    token: String,
+    /// Its ETag once S3 has it.
+    task: tokio::task::JoinHandle<Result<String, StoreError>>,
+}
+
 /// The tail object `rec` names, if its tail holds bytes.
 fn recorded_tail(keys: &Keys, rec: &Record) -> Option<Key> {
     (rec.info.offset > rec.tail_start()).then(|| keys.tail(rec.tail_start(), &rec.tail))
 }
 
 impl S3Appender {
-    /// Records that this appender is about to send `count` parts (numbers `next_part..`),
-    /// creating the multipart upload first if there is none yet.
-    async fn reserve(&mut self, count: usize) -> Result<(), StoreError> {
-        let last = self.next_part.saturating_add(count - 1);
-        if last as u64 > MAX_PARTS {
-            return Err(other(format!(
-                "the upload needs S3 part number {last}, past the {MAX_PARTS} S3 allows"
-            )));
-        }
-        let created = match &self.multipart {
-            Some(_) => None,
-            None => {
-                let m = self
-                    .store
-                    .s3
-                    .create_multipart(&self.keys.data())
-                    .await
-                    .map_err(from_s3)?;
-                self.multipart = Some(m.clone());
-                Some(m)
-            }
-        };
-        let mut rec = self.recorded.clone();
-        rec.multipart = self.multipart.clone();
-        rec.next_part = self.next_part + count;
-        rec.lease = rec.lease.as_ref().map(super::lease::Lease::renewed);
-        match self.store.write_record(&self.keys, &mut rec).await {
-            Ok(()) => {
-                self.recorded = rec;
-                Ok(())
-            }
-            Err(e) => {
-                if let Some(m) = created {
-                    let _ = self.store.s3.abort_multipart(&self.keys.data(), &m).await;
-                    self.multipart = None;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Uploads every full part of the buffer under the numbers [`S3Appender::reserve`] recorded.
-    async fn cut_parts(&mut self) -> Result<(), StoreError> {
+    /// Sends every full part of the buffer, each in a task of its own once one of the store's
+    /// [`SENDING`] places is free (until then the body waits).
+    async fn send_full_parts(&mut self) -> Result<(), StoreError> {
         let len = self.store.part;
-        let mp = self
-            .multipart
-            .clone()
-            .ok_or_else(|| other("parts cut before their multipart upload"))?;
         while self.buf.len() >= len {
-            let n = self.next_part;
-            let part = self.buf.split_to(len).freeze();
-            let id = self
+            let place = self
                 .store
-                .s3
-                .put_part(&self.keys.data(), &mp, n - 1, part.into())
+                .sending
+                .clone()
+                .acquire_owned()
                 .await
-                .map_err(from_s3)?;
-            self.parts.push(Part {
-                etag: id.content_id,
-                len: len as u64,
-                number: Some(n),
+                .map_err(other)?;
+            let part = self.buf.split_to(len).freeze();
+            let key = self.keys.part(self.base, &self.token);
+            let client = self.store.client.clone();
+            let task = tokio::spawn(async move {
+                let _place = place;
+                let put = client.put(&key, part.into()).await.map_err(from_s3)?;
+                put.e_tag
+                    .ok_or_else(|| other("S3 answered a part's put without ETag"))
             });
-            self.next_part += 1;
+            self.sending.push_back(Sending {
+                len: len as u64,
+                token: self.token.clone(),
+                task,
+            });
             self.base += len as u64;
         }
         // Room for the next part at once, as in `appender`.
@@ -751,36 +801,65 @@ impl S3Appender {
         Ok(())
     }
 
-    async fn record(&mut self, info: &UploadInfo) -> Result<UploadInfo, StoreError> {
-        let full = self.buf.len() / self.store.part;
-        if full > 0 {
-            self.reserve(full).await?;
-            self.cut_parts().await?;
+    /// Moves the parts that arrived (all of them, waiting, with `wait`) from `sending` to
+    /// `parts`, in order. A part that failed breaks the appender.
+    async fn arrived(&mut self, wait: bool) -> Result<(), StoreError> {
+        if self.broken {
+            return Err(other("a part of this upload failed to reach S3"));
         }
-        if !self.buf.is_empty() {
-            let tail = self.buf.clone().freeze();
-            self.store
-                .client
-                .put(&self.keys.tail(self.base, &self.token), tail.into())
-                .await
-                .map_err(from_s3)?;
+        while let Some(next) = self.sending.front() {
+            if !wait && !next.task.is_finished() {
+                break;
+            }
+            let Some(s) = self.sending.pop_front() else {
+                break;
+            };
+            let etag = match s.task.await.map_err(other).and_then(|r| r) {
+                Ok(etag) => etag,
+                Err(e) => {
+                    self.broken = true;
+                    for rest in self.sending.drain(..) {
+                        rest.task.abort();
+                    }
+                    return Err(e);
+                }
+            };
+            self.parts.push(Part {
+                etag,
+                len: s.len,
+                number: None,
+                token: Some(s.token),
+            });
         }
-        let mut rec = Record {
-            version: RECORD_VERSION,
-            info: info.clone(),
-            multipart: self.multipart.clone(),
-            parts: self.parts.clone(),
-            next_part: self.next_part,
-            tail: self.token.clone(),
-            lease: self
-                .recorded
-                .lease
-                .as_ref()
-                .map(super::lease::Lease::renewed),
-            publishing_until_ms: None,
+        Ok(())
+    }
+
+    /// Records the parts that arrived and, with `tail`, every byte received (the rest
+    /// written as this appender's tail object first), at `offset`.
+    async fn record(&mut self, info: &UploadInfo, tail: bool) -> Result<UploadInfo, StoreError> {
+        let offset = if tail {
+            self.arrived(true).await?;
+            if !self.buf.is_empty() {
+                let bytes = self.buf.clone().freeze();
+                self.store
+                    .client
+                    .put(&self.keys.tail(self.base, &self.token), bytes.into())
+                    .await
+                    .map_err(from_s3)?;
+            }
+            self.position()
+        } else {
+            self.arrived(false).await?;
+            self.parts.iter().map(|p| p.len).sum()
         };
-        rec.info.offset = self.position();
+        let mut rec = self.recorded.clone();
+        rec.info = info.clone();
+        rec.info.offset = offset;
         rec.info.revision = self.recorded.info.revision.clone();
+        rec.parts = self.parts.clone();
+        rec.tail = self.token.clone();
+        rec.lease = rec.lease.as_ref().map(super::lease::Lease::renewed);
+        rec.publishing_until_ms = None;
         self.store.write_record(&self.keys, &mut rec).await?;
         let old = recorded_tail(&self.keys, &self.recorded);
         self.recorded = rec;
@@ -791,12 +870,34 @@ impl S3Appender {
         }
         Ok(self.recorded.info.clone())
     }
+
+    /// Back to the record as this appender last wrote (or read) it: parts sent since are
+    /// dropped (their objects are never recorded), the recorded tail read back.
+    async fn back_to_recorded(&mut self) -> Result<(), StoreError> {
+        for s in self.sending.drain(..) {
+            s.task.abort();
+        }
+        let rec = &self.recorded;
+        let tail = self.store.tail_bytes(&self.keys, rec, rec.tail_len()?).await?;
+        self.parts = rec.parts.clone();
+        self.base = rec.tail_start();
+        self.buf.clear();
+        self.buf.extend_from_slice(&tail);
+        // Parts still landing from before carry the old token; new ones never meet them.
+        self.token = random_hex(4)?;
+        self.broken = false;
+        Ok(())
+    }
 }
 
 impl Appender for S3Appender {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, std::io::Result<()>> {
         self.buf.extend_from_slice(&data);
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            self.send_full_parts()
+                .await
+                .map_err(std::io::Error::other)
+        })
     }
 
     fn position(&self) -> u64 {
@@ -808,34 +909,53 @@ impl Appender for S3Appender {
         info: &'a mut UploadInfo,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            *info = self.record(info).await?;
+            *info = self.record(info, true).await?;
             Ok(())
         })
     }
 
+    /// Records the parts that arrived, if they go past the recorded offset (never the tail:
+    /// the bytes after the last part are recorded by the next checkpoint).
     fn checkpoint_behind<'a>(
         &'a mut self,
         info: &'a UploadInfo,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move { self.record(info).await.map(|_| true) })
+        Box::pin(async move {
+            self.arrived(false).await?;
+            let done: u64 = self.parts.iter().map(|p| p.len).sum();
+            if done <= self.recorded.info.offset {
+                return Ok(false);
+            }
+            self.record(info, false).await.map(|_| true)
+        })
     }
 
     fn rollback(&mut self, offset: u64) -> BoxFuture<'_, std::io::Result<()>> {
-        let keep = offset
-            .checked_sub(self.base)
-            .and_then(|k| usize::try_from(k).ok())
-            .filter(|&k| k <= self.buf.len());
         Box::pin(async move {
-            let keep = keep.ok_or_else(|| {
-                std::io::Error::other("cannot roll back into bytes already sent to S3")
-            })?;
+            if offset < self.base && offset == self.recorded.info.offset {
+                self.back_to_recorded()
+                    .await
+                    .map_err(std::io::Error::other)?;
+            }
+            let keep = offset
+                .checked_sub(self.base)
+                .and_then(|k| usize::try_from(k).ok())
+                .filter(|&k| k <= self.buf.len())
+                .ok_or_else(|| {
+                    std::io::Error::other("cannot roll back into bytes already recorded")
+                })?;
             self.buf.truncate(keep);
             Ok(())
         })
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            if self.broken {
+                return Ok(());
+            }
+            self.arrived(true).await
+        })
     }
 }
 
@@ -899,10 +1019,9 @@ pub(super) mod tests {
         crate::store::conformance::conformance_tests!(super::fresh());
     }
 
-    // Issue 11 point 4: a writer that reserved a part number and was then taken over may still
-    // send that part. The new writer numbers its parts after it, so the late part replaces
-    // none of them; the old writer's record write fails and nothing of it counts; the
-    // completion skips its number (not 1, 2, 3: `raw`), and the published bytes are right.
+    // Issue 11 point 4: a writer taken over may still be sending a part. Its part objects
+    // carry its own token, so the late part replaces none of the new writer's; the old
+    // writer's record write fails and nothing of it counts, and the published bytes are right.
     #[tokio::test]
     async fn a_late_part_of_a_writer_taken_over_replaces_nothing() {
         let Some(((), s)) = fresh() else { return };
@@ -912,32 +1031,30 @@ pub(super) mod tests {
         let concat = crate::store::upload::Concat::None;
         let mut info = UploadInfo::new(&id, Some(len as u64), None, concat);
         s.create(&mut info).await.unwrap();
-        // A records its first part, then reserves the number of its second...
+        // A records its first part and a tail, then starts sending a second part...
         let mut a = s.appender(&info).await.unwrap();
         a.write(Bytes::copy_from_slice(&data[..MIN_PART + 5]))
             .await
             .unwrap();
         a.checkpoint(&mut info).await.unwrap();
         a.write(Bytes::from(vec![0xEE; MIN_PART])).await.unwrap();
-        a.reserve(1).await.unwrap();
-        // ... and B takes the upload over before that part is sent.
+        // ... and B takes the upload over meanwhile, from A's recorded offset.
         s.take_over(&id, "b").await.unwrap();
         let mut info_b = s.load(&id).await.unwrap();
         assert_eq!(info_b.offset, (MIN_PART + 5) as u64);
         let mut b = s.appender(&info_b).await.unwrap();
-        assert_eq!(b.next_part, 3, "numbered after the part A reserved");
         b.write(Bytes::copy_from_slice(
             &data[MIN_PART + 5..2 * MIN_PART + 100],
         ))
         .await
         .unwrap();
         b.checkpoint(&mut info_b).await.unwrap();
-        // A's part lands late; A's record write fails, nothing of it counts.
-        a.cut_parts().await.unwrap();
+        // A's part lands (late or not); A's record write fails, nothing of it counts.
         assert!(matches!(
             a.checkpoint(&mut info).await,
             Err(StoreError::Conflict)
         ));
+        a.close().await.unwrap();
         assert_eq!(
             s.load(&id).await.unwrap().offset,
             (2 * MIN_PART + 100) as u64
@@ -999,9 +1116,11 @@ pub(super) mod tests {
                     etag: "\"e\"".into(),
                     len,
                     number: None,
+                    token: None,
                 })
                 .collect(),
             next_part: 0,
+            pieces: Vec::new(),
             tail: String::new(),
             lease: None,
             publishing_until_ms: None,
@@ -1018,18 +1137,6 @@ pub(super) mod tests {
         assert_eq!(record_of(5, &[u64::MAX, 1]).tail_start(), u64::MAX);
         assert!(record_of(5, &[u64::MAX, 1]).tail_len().is_err());
         assert!(record_of(5, &[10]).tail_len().is_err());
-    }
-
-    // Review of 95bcddc: the part number after the record's last one is added without
-    // overflow (a record read back with number usize::MAX panicked next_free in debug builds).
-    #[test]
-    fn the_next_part_number_after_a_corrupt_record_does_not_overflow() {
-        let mut rec = record_of(30, &[10, 10]);
-        assert_eq!(rec.next_free(), 3);
-        rec.next_part = 7;
-        assert_eq!(rec.next_free(), 7);
-        rec.parts[1].number = Some(usize::MAX);
-        assert_eq!(rec.next_free(), usize::MAX);
     }
 
     // The same through the store: a corrupt record makes append and publish fail, not panic.
