@@ -27,6 +27,10 @@ pub enum Error {
     /// one 5xx whose text is shown: it says which limit, nothing internal).
     #[error("{0}")]
     Busy(String),
+    /// What was asked for is being done (a complete upload being published): 503 with a
+    /// short `Retry-After` and this reason.
+    #[error("{0}")]
+    Pending(String),
     #[error("internal error: {0}")]
     Internal(#[source] std::io::Error),
 }
@@ -49,7 +53,7 @@ impl Error {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::OffsetMismatch { .. } => StatusCode::CONFLICT,
-            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Busy(_) | Error::Pending(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,7 +84,7 @@ impl From<std::io::Error> for Error {
 /// The single place where errors become responses.
 pub fn error_response(err: &Error) -> Response<Body> {
     let status = err.status();
-    let text = if status.is_server_error() && !matches!(err, Error::Busy(_)) {
+    let text = if status.is_server_error() && !matches!(err, Error::Busy(_) | Error::Pending(_)) {
         crate::metrics::INTERNAL_ERRORS.inc();
         tracing::error!(error = %err, "request failed");
         status
@@ -116,6 +120,9 @@ pub fn error_response(err: &Error) -> Response<Body> {
             header::RETRY_AFTER,
             HeaderValue::from(crate::tus::limits::RETRY_AFTER_SECS),
         );
+    }
+    if let Error::Pending(_) = err {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         h.insert(

@@ -177,6 +177,28 @@ pub async fn open_multipart_uploads(opts: &S3Options) -> Vec<ferryd::store::s3::
         .unwrap()
 }
 
+/// Whether an upload record under the prefix of `opts` holds a publish's claim (its
+/// `publishing_until_ms`): an instance is publishing that upload now, or was when it died.
+pub async fn publish_claimed(opts: &S3Options) -> bool {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = opts.client().unwrap();
+    for name in names_under(opts, ".ferry/uploads").await {
+        if !name.ends_with(".info") {
+            continue;
+        }
+        let key = object_store::path::Path::from(format!("{}/{name}", opts.prefix));
+        let Ok(got) = client.get(&key).await else {
+            continue;
+        };
+        if let Ok(raw) = got.bytes().await {
+            if String::from_utf8_lossy(&raw).contains("\"publishing_until_ms\"") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Puts every `(rel, data)` under the served prefix of `opts`, 16 at a time (a directory of
 /// more entries than one listing page, without a thread per object).
 pub async fn put_many(opts: &S3Options, objects: Vec<(String, Vec<u8>)>) {

@@ -14,6 +14,7 @@ use super::client::{Created, Creation};
 use super::fingerprint::{Entry, PartEntry};
 use super::plan::{concat_final, split};
 use super::upload::{is_gone, Part};
+use super::attempts::retrying;
 use super::Uploader;
 use crate::error::Result;
 
@@ -124,13 +125,22 @@ impl Uploader {
         Ok((offset == size).then(|| published.unwrap_or_else(|| c.url.clone())))
     }
 
+    /// HEAD of a final upload ([`super::client::Tus::final_done`]), retried like every
+    /// request: an instance that dies while it publishes the file must not fail the put.
+    pub(super) async fn final_done(&self, url: &str, size: u64) -> Result<Option<String>> {
+        retrying(self.opts.backoff, self.opts.max_tries, || {
+            self.tus.final_done(url, size)
+        })
+        .await
+    }
+
     /// Waits for the early final upload to complete now that every part is (ferryd completes
     /// it on the HEAD at once; other servers may join in the background). `None` if it does
     /// not within a few seconds: the caller then creates a final upload the usual way.
     pub(super) async fn await_final(&self, url: &str, size: u64) -> Result<Option<String>> {
         let mut wait = Duration::from_millis(20);
         for _ in 0..10 {
-            match self.tus.final_done(url, size).await {
+            match self.final_done(url, size).await {
                 Ok(Some(location)) => return Ok(Some(location)),
                 Ok(None) => {}
                 Err(e) if is_gone(&e) => return Ok(None),

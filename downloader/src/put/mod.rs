@@ -295,7 +295,7 @@ impl Uploader {
         if let Some(url) = entry.final_url.clone() {
             // A run that died after the last part: the final upload may be complete already
             // (and its parts retired), so it is asked first.
-            match self.tus.final_done(&url, size).await {
+            match self.final_done(&url, size).await {
                 Ok(Some(location)) => {
                     progress.set_done(size);
                     return Ok(location);

@@ -145,7 +145,8 @@ fn encode_segment(s: &str) -> String {
 /// HEAD {base}/{id}: reports the durable offset. An uploader (upload token, or public
 /// uploads) takes the upload over: a streaming PATCH is interrupted first, and a finished
 /// upload is concatenated and published. Anyone else never interrupts the owner: while a
-/// PATCH streams they get the last checkpoint as it is.
+/// PATCH streams they get the last checkpoint as it is. The offset of a complete upload is
+/// reported only once it is published (503 with `Retry-After` until then).
 pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Response<Body>> {
     let guard = match uploader {
         true => Some(tus.lock(id).await?),
@@ -164,6 +165,14 @@ pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Respo
             }
             info = now;
         }
+    }
+    // A complete upload reports its offset once it is published (downloadable), never
+    // before: until then (another instance publishes it, or this HEAD may not take it) the
+    // client asks again, as tus clients do after a 503.
+    if being_published(&info) {
+        return Err(Error::Pending(format!(
+            "upload {id} is complete and being published; ask again"
+        )));
     }
     let mut resp = Response::new(body::empty());
     let h = resp.headers_mut();
@@ -190,6 +199,12 @@ pub async fn head(tus: &Arc<Tus>, id: &UploadId, uploader: bool) -> Result<Respo
         }
     }
     Ok(resp)
+}
+
+/// Whether `info` holds all its bytes but is not published yet (a partial upload is never
+/// published: it is complete with its bytes).
+fn being_published(info: &UploadInfo) -> bool {
+    info.state == UploadState::Active && info.concat != Concat::Partial && info.is_complete()
 }
 
 /// Concatenates a final upload whose parts are complete, and publishes a finished upload.

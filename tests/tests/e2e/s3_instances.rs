@@ -425,12 +425,15 @@ async fn reapers_on_every_instance_discard_an_expired_upload_once() {
     let id = loc.rsplit('/').next().unwrap().to_owned();
     let record = format!(".ferry/uploads/{id}.info");
     let staging = || names_under(&opts, ".ferry/uploads");
-    assert_eq!(staging().await.len(), 2, "record and tail");
+    assert_eq!(staging().await.len(), 3, "record, part and tail");
     // The background reapers (every 750 ms on each instance) free it once it is due.
     let freed = async {
         for _ in 0..200 {
             let names = staging().await;
-            if !names.iter().any(|n| n.contains(".tail.")) {
+            if !names
+                .iter()
+                .any(|n| n.contains(".tail.") || n.contains(".part."))
+            {
                 return names;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -575,9 +578,11 @@ async fn one_request_split<R: tokio::io::AsyncRead + Unpin>(
 // one receiving a PATCH), at random moments, at least 10 times, and start a new one in its
 // place, while `ferry put -x 4` sends a file through the random front: the client resumes
 // through the other instances, the file is published once, byte-identical, and once the
-// uploads expire nothing of them is left, no multipart upload in progress either. The kills stop
-// once four fifths of the file went through the front, so no publish is cut (an instance
-// killed while it copies holds the upload for minutes, see README).
+// uploads expire nothing of them is left, no multipart upload in progress either. Twice,
+// all three are killed (and replaced) while an upload record shows a publish's claim, so the
+// publish is cut too (an instance killed while it publishes holds the upload for 15 s at
+// most; whoever publishes next ends at the same name and aborts the multipart upload the
+// killed one left at it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_killed_mid_patch_lose_nothing_and_publish_once() {
     if !ferry_tests::s3::available() {
@@ -627,6 +632,20 @@ async fn instances_killed_mid_patch_lose_nothing_and_publish_once() {
         kills += 1;
         next += step / 2 + rng.u64(0..step);
     }
+    // The publish: every instance, whichever publishes, twice.
+    let mut publish_kills = 0;
+    while publish_kills < 2 && child.try_wait().unwrap().is_none() {
+        if !ferry_tests::s3::publish_claimed(&opts).await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        for (i, slot) in instances.iter_mut().enumerate() {
+            let fresh = Instance::start(&opts, TOKEN);
+            front.upstreams.lock().unwrap()[i] = fresh.1.clone();
+            *slot = fresh; // the old one is SIGKILLed as it drops
+        }
+        publish_kills += 1;
+    }
     let started = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(300) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -638,11 +657,12 @@ async fn instances_killed_mid_patch_lose_nothing_and_publish_once() {
         "ferry put failed after {kills} kills: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("kill loop: {kills} instances killed");
+    eprintln!("kill loop: {kills} instances killed, all three {publish_kills} times while publishing");
     assert!(
         kills >= 10,
         "only {kills} kills before the upload was nearly done"
     );
+    assert!(publish_kills >= 1, "no kill during the publish");
     let got = client()
         .get(format!("http://{}/kill.bin", front.addr))
         .send()
