@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use ferry_proto::tus::{encode_metadata, META_FILENAME, META_SHA256};
 
+use super::attempts::retrying;
 use super::client::{Created, Creation};
 use super::fingerprint::{Entry, PartEntry};
 use super::plan::{concat_final, split};
 use super::upload::{is_gone, Part};
-use super::attempts::retrying;
 use super::Uploader;
 use crate::error::Result;
 

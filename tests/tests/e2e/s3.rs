@@ -512,11 +512,7 @@ async fn on_s3_the_reaper_frees_an_expired_upload() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let id = loc.rsplit('/').next().unwrap().to_owned();
-    assert_eq!(
-        staging_names(&srv).await.len(),
-        3,
-        "record, part and tail"
-    );
+    assert_eq!(staging_names(&srv).await.len(), 3, "record, part and tail");
     // Real time: expiry is wall-clock based.
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let head = c

@@ -657,7 +657,9 @@ async fn instances_killed_mid_patch_lose_nothing_and_publish_once() {
         "ferry put failed after {kills} kills: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("kill loop: {kills} instances killed, all three {publish_kills} times while publishing");
+    eprintln!(
+        "kill loop: {kills} instances killed, all three {publish_kills} times while publishing"
+    );
     assert!(
         kills >= 10,
         "only {kills} kills before the upload was nearly done"

@@ -878,7 +878,10 @@ impl S3Appender {
             s.task.abort();
         }
         let rec = &self.recorded;
-        let tail = self.store.tail_bytes(&self.keys, rec, rec.tail_len()?).await?;
+        let tail = self
+            .store
+            .tail_bytes(&self.keys, rec, rec.tail_len()?)
+            .await?;
         self.parts = rec.parts.clone();
         self.base = rec.tail_start();
         self.buf.clear();
@@ -893,11 +896,7 @@ impl S3Appender {
 impl Appender for S3Appender {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, std::io::Result<()>> {
         self.buf.extend_from_slice(&data);
-        Box::pin(async move {
-            self.send_full_parts()
-                .await
-                .map_err(std::io::Error::other)
-        })
+        Box::pin(async move { self.send_full_parts().await.map_err(std::io::Error::other) })
     }
 
     fn position(&self) -> u64 {
