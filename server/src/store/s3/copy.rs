@@ -30,7 +30,7 @@ use super::upload::{other, MAX_CANDIDATES, MAX_PARTS};
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
 use crate::store::upload::name_candidate;
-use crate::store::StoreError;
+use crate::store::{BoxFuture, StoreError};
 
 /// The ranges a copy of `len` bytes is made of: `MAX_COPY` bytes each but the last (pure).
 /// Every part but the last is then far above S3's 5 MiB minimum.
@@ -57,6 +57,11 @@ fn owner_attributes(owner: &str) -> Attributes {
     a
 }
 
+/// Called with each multipart upload a copy creates (its key and upload id) before the copy
+/// fills it; an error aborts it and fails the copy.
+pub(super) type Note<'a> =
+    dyn Fn(Key, String) -> BoxFuture<'a, Result<(), StoreError>> + Send + Sync + 'a;
+
 /// Who holds a name.
 enum Holder {
     Free,
@@ -70,11 +75,13 @@ impl S3Store {
     /// `dir/name`, never replacing an object, labelled as published for upload `owner` (a
     /// candidate already holding `owner`'s copy is taken as the result). Returns the path and
     /// its key. With `if_match` (one source only), only from the source's version with that
-    /// ETag; a source that is gone (or not that version) is [`StoreError::NotFound`].
+    /// ETag; a source that is gone (or not that version) is [`StoreError::NotFound`]. `note`
+    /// hears of each multipart upload before it is filled.
     pub(super) async fn copy_no_clobber(
         &self,
         sources: &[(Key, u64)],
         if_match: Option<&str>,
+        note: Option<&Note<'_>>,
         owner: &str,
         dir: &RelPath,
         name: &str,
@@ -98,7 +105,10 @@ impl S3Store {
             }
             let placed = match len {
                 0 => self.create_empty(&key, owner).await?,
-                _ => self.copy_if_free(sources, if_match, owner, &key).await?,
+                _ => {
+                    self.copy_if_free(sources, if_match, note, owner, &key)
+                        .await?
+                }
             };
             // Lost to another writer of the name between the look and the copy.
             if placed || matches!(self.holder(&key, owner).await?, Holder::Same) {
@@ -134,6 +144,7 @@ impl S3Store {
         &self,
         sources: &[(Key, u64)],
         if_match: Option<&str>,
+        note: Option<&Note<'_>>,
         owner: &str,
         key: &Key,
     ) -> Result<bool, StoreError> {
@@ -162,6 +173,9 @@ impl S3Store {
             .await
             .map_err(from_s3)?;
         let done = async {
+            if let Some(note) = note {
+                note(key.clone(), mp.clone()).await?;
+            }
             let ids: Vec<PartId> = futures_util::stream::iter(planned.into_iter().enumerate())
                 .map(|(idx, part)| match part {
                     Planned::Copy { piece, range } if if_match.is_some() => {
@@ -241,7 +255,7 @@ mod tests {
             ("d", 0, "e"),
         ] {
             let (path, _) = s
-                .copy_no_clobber(&[(src.clone(), len)], None, owner, &root, name)
+                .copy_no_clobber(&[(src.clone(), len)], None, None, owner, &root, name)
                 .await
                 .unwrap();
             got.push(path.as_str().to_owned());

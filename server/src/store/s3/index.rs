@@ -313,7 +313,14 @@ impl ContentIndex for S3Store {
                 .ok_or_else(|| other("instant upload without a length"))?;
             let from = self.key(&src.path).ok_or(StoreError::NotFound)?;
             let (path, key) = self
-                .copy_no_clobber(&[(from.clone(), len)], Some(etag), &info.id, dir, name)
+                .copy_no_clobber(
+                    &[(from.clone(), len)],
+                    Some(etag),
+                    None,
+                    &info.id,
+                    dir,
+                    name,
+                )
                 .await?;
             self.check_source_kept(&from, etag, &key).await?;
             let published = UploadState::Published {

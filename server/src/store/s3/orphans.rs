@@ -209,15 +209,20 @@ mod tests {
             s.create(&mut info).await.unwrap();
             (id, info)
         };
-        // Live, with a recorded part (its record names its multipart upload) and a stray.
+        // Live, with a recorded part, a multipart upload its record names (as a version 2
+        // record does, whose parts are in one) and a stray.
         let part = super::super::upload::MIN_PART;
         let (live, mut info) = new(3 * part as u64).await;
         let mut app = s.append(&info).await.unwrap();
         app.write(Bytes::from(vec![7; part + 5])).await.unwrap();
         app.checkpoint(&mut info).await.unwrap();
         drop(app);
-        let named = Keys::new(s, live.as_str());
-        let named = s.read_record(&named).await.unwrap().multipart.unwrap();
+        let keys = Keys::new(s, live.as_str());
+        let named = stray(s, &live).await;
+        let mut rec = s.read_record(&keys).await.unwrap();
+        rec.multipart = Some(named.clone());
+        s.write_record(&keys, &mut rec).await.unwrap();
+        let mut info = s.load(&live).await.unwrap();
         let live_stray = stray(s, &live).await;
         // Expired with a stray, and a stray of an upload whose record is gone.
         let (done, mut done_info) = new(10).await;

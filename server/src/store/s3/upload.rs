@@ -137,6 +137,11 @@ pub(super) struct Record {
     /// of taking the upload over (two publishes would leave two copies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     publishing_until_ms: Option<u64>,
+    /// The multipart upload a publish created at the published name (key, upload id),
+    /// recorded before it copies into it: a publish cut by a crash leaves it open, and the
+    /// next publish (or expiry, termination) aborts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publish_upload: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,7 +291,11 @@ impl S3Store {
 
     /// Writes `rec` if the stored record is at `rec.info.revision` (absent for `None`), and
     /// moves the revision on.
-    async fn write_record(&self, keys: &Keys, rec: &mut Record) -> Result<(), StoreError> {
+    pub(super) async fn write_record(
+        &self,
+        keys: &Keys,
+        rec: &mut Record,
+    ) -> Result<(), StoreError> {
         let mode = match &rec.info.revision {
             None => PutMode::Create,
             Some(r) => PutMode::Update(UpdateVersion {
@@ -397,6 +406,17 @@ impl S3Store {
         }
     }
 
+    /// Aborts the multipart upload `(key, upload id)` a publish recorded (best effort: it may
+    /// be completed or aborted already).
+    async fn abort_publish_upload(&self, (key, upload): &(String, String)) {
+        let Ok(key) = Key::parse(key) else {
+            return;
+        };
+        if let Err(e) = self.s3.abort_multipart(&key, upload).await {
+            tracing::debug!(key = %key, error = %e, "could not abort a publish's multipart upload");
+        }
+    }
+
     /// Runs `copy` (a publish) while renewing the publish's claim in `rec` every
     /// [`PUBLISH_RENEW`]. A renewal that fails (another instance took the upload over after
     /// the claim ran out) stops the renewals; the publish goes on, and its record write
@@ -404,7 +424,7 @@ impl S3Store {
     async fn holding<T>(
         &self,
         keys: &Keys,
-        rec: &mut Record,
+        rec: &tokio::sync::Mutex<Record>,
         copy: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         tokio::pin!(copy);
@@ -413,8 +433,9 @@ impl S3Store {
             tokio::select! {
                 r = &mut copy => return r,
                 () = tokio::time::sleep(PUBLISH_RENEW), if renewing => {
+                    let mut rec = rec.lock().await;
                     rec.publishing_until_ms = Some(unix_now_ms().saturating_add(PUBLISH_HOLD_MS));
-                    if let Err(e) = self.write_record(keys, rec).await {
+                    if let Err(e) = self.write_record(keys, &mut rec).await {
                         tracing::warn!(id = %keys.id, error = %e, "could not renew a publish's claim");
                         renewing = false;
                     }
@@ -567,6 +588,7 @@ impl UploadStore for S3Store {
                 tail: String::new(),
                 lease: None,
                 publishing_until_ms: None,
+                publish_upload: None,
             };
             rec.info.revision = None; // a creation expects no record
             self.write_record(&Keys::new(self, &info.id), &mut rec)
@@ -613,21 +635,44 @@ impl UploadStore for S3Store {
             // the upload over meanwhile waits for it (lease.rs) instead of copying again, and
             // a writer this one took over can no longer record anything.
             rec.publishing_until_ms = Some(unix_now_ms().saturating_add(PUBLISH_HOLD_MS));
+            // An earlier publish cut by a crash left its copy open: nobody completes it now.
+            let stale = rec.publish_upload.take();
             self.write_record(&keys, &mut rec).await?;
             info.revision = rec.info.revision.clone();
-            let copied = match self.sources_of(&rec).await {
+            if let Some(stale) = stale {
+                self.abort_publish_upload(&stale).await;
+            }
+            let sources = self.sources_of(&rec).await;
+            let rec = tokio::sync::Mutex::new(rec);
+            // Each multipart upload created at a candidate is recorded before it is filled.
+            let note = |key: Key, upload: String| -> BoxFuture<'_, Result<(), StoreError>> {
+                let (keys, rec) = (&keys, &rec);
+                Box::pin(async move {
+                    let mut rec = rec.lock().await;
+                    rec.publish_upload = Some((key.as_ref().to_owned(), upload));
+                    self.write_record(keys, &mut rec).await
+                })
+            };
+            let copied = match sources {
                 Ok(sources) => {
-                    let copy = self.copy_no_clobber(&sources, None, &info.id, dir, name);
-                    self.holding(&keys, &mut rec, copy).await
+                    let copy =
+                        self.copy_no_clobber(&sources, None, Some(&note), &info.id, dir, name);
+                    self.holding(&keys, &rec, copy).await
                 }
                 Err(e) => Err(e),
             };
+            let rec = rec.into_inner();
             info.revision = rec.info.revision.clone();
             let path = match copied {
                 Ok((p, _)) => p,
                 Err(e) => {
                     // Let go of the claim, so a retry need not wait for it to run out.
-                    let _ = self.swap(info, |r| r.publishing_until_ms = None).await;
+                    let _ = self
+                        .swap(info, |r| {
+                            r.publishing_until_ms = None;
+                            r.publish_upload = None; // the failed copy aborted it
+                        })
+                        .await;
                     return Err(e);
                 }
             };
@@ -640,9 +685,12 @@ impl UploadStore for S3Store {
                 r.parts.clear();
                 r.pieces.clear();
                 r.publishing_until_ms = None;
+                r.publish_upload = None; // completed
             })
             .await?;
-            self.remove_staging(&keys, None).await;
+            // A version 2 upload's multipart upload is completed (as `<id>.bin`) by now, or
+            // was never filled: either way nobody needs it open.
+            self.remove_staging(&keys, rec.multipart.as_ref()).await;
             if self.index {
                 self.index_later(path.clone());
             }
@@ -658,15 +706,19 @@ impl UploadStore for S3Store {
         Box::pin(async move {
             let mut next = info.clone();
             next.state = state;
-            let mut multipart = None;
+            let (mut multipart, mut copying) = (None, None);
             // The tombstone first: a crash leaves staging without a live record, which
             // purge (or a lifecycle rule) removes, never a live record without its data.
             self.swap(&mut next, |r| {
                 multipart = r.multipart.take();
+                copying = r.publish_upload.take();
                 r.parts.clear();
             })
             .await?;
             *info = next;
+            if let Some(c) = copying {
+                self.abort_publish_upload(&c).await;
+            }
             self.remove_staging(&Keys::new(self, &info.id), multipart.as_ref())
                 .await;
             Ok(())
@@ -677,7 +729,12 @@ impl UploadStore for S3Store {
         Box::pin(async move {
             let keys = Keys::new(self, id.as_str());
             let multipart = match self.read_record(&keys).await {
-                Ok(r) => r.multipart,
+                Ok(r) => {
+                    if let Some(c) = &r.publish_upload {
+                        self.abort_publish_upload(c).await;
+                    }
+                    r.multipart
+                }
                 Err(StoreError::NotFound) => None,
                 Err(e) => return Err(e),
             };
@@ -1123,6 +1180,7 @@ pub(super) mod tests {
             tail: String::new(),
             lease: None,
             publishing_until_ms: None,
+            publish_upload: None,
         }
     }
 
