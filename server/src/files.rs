@@ -52,7 +52,11 @@ pub async fn serve(
 ) -> Result<Response<Body>> {
     let path = RelPath::from_uri_path(req.uri.path())?;
     let query = Query::parse(req.uri.query());
-    match store.open(&path).await? {
+    let object = match store.open_now(&path) {
+        Some(opened) => opened?,
+        None => store.open(&path).await?,
+    };
+    match object {
         Object::Dir(_) if !req.uri.path().ends_with('/') => Ok(redirect_to_slash(req)),
         Object::Dir(_) => {
             let entries = store.list(&path).await?;
@@ -73,6 +77,7 @@ pub async fn serve(
             };
             let plan = plan(file.as_ref(), &req.method, &req.headers);
             let want = digest::wanted(&req.headers);
+            let body = body_for(&file, &plan, &req.method).await?;
             // The request's header map, emptied, carries the response: hyper hands each
             // response's map back for parsing the next request, so a keep-alive connection
             // serving files allocates no header maps at all.
@@ -83,7 +88,7 @@ pub async fn serve(
                 method: &req.method,
                 digest: want,
             };
-            respond(file, name, how, plan, map).await
+            Ok(respond(&file, name, how, plan, body, map))
         }
     }
 }
@@ -97,13 +102,14 @@ pub async fn serve_file(
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
     let plan = plan(file.as_ref(), method, headers);
+    let body = body_for(&file, &plan, method).await?;
     let map = HeaderMap::with_capacity(RESPONSE_HEADERS);
     let how = How {
         disposition,
         method,
         digest: digest::wanted(headers),
     };
-    respond(file, name, how, plan, map).await
+    Ok(respond(&file, name, how, plan, body, map))
 }
 
 /// What the request asks of the response beyond the plan.
@@ -143,27 +149,59 @@ fn plan(file: &dyn FileHandle, method: &Method, headers: &HeaderMap) -> Plan {
     })
 }
 
-/// The response `plan` calls for, its headers in `map` (empty).
-async fn respond(
-    file: Arc<dyn FileHandle>,
+/// The body `plan` calls for, read before any header is built: a small one now, in one
+/// buffer that goes out with the head; a larger one streamed. HEAD reads nothing, nor do
+/// 304/412/416 answers; a multipart body is built with its headers ([`multi`]). Only this
+/// step may wait, so a response's headers are never kept in a future (#13: moving a request's
+/// future, with everything it keeps, was a tenth of a small GET's work).
+async fn body_for(file: &Arc<dyn FileHandle>, plan: &Plan, method: &Method) -> Result<Body> {
+    let range = match plan {
+        Plan::Send(RangeOutcome::Full) => ByteRange::new(0, file.meta().len),
+        Plan::Send(RangeOutcome::Single(r)) => Some(*r),
+        _ => None,
+    };
+    match range {
+        Some(r) if method != Method::HEAD => {
+            if r.len() > SMALL_BODY {
+                return Ok(body::stream(file.clone().read(r)));
+            }
+            let bytes = match file.read_now(r) {
+                Some(read) => read?,
+                None => file.clone().read_bytes(r).await?,
+            };
+            Ok(body::full(bytes))
+        }
+        _ => Ok(body::empty()),
+    }
+}
+
+/// The response `plan` calls for, with `body` (from [`body_for`]) and its headers in `map`
+/// (empty).
+fn respond(
+    file: &Arc<dyn FileHandle>,
     name: &str,
     how: How<'_>,
     plan: Plan,
+    body: Body,
     map: HeaderMap,
-) -> Result<Response<Body>> {
+) -> Response<Body> {
     let method = how.method;
     let fixed = FileHeaders::of(file.as_ref(), name);
     let len = file.meta().len;
     let outcome = match plan {
-        Plan::Bare(status) => return Ok(bare(status, &fixed, map)),
+        Plan::Bare(status) => return bare(status, &fixed, map),
         Plan::Send(outcome) => outcome,
     };
     let mut resp = match outcome {
-        RangeOutcome::Full => whole(&file, len, method, map).await?,
-        RangeOutcome::Single(r) => partial(&file, r, len, method, map).await?,
-        RangeOutcome::Multi(ranges) => multi(&file, &ranges, name, &fixed, map),
+        RangeOutcome::Full => {
+            let mut resp = response(body, map);
+            content_length(&mut resp, method, len);
+            resp
+        }
+        RangeOutcome::Single(r) => partial(body, r, len, method, map),
+        RangeOutcome::Multi(ranges) => multi(file, &ranges, name, &fixed, map),
         RangeOutcome::Unsatisfiable => {
-            let mut resp = response(body::empty(), map);
+            let mut resp = response(body, map);
             *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             let h = resp.headers_mut();
             set(h, header::CONTENT_RANGE, unsatisfied_content_range(len));
@@ -195,26 +233,7 @@ async fn respond(
     if method == Method::HEAD {
         *resp.body_mut() = body::empty();
     }
-    Ok(resp)
-}
-
-/// The body for `range`: small ones are read now and sent as one buffer with the head, larger
-/// ones streamed. HEAD reads nothing.
-async fn range_body(
-    file: &Arc<dyn FileHandle>,
-    range: Option<ByteRange>,
-    method: &Method,
-) -> Result<Body> {
-    match range {
-        Some(r) if method != Method::HEAD => {
-            if r.len() <= SMALL_BODY {
-                Ok(body::full(file.clone().read_bytes(r).await?))
-            } else {
-                Ok(body::stream(file.clone().read(r)))
-            }
-        }
-        _ => Ok(body::empty()),
-    }
+    resp
 }
 
 /// A 206 `multipart/byteranges` response; each part is labelled with the file's type.
@@ -242,32 +261,15 @@ fn multi(
 /// Responses up to this size are read before the head is sent.
 const SMALL_BODY: u64 = 64 * 1024;
 
-async fn whole(
-    file: &Arc<dyn FileHandle>,
-    len: u64,
-    method: &Method,
-    map: HeaderMap,
-) -> Result<Response<Body>> {
-    let mut resp = response(range_body(file, ByteRange::new(0, len), method).await?, map);
-    content_length(&mut resp, method, len);
-    Ok(resp)
-}
-
-async fn partial(
-    file: &Arc<dyn FileHandle>,
-    r: ByteRange,
-    len: u64,
-    method: &Method,
-    map: HeaderMap,
-) -> Result<Response<Body>> {
-    let mut resp = response(range_body(file, Some(r), method).await?, map);
+fn partial(body: Body, r: ByteRange, len: u64, method: &Method, map: HeaderMap) -> Response<Body> {
+    let mut resp = response(body, map);
     *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     content_length(&mut resp, method, r.len());
     // Digits and separators only: always a valid value.
     if let Ok(v) = HeaderValue::from_bytes(r.content_range_text(len).as_bytes()) {
         resp.headers_mut().insert(header::CONTENT_RANGE, v);
     }
-    Ok(resp)
+    resp
 }
 
 /// `Content-Length: len`, unless hyper writes it: for a GET whose body is one buffer of

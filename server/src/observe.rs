@@ -15,7 +15,6 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, Version};
 use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt as _;
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::body::Body;
@@ -166,7 +165,7 @@ impl Tap {
             sent: 0,
             report: Some(Box::new(report)),
         };
-        Response::from_parts(parts, body.boxed_unsync())
+        Response::from_parts(parts, crate::body::boxed(body))
     }
 }
 

@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt as _;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{self, Body};
@@ -50,7 +49,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Wraps a response body so it is released at no more than `limit.rate`.
 pub fn throttle(inner: Body, limit: RateLimit) -> Body {
-    Throttled {
+    crate::body::boxed(Throttled {
         inner,
         rate: limit.rate.max(1),
         after: limit.after,
@@ -58,8 +57,7 @@ pub fn throttle(inner: Body, limit: RateLimit) -> Body {
         since: None,
         pending: None,
         sleep: None,
-    }
-    .boxed_unsync()
+    })
 }
 
 struct Throttled {
@@ -224,6 +222,7 @@ pub fn too_many_connections(max: u32) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt as _;
 
     #[test]
     fn sizes_parse_like_nginx() {

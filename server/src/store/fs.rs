@@ -335,46 +335,55 @@ pub fn meta_of(md: &std::fs::Metadata) -> Meta {
     }
 }
 
+impl FsStore {
+    /// Opens `path` on the calling thread. open/fstat (and lstat for the symlink check) run
+    /// inline on the worker, as nginx does them in its event loop: on a local filesystem they
+    /// are microseconds, and a trip to the blocking pool per request cost more than the
+    /// request itself for small ranges.
+    fn open_inline(&self, path: &RelPath) -> Result<Object, StoreError> {
+        if let Some(index) = &self.index {
+            index.shared().note_read();
+        }
+        let cache = self.open_files();
+        if let Some(hit) = self.cached(cache, path) {
+            return Ok(Object::File(hit));
+        }
+        self.check_visible(path)?;
+        // The path's directories are watched before the open and the file before its fstat,
+        // so a change at any point after is an event for the cache.
+        let mut ticket = cache.begin(&self.root, path.as_str());
+        let (file, direct) = self.open_file(path)?;
+        if direct {
+            cache.watch(&mut ticket, &file);
+        }
+        let md = file.metadata()?;
+        if md.is_dir() {
+            return Ok(Object::Dir(meta_of(&md)));
+        }
+        if !md.is_file() {
+            return Err(StoreError::Forbidden); // fifo, device, socket
+        }
+        let id = Identity::of(&md);
+        let index = self.index().cloned();
+        let opened = Arc::new(FsFile::new(
+            meta_of(&md),
+            file,
+            self.budget.clone(),
+            id,
+            index,
+        ));
+        cache.finish(ticket, id, opened.clone());
+        Ok(Object::File(opened))
+    }
+}
+
 impl Store for FsStore {
     fn open<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Object, StoreError>> {
-        // open/fstat (and lstat for the symlink check) run inline on the worker, as nginx does
-        // them in its event loop: on a local filesystem they are microseconds, and a trip to
-        // the blocking pool per request cost more than the request itself for small ranges.
-        Box::pin(async move {
-            if let Some(index) = &self.index {
-                index.shared().note_read();
-            }
-            let cache = self.open_files();
-            if let Some(hit) = self.cached(cache, path) {
-                return Ok(Object::File(hit));
-            }
-            self.check_visible(path)?;
-            // The path's directories are watched before the open and the file before its
-            // fstat, so a change at any point after is an event for the cache.
-            let mut ticket = cache.begin(&self.root, path.as_str());
-            let (file, direct) = self.open_file(path)?;
-            if direct {
-                cache.watch(&mut ticket, &file);
-            }
-            let md = file.metadata()?;
-            if md.is_dir() {
-                return Ok(Object::Dir(meta_of(&md)));
-            }
-            if !md.is_file() {
-                return Err(StoreError::Forbidden); // fifo, device, socket
-            }
-            let id = Identity::of(&md);
-            let index = self.index().cloned();
-            let opened = Arc::new(FsFile::new(
-                meta_of(&md),
-                file,
-                self.budget.clone(),
-                id,
-                index,
-            ));
-            cache.finish(ticket, id, opened.clone());
-            Ok(Object::File(opened))
-        })
+        Box::pin(std::future::ready(self.open_inline(path)))
+    }
+
+    fn open_now(&self, path: &RelPath) -> Option<Result<Object, StoreError>> {
+        Some(self.open_inline(path))
     }
 
     fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<EntryStream, StoreError>> {

@@ -101,6 +101,13 @@ pub trait FileHandle: Send + Sync {
     fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
         Box::pin(collect(self.read(range), range.len()))
     }
+
+    /// [`FileHandle::read_bytes`] done at once, if this backend reads a range this small
+    /// without waiting (a local file: one `pread`); `None`: ask `read_bytes`. Saves a small
+    /// response the future a read would be, which is most of its cost (#13).
+    fn read_now(&self, _range: ByteRange) -> Option<io::Result<Bytes>> {
+        None
+    }
 }
 
 /// Concatenates a stream of `len` bytes into one buffer.
@@ -149,6 +156,11 @@ impl StoreError {
 /// The core storage interface.
 pub trait Store: Send + Sync + 'static {
     fn open<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<Object, StoreError>>;
+    /// [`Store::open`] done at once, if this backend opens without waiting (the local file
+    /// system opens inline, see [`fs`]); `None`: ask `open`.
+    fn open_now(&self, _path: &RelPath) -> Option<Result<Object, StoreError>> {
+        None
+    }
     /// Lists a directory, hidden entries already filtered out, folders first, then by name.
     fn list<'a>(&'a self, path: &'a RelPath) -> BoxFuture<'a, Result<EntryStream, StoreError>>;
     /// The upload capability (tus), if this backend has one.

@@ -270,14 +270,18 @@ impl FileHandle for FsFile {
         self.digest.get()
     }
 
+    fn read_now(&self, range: ByteRange) -> Option<io::Result<Bytes>> {
+        // One small body per response, read at once outside the budget (as a share), so that
+        // clients holding the budget cannot hold up small answers. No read state: cloning its
+        // handles would touch reference counts.
+        let n = usize::try_from(range.len()).ok().filter(|n| *n <= SHARE)?;
+        let read = read_exact_at(&self.file, Vec::with_capacity(n), n, range.start);
+        Some(read.map(Bytes::from))
+    }
+
     fn read_bytes(self: Arc<Self>, range: ByteRange) -> BoxFuture<'static, io::Result<Bytes>> {
-        if range.len() <= SHARE as u64 {
-            // One small body per response, read at once outside the budget (as a share), so
-            // that clients holding the budget cannot hold up small answers. No read state:
-            // cloning its handles would touch reference counts that every worker shares.
-            let n = range.len() as usize;
-            let read = read_exact_at(&self.file, Vec::with_capacity(n), n, range.start);
-            return Box::pin(std::future::ready(read.map(Bytes::from)));
+        if let Some(read) = self.read_now(range) {
+            return Box::pin(std::future::ready(read));
         }
         let mut state = ReadState::new(&self, range);
         if range.len() <= INLINE_READ as u64 {
