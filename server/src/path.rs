@@ -35,6 +35,16 @@ impl RelPath {
     /// Validates the path part of a request URI (without the query).
     pub fn from_uri_path(raw: &str) -> Result<Self, PathError> {
         let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        if is_plain(rest) {
+            // Nothing to decode, drop or refuse: the path is its own normal form (one scan
+            // instead of a decode and four checks per segment, #13).
+            return Ok(RelPath(rest.to_owned()));
+        }
+        Self::decode(rest)
+    }
+
+    /// [`Self::from_uri_path`] of `/rest`, segment by segment.
+    fn decode(rest: &str) -> Result<Self, PathError> {
         let mut out = String::with_capacity(rest.len());
         for seg in rest.split('/') {
             if has_encoded_separator(seg) {
@@ -98,17 +108,39 @@ impl RelPath {
 
     /// The last segment, if any.
     pub fn file_name(&self) -> Option<&str> {
-        self.segments().last()
+        // Segments are never empty: the last is what follows the last `/`.
+        let last = match self.0.as_bytes().iter().rposition(|&b| b == b'/') {
+            Some(slash) => self.0.get(slash + 1..)?,
+            None => self.0.as_str(),
+        };
+        (!last.is_empty()).then_some(last)
     }
 
     /// Whether any segment starts with `.` (a dotfile or a file inside a dot-directory).
     pub fn is_hidden(&self) -> bool {
-        self.segments().any(|s| s.starts_with('.'))
+        self.0.starts_with('.') || self.0.contains("/.")
     }
 
     pub fn join(&self, name: &str) -> Result<Self, PathError> {
         Self::from_segments(self.segments().chain([name]))
     }
+}
+
+/// Whether `rest` (a path without its leading `/`) is already normal: no `%`, `\\` or NUL,
+/// and no segment empty, `.` or `..`. Then [`RelPath::decode`] would return it unchanged.
+fn is_plain(rest: &str) -> bool {
+    let ordinary = |seg: &[u8]| !matches!(seg, b"" | b"." | b"..");
+    let bytes = rest.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' | b'\\' | 0 => return false,
+            b'/' if !ordinary(&bytes[start..i]) => return false,
+            b'/' => start = i + 1,
+            _ => {}
+        }
+    }
+    rest.is_empty() || ordinary(&bytes[start..])
 }
 
 /// Whether `seg` contains `%2F` or `%5C` in either case.
@@ -160,10 +192,41 @@ mod tests {
         }
     }
 
+    // The plain-path shortcut must agree with the full decode on every path it takes: all
+    // paths of up to 6 characters over an alphabet of the characters that matter.
+    #[test]
+    fn plain_paths_are_their_own_normal_form() {
+        let alphabet = ['a', '.', '/', '%', '2', 'F', '\\', '\0', 'é'];
+        let mut paths = vec![String::new()];
+        let mut shortcuts = 0;
+        for _ in 0..6 {
+            let mut longer = Vec::new();
+            for p in &paths {
+                for c in alphabet {
+                    let mut q = p.clone();
+                    q.push(c);
+                    if is_plain(&q) {
+                        shortcuts += 1;
+                        assert_eq!(RelPath::decode(&q), Ok(RelPath(q.clone())), "{q:?}");
+                    }
+                    longer.push(q);
+                }
+            }
+            paths = longer;
+        }
+        assert!(shortcuts > 1000, "{shortcuts}");
+        assert!(is_plain("") && is_plain("a/b.c/d") && is_plain("..a/b.."));
+        assert!(!is_plain("a/") && !is_plain("a//b") && !is_plain("./a") && !is_plain("a/.."));
+    }
+
     #[test]
     fn hidden_detects_dot_segments_anywhere() {
         assert!(RelPath::from_uri_path("/.git/config").unwrap().is_hidden());
         assert!(RelPath::from_uri_path("/a/.env").unwrap().is_hidden());
         assert!(!RelPath::from_uri_path("/a/b.env").unwrap().is_hidden());
+        assert!(!RelPath::from_uri_path("/a./b").unwrap().is_hidden());
+        assert!(!RelPath::root().is_hidden());
+        assert_eq!(RelPath::root().file_name(), None);
+        assert_eq!(RelPath::from_uri_path("/a/b").unwrap().file_name(), Some("b"));
     }
 }

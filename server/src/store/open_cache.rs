@@ -64,6 +64,34 @@ impl Identity {
     }
 }
 
+/// FNV-1a for the cache's path keys: a lookup per request hashed with SipHash cost more than
+/// the rest of the lookup (#13). Flooding is not a concern here: the maps hold at most
+/// `capacity` paths of files that exist, so colliding names cannot make them long.
+#[derive(Default, Clone, Copy)]
+struct Fnv;
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// How the cache knows an entry is still current.
 pub enum Cached<T> {
     /// Watched, and no event since: current.
@@ -80,10 +108,10 @@ struct Entry<T> {
 }
 
 struct Inner<T> {
-    entries: HashMap<String, Entry<T>>,
+    entries: HashMap<String, Entry<T>, Fnv>,
     /// Paths being opened, with the token of the open that may insert them: an event for the
     /// path while it is opened removes it, and the open then does not cache its file.
-    opening: HashMap<String, u64>,
+    opening: HashMap<String, u64, Fnv>,
     next_token: u64,
     /// `None`: no inotify instance (every entry is checked).
     notify: Option<Notify>,
@@ -174,8 +202,8 @@ impl<T: Clone> OpenCache<T> {
         };
         Self {
             inner: Mutex::new(Inner {
-                entries: HashMap::new(),
-                opening: HashMap::new(),
+                entries: HashMap::default(),
+                opening: HashMap::default(),
                 next_token: 0,
                 notify,
                 changes: Vec::new(),
