@@ -227,6 +227,9 @@ mod tests {
         assert!(!RelPath::from_uri_path("/a./b").unwrap().is_hidden());
         assert!(!RelPath::root().is_hidden());
         assert_eq!(RelPath::root().file_name(), None);
-        assert_eq!(RelPath::from_uri_path("/a/b").unwrap().file_name(), Some("b"));
+        assert_eq!(
+            RelPath::from_uri_path("/a/b").unwrap().file_name(),
+            Some("b")
+        );
     }
 }
