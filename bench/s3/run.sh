@@ -105,7 +105,7 @@ s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
 print(s3.generate_presigned_url("get_object", Params={"Bucket": sys.argv[2], "Key": sys.argv[3]}, ExpiresIn=36000))
 PY
 }
-echo "bench/s3/run.sh at $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD)"
+echo "bench/s3/run.sh at $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD); $FERRYD built $(date -u -r "$FERRYD" +%FT%TZ)"
 
 if want get; then
   start_ferryd get
