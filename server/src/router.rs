@@ -2,12 +2,13 @@
 //! either goes through [`error_response`] here, and only here.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
-
-use futures_util::FutureExt as _;
 use std::sync::Arc;
+use std::task::Poll;
 
+use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -20,11 +21,18 @@ use crate::ui;
 
 /// Answers one request. `app` leads to the app through a handle of the caller's (the server
 /// passes each worker's own, see `server::WorkerApp`).
-pub async fn handle<A: Deref<Target = App>>(
+///
+/// The request is taken apart before the future is made, and the handler is polled in place:
+/// a future that held the whole request, and the handler's future moved through a
+/// `catch_unwind` wrapper, were copied (memcpy) several times per request (#13).
+pub fn handle<A>(
     app: Arc<A>,
     conn: ConnInfo,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static
+where
+    A: Deref<Target = App> + Send + Sync + 'static,
+{
     // The client's address as --behind-proxy says to take it (forwarded.rs), worked out only
     // when the access log or metrics are on.
     let tap = app.observe.tap(
@@ -32,31 +40,48 @@ pub async fn handle<A: Deref<Target = App>>(
         || app.frontend.remote(&req).unwrap_or(conn.peer.ip()),
         app.tus.as_ref().map(|t| t.config().base.as_str()),
     );
-    // A bug must cost one request a 500, not the connection: panics are caught here.
-    let mut resp = match AssertUnwindSafe(dispatch(&app, conn, req))
-        .catch_unwind()
-        .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => error_response(&e),
-        Err(_) => error_response(&Error::Internal(std::io::Error::other("handler panicked"))),
-    };
-    resp.headers_mut().insert(
-        header::SERVER,
-        HeaderValue::from_static(concat!("ferryd/", env!("CARGO_PKG_VERSION"))),
-    );
-    Ok(match tap {
-        Some(tap) => tap.finish(resp),
-        None => resp,
-    })
+    let (mut parts, body) = req.into_parts();
+    async move {
+        let dispatched = dispatch(&app, conn, &mut parts, body);
+        let mut dispatched = std::pin::pin!(dispatched);
+        // A bug must cost one request a 500, not the connection: panics are caught here, in
+        // every poll (a panicked handler is not polled again).
+        let caught = std::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| dispatched.as_mut().poll(cx))) {
+                Ok(poll) => poll.map(Some),
+                Err(_) => Poll::Ready(None),
+            }
+        })
+        .await;
+        let mut resp = match caught {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => error_response(&e),
+            None => error_response(&Error::Internal(std::io::Error::other("handler panicked"))),
+        };
+        resp.headers_mut().insert(
+            header::SERVER,
+            HeaderValue::from_static(concat!("ferryd/", env!("CARGO_PKG_VERSION"))),
+        );
+        Ok(match tap {
+            Some(tap) => tap.finish(resp),
+            None => resp,
+        })
+    }
 }
 
-async fn dispatch(app: &App, conn: ConnInfo, mut req: Request<Incoming>) -> Result<Response<Body>> {
+async fn dispatch(
+    app: &App,
+    conn: ConnInfo,
+    parts: &mut Parts,
+    body: Incoming,
+) -> Result<Response<Body>> {
     if let Some(max) = conn.refused {
         return Ok(crate::ratelimit::too_many_connections(max));
     }
-    crate::host::check(req.version(), req.headers())?;
-    if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(req.uri().path())) {
+    crate::host::check(parts.version, &parts.headers)?;
+    if let Some(tus) = app.tus.as_ref().filter(|t| t.owns(parts.uri.path())) {
+        let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+        let mut req = Request::from_parts(parts, body);
         // The tus code builds absolute URLs from the connection (forwarded.rs); downloads do
         // not need it, and inserting it allocates the extensions map (#13).
         req.extensions_mut().insert(conn);
@@ -66,10 +91,10 @@ async fn dispatch(app: &App, conn: ConnInfo, mut req: Request<Incoming>) -> Resu
         let upload = Box::pin(tus.handle(req, &app.frontend));
         return Ok(crate::hooks::scope(ctx, upload).await);
     }
-    app.check_uploads(req.method(), req.uri().path())?;
-    let (mut parts, _body) = req.into_parts();
+    app.check_uploads(&parts.method, parts.uri.path())?;
+    let _body = body;
     let Some(origins) = app.cors_origins().filter(|o| !o.is_empty()) else {
-        return files_path(app, &mut parts).await;
+        return files_path(app, parts).await;
     };
     // CORS is shared with tus: files and the page's assets answer allowed origins too.
     let origin = parts.headers.get(header::ORIGIN).cloned();
@@ -77,7 +102,7 @@ async fn dispatch(app: &App, conn: ConnInfo, mut req: Request<Incoming>) -> Resu
         && parts
             .headers
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut resp = files_path(app, &mut parts)
+    let mut resp = files_path(app, parts)
         .await
         .unwrap_or_else(|e| error_response(&e));
     crate::cors::apply(origins, origin.as_ref(), preflight, resp.headers_mut());
@@ -85,7 +110,7 @@ async fn dispatch(app: &App, conn: ConnInfo, mut req: Request<Incoming>) -> Resu
 }
 
 /// Everything but tus: the page's assets, then (behind the read token) files and listings.
-async fn files_path(app: &App, parts: &mut http::request::Parts) -> Result<Response<Body>> {
+async fn files_path(app: &App, parts: &mut Parts) -> Result<Response<Body>> {
     // The page's assets are public code: a browser needs them to ask for the read token.
     if ui::owns(parts.uri.path()) {
         return ui::serve(parts).await;
