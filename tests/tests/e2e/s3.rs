@@ -617,9 +617,28 @@ async fn an_instant_upload_through_a_second_instance_uses_the_index_in_the_bucke
         data.len().to_string(),
         "complete at creation"
     );
+    // The copy carries the digest of the version it was copied from at once (issue 12: the
+    // copy is not read back to be hashed).
+    let want = {
+        use base64::Engine as _;
+        let sha = <sha2::Sha256 as sha2::Digest>::digest(&data);
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(sha)
+        )
+    };
     for srv in [&a, &b] {
         let got = c.get(srv.url("/two.bin")).send().await.unwrap();
         assert_eq!(got.status(), 200);
+        let digest = got
+            .headers()
+            .get("repr-digest")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            digest.as_deref(),
+            Some(want.as_str()),
+            "Repr-Digest of the copy"
+        );
         assert!(
             got.bytes().await.unwrap()[..] == data[..],
             "copied bytes differ"

@@ -144,19 +144,9 @@ impl S3Store {
         if seen != len {
             return Err(other("object shorter than announced"));
         }
-        let sha = hex::encode(hash.finalize());
-        let digest = PathDigest {
-            version: ENTRY_VERSION,
-            etag: etag.clone(),
-            sha256: sha.clone(),
-        };
-        if let Some(at) = self.digest_key(path) {
-            let raw = serde_json::to_vec(&digest).map_err(other)?;
-            self.client.put(&at, raw.into()).await.map_err(from_s3)?;
-            let known = hex::decode(&sha).ok().and_then(|b| b.try_into().ok());
-            let known = known.map(|b: [u8; 32]| (digest.etag.clone(), b));
-            self.digests.put(at, known, std::time::Instant::now());
-        }
+        let sha: [u8; 32] = hash.finalize().into();
+        self.write_digest(path, &etag, sha).await?;
+        let sha = hex::encode(sha);
         let entry = Entry {
             version: ENTRY_VERSION,
             path: path.as_str().to_owned(),
@@ -166,6 +156,46 @@ impl S3Store {
         let at = self.index_dir(len).join(sha);
         self.client.put(&at, raw.into()).await.map_err(from_s3)?;
         Ok(())
+    }
+
+    /// Records `sha` as the digest of the version `etag` of the object at `path`.
+    async fn write_digest(
+        &self,
+        path: &RelPath,
+        etag: &str,
+        sha: [u8; 32],
+    ) -> Result<(), StoreError> {
+        let Some(at) = self.digest_key(path) else {
+            return Ok(());
+        };
+        let digest = PathDigest {
+            version: ENTRY_VERSION,
+            etag: etag.to_owned(),
+            sha256: hex::encode(sha),
+        };
+        let raw = serde_json::to_vec(&digest).map_err(other)?;
+        self.client.put(&at, raw.into()).await.map_err(from_s3)?;
+        let known = Some((digest.etag, sha));
+        self.digests.put(at, known, std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Gives the copy at `to` (key `key`) of version `etag` of `from` the digest recorded for
+    /// that version, if there is one (an instant upload: the content is not read again).
+    /// Best effort: without it the copy is served without `Repr-Digest`.
+    async fn copy_digest(&self, from: &RelPath, etag: &str, to: &RelPath, key: &Key) {
+        let Some((hashed, sha)) = self.digest_of(from).await else {
+            return;
+        };
+        let copied = match self.client.head(key).await {
+            Ok(m) if hashed == etag => m.e_tag,
+            _ => None,
+        };
+        if let Some(copied) = copied {
+            if let Err(e) = self.write_digest(to, &copied, sha).await {
+                tracing::warn!(path = %to.as_str(), error = %e, "could not record the digest of an instant upload");
+            }
+        }
     }
 
     /// After a copy of version `etag` of `from` to `copy`: if `from` is not that version any
@@ -323,6 +353,7 @@ impl ContentIndex for S3Store {
                 )
                 .await?;
             self.check_source_kept(&from, etag, &key).await?;
+            self.copy_digest(&src.path, etag, &path, &key).await;
             let published = UploadState::Published {
                 path: path.as_str().to_string(),
             };
