@@ -136,29 +136,42 @@ fi
 
 if want put; then
   start_ferryd put --single-instance --upload-token "$TOKEN"
+  # PUT_MIB (default 1024) sizes the file; a smaller one for quick iterations.
+  PUT_MIB=${PUT_MIB:-1024}
+  SRC="$WORK/big.bin"
+  if [ "$PUT_MIB" != 1024 ]; then SRC="$WORK/put.bin"; head -c "${PUT_MIB}M" "$WORK/big.bin" > "$SRC"; fi
+  # After a ferry put, ferryd reads the published file back for its content index: wait until
+  # ferryd's CPU stands still, so that work is counted in its CPU and not in the next run's time.
+  settle() { local a b; a=$(cpu "$PID_put"); while sleep 0.5; b=$(cpu "$PID_put"); [ "$a" != "$b" ]; do a=$b; done; }
   # Each round: rclone, ferry put (one stream), ferry put -x 4 (concatenation), interleaved.
+  # Each run prints "seconds moto-ticks ferryd-ticks" (ferryd's include the index read-back).
   rs=(); f1=(); f4=()
-  put_once() { # put_once ROUND FLAGS...: prints the seconds `ferry put FLAGS` took
+  put_once() { # put_once ROUND FLAGS...: `ferry put FLAGS` of SRC
     local dir=$1; shift
-    local t0 t1
+    local t0 t1 m0 f0
+    m0=$(cpu "$MOTO_PID"); f0=$(cpu "$PID_put")
     t0=$(now)
     FERRY_DATA_DIR="$WORK/data-$dir" "$FERRY" put -q "$@" --token "$TOKEN" --metadata "dir=$dir" \
-      "$WORK/big.bin" "$URL_put/files/" > /dev/null 2>> "$WORK/put.err" || { cat "$WORK/put.err" >&2; return 1; }
+      "$SRC" "$URL_put/files/" > /dev/null 2>> "$WORK/put.err" || { cat "$WORK/put.err" >&2; return 1; }
     t1=$(now)
-    if [ "$i" = 1 ]; then curl -sf "$URL_put/$dir/big.bin" | cmp - "$WORK/big.bin" >&2 || return 1; fi
+    settle
+    echo "$(calc "$t1-$t0" .3f) $(($(cpu "$MOTO_PID") - m0)) $(($(cpu "$PID_put") - f0))"
+    if [ "$i" = 1 ]; then curl -sf "$URL_put/$dir/$(basename "$SRC")" | cmp - "$SRC" >&2 || return 1; fi
     rclone purge "moto:$BUCKET/www/$dir" 2> /dev/null
-    calc "$t1-$t0" .3f
   }
   for i in $(seq "$ROUNDS"); do
-    t0=$(now); rclone copy "$WORK/big.bin" "moto:$BUCKET/rclone-$i/"; t1=$(now)
-    rs+=("$(calc "$t1-$t0" .3f)")
+    m0=$(cpu "$MOTO_PID"); t0=$(now); rclone copy "$SRC" "moto:$BUCKET/rclone-$i/"; t1=$(now)
+    rs+=("$(calc "$t1-$t0" .3f) $(($(cpu "$MOTO_PID") - m0)) 0")
     rclone purge "moto:$BUCKET/rclone-$i"
     f1+=("$(put_once "x1-$i")") || exit 1
     f4+=("$(put_once "x4-$i" -x 4)") || exit 1
   done
-  R=$(median "${rs[@]}"); F1=$(median "${f1[@]}"); F4=$(median "${f4[@]}")
-  echo "put: 1 GiB (median of $ROUNDS): rclone copy $(calc "$R" .2f) s ($(calc "1024/$R" .0f) MiB/s); ferry put $(calc "$F1" .2f) s ($(calc "1024/$F1" .0f) MiB/s), ratio rclone/ferry = $(calc "$R/$F1" .2f); ferry put -x 4 $(calc "$F4" .2f) s ($(calc "1024/$F4" .0f) MiB/s), ratio $(calc "$R/$F4" .2f) (goal >= 0.9); load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "     seconds: rclone ${rs[*]} | ferry put ${f1[*]} | ferry put -x 4 ${f4[*]}"
+  col() { local n=$1; shift; for r in "$@"; do echo "$r" | cut -d' ' -f"$n"; done; }
+  R=$(median $(col 1 "${rs[@]}")); F1=$(median $(col 1 "${f1[@]}")); F4=$(median $(col 1 "${f4[@]}"))
+  per_gib() { calc "$(median $(col "$1" "${@:2}"))/$HZ*1024/$PUT_MIB" .2f; }
+  echo "put: $PUT_MIB MiB (median of $ROUNDS): rclone copy $(calc "$R" .2f) s ($(calc "$PUT_MIB/$R" .0f) MiB/s); ferry put $(calc "$F1" .2f) s ($(calc "$PUT_MIB/$F1" .0f) MiB/s), ratio rclone/ferry = $(calc "$R/$F1" .2f); ferry put -x 4 $(calc "$F4" .2f) s ($(calc "$PUT_MIB/$F4" .0f) MiB/s), ratio $(calc "$R/$F4" .2f) (goal >= 0.9); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "     CPU s per GiB (median): moto $(per_gib 2 "${rs[@]}") under rclone, $(per_gib 2 "${f1[@]}") under ferry put, $(per_gib 2 "${f4[@]}") under -x 4; ferryd $(per_gib 3 "${f1[@]}") (ferry put), $(per_gib 3 "${f4[@]}") (-x 4), with the index's read-back"
+  echo "     runs (s, moto ticks, ferryd ticks): rclone ${rs[*]// /\/} | ferry put ${f1[*]// /\/} | ferry put -x 4 ${f4[*]// /\/}"
   [ -s "$WORK/put.err" ] && { echo "     ferry put said:"; sed 's/^/       /' "$WORK/put.err"; }
   stop_ferryd put
 fi

@@ -50,16 +50,17 @@ use crate::store::upload::{
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
 
-/// Request bodies (PATCH, creation-with-upload) an S3 store takes into memory at once. Each
-/// holds what arrived since its last checkpoint (the whole chunk when it carries a checksum,
-/// which must match before any of it reaches S3: 8 MiB per PATCH of `ferry put`), so a
-/// ninth waits, its body unread (TCP holds its client back), until one of them ends: 16
-/// uploads at once stay within 8 such buffers (bench/s3/run.sh rss).
-pub const RECEIVING: usize = 8;
+/// Parts' worth of request bodies (PATCH, creation-with-upload) an S3 store holds in memory
+/// at once: each appender's buffer of what arrived since its last part, and each part on
+/// its way to S3 (it keeps the place its buffer had; the appender takes another before it
+/// buffers more). A seventh waits, its body unread (TCP holds its client back), until one is
+/// free: 16 uploads at once stay within 6 parts (bench/s3/run.sh rss; 8 held 112-138 MiB
+/// peak once parts went out while bodies arrived, over the 128 MiB goal).
+pub const RECEIVING: usize = 6;
 
-/// Parts on their way to S3 at once, over all uploads of a store (each holds a part's bytes,
-/// [`part_size`]): a body whose next part finds none free waits, unread, until one arrives.
-/// With [`RECEIVING`] this bounds the memory uploads take: (8 + 4) parts.
+/// Parts on their way to S3 at once, over all uploads of a store: a body whose next part finds
+/// none free waits, unread, until one arrives. (Memory is bounded by [`RECEIVING`]: a part
+/// in flight keeps its body's place.)
 pub const SENDING: usize = 4;
 
 /// Smallest part ferryd cuts (S3 wants at least 5 MiB for every part but the last).
@@ -527,7 +528,7 @@ impl S3Store {
             base: start,
             buf,
             recorded: rec,
-            _receiving: receiving,
+            receiving: Some(receiving),
         })
     }
 
@@ -807,8 +808,10 @@ struct S3Appender {
     /// Upload offset of `buf[0]`.
     base: u64,
     buf: BytesMut,
-    /// This appender's place among the bodies received at once ([`RECEIVING`]).
-    _receiving: tokio::sync::OwnedSemaphorePermit,
+    /// This appender's place among the bodies received at once ([`RECEIVING`]): the room of
+    /// its buffer. A full part takes it along to S3, and the appender takes a new one before
+    /// it buffers more, so buffers and parts in flight together hold [`RECEIVING`] parts.
+    receiving: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A part on its way to S3.
@@ -830,6 +833,7 @@ impl S3Appender {
     async fn send_full_parts(&mut self) -> Result<(), StoreError> {
         let len = self.store.part;
         while self.buf.len() >= len {
+            self.take_room().await?; // (a second part in one write)
             let place = self
                 .store
                 .sending
@@ -840,8 +844,9 @@ impl S3Appender {
             let part = self.buf.split_to(len).freeze();
             let key = self.keys.part(self.base, &self.token);
             let client = self.store.client.clone();
+            let room = self.receiving.take();
             let task = tokio::spawn(async move {
-                let _place = place;
+                let _place = (place, room);
                 let put = client.put(&key, part.into()).await.map_err(from_s3)?;
                 put.e_tag
                     .ok_or_else(|| other("S3 answered a part's put without ETag"))
@@ -853,8 +858,18 @@ impl S3Appender {
             });
             self.base += len as u64;
         }
-        // Room for the next part at once, as in `appender`.
-        self.buf.reserve(len.saturating_sub(self.buf.len()));
+        if !self.buf.is_empty() {
+            self.take_room().await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a place among the bodies received at once for the buffer, unless it has one.
+    async fn take_room(&mut self) -> Result<(), StoreError> {
+        if self.receiving.is_none() {
+            let room = self.store.receiving.clone().acquire_owned().await;
+            self.receiving = Some(room.map_err(other)?);
+        }
         Ok(())
     }
 
@@ -952,8 +967,16 @@ impl S3Appender {
 
 impl Appender for S3Appender {
     fn write(&mut self, data: Bytes) -> BoxFuture<'_, std::io::Result<()>> {
-        self.buf.extend_from_slice(&data);
-        Box::pin(async move { self.send_full_parts().await.map_err(std::io::Error::other) })
+        Box::pin(async move {
+            self.take_room().await.map_err(std::io::Error::other)?;
+            // A part's room at once, as in `appender`, but only once bytes come: a buffer
+            // reserved while a part is on its way, and the body already over, costs memory
+            // (glibc hands it out from pages it had used) for nothing.
+            let room = self.store.part.saturating_sub(self.buf.len());
+            self.buf.reserve(room.max(data.len()));
+            self.buf.extend_from_slice(&data);
+            self.send_full_parts().await.map_err(std::io::Error::other)
+        })
     }
 
     fn position(&self) -> u64 {
