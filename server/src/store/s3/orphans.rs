@@ -1,9 +1,10 @@
 //! Orphaned multipart uploads (issue 11 point 6(c)): an S3 multipart upload that no upload
 //! record will ever complete or abort keeps its parts, and S3 bills them, until a lifecycle
 //! rule aborts it. They come from writers interrupted between creating a multipart upload and
-//! recording it (an instance killed there, or an abort that failed): a part reservation
-//! (`upload`), a concatenation (`concat`). Expiry and termination only abort the multipart
-//! upload their record names.
+//! recording it (an instance killed there, or an abort that failed): the part reservation or
+//! concatenation of ferryd before record version 3, whose uploads kept their parts in a
+//! multipart upload (new uploads keep them as objects). Expiry and termination only abort
+//! the multipart upload their record names.
 //!
 //! So the reaper (`UploadStore::sweep`) lists the multipart uploads in progress under the
 //! staging prefix (`ListMultipartUploads`, [`super::raw`]) and aborts each one that is
