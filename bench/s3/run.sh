@@ -192,7 +192,9 @@ if want rss; then
   echo "rss: ferryd peak RSS with 16 concurrent 64 MiB uploads and 64 concurrent 1 MiB range downloads: $((HWM / 1024)) MiB (goal <= 128 MiB), $(calc "$t1-$t0" .1f) s; load $(cut -d' ' -f1-3 /proc/loadavg)"
   for i in $(seq 16); do curl -sf "$URL_rss/rss-$i/mid.bin" | cmp - "$WORK/mid.bin"; done
   stop_ferryd rss
-  rclone purge "moto:$BUCKET/www" --include 'rss-*/**'
+  # `rclone purge` ignores filters (it removed all of www/, and scale's mid.bin with it);
+  # `delete` honours them.
+  rclone delete "moto:$BUCKET/www" --include 'rss-*/**'
 fi
 
 if want scale; then
@@ -236,7 +238,7 @@ if want scale; then
       "$(cut -d' ' -f1-3 /proc/loadavg)"
   }
   echo "scale: 12 clients x 4 GETs of 64 MiB at once (median of $ROUNDS rounds; CPU per GiB sent)"
-  curl -sf -o /dev/null "$MID"
+  curl -sf -o /dev/null "$MID" || { echo "scale: moto does not serve www/mid.bin" >&2; exit 1; }
   measure "direct from moto" "" "$MID"
   DIRECT_T=$T
   urls=(); fps=""
