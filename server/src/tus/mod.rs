@@ -150,12 +150,15 @@ impl Tus {
     }
 
     /// Takes the lock of upload `id` (interrupting a streaming PATCH that holds it), or
-    /// answers 503 when the holder does not let go within `lock_timeout`.
+    /// answers 503 when the holder does not let go within `lock_timeout`. That is this
+    /// upload's holder (a publish in progress, a PATCH that does not let go), over in
+    /// seconds, so the answer carries the short `Retry-After` of [`Error::Pending`], not the
+    /// server-wide limits' minute.
     pub(crate) async fn lock(&self, id: &UploadId) -> Result<Guard> {
         self.locks
             .acquire(id, self.cfg.lock_timeout)
             .await
-            .map_err(|e| Error::Busy(e.to_string()))
+            .map_err(|e| Error::Pending(e.to_string()))
     }
 
     /// The store's concatenation, if it offers it.

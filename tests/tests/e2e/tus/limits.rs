@@ -108,3 +108,39 @@ async fn the_limits_hold_after_a_restart() {
     assert_busy(post(&srv, 0).await, "--max-open-uploads").await;
     assert_eq!(tus2.counts(), (3, 10));
 }
+
+#[tokio::test]
+async fn an_upload_held_past_the_lock_timeout_is_503_with_a_short_retry_after() {
+    // Regression: a request that found its upload held past `--upload-lock-timeout` (by a
+    // PATCH that does not let go, or a publish in progress) got the server-wide limits'
+    // `Retry-After: 60`, so `ferry put` waited a minute for what is over in seconds.
+    let (srv, _) = TestServer::start_tus(TusConfig {
+        lock_timeout: Duration::ZERO,
+        ..cfg()
+    })
+    .await;
+    let loc = create(&srv, 1000, &meta("held.bin")).await;
+    let head_text = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: {OCTETS}\r\nUpload-Offset: 0\r\nContent-Length: 1000\r\n\r\n"
+    );
+    let mut holder = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    holder.write_all(head_text.as_bytes()).await.unwrap();
+    holder.write_all(&[7u8; 100]).await.unwrap();
+    // Until the holder's PATCH has the lock, a PATCH at a wrong offset is a harmless 409.
+    let mut got = None;
+    for _ in 0..250 {
+        let r = patch(&srv, &loc, 999, b"x").await;
+        if r.status() != 409 {
+            got = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = got.expect("the holder's PATCH never took the upload");
+    assert_eq!(r.status(), 503);
+    assert_eq!(h(&r, "retry-after"), "1");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("busy"), "{text}");
+    drop(holder);
+}
