@@ -421,7 +421,8 @@ impl S3Store {
     /// Runs `copy` (a publish) while renewing the publish's claim in `rec` every
     /// [`PUBLISH_RENEW`]. A renewal that fails (another instance took the upload over after
     /// the claim ran out) stops the renewals; the publish goes on, and its record write
-    /// fails then.
+    /// fails then. A renewal due while the copy writes the record (its `note`, which renews
+    /// the claim too) is skipped.
     async fn holding<T>(
         &self,
         keys: &Keys,
@@ -434,7 +435,12 @@ impl S3Store {
             tokio::select! {
                 r = &mut copy => return r,
                 () = tokio::time::sleep(PUBLISH_RENEW), if renewing => {
-                    let mut rec = rec.lock().await;
+                    // Never wait for the lock here: `copy` is not polled while this runs,
+                    // and its `note` holds the lock across its record write, so waiting
+                    // would never end. A `note` in flight writes the claim itself.
+                    let Ok(mut rec) = rec.try_lock() else {
+                        continue;
+                    };
                     rec.publishing_until_ms = Some(unix_now_ms().saturating_add(PUBLISH_HOLD_MS));
                     if let Err(e) = self.write_record(keys, &mut rec).await {
                         tracing::warn!(id = %keys.id, error = %e, "could not renew a publish's claim");
@@ -651,6 +657,7 @@ impl UploadStore for S3Store {
                 Box::pin(async move {
                     let mut rec = rec.lock().await;
                     rec.publish_upload = Some((key.as_ref().to_owned(), upload));
+                    rec.publishing_until_ms = Some(unix_now_ms().saturating_add(PUBLISH_HOLD_MS));
                     self.write_record(keys, &mut rec).await
                 })
             };
@@ -1158,6 +1165,38 @@ pub(super) mod tests {
         assert!(got[..] == data[..], "published bytes differ");
         let left: Vec<_> = s.client.list(Some(&s.uploads_dir())).collect().await;
         assert_eq!(left.len(), 1, "only the record: {left:?}");
+    }
+
+    // Review of 6e6fbd0: the claim's renewal waited for the record's lock while the copy,
+    // which it does not poll meanwhile, held it across a record write (its `note`): the
+    // publish hung for good. A copy holding the lock past a renewal must still finish.
+    // Real time (about 5 s): the crate's tokio has no paused clock.
+    #[tokio::test]
+    async fn a_renewal_due_while_the_copy_notes_its_upload_does_not_hang_the_publish() {
+        let opts = S3Options {
+            bucket: "b".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+            credentials: Some(("k".into(), "s".into())),
+            single_instance: true,
+            ..S3Options::default()
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let s = S3Store::new(&opts).unwrap(); // never asked: nothing is written in 5 s
+        let id = UploadId::random().unwrap();
+        let keys = Keys::new(&s, id.as_str());
+        let rec = tokio::sync::Mutex::new(record_of(0, &[]));
+        let copy = async {
+            let _noting = rec.lock().await; // as `note` holds it across its write
+            tokio::time::sleep(PUBLISH_RENEW + std::time::Duration::from_secs(1)).await;
+            Ok(7)
+        };
+        let held = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            s.holding(&keys, &rec, copy),
+        )
+        .await;
+        assert_eq!(held.expect("the publish hung").unwrap(), 7);
     }
 
     #[test]
