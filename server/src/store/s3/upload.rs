@@ -139,8 +139,10 @@ pub(super) struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     publishing_until_ms: Option<u64>,
     /// The multipart upload a publish created at the published name (key, upload id),
-    /// recorded before it copies into it: a publish cut by a crash leaves it open, and the
-    /// next publish (or expiry, termination) aborts it.
+    /// recorded before it copies into it: a publish cut by a crash or failed leaves it open,
+    /// and the next publish (or expiry, termination) aborts it. A crash between its creation
+    /// and this record's write leaves one nobody knows of; an S3 lifecycle rule
+    /// (`AbortIncompleteMultipartUpload`) is the backstop for that window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     publish_upload: Option<(String, String)>,
 }
@@ -678,7 +680,9 @@ impl UploadStore for S3Store {
                     let _ = self
                         .swap(info, |r| {
                             r.publishing_until_ms = None;
-                            r.publish_upload = None; // the failed copy aborted it
+                            // Kept: the failed copy tried to abort it, but only as a best
+                            // effort; the next publish, expiry or termination aborts it
+                            // again (aborting twice is harmless).
                         })
                         .await;
                     return Err(e);
