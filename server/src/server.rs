@@ -319,7 +319,9 @@ async fn serve_connection(
         // No read while a request is answered: hyper otherwise tries one after every request
         // head, to notice a client leaving mid-response, and reserving read-buffer room for it
         // while the head's bytes are still in use allocates a fresh 8 KiB buffer per request
-        // (#13). A client that leaves is noticed by the next write instead, as nginx does.
+        // (#13). A client that leaves is noticed by the next write instead, as nginx does;
+        // so a request that waits before its first byte (for an upload's lock, for S3's HEAD)
+        // runs to its end although its client has gone, and its answer is then dropped.
         .half_close(true);
     builder
         .http2()
