@@ -1158,15 +1158,10 @@ pub(super) mod tests {
             .publish(&mut info_b, &RelPath::root(), "late.bin")
             .await
             .unwrap();
-        let got = s
-            .client
-            .get(&s.key(&path).unwrap())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(got[..] == data[..], "published bytes differ");
+        assert!(
+            published_bytes(&s, &path).await[..] == data[..],
+            "published bytes differ"
+        );
         let left: Vec<_> = s.client.list(Some(&s.uploads_dir())).collect().await;
         assert_eq!(left.len(), 1, "only the record: {left:?}");
     }
@@ -1222,6 +1217,12 @@ pub(super) mod tests {
             MAX_PART,
             "S3's largest part"
         );
+    }
+
+    /// The bytes of the object published at `path`.
+    async fn published_bytes(s: &S3Store, path: &RelPath) -> Bytes {
+        let key = s.key(path).unwrap();
+        s.client.get(&key).await.unwrap().bytes().await.unwrap()
     }
 
     fn record_of(offset: u64, part_lens: &[u64]) -> Record {
@@ -1347,15 +1348,10 @@ pub(super) mod tests {
         let dir = RelPath::from_segments(["in"]).unwrap();
         let path = s.publish(&mut info, &dir, "f.bin").await.unwrap();
         assert_eq!(path.as_str(), "in/f (1).bin");
-        let got = s
-            .client
-            .get(&s.key(&path).unwrap())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(got[..] == data[..], "published bytes differ");
+        assert!(
+            published_bytes(&s, &path).await[..] == data[..],
+            "published bytes differ"
+        );
         let mine = s.client.get(&taken).await.unwrap().bytes().await.unwrap();
         assert_eq!(&mine[..], b"mine");
         assert!(matches!(
