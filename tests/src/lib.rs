@@ -121,6 +121,22 @@ impl TestServer {
         Self::launch_on(Backend::Fs, fs, opts, config, configure).await
     }
 
+    /// [`TestServer::launch_on`] with default store and server options and the app as built:
+    /// only `config` adjusts the config.
+    pub async fn configured_on(
+        backend: Backend,
+        config: impl FnOnce(&mut Config, SocketAddr),
+    ) -> Self {
+        Self::launch_on(
+            backend,
+            FsOptions::default(),
+            ServerOptions::default(),
+            config,
+            |app, _| app,
+        )
+        .await
+    }
+
     /// [`TestServer::launch`] on `backend` (`fs.allow_hidden` applies to both).
     pub async fn launch_on(
         backend: Backend,

@@ -71,14 +71,7 @@ async fn ranged_downloads_ask_s3_for_those_bytes_only() {
             o.endpoint = Some(proxy);
         }
     };
-    let srv = TestServer::launch_on(
-        Backend::S3,
-        FsOptions::default(),
-        ServerOptions::default(),
-        config,
-        |app, _| app,
-    )
-    .await;
+    let srv = TestServer::configured_on(Backend::S3, config).await;
     let data = pattern(1 << 20, 3);
     srv.put_file("big.bin", &data);
     let c = client();
@@ -311,14 +304,7 @@ async fn a_server_that_ignores_conditional_writes_takes_uploads_only_with_single
             }
             c.tus = Some(ferryd::tus::TusConfig::default());
         };
-        let srv = TestServer::launch_on(
-            Backend::S3,
-            FsOptions::default(),
-            ServerOptions::default(),
-            config,
-            |app, _| app,
-        )
-        .await;
+        let srv = TestServer::configured_on(Backend::S3, config).await;
         let r = client()
             .post(srv.url("/files/"))
             .header("tus-resumable", "1.0.0")
@@ -565,14 +551,7 @@ async fn an_instant_upload_through_a_second_instance_uses_the_index_in_the_bucke
         });
         c.tus = Some(ferryd::tus::TusConfig::default());
     };
-    let b = TestServer::launch_on(
-        Backend::S3,
-        FsOptions::default(),
-        ServerOptions::default(),
-        config,
-        |app, _| app,
-    )
-    .await;
+    let b = TestServer::configured_on(Backend::S3, config).await;
     let c = client();
     let data = pattern(3 << 20, 61);
     let first = c

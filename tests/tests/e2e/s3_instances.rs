@@ -25,14 +25,7 @@ async fn instance(opts: &S3Options) -> TestServer {
         c.store = StoreConfig::S3(opts);
         c.tus = Some(ferryd::tus::TusConfig::default());
     };
-    TestServer::launch_on(
-        Backend::S3,
-        FsOptions::default(),
-        ServerOptions::default(),
-        config,
-        |app, _| app,
-    )
-    .await
+    TestServer::configured_on(Backend::S3, config).await
 }
 
 /// `data[from..]` as a request body that arrives in 256 KiB pieces, 25 ms apart (a PATCH
@@ -726,12 +719,5 @@ async fn reaper(opts: &S3Options, expiry: Duration) -> TestServer {
             ..ferryd::tus::TusConfig::default()
         });
     };
-    TestServer::launch_on(
-        Backend::S3,
-        FsOptions::default(),
-        ServerOptions::default(),
-        config,
-        |app, _| app,
-    )
-    .await
+    TestServer::configured_on(Backend::S3, config).await
 }

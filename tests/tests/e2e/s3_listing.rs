@@ -4,8 +4,6 @@
 
 use ferry_tests::{client, Backend, TestServer};
 use ferryd::app::StoreConfig;
-use ferryd::server::ServerOptions;
-use ferryd::store::fs::FsOptions;
 
 use crate::s3::{gets_of, recording_proxy};
 
@@ -22,14 +20,7 @@ async fn server(proxy: &str, prefix: Option<String>, page: Option<usize>) -> Tes
             }
         }
     };
-    TestServer::launch_on(
-        Backend::S3,
-        FsOptions::default(),
-        ServerOptions::default(),
-        config,
-        |app, _| app,
-    )
-    .await
+    TestServer::configured_on(Backend::S3, config).await
 }
 
 /// `(name, type)` of each entry of the JSON listing of `path`.
