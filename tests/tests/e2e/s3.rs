@@ -326,6 +326,23 @@ async fn a_server_that_ignores_conditional_writes_takes_uploads_only_with_single
 }
 
 /// ferryd on a fresh S3 prefix with `--single-instance` and public tus uploads.
+/// Creates an upload named `name` with all of `data` in the creation request.
+async fn upload_whole(srv: &TestServer, name: &str, data: &[u8]) -> reqwest::Response {
+    client()
+        .post(srv.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header(
+            "upload-metadata",
+            ferry_proto::tus::encode_metadata([("filename", Some(name.as_bytes()))]),
+        )
+        .header("content-type", "application/offset+octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn s3_tus_server() -> TestServer {
     s3_tus_server_with(ferryd::tus::TusConfig::default())
         .await
@@ -554,19 +571,7 @@ async fn an_instant_upload_through_a_second_instance_uses_the_index_in_the_bucke
     let b = TestServer::configured_on(Backend::S3, config).await;
     let c = client();
     let data = pattern(3 << 20, 61);
-    let first = c
-        .post(a.url("/files/"))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", data.len().to_string())
-        .header(
-            "upload-metadata",
-            encode_metadata([("filename", Some(&b"one.bin"[..]))]),
-        )
-        .header("content-type", "application/offset+octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let first = upload_whole(&a, "one.bin", &data).await;
     assert_eq!(first.status(), 201);
     assert_eq!(
         first.headers()["upload-offset"].to_str().unwrap(),
@@ -640,25 +645,12 @@ async fn repr_digest(url: &str) -> Option<String> {
 #[tokio::test]
 async fn s3_downloads_carry_the_repr_digest_of_the_hashed_version() {
     use base64::Engine as _;
-    use ferry_proto::tus::encode_metadata;
     if !ferry_tests::s3::available() {
         return;
     }
     let a = s3_tus_server().await;
     let data = pattern(3 << 20, 62);
-    let r = client()
-        .post(a.url("/files/"))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", data.len().to_string())
-        .header(
-            "upload-metadata",
-            encode_metadata([("filename", Some(&b"dig.bin"[..]))]),
-        )
-        .header("content-type", "application/offset+octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = upload_whole(&a, "dig.bin", &data).await;
     assert_eq!(r.status(), 201);
     let want = format!(
         "sha-256=:{}:",
