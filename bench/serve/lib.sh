@@ -1,4 +1,5 @@
 # Shared by cpu.sh, instr.sh and syscalls.sh: one server with one worker on $WORK/www.
+#   nginx_conf PROCESSES SERVERS          $WORK/nginx/nginx.conf (also run.sh's)
 #   make_work NAME                        sets WORK (see below)
 #   start_one BINARY|nginx [WRAPPER...]   sets SERVER_PID and URL
 # WORKERS=N (default 1) runs N workers (nginx: a master and N worker processes).
@@ -24,6 +25,28 @@ end
 LUA
 }
 
+# nginx_conf PROCESSES SERVERS: $WORK/nginx/nginx.conf with the process lines PROCESSES and
+# the server blocks SERVERS: sendfile and tcp_nopush on, no access log, and keep-alive without
+# a cap (h2load sends every request of a run on 16 connections: nginx closes a connection after
+# keepalive_requests, default 1000, HTTP/2 included since 1.19.7; ferryd never does).
+nginx_conf() {
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" <<CONF
+$1
+daemon off;
+error_log $WORK/nginx/error.log;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 10000000;
+$2
+}
+CONF
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_one() {
@@ -34,21 +57,9 @@ start_one() {
     local port
     port=$(free_port)
     mkdir -p "$WORK/nginx"
-    cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes ${WORKERS:-1};
-master_process $([ "${WORKERS:-1}" = 1 ] && echo off || echo on);
-daemon off;
-error_log $WORK/nginx/error.log;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$port; root $WORK/www; }
-}
-CONF
+    nginx_conf "worker_processes ${WORKERS:-1};
+master_process $([ "${WORKERS:-1}" = 1 ] && echo off || echo on);" \
+      "  server { listen 127.0.0.1:$port; root $WORK/www; }"
     rm -f "$WORK/server.out" "$WORK/server.err"   # a previous server's lines are not this one's
     "$@" nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" > "$WORK/server.out" 2>&1 &
     SERVER_PID=$!

@@ -34,33 +34,18 @@ chmod 755 "$WORK" "$WORK/www"; chmod 644 "$WORK/www/big.bin"   # nginx workers r
 cat "$WORK/www/big.bin" > /dev/null   # both servers read from the page cache
 if [ "${INDEX_BUSY_GIB:-0}" -gt 0 ]; then mkdir -p "$WORK/www/busy"; truncate -s "${INDEX_BUSY_GIB}G" "$WORK/www/busy/sparse.bin"; fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/serve/lib.sh   # nginx_conf, free_port
 NPORT=$(free_port); H2PORT=$(free_port); TLSPORT=$(free_port)
 TLS=$PWD/fixtures/tls
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes auto;
-daemon off;
-error_log $WORK/nginx/error.log;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  # h2load sends every request of a run on 16 connections: nginx closes a connection after
-  # keepalive_requests (default 1000, HTTP/2 included since 1.19.7), ferryd never does.
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$NPORT; root $WORK/www; }
-  # HTTP/2 without TLS, prior knowledge (nginx 1.22: "listen ... http2"; "http2 on" is 1.25.1+)
+nginx_conf "worker_processes auto;" "  server { listen 127.0.0.1:$NPORT; root $WORK/www; }
+  # HTTP/2 without TLS, prior knowledge (nginx 1.22: \"listen ... http2\"; \"http2 on\" is 1.25.1+)
   server { listen 127.0.0.1:$H2PORT http2; root $WORK/www; }
   server {
     listen 127.0.0.1:$TLSPORT ssl;
     ssl_certificate $TLS/cert.pem;
     ssl_certificate_key $TLS/key.pem;
     root $WORK/tls;
-  }
-}
-CONF
+  }"
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" & NGINX_PID=$!
 # shellcheck disable=SC2086 # FERRYD_ARGS is a list of flags
 $FERRYD "$WORK/www" --listen 127.0.0.1:0 --log-level warn ${FERRYD_ARGS:-} > "$WORK/ferryd.out" & FERRYD_PID=$!
