@@ -3,7 +3,9 @@
 # 127.0.0.1 (the same server the tests use). Prints ratios; interleaved rounds, medians.
 #   get    1 GiB GET with curl: through ferryd-on-S3 vs straight from the S3 endpoint (a
 #          presigned URL, the same curl), ratio ferryd/direct (goal >= 0.9); with the CPU seconds
-#          per GiB of moto and ferryd (user + system from /proc/PID/stat), steadier than MiB/s
+#          per GiB of moto and ferryd (user + system from /proc/PID/stat), steadier than MiB/s;
+#          and a second peer, nginx relaying the same presigned GET (proxy_pass, one process,
+#          1 MiB proxy buffers, no temporary files): what a relay costs on this machine
 #   put    1 GiB upload: `ferry put` and `ferry put -x 4` into ferryd-on-S3 vs `rclone copy` of
 #          the same file into the same bucket (its defaults: 5 MiB parts, 4 at once), ratio
 #          rclone-time/ferry-time (goal >= 0.9); the first round reads the upload back
@@ -110,6 +112,22 @@ echo "bench/s3/run.sh at $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /pro
 if want get; then
   start_ferryd get
   DIRECT=$(presign www/big.bin)
+  # nginx as the relay peer: the presigned URL's path and query through proxy_pass, with the
+  # Host header moto's (it is signed). One process (master_process off), so it stops with PIDS.
+  # shellcheck source=bench/serve/lib.sh
+  . bench/serve/lib.sh   # nginx_conf, free_port
+  NGINX_PORT=$(free_port)
+  nginx_conf "worker_processes 1; master_process off;" "  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass $MOTO; proxy_set_header Host ${MOTO#http://}; proxy_http_version 1.1;
+      proxy_buffers 8 1m; proxy_buffer_size 64k; proxy_max_temp_file_size 0;
+      proxy_temp_path $WORK/nginx/proxy;
+    }
+  }"
+  nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" > "$WORK/nginx.out" 2>&1 & PIDS+=($!)
+  RELAY="http://127.0.0.1:$NGINX_PORT/${DIRECT#http://*/}"
+  for _ in $(seq 100); do curl -sf -o /dev/null -r 0-0 "$RELAY" && break; sleep 0.1; done
   # speed URL: one curl run: "bytes/s, moto's ticks, ferryd's ticks, ferryd's system ticks";
   # fails unless exactly 1 GiB arrived.
   speed() {
@@ -120,17 +138,21 @@ if want get; then
     echo "$s $(($(cpu "$MOTO_PID") - m0)) $(($(cpu "$PID_get") - f0)) $(($(sys_cpu "$PID_get") - k0))"
   }
   curl -sf "$URL_get/big.bin" | cmp - "$WORK/big.bin"
-  ds=(); fs=(); dm=(); fm=(); ff=(); fk=()
+  curl -sf "$RELAY" | cmp - "$WORK/big.bin"
+  ds=(); fs=(); ns=(); dm=(); fm=(); ff=(); fk=()
   for _ in $(seq "$ROUNDS"); do
     r=$(speed "$DIRECT") || exit 1
     read -r s m _ _ <<< "$r"; ds+=("$s"); dm+=("$m")
     r=$(speed "$URL_get/big.bin") || exit 1
     read -r s m f k <<< "$r"; fs+=("$s"); fm+=("$m"); ff+=("$f"); fk+=("$k")
+    r=$(speed "$RELAY") || exit 1
+    read -r s _ _ _ <<< "$r"; ns+=("$s")
   done
-  D=$(median "${ds[@]}"); F=$(median "${fs[@]}")
+  D=$(median "${ds[@]}"); F=$(median "${fs[@]}"); N=$(median "${ns[@]}")
   echo "get: 1 GiB with curl (median of $ROUNDS): direct $(calc "$D/2**20" .0f) MiB/s, via ferryd $(calc "$F/2**20" .0f) MiB/s, ratio ferryd/direct = $(calc "$F/$D" .2f) (goal >= 0.9); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "     relay peer: via nginx proxy_pass $(calc "$N/2**20" .0f) MiB/s, ratio nginx/direct = $(calc "$N/$D" .2f), ferryd/nginx = $(calc "$F/$N" .2f)"
   echo "     CPU s per GiB (median): moto $(calc "$(median "${dm[@]}")/$HZ" .2f) direct, $(calc "$(median "${fm[@]}")/$HZ" .2f) behind ferryd; ferryd $(calc "$(median "${ff[@]}")/$HZ" .2f), of it in the kernel $(calc "$(median "${fk[@]}")/$HZ" .2f) (the relay's two loopback sockets)"
-  echo "     MiB/s direct $(mibs "${ds[@]}") | via ferryd $(mibs "${fs[@]}"); ticks ($HZ/s): moto direct ${dm[*]} | moto behind ferryd ${fm[*]} | ferryd ${ff[*]} (kernel ${fk[*]})"
+  echo "     MiB/s direct $(mibs "${ds[@]}") | via ferryd $(mibs "${fs[@]}") | via nginx $(mibs "${ns[@]}"); ticks ($HZ/s): moto direct ${dm[*]} | moto behind ferryd ${fm[*]} | ferryd ${ff[*]} (kernel ${fk[*]})"
   stop_ferryd get
 fi
 
