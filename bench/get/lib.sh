@@ -2,7 +2,8 @@
 #   need COMMAND DEBIAN_PACKAGE      installs the package when COMMAND is missing
 #   make_file NAME MiB               $WORK/www/NAME of random bytes, kept between runs
 #   start_nginx SERVERS URL...       nginx (2 workers, sendfile, keep-alive without a cap) with
-#                                    the server blocks SERVERS; sets NGINX (stopped at exit) and
+#                                    the server blocks SERVERS; sets NGINX (stopped at exit, its
+#                                    workers with it: SIGTERM, then wait for the master) and
 #                                    waits until every URL answers a HEAD
 # Callers set WORK first.
 
@@ -38,7 +39,7 @@ $servers}
 CONF
     nginx -c "$WORK/nginx.conf" -p "$WORK" &
     NGINX=$!
-    trap 'kill $NGINX 2>/dev/null || true' EXIT
+    trap 'kill $NGINX 2>/dev/null || true; wait $NGINX 2>/dev/null || true' EXIT
     for url in "$@"; do
         for _ in $(seq 50); do curl -fsI "$url" >/dev/null 2>&1 && break; sleep 0.1; done
         curl -fsI "$url" >/dev/null 2>&1 || { echo "nginx does not answer $url (see $WORK/logs/error.log)" >&2; exit 1; }
