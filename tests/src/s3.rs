@@ -153,9 +153,19 @@ pub async fn names_under(opts: &S3Options, dir: &str) -> Vec<String> {
 /// deadline with the clock, and a test cannot wait a day. Only while no ferryd writes
 /// under the prefix (the records are rewritten without a compare-and-swap).
 pub async fn expire_upload_records(opts: &S3Options) {
+    expire_records_where(opts, |_| true).await
+}
+
+/// [`expire_upload_records`] for the upload `id` only: while no ferryd writes that upload.
+pub async fn expire_upload_record(opts: &S3Options, id: &str) {
+    let name = format!("/{id}.info");
+    expire_records_where(opts, |n| n.ends_with(&name)).await
+}
+
+async fn expire_records_where(opts: &S3Options, wanted: impl Fn(&str) -> bool) {
     let client = opts.client().unwrap();
     for name in names_under(opts, ".ferry/uploads").await {
-        if !name.ends_with(".info") {
+        if !name.ends_with(".info") || !wanted(&name) {
             continue;
         }
         let key = object_store::path::Path::from(format!("{}/{name}", opts.prefix));
@@ -240,4 +250,136 @@ pub async fn instant_candidate(files_url: &str, token: Option<&str>, len: u64) -
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     false
+}
+
+/// An S3 server that refuses to publish: a proxy in front of the test's S3 server that
+/// answers `400 InvalidRequest` (an error S3 clients do not retry) to a
+/// `CreateMultipartUpload` outside `.ferry/` (where a publish or an instant upload starts its
+/// copy) at a key containing the text [`RefusingS3::refuse`] set, and passes everything
+/// else on. A stand-in for an S3 that fails a publish (a policy, an outage), so a test can
+/// hold an upload between its concatenation and its publish.
+pub struct RefusingS3 {
+    /// `http://127.0.0.1:PORT`, for `S3Options::endpoint`.
+    pub url: String,
+    refused: Refused,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The text of the keys refused, if any.
+type Refused = Arc<std::sync::Mutex<Option<String>>>;
+
+impl Drop for RefusingS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RefusingS3 {
+    /// In front of [`endpoint`] (which must be there).
+    pub async fn start() -> Self {
+        let upstream = endpoint().expect("an S3 server").to_owned();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        let refused = Refused::default();
+        let (on, client) = (refused.clone(), crate::client());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let (on, client, upstream) = (on.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        relay(req, on.clone(), client.clone(), upstream.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Self { url, refused, task }
+    }
+
+    /// Refuses the copies to keys that contain `text` (every key: `""`) from now on.
+    pub fn refuse(&self, text: &str) {
+        *self.refused.lock().expect("refused") = Some(text.to_owned());
+    }
+
+    /// Refuses nothing from now on.
+    pub fn allow(&self) {
+        *self.refused.lock().expect("refused") = None;
+    }
+}
+
+async fn relay(
+    req: http::Request<hyper::body::Incoming>,
+    refused: Refused,
+    client: reqwest::Client,
+    upstream: String,
+) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt as _;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let starts_copy = req.method() == http::Method::POST
+        && req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("uploads")))
+        && !path.contains("/.ferry/");
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let answer = |status: u16, headers: http::HeaderMap, body: bytes::Bytes| {
+        let mut resp = http::Response::new(http_body_util::Full::new(body));
+        *resp.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    };
+    let refuse = match &*refused.lock().expect("refused") {
+        Some(text) => starts_copy && path.contains(text.as_str()),
+        None => false,
+    };
+    if refuse {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code>\
+                   <Message>refused by the test</Message></Error>";
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+        return answer(400, h, bytes::Bytes::from_static(xml.as_bytes()));
+    }
+    let skip = |k: &http::HeaderName| {
+        [
+            http::header::HOST,
+            http::header::CONNECTION,
+            http::header::CONTENT_LENGTH,
+            http::header::TRANSFER_ENCODING,
+        ]
+        .contains(k)
+    };
+    let mut out = client.request(parts.method, format!("{upstream}{path}"));
+    for (k, v) in parts.headers.iter().filter(|(k, _)| !skip(k)) {
+        out = out.header(k, v);
+    }
+    let Ok(got) = out.body(body).send().await else {
+        return answer(502, http::HeaderMap::new(), bytes::Bytes::new());
+    };
+    let status = got.status().as_u16();
+    let mut headers = http::HeaderMap::new();
+    // Content-Length stays: a HEAD's names the object's size.
+    for (k, v) in got.headers().iter() {
+        if k == http::header::CONTENT_LENGTH || !skip(k) {
+            headers.append(k, v.clone());
+        }
+    }
+    let body = got.bytes().await.unwrap_or_default();
+    answer(status, headers, body)
 }

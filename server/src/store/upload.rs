@@ -132,8 +132,9 @@ pub struct UploadInfo {
     /// A final upload: the ids of its parts that were not complete when it was created
     /// (concatenation-unfinished). They were sent for it, so they are terminated once it is
     /// published, as placed parts are, whether or not the store could place them (the S3
-    /// store never does); parts complete before it was created stay usable for other final
-    /// uploads until they expire (as tusd keeps parts).
+    /// store never does), unless another final upload still waits for one (the last to be
+    /// published terminates it); parts complete before it was created stay usable for other
+    /// final uploads until they expire (as tusd keeps parts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unfinished_parts: Vec<String>,
     /// The stored revision this record was loaded or last recorded at; `None` before it is

@@ -210,18 +210,20 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
                 }
             }
         } else if info.unfinished_parts.contains(&part.id) {
-            retire(tus, &part.id).await;
+            retire(tus, &part.id, &info.id).await;
         }
     }
     Ok(())
 }
 
-/// Terminates an unplaced part whose final upload was published (see
+/// Terminates an unplaced part whose final upload `fin` was published (see
 /// [`UploadInfo::unfinished_parts`]): its data is freed now rather than when it expires.
 /// Reloaded first (another instance may have written its record since); a part that is
 /// gone or no longer active is left as it is, and one whose record changes meanwhile
-/// (a compare-and-swap lost) is left to expire.
-async fn retire(tus: &Tus, id: &str) {
+/// (a compare-and-swap lost) is left to expire. A part that another final upload still
+/// waits for (it names the part and is not concatenated yet) is left too: that one needs
+/// it, and retires it once it is published itself.
+async fn retire(tus: &Tus, id: &str, fin: &str) {
     let (Some(id), Ok(store)) = (UploadId::parse(id), tus.uploads()) else {
         return;
     };
@@ -229,10 +231,41 @@ async fn retire(tus: &Tus, id: &str) {
         Ok(p) if p.state == UploadState::Active => p,
         _ => return,
     };
+    if waited_for_elsewhere(tus, &id, fin).await {
+        return;
+    }
     match store.discard(&mut part, UploadState::Terminated).await {
         Ok(()) => tus.release(&part),
         Err(e) => tracing::warn!(part = %id, error = %e, "could not retire a part"),
     }
+}
+
+/// Whether a final upload other than `fin` names the part `id` and is not concatenated yet
+/// (so it will read the part). Unsure (the markers cannot be listed): yes, and the part
+/// stays until it expires.
+async fn waited_for_elsewhere(tus: &Tus, id: &UploadId, fin: &str) -> bool {
+    let (Some(concat), Ok(store)) = (tus.concatenation(), tus.uploads()) else {
+        return false;
+    };
+    let Ok(finals) = concat.finals_of(id).await else {
+        return true;
+    };
+    for other in finals.iter().filter(|f| f.as_str() != fin) {
+        if let Ok(f) = store.load(other).await {
+            if waits_for(&f, id.as_str()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Whether `fin` is a final upload still to be concatenated that names the part `part`.
+pub(super) fn waits_for(fin: &UploadInfo, part: &str) -> bool {
+    let Concat::Final { parts } = &fin.concat else {
+        return false;
+    };
+    fin.state == UploadState::Active && !fin.is_complete() && parts.iter().any(|p| p == part)
 }
 
 /// concatenation-unfinished: once the partial upload `part` is complete, concatenates every

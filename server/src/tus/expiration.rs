@@ -27,11 +27,13 @@ pub fn is_expired(info: &UploadInfo, now_ms: u64) -> bool {
 
 /// [`is_expired`] for the upload's concatenation group: an unfinished final upload lives as
 /// long as any of its parts is still written to, and a part placed into a final upload, or
-/// sent for one created before it was complete ([`UploadInfo::unfinished_parts`]), lives as
-/// long as that final upload. Without this, a final upload created first
-/// (concatenation-unfinished) would expire one `expiry` after its creation while its parts
-/// still stream, taking their placed bytes with it, and on a store that cannot place parts
-/// (S3) a part completed early would expire while the others still stream.
+/// named by one that is not concatenated yet, lives as long as that final upload. Without
+/// this, a final upload created first (concatenation-unfinished) would expire one `expiry`
+/// after its creation while its parts still stream, taking their placed bytes with it, and
+/// a part complete early (before the final upload was created, or on a store that cannot
+/// place parts, S3) would expire while the others still stream, so that the final upload
+/// could never be concatenated. (Once concatenated, a final upload no longer needs its
+/// parts to be live: the directory store copied them, the S3 store pinned their objects.)
 pub async fn group_expired(tus: &Tus, info: &UploadInfo, now_ms: u64) -> bool {
     if !is_expired(info, now_ms) {
         return false;
@@ -73,8 +75,8 @@ async fn group_deadline(tus: &Tus, info: &UploadInfo) -> Option<u64> {
     latest
 }
 
-/// An unfinished final upload that the unplaced part `info` was sent for (it names the part
-/// among its [`UploadInfo::unfinished_parts`]), if there is one.
+/// A final upload that names the unplaced part `info` and is not concatenated yet, if there
+/// is one.
 async fn waiting_final(tus: &Tus, info: &UploadInfo) -> Option<UploadInfo> {
     let store = tus.uploads().ok()?;
     let finals = tus
@@ -84,9 +86,7 @@ async fn waiting_final(tus: &Tus, info: &UploadInfo) -> Option<UploadInfo> {
         .ok()?;
     for id in finals {
         match store.load(&id).await {
-            Ok(f) if f.state == UploadState::Active && f.unfinished_parts.contains(&info.id) => {
-                return Some(f)
-            }
+            Ok(f) if super::concat::waits_for(&f, &info.id) => return Some(f),
             _ => {}
         }
     }

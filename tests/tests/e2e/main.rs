@@ -12,6 +12,7 @@ mod ops;
 mod protocols;
 mod put;
 mod s3;
+mod s3_concat;
 mod s3_instances;
 mod s3_listing;
 mod store;

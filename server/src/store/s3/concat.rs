@@ -9,7 +9,12 @@
 //! One completion for the whole file, as for a plain upload.
 //!
 //! The partial uploads stay until they expire (usable for other final uploads, as on disk);
-//! they are never published.
+//! they are never published. A final upload copies from their objects only when it is
+//! published, so concatenation pins each part first ([`S3Store::pin`], a compare-and-swap on
+//! the part's record): a part terminated or expired before that publish is gone for clients
+//! (410) at once, as on disk, but its objects stay until every final upload that pinned it
+//! is published, terminated or expired (the directory store copies at concatenation, so its
+//! final upload never depends on its parts afterwards).
 //!
 //! Which final uploads wait for a part (concatenation-unfinished) is kept as empty marker
 //! objects `PREFIX/.ferry/finals/<part>/<final>`, written before the final upload's record.
@@ -23,9 +28,9 @@ use object_store::path::Path as Key;
 use object_store::ObjectStoreExt as _;
 
 use super::raw::{MAX_COPY, MIN_S3_PART};
-use super::upload::{other, Keys, Piece, MIN_PART};
+use super::upload::{other, Keys, Piece, Record, MIN_PART};
 use super::{from_s3, S3Store};
-use crate::store::upload::{Concatenation, UploadId, UploadInfo};
+use crate::store::upload::{Concat, Concatenation, UploadId, UploadInfo, UploadState};
 use crate::store::{BoxFuture, StoreError};
 
 /// Parts copied or uploaded at once while publishing.
@@ -108,7 +113,92 @@ pub(super) fn plan(lens: &[u64], lim: Limits) -> Vec<Planned> {
     out
 }
 
+/// How often [`S3Store::pin`] and [`S3Store::unpin`] read a record again after another writer
+/// changed it between their read and their compare-and-swap.
+const PIN_TRIES: usize = 8;
+
 impl S3Store {
+    /// Records in the record of the complete partial upload `part` (as loaded) that the final
+    /// upload `fin` names its objects as pieces (a compare-and-swap on the part's record,
+    /// retried while it moves on): from now on its termination or expiry keeps them until
+    /// `fin` lets go ([`S3Store::unpin_parts`]). Returns the part's record as pinned. A part
+    /// that is no longer active, or not at `part.offset`, is a conflict: a termination
+    /// recorded first wins, and the final upload is not concatenated from it.
+    async fn pin(&self, part: &UploadInfo, fin: &str) -> Result<Record, StoreError> {
+        let keys = Keys::new(self, &part.id);
+        for _ in 0..PIN_TRIES {
+            let mut rec = self.read_record(&keys).await?;
+            if rec.info.state != UploadState::Active || rec.info.offset != part.offset {
+                return Err(StoreError::Conflict);
+            }
+            if rec.pinned_by.iter().any(|f| f == fin) {
+                return Ok(rec);
+            }
+            rec.pinned_by.push(fin.to_owned());
+            match self.write_record(&keys, &mut rec).await {
+                Err(StoreError::Conflict) => continue,
+                r => return r.map(|()| rec),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// The final upload `fin` (published, terminated or expired) lets go of its parts'
+    /// objects; each part that was terminated or expired meanwhile and that no other final
+    /// upload holds has them removed now. Best effort: a pin left behind (a crash, S3
+    /// failing) is seen to be stale when the part's tombstone is purged
+    /// ([`S3Store::pinned_live`]).
+    pub(super) async fn unpin_parts(&self, fin: &UploadInfo) {
+        let Concat::Final { parts } = &fin.concat else {
+            return;
+        };
+        for part in parts.iter().filter_map(|p| UploadId::parse(p)) {
+            if let Err(e) = self.unpin(&part, &fin.id).await {
+                tracing::warn!(%part, fin = %fin.id, error = %e, "could not let go of a part's objects");
+            }
+        }
+    }
+
+    async fn unpin(&self, part: &UploadId, fin: &str) -> Result<(), StoreError> {
+        let keys = Keys::new(self, part.as_str());
+        for _ in 0..PIN_TRIES {
+            let mut rec = match self.read_record(&keys).await {
+                Err(StoreError::NotFound) => return Ok(()),
+                r => r?,
+            };
+            if !rec.pinned_by.iter().any(|f| f == fin) {
+                return Ok(());
+            }
+            rec.pinned_by.retain(|f| f != fin);
+            match self.write_record(&keys, &mut rec).await {
+                Err(StoreError::Conflict) => continue,
+                r => r?,
+            }
+            if rec.info.state != UploadState::Active && rec.pinned_by.is_empty() {
+                self.remove_staging(&keys, rec.multipart.as_ref()).await;
+            }
+            return Ok(());
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Whether a final upload named in `rec.pinned_by` may still copy from its objects: one
+    /// that is still active (or whose record cannot be read now). One that is gone,
+    /// published, terminated or expired has let go, even if a crash kept it from saying so.
+    pub(super) async fn pinned_live(&self, rec: &Record) -> bool {
+        for fin in &rec.pinned_by {
+            let Some(id) = UploadId::parse(fin) else {
+                continue;
+            };
+            match self.read_record(&Keys::new(self, id.as_str())).await {
+                Ok(f) if f.info.state != UploadState::Active => {}
+                Err(StoreError::NotFound) => {}
+                _ => return true,
+            }
+        }
+        false
+    }
+
     fn finals_dir(&self, part: &str) -> Key {
         self.state_dir("finals").join(part)
     }
@@ -179,10 +269,7 @@ impl Concatenation for S3Store {
                 if !part.is_complete() {
                     return Err(other("part is incomplete"));
                 }
-                let rec = self.read_record(&Keys::new(self, &part.id)).await?;
-                if rec.info.offset != part.offset {
-                    return Err(StoreError::Conflict);
-                }
+                let rec = self.pin(part, &info.id).await?;
                 sources.extend(self.sources_of(&rec).await?);
             }
             let total = sources

@@ -145,6 +145,13 @@ pub(super) struct Record {
     /// (`AbortIncompleteMultipartUpload`) is the backstop for that window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     publish_upload: Option<(String, String)>,
+    /// A partial upload: the final uploads that recorded its objects as their pieces and
+    /// may not have copied them yet ([`super::concat`]'s pin). While one is named here, a
+    /// termination or expiry of this upload records the tombstone (clients get 410) but
+    /// keeps its objects; the last final upload to let go (published, terminated or
+    /// expired) removes them, or the tombstone's purge once every final named is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) pinned_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -363,7 +370,7 @@ impl S3Store {
 
     /// Removes the staging objects of an upload (best effort: a lifecycle rule is the
     /// backstop) and aborts its multipart upload.
-    async fn remove_staging(&self, keys: &Keys, multipart: Option<&String>) {
+    pub(super) async fn remove_staging(&self, keys: &Keys, multipart: Option<&String>) {
         if let Some(mp) = multipart {
             let _ = self.s3.abort_multipart(&keys.data(), mp).await;
         }
@@ -598,6 +605,7 @@ impl UploadStore for S3Store {
                 lease: None,
                 publishing_until_ms: None,
                 publish_upload: None,
+                pinned_by: Vec::new(),
             };
             rec.info.revision = None; // a creation expects no record
             self.write_record(&Keys::new(self, &info.id), &mut rec)
@@ -703,6 +711,7 @@ impl UploadStore for S3Store {
             // A version 2 upload's multipart upload is completed (as `<id>.bin`) by now, or
             // was never filled: either way nobody needs it open.
             self.remove_staging(&keys, rec.multipart.as_ref()).await;
+            self.unpin_parts(info).await; // a final upload's pieces are copied
             if self.index {
                 self.index_later(path.clone());
             }
@@ -718,21 +727,29 @@ impl UploadStore for S3Store {
         Box::pin(async move {
             let mut next = info.clone();
             next.state = state;
-            let (mut multipart, mut copying) = (None, None);
+            let (mut multipart, mut copying, mut pinned) = (None, None, false);
             // The tombstone first: a crash leaves staging without a live record, which
             // purge (or a lifecycle rule) removes, never a live record without its data.
             self.swap(&mut next, |r| {
-                multipart = r.multipart.take();
                 copying = r.publish_upload.take();
-                r.parts.clear();
+                // A part whose objects a final upload has yet to copy keeps them: that
+                // final upload (or the tombstone's purge) removes them once it lets go.
+                pinned = !r.pinned_by.is_empty();
+                if !pinned {
+                    multipart = r.multipart.take();
+                    r.parts.clear();
+                }
             })
             .await?;
             *info = next;
             if let Some(c) = copying {
                 self.abort_publish_upload(&c).await;
             }
-            self.remove_staging(&Keys::new(self, &info.id), multipart.as_ref())
-                .await;
+            if !pinned {
+                self.remove_staging(&Keys::new(self, &info.id), multipart.as_ref())
+                    .await;
+            }
+            self.unpin_parts(info).await; // a final upload lets go of its parts' objects
             Ok(())
         })
     }
@@ -742,6 +759,11 @@ impl UploadStore for S3Store {
             let keys = Keys::new(self, id.as_str());
             let multipart = match self.read_record(&keys).await {
                 Ok(r) => {
+                    if self.pinned_live(&r).await {
+                        // A final upload yet to be published copies from its objects: the
+                        // tombstone stays, and a later pass purges it.
+                        return Ok(());
+                    }
                     if let Some(c) = &r.publish_upload {
                         self.abort_publish_upload(c).await;
                     }
@@ -1248,6 +1270,7 @@ pub(super) mod tests {
             lease: None,
             publishing_until_ms: None,
             publish_upload: None,
+            pinned_by: Vec::new(),
         }
     }
 

@@ -1,0 +1,225 @@
+//! Concatenation on S3 while a final upload is concatenated but not yet published (issue 11;
+//! review rev2 finding 2). An S3 final upload's data is its parts' objects until its publish
+//! copies them, so those objects must outlive a part's termination, expiry or retirement
+//! until the final upload is published, terminated or expired; then they go, and nothing is
+//! left under `.ferry/` once everything has expired. [`RefusingS3`] holds the final upload
+//! in that window: S3 refuses its publish until the test lets it through.
+
+use std::sync::{Arc, Mutex};
+
+use ferry_tests::s3::{expire_upload_record, expire_upload_records, names_under, RefusingS3};
+use ferry_tests::{client, pattern, Backend, TestServer};
+use ferryd::app::StoreConfig;
+use ferryd::server::ServerOptions;
+use ferryd::store::fs::FsOptions;
+use ferryd::tus::Tus;
+use reqwest::Method;
+
+use crate::tus::{cfg, h, head, location, meta, patch, tus};
+
+/// A tus server on S3 (`--single-instance`) that talks to S3 through `front`, and its tus
+/// endpoint (for reaper passes).
+async fn server_via(front: &RefusingS3) -> (TestServer, Arc<Tus>) {
+    let url = front.url.clone();
+    let config = move |c: &mut ferryd::app::Config, _| {
+        if let StoreConfig::S3(o) = &mut c.store {
+            o.single_instance = true;
+            o.endpoint = Some(url);
+        }
+        c.tus = Some(cfg());
+    };
+    let slot = Arc::new(Mutex::new(None));
+    let keep = slot.clone();
+    let srv = TestServer::launch_on(
+        Backend::S3,
+        FsOptions::default(),
+        ServerOptions::default(),
+        config,
+        move |app, _| {
+            *keep.lock().unwrap() = app.tus.clone();
+            app
+        },
+    )
+    .await;
+    let tus = slot.lock().unwrap().take().expect("tus configured");
+    (srv, tus)
+}
+
+async fn create_partial(srv: &TestServer, len: usize) -> String {
+    let r = tus(srv, Method::POST, "/files/")
+        .header("upload-length", len.to_string())
+        .header("upload-concat", "partial")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    location(srv, &r)
+}
+
+async fn create_final(srv: &TestServer, parts: &[&str], name: &str) -> String {
+    let r = tus(srv, Method::POST, "/files/")
+        .header("upload-concat", format!("final;{}", parts.join(" ")))
+        .header("upload-metadata", meta(name))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    location(srv, &r)
+}
+
+fn id(loc: &str) -> &str {
+    loc.trim_start_matches("/files/")
+}
+
+/// HEAD of a final upload whose publish S3 refuses: concatenated, not published.
+async fn assert_unpublished(srv: &TestServer, fin: &str) {
+    let r = head(srv, fin).await;
+    assert!(
+        r.status().is_server_error(),
+        "publish refused: {}",
+        r.status()
+    );
+}
+
+/// HEAD until the final upload reports `len` bytes (published), then its file.
+async fn published_bytes(srv: &TestServer, fin: &str, name: &str, len: usize) -> Vec<u8> {
+    let r = head(srv, fin).await;
+    assert_eq!(r.status(), 200, "{fin}");
+    assert_eq!(h(&r, "upload-offset"), len.to_string(), "{fin}");
+    let got = client()
+        .get(srv.url(&format!("/{name}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200, "GET /{name}");
+    got.bytes().await.unwrap().to_vec()
+}
+
+/// Expires every record and runs a reaper pass, twice (the first turns uploads still active
+/// into tombstones, the second forgets them), and checks nothing is left of the uploads: no
+/// staging, no record, no marker of a waiting final upload.
+async fn nothing_left_after_expiry(srv: &TestServer, tus: &Tus) {
+    let opts = srv.s3.as_ref().unwrap();
+    for _ in 0..2 {
+        expire_upload_records(opts).await;
+        tus.reap_once().await.unwrap();
+    }
+    for dir in [".ferry/uploads", ".ferry/finals"] {
+        let left = names_under(opts, dir).await;
+        assert!(left.is_empty(), "left under {dir}: {left:?}");
+    }
+}
+
+/// The staging objects (not records) of upload `loc`.
+async fn staging_of(srv: &TestServer, loc: &str) -> Vec<String> {
+    let prefix = format!(".ferry/uploads/{}.", id(loc));
+    names_under(srv.s3.as_ref().unwrap(), ".ferry/uploads")
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix) && !n.ends_with(".info"))
+        .collect()
+}
+
+// A part terminated by its client, and a part that expired, while their final upload was
+// concatenated but its publish failed: both are gone for clients (410), but the final
+// upload's next publish still has their bytes, and publishes them byte-identical. Before,
+// the termination and the expiry deleted the objects the final upload was made of.
+#[tokio::test]
+async fn parts_terminated_or_expired_before_their_final_upload_is_published_keep_its_data() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let front = RefusingS3::start().await;
+    let (srv, tus_) = server_via(&front).await;
+    let data = pattern((9 << 20) + 30_000, 21); // a: a part object and a tail; b: a tail
+    let (a, b) = (
+        create_partial(&srv, 9 << 20).await,
+        create_partial(&srv, 30_000).await,
+    );
+    let split = data.len() - 30_000;
+    assert_eq!(patch(&srv, &a, 0, &data[..split]).await.status(), 204);
+    let fin = create_final(&srv, &[&a, &b], "kept.bin").await;
+    front.refuse("");
+    // b's completion concatenates the final upload (now or in this HEAD); S3 refuses the
+    // publish.
+    assert_eq!(patch(&srv, &b, 0, &data[split..]).await.status(), 204);
+    assert_unpublished(&srv, &fin).await;
+    // The client terminates b, and a expires (its deadline moved to the past: the expiry
+    // is a day) and is reaped.
+    let r = tus(&srv, Method::DELETE, &b).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(head(&srv, &b).await.status(), 410);
+    expire_upload_record(srv.s3.as_ref().unwrap(), id(&a)).await;
+    tus_.reap_once().await.unwrap();
+    assert_eq!(head(&srv, &a).await.status(), 410);
+    front.allow();
+    let got = published_bytes(&srv, &fin, "kept.bin", data.len()).await;
+    assert!(got == data, "published bytes differ");
+    // The final upload let go: the parts' objects are gone now, before their tombstones.
+    for part in [&a, &b] {
+        assert_eq!(staging_of(&srv, part).await, Vec::<String>::new(), "{part}");
+    }
+    nothing_left_after_expiry(&srv, &tus_).await;
+}
+
+// A part sent for two final uploads created early (concatenation-unfinished): the first one
+// published retired it (terminated it and deleted its objects) although the second still
+// had to be concatenated from it, which then failed for good. Now the part stays while
+// another final upload waits for it, and the last one retires it.
+#[tokio::test]
+async fn a_part_two_early_final_uploads_wait_for_is_retired_by_the_last() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let front = RefusingS3::start().await;
+    let (srv, tus_) = server_via(&front).await;
+    let data = pattern(50_000, 22);
+    let (p, q) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    let first = create_final(&srv, &[&p], "first.bin").await;
+    let second = create_final(&srv, &[&p, &q], "second.bin").await;
+    assert_eq!(patch(&srv, &p, 0, &data[..20_000]).await.status(), 204);
+    let got = published_bytes(&srv, &first, "first.bin", 20_000).await;
+    assert!(got == data[..20_000], "first: bytes differ");
+    assert_eq!(head(&srv, &p).await.status(), 200, "the second waits for p");
+    assert_eq!(patch(&srv, &q, 0, &data[20_000..]).await.status(), 204);
+    let got = published_bytes(&srv, &second, "second.bin", 50_000).await;
+    assert!(got == data, "second: bytes differ");
+    for part in [&p, &q] {
+        assert_eq!(head(&srv, part).await.status(), 410, "{part} retired");
+        assert_eq!(staging_of(&srv, part).await, Vec::<String>::new(), "{part}");
+    }
+    nothing_left_after_expiry(&srv, &tus_).await;
+}
+
+// Two final uploads name one part, sent for both (concatenation-unfinished); S3 refuses to
+// publish the second. Whichever is concatenated first, the first one's publish retires the
+// part while the second is concatenated but not published (or not yet concatenated): the
+// part's objects must stay until the second is published, byte-identical.
+#[tokio::test]
+async fn a_part_retired_by_one_final_upload_keeps_its_data_for_another_not_yet_published() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let front = RefusingS3::start().await;
+    let (srv, tus_) = server_via(&front).await;
+    let data = pattern(50_000, 23);
+    let (p, q) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    let first = create_final(&srv, &[&p], "one.bin").await;
+    let second = create_final(&srv, &[&p, &q], "two.bin").await;
+    front.refuse("two.bin");
+    assert_eq!(patch(&srv, &q, 0, &data[20_000..]).await.status(), 204);
+    assert_eq!(patch(&srv, &p, 0, &data[..20_000]).await.status(), 204);
+    let got = published_bytes(&srv, &first, "one.bin", 20_000).await;
+    assert!(got == data[..20_000], "one: bytes differ");
+    assert_unpublished(&srv, &second).await;
+    front.allow();
+    let got = published_bytes(&srv, &second, "two.bin", 50_000).await;
+    assert!(got == data, "two: bytes differ");
+    nothing_left_after_expiry(&srv, &tus_).await;
+}
