@@ -10,7 +10,7 @@
 //! [`server::run_workers`]: crate::server::run_workers
 
 use std::cell::Cell;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, Weak};
 
 thread_local! {
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
@@ -32,8 +32,9 @@ const SLOTS: usize = 32;
 
 /// One `T` per worker thread, made on first use, plus one for all other threads.
 pub struct PerWorker<T> {
-    /// `[0]`: threads that are not workers; `[1 + i % SLOTS]`: worker `i`.
-    slots: Box<[OnceLock<T>]>,
+    /// `[0]`: threads that are not workers; `[1 + i % SLOTS]`: worker `i`. An `Arc` only so
+    /// that [`Copies`] can reach them; a lookup costs what it cost in a `Box`.
+    slots: Arc<[OnceLock<T>]>,
 }
 
 impl<T> Default for PerWorker<T> {
@@ -50,6 +51,26 @@ impl<T> PerWorker<T> {
         let slot = current().map_or(0, |i| 1 + i % SLOTS);
         // `slots` has SLOTS + 1 entries and `slot` is at most SLOTS.
         self.slots[slot].get_or_init(make)
+    }
+
+    /// Every copy, for a thread that tends them in the background (see [`Copies`]).
+    pub fn copies(&self) -> Copies<T> {
+        Copies(Arc::downgrade(&self.slots))
+    }
+}
+
+/// The copies of a [`PerWorker`], without keeping them alive: they go when it goes.
+pub struct Copies<T>(Weak<[OnceLock<T>]>);
+
+impl<T> Copies<T> {
+    /// Calls `f` on every copy made so far; false, without calling it, once the [`PerWorker`]
+    /// is gone.
+    pub fn each(&self, f: impl FnMut(&T)) -> bool {
+        let Some(slots) = self.0.upgrade() else {
+            return false;
+        };
+        slots.iter().filter_map(OnceLock::get).for_each(f);
+        true
     }
 }
 
@@ -84,5 +105,32 @@ mod tests {
             (false, w0),
             "past SLOTS, copies are shared"
         );
+    }
+
+    #[test]
+    fn copies_are_the_copies_made_and_go_with_the_per_worker() {
+        let per = PerWorker::<usize>::default();
+        let copies = per.copies();
+        let mut seen = Vec::new();
+        assert!(copies.each(|v| seen.push(*v)));
+        assert!(seen.is_empty(), "none made yet");
+        per.get_or_init(|| 100);
+        std::thread::scope(|s| {
+            for i in [0, 3] {
+                let per = &per;
+                s.spawn(move || {
+                    enter(i);
+                    per.get_or_init(|| i);
+                });
+            }
+        });
+        assert!(copies.each(|v| seen.push(*v)));
+        assert_eq!(
+            seen,
+            [100, 0, 3],
+            "the other threads' copy, then each worker's"
+        );
+        drop(per);
+        assert!(!copies.each(|_| panic!("called after the PerWorker went")));
     }
 }

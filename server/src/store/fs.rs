@@ -23,7 +23,7 @@ use std::time::UNIX_EPOCH;
 
 use tokio::sync::Semaphore;
 
-use super::open_cache::{Cached, Identity, OpenCache};
+use super::open_cache::{sweep, Cached, Identity, OpenCache};
 use super::visibility::Visibility;
 use super::{BoxFuture, EntryStream, Meta, Object, Store, StoreError};
 use crate::index::{Index, IndexOptions};
@@ -99,6 +99,8 @@ pub struct FsStore {
     /// count, its header values and the cache's lock are then touched by one core only. Each
     /// worker opens a file once, with its own descriptor and inotify instance.
     open_files: PerWorker<OpenCache<Arc<FsFile>>>,
+    /// Sweeps the caches of idle workers (see [`sweep`]); `None`: no cache, or no thread.
+    _sweeper: Option<sweep::Sweeper>,
     opts: FsOptions,
     budget: Arc<Semaphore>,
     index: Option<Index>,
@@ -121,10 +123,17 @@ impl FsStore {
             Some(o) => Some(Index::start(&root, &state, opts.visibility(), o.clone())?),
             None => None,
         };
+        let root_dir = Arc::new(File::open(&root)?);
+        let open_files = PerWorker::default();
+        let sweeper = match opts.open_files {
+            0 => None,
+            _ => start_sweeper(&open_files, &root_dir, &root),
+        };
         Ok(Self {
-            root_dir: Arc::new(File::open(&root)?),
+            root_dir,
             state,
-            open_files: PerWorker::default(),
+            open_files,
+            _sweeper: sweeper,
             root,
             budget: Arc::new(Semaphore::new(permits)),
             opts,
@@ -216,15 +225,7 @@ impl FsStore {
             Cached::Check(id, hit) => (id, hit),
             Cached::Miss => return None,
         };
-        let now = match stat_at(&self.root_dir, path.as_str()) {
-            Ok(id) => id,
-            // No statx (old kernel, or a seccomp filter saying EPERM, as std also assumes).
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                Identity::of(&std::fs::metadata(self.root.join(path.as_str())).ok()?)
-            }
-            Err(_) => return None,
-        };
-        if now != id {
+        if identity_now(&self.root_dir, &self.root, path.as_str())? != id {
             cache.forget(path.as_str(), id);
             return None;
         }
@@ -274,6 +275,37 @@ impl FsStore {
 /// `ROOT/.ferry`.
 fn in_state_area(root: &Path, state: &Path, real: &Path) -> bool {
     real.starts_with(state) || real.starts_with(root.join(LEGACY_DIR))
+}
+
+/// The identity of the file `rel` (relative to the served root, open as `root_dir`) leads to
+/// now; `None` if there is none.
+fn identity_now(root_dir: &File, root: &Path, rel: &str) -> Option<Identity> {
+    match stat_at(root_dir, rel) {
+        Ok(id) => Some(id),
+        // No statx (old kernel, or a seccomp filter saying EPERM, as std also assumes).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            Some(Identity::of(&std::fs::metadata(root.join(rel)).ok()?))
+        }
+        Err(_) => None,
+    }
+}
+
+/// Sweeps the open-file caches in the background (see [`sweep`]); a checked entry is current
+/// while its path leads to a file of the same identity. `None`, with a warning, if no thread
+/// could be started.
+fn start_sweeper(
+    caches: &PerWorker<OpenCache<Arc<FsFile>>>,
+    root_dir: &Arc<File>,
+    root: &Path,
+) -> Option<sweep::Sweeper> {
+    let (dir, root) = (root_dir.clone(), root.to_path_buf());
+    let current = move |key: &str, id| identity_now(&dir, &root, key) == Some(id);
+    sweep::start(caches.copies(), sweep::EVERY, current)
+        .map_err(|e| {
+            tracing::warn!(error = %e,
+                "open-file cache: no sweeping thread; an idle worker keeps deleted files open until its next request")
+        })
+        .ok()
 }
 
 /// The identity of what `rel` names under the held root right now (`statx`, following
@@ -465,6 +497,52 @@ mod tests {
                 after.etag,
                 "{worker}"
             );
+        }
+    }
+
+    /// How many descriptors this process holds on the file that was at `path`.
+    fn descriptors_on(path: &Path) -> usize {
+        let deleted = format!("{} (deleted)", path.display());
+        (std::fs::read_dir("/proc/self/fd").unwrap().flatten())
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|to| to == path || to.as_os_str() == deleted.as_str())
+            .count()
+    }
+
+    // The review of #13 found that a worker's cache applied change events only at its next
+    // lookup: an idle worker kept deleted files open, their space not freed, indefinitely.
+    #[test]
+    fn an_idle_worker_closes_a_deleted_file_without_another_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (watched, checked) = (root.join("f.bin"), root.join("g.bin"));
+        std::fs::write(&watched, b"one").unwrap();
+        std::fs::write(&checked, b"two").unwrap();
+        // Through a symlink the entry is checked by a stat, not watched.
+        std::os::unix::fs::symlink("g.bin", root.join("link.bin")).unwrap();
+        let opts = FsOptions {
+            state_dir: Some(state.path().to_path_buf()),
+            index: None,
+            ..Default::default()
+        };
+        let store = Arc::new(FsStore::new(&root, opts).unwrap());
+        etag_on_worker(&store, 0, "f.bin");
+        etag_on_worker(&store, 1, "link.bin");
+        assert_eq!(descriptors_on(&watched), 1, "cached by worker 0");
+        assert_eq!(descriptors_on(&checked), 1, "cached by worker 1");
+        std::fs::remove_file(&watched).unwrap();
+        std::fs::remove_file(&checked).unwrap();
+        // Within a sweep or two; the bound is for a loaded machine.
+        let deadline = std::time::Instant::now() + 30 * sweep::EVERY;
+        while descriptors_on(&watched) + descriptors_on(&checked) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still open {:?} after {:?} without requests",
+                30 * sweep::EVERY,
+                (descriptors_on(&watched), descriptors_on(&checked))
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 

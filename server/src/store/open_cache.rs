@@ -19,6 +19,9 @@
 //! that now leads somewhere else (a swapped symlink or directory) goes through the full,
 //! confined open again. A change made while a request is being answered may or may not be
 //! seen by it, with or without the cache (a `pread` races a `write` in any server).
+//!
+//! A lookup applies what changed before it answers; a cache that gets no lookups is swept in
+//! the background ([`sweep`]), so that it does not keep deleted files open for long.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,6 +30,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 mod notify;
+pub mod sweep;
 use notify::{Change, Notify};
 
 /// What must be unchanged for a cached open file to stand for the path. The strong ETag is
@@ -223,6 +227,26 @@ impl<T: Clone> OpenCache<T> {
             Some(e) if e.watched => Cached::Current(e.value.clone()),
             Some(e) => Cached::Check(e.id, e.value.clone()),
             None => Cached::Miss,
+        }
+    }
+
+    /// Applies whatever changed without waiting for a lookup, and drops the checked entries
+    /// whose path no longer leads to their file: `current(key, id)` says whether it does (a
+    /// `stat`, made outside the lock). Dropped entries close their descriptors once no
+    /// response holds them.
+    pub fn sweep(&self, current: impl Fn(&str, Identity) -> bool) {
+        let checked: Vec<(String, Identity)> = {
+            let mut inner = self.lock();
+            inner.sync();
+            (inner.entries.iter())
+                .filter(|(_, e)| !e.watched)
+                .map(|(k, e)| (k.clone(), e.id))
+                .collect()
+        };
+        for (key, id) in checked {
+            if !current(&key, id) {
+                self.forget(&key, id);
+            }
         }
     }
 
@@ -479,6 +503,32 @@ mod tests {
         drop(f);
         std::fs::rename(&q, &p).unwrap();
         assert_ne!(id1, Identity::of(&std::fs::metadata(&p).unwrap()));
+    }
+
+    #[test]
+    fn a_sweep_applies_changes_and_checks_unwatched_entries_without_a_lookup() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::write(root.join("f"), b"one").unwrap();
+        let entries = |c: &OpenCache<u32>| c.lock().entries.len();
+        if watchable(root) {
+            let c = OpenCache::new(4, true);
+            open(&c, root, "f", 1);
+            assert!(matches!(c.get("f"), Cached::Current(1)));
+            c.sweep(|_, _| panic!("a watched entry is not checked"));
+            assert_eq!(entries(&c), 1, "nothing changed");
+            std::fs::remove_file(root.join("f")).unwrap();
+            c.sweep(|_, _| panic!("a watched entry is not checked"));
+            assert_eq!(entries(&c), 0, "the deletion applied by the sweep");
+            std::fs::write(root.join("f"), b"one").unwrap();
+        }
+        let c = OpenCache::new(4, false);
+        open(&c, root, "f", 2);
+        let id = Identity::of(&std::fs::metadata(root.join("f")).unwrap());
+        c.sweep(|k, i| k == "f" && i == id);
+        assert_eq!(entries(&c), 1, "still the same file");
+        c.sweep(|_, _| false);
+        assert_eq!(entries(&c), 0, "no longer the file cached");
     }
 
     #[test]

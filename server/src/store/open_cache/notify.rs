@@ -12,6 +12,8 @@
 //! old strong ETag while `pread` already returns the new bytes. A request that finds the
 //! queue empty knows that no change made by a system call that returned before it started is
 //! pending: the same promise the per-request `statx` (~0.98 µs, a path walk) gave.
+//! (A thread does read the queue once a second as well, [`super::sweep`], but only so that
+//! a cache without lookups lets go of deleted files; a request never relies on it.)
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;

@@ -2,11 +2,13 @@
 //! strong ETag before any byte of the new content is served under the old one; a file
 //! replaced while a response streams keeps streaming the old version; a file truncated while
 //! it streams ends the response early, with no byte that was not in the file. The open-file
-//! cache sits in the middle of all three, so each runs with it warm.
+//! cache sits in the middle of all three, so each runs with it warm. A file deleted after it
+//! was served is closed without waiting for another request.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt as _;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ferry_tests::{client, pattern, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -137,4 +139,39 @@ async fn a_file_truncated_while_it_streams_ends_the_response_with_only_its_bytes
     let resp = client().get(srv.url("/f.bin")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.unwrap() == old[..1 << 20]);
+}
+
+/// How many descriptors this process (ferryd runs in it) holds on the file that was at `path`.
+fn descriptors_on(path: &Path) -> usize {
+    let deleted = format!("{} (deleted)", path.display());
+    (std::fs::read_dir("/proc/self/fd").unwrap().flatten())
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|to| to == path || to.as_os_str() == deleted.as_str())
+        .count()
+}
+
+// The review of #13: an open-file cache applied a deletion only at its next lookup, so a
+// worker that served a file and then no more requests kept it open, its space not freed.
+#[tokio::test]
+async fn a_deleted_file_is_closed_without_another_request() {
+    let srv = TestServer::start().await;
+    let path = srv.put_file("gone.bin", &pattern(1 << 20, 4));
+    let path = path.canonicalize().unwrap();
+    let r = client()
+        .get(srv.url("/gone.bin"))
+        .header("range", "bytes=0-4095");
+    let resp = r.send().await.unwrap();
+    assert_eq!(resp.status(), 206);
+    assert!(resp.bytes().await.unwrap() == pattern(1 << 20, 4)[..4096]);
+    assert!(descriptors_on(&path) >= 1, "kept open by the cache");
+    std::fs::remove_file(&path).unwrap();
+    // A sweep a second closes it; the bound is for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while descriptors_on(&path) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still open 30 s after it was deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
