@@ -7,6 +7,7 @@
 //! - [`walk`]: the served tree under the file server's visibility rules.
 //! - [`watch`]: inotify, so changes are seen without a rescan.
 //! - [`hash`]: hashing one file at a bounded rate, at low priority.
+//! - [`running`]: SHA-256 whose state a record can carry (uploads hashed as they arrive).
 //! - `worker`: the thread tying them together.
 //!
 //! A digest is keyed by the identity of the file it was computed for (device, inode, size,
@@ -16,6 +17,7 @@
 
 pub mod cache;
 pub mod hash;
+pub mod running;
 pub mod table;
 pub mod walk;
 pub mod watch;

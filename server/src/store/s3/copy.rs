@@ -73,10 +73,12 @@ enum Holder {
 impl S3Store {
     /// Copies `sources` (key and length) end to end to the first free candidate of
     /// `dir/name`, never replacing an object, labelled as published for upload `owner` (a
-    /// candidate already holding `owner`'s copy is taken as the result). Returns the path and
-    /// its key. With `if_match` (one source only), only from the source's version with that
-    /// ETag; a source that is gone (or not that version) is [`StoreError::NotFound`]. `note`
-    /// hears of each multipart upload before it is filled.
+    /// candidate already holding `owner`'s copy is taken as the result). Returns the path, its
+    /// key, and the ETag S3 answered for the object this call completed (`None` for an empty
+    /// object, or a copy of an earlier attempt found in place). With `if_match` (one source
+    /// only), only from the source's version with that ETag; a source that is gone (or not
+    /// that version) is [`StoreError::NotFound`]. `note` hears of each multipart upload
+    /// before it is filled.
     pub(super) async fn copy_no_clobber(
         &self,
         sources: &[(Key, u64)],
@@ -85,7 +87,7 @@ impl S3Store {
         owner: &str,
         dir: &RelPath,
         name: &str,
-    ) -> Result<(RelPath, Key), StoreError> {
+    ) -> Result<(RelPath, Key, Option<String>), StoreError> {
         let len = sources
             .iter()
             .try_fold(0u64, |t, s| t.checked_add(s.1))
@@ -99,20 +101,23 @@ impl S3Store {
             }
             let key = self.key(&path).ok_or(StoreError::Forbidden)?;
             match self.holder(&key, owner).await? {
-                Holder::Same => return Ok((path, key)),
+                Holder::Same => return Ok((path, key, None)),
                 Holder::Other => continue, // taken: no copy needed to find out
                 Holder::Free => {}
             }
             let placed = match len {
-                0 => self.create_empty(&key, owner).await?,
-                _ => {
-                    self.copy_if_free(sources, if_match, note, owner, &key)
-                        .await?
-                }
+                0 => self.create_empty(&key, owner).await?.then_some(None),
+                _ => (self
+                    .copy_if_free(sources, if_match, note, owner, &key)
+                    .await?)
+                    .map(Some),
             };
+            if let Some(etag) = placed {
+                return Ok((path, key, etag));
+            }
             // Lost to another writer of the name between the look and the copy.
-            if placed || matches!(self.holder(&key, owner).await?, Holder::Same) {
-                return Ok((path, key));
+            if matches!(self.holder(&key, owner).await?, Holder::Same) {
+                return Ok((path, key, None));
             }
         }
         Err(other(format!(
@@ -139,7 +144,8 @@ impl S3Store {
         }
     }
 
-    /// One attempt of [`S3Store::copy_no_clobber`] at `key`: whether it was free.
+    /// One attempt of [`S3Store::copy_no_clobber`] at `key`: the new object's ETag (from the
+    /// completion's answer), `None` if the name was taken.
     async fn copy_if_free(
         &self,
         sources: &[(Key, u64)],
@@ -147,7 +153,7 @@ impl S3Store {
         note: Option<&Note<'_>>,
         owner: &str,
         key: &Key,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         // One source (instant upload) is copied in ranges whatever their size: the last part
         // may be short. Several are laid out by the plan.
         let planned: Vec<Planned> = match sources {
@@ -197,7 +203,10 @@ impl S3Store {
         if !matches!(done, Ok(Completed::Done(_))) {
             let _ = self.s3.abort_multipart(key, &mp).await;
         }
-        Ok(matches!(done?, Completed::Done(_)))
+        Ok(match done? {
+            Completed::Done(etag) => Some(etag),
+            Completed::Taken => None,
+        })
     }
 
     /// An empty object at `key` if nothing is there: whether it was free.
@@ -254,7 +263,7 @@ mod tests {
             ("c", 0, "e"),
             ("d", 0, "e"),
         ] {
-            let (path, _) = s
+            let (path, _, _) = s
                 .copy_no_clobber(&[(src.clone(), len)], None, None, owner, &root, name)
                 .await
                 .unwrap();

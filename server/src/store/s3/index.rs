@@ -6,16 +6,29 @@
 //! that version (`x-amz-copy-source-if-match`), so another file put under the name between
 //! the check and the copy is never what gets published (issue 12's swap race, on S3).
 //!
-//! Filled when an upload is published: the published object is read back and hashed in the
-//! background (at most [`HASHING_AT_ONCE`] at a time), its entry written when the hash is
-//! done. Reading back costs one more read of the object from S3, off the request path; the
-//! choice over hashing while bytes arrive is deliberate: a concatenated upload's bytes never
-//! pass through ferryd (SHA-256 does not compose from the parts' hashes), and a hash state
-//! carried from request to request (and instance to instance) in the record would weigh on
-//! every PATCH. The GET that is hashed also names the ETag of the bytes it returned, so an
-//! entry always pairs a digest with the version it was computed from, even if the object
-//! is replaced meanwhile. Only published uploads are indexed (not objects put into the
-//! bucket by other means), and empty files are not (nothing to save).
+//! Filled when an upload is published, in one of two ways:
+//! - **Hashed as it arrived.** The appenders hash each part, in order, as it leaves for S3,
+//!   and every record write carries the hash state of exactly the recorded parts
+//!   ([`Record::hashed`](super::upload::Record), a few hundred bytes: any instance that takes
+//!   the upload over goes on from it). The publish reads the tail (less than a part), finishes
+//!   the digest ([`S3Store::upload_digest`]) and writes the entry for the ETag the completion
+//!   of the published object answered: the object that was made from exactly those parts.
+//!   No byte of it is read back. The digest is ferryd's own, over the bytes it committed:
+//!   a record's parts never change once recorded (part objects are named by their writer's
+//!   token; a rollback goes back to a record, state included), and a state that does not
+//!   cover exactly the recorded parts is dropped, never trusted.
+//! - **Read back** ([`S3Store::index_later`]): the published object is read and hashed in the
+//!   background (at most [`HASHING_AT_ONCE`] at a time), its entry written when the hash is
+//!   done, whenever the first way does not apply: a concatenated final upload (its bytes
+//!   never pass through ferryd in order, and SHA-256 does not compose from the parts'
+//!   hashes), an upload begun before records carried the state (or written by an older
+//!   ferryd meanwhile), a publish that found its copy from an earlier attempt in place (no
+//!   completion ETag to pair with). The GET that is hashed names the ETag of the bytes it
+//!   returned, so an entry always pairs a digest with the version it was computed from, even
+//!   if the object is replaced meanwhile.
+//!
+//! Only published uploads are indexed (not objects put into the bucket by other means), and
+//! empty files are not (nothing to save).
 //!
 //! A stale entry (its object replaced or deleted) answers "no" to a lookup and is rewritten
 //! the next time that content is published; `index_has_length` may say "yes" for it, which
@@ -31,7 +44,9 @@ use object_store::ObjectStoreExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::upload::other;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::upload::{other, Keys, Record};
 use super::{from_s3, S3Store};
 use crate::path::RelPath;
 use crate::store::upload::{ContentIndex, Hold, Indexed, UploadInfo, UploadState};
@@ -39,6 +54,15 @@ use crate::store::{BoxFuture, StoreError};
 
 /// Published uploads read back for the index at once.
 pub(super) const HASHING_AT_ONCE: usize = 2;
+
+/// How the published uploads of this instance got their digests (for the log and tests).
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    /// Hashed as they arrived: no byte read back.
+    pub known: AtomicU64,
+    /// Read back and hashed after the publish.
+    pub read_back: AtomicU64,
+}
 
 /// Version of the [`Entry`] format.
 const ENTRY_VERSION: u32 = 1;
@@ -124,8 +148,32 @@ impl S3Store {
         });
     }
 
+    /// The SHA-256 of the complete upload `rec`: its appenders' state of the recorded parts
+    /// ([`Record::parts_hashed`]) and its tail, read. `None` when the record has no state for
+    /// exactly its parts (the publish then reads the object back), or the tail cannot be read.
+    pub(super) async fn upload_digest(&self, keys: &Keys, rec: &Record) -> Option<[u8; 32]> {
+        let mut h = rec.parts_hashed(self.index)?;
+        let tail = self
+            .tail_bytes(keys, rec, rec.tail_len().ok()?)
+            .await
+            .ok()?;
+        h.update(&tail);
+        (Some(h.len()) == rec.info.length).then(|| h.digest())
+    }
+
+    /// Writes the index entry of the object just published at `path` (`len` bytes) with
+    /// `etag`, whose digest `sha` ferryd computed as its bytes arrived (see the module).
+    /// Best effort, as the read-back is: a failure leaves the object unindexed.
+    pub(super) async fn index_known(&self, path: &RelPath, len: u64, etag: &str, sha: [u8; 32]) {
+        self.indexed.known.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.record_digest(path, len, etag, sha).await {
+            tracing::warn!(path = %path.as_str(), error = %e, "could not index a published upload");
+        }
+    }
+
     /// Hashes the object at `path` and writes its index entry.
     pub(super) async fn index_now(&self, path: &RelPath) -> Result<(), StoreError> {
+        self.indexed.read_back.fetch_add(1, Ordering::Relaxed);
         let key = self.key(path).ok_or(StoreError::NotFound)?;
         let got = self.client.get(&key).await.map_err(from_s3)?;
         let (len, etag) = (got.meta.size, got.meta.e_tag.clone());
@@ -144,13 +192,28 @@ impl S3Store {
         if seen != len {
             return Err(other("object shorter than announced"));
         }
-        let sha: [u8; 32] = hash.finalize().into();
-        self.write_digest(path, &etag, sha).await?;
+        self.record_digest(path, len, &etag, hash.finalize().into())
+            .await
+    }
+
+    /// Writes that the version `etag` of the object at `path` (`len` bytes, not empty) has
+    /// the SHA-256 `sha`: its digest entry and its index entry.
+    async fn record_digest(
+        &self,
+        path: &RelPath,
+        len: u64,
+        etag: &str,
+        sha: [u8; 32],
+    ) -> Result<(), StoreError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.write_digest(path, etag, sha).await?;
         let sha = hex::encode(sha);
         let entry = Entry {
             version: ENTRY_VERSION,
             path: path.as_str().to_owned(),
-            etag,
+            etag: etag.to_owned(),
         };
         let raw = serde_json::to_vec(&entry).map_err(other)?;
         let at = self.index_dir(len).join(sha);
@@ -342,7 +405,7 @@ impl ContentIndex for S3Store {
                 .filter(|&l| l > 0)
                 .ok_or_else(|| other("instant upload without a length"))?;
             let from = self.key(&src.path).ok_or(StoreError::NotFound)?;
-            let (path, key) = self
+            let (path, key, _) = self
                 .copy_no_clobber(
                     &[(from.clone(), len)],
                     Some(etag),
@@ -372,7 +435,7 @@ impl ContentIndex for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::upload::{Concat, UploadId, UploadStore as _};
+    use crate::store::upload::{Concat, Concatenation as _, UploadId, UploadStore as _};
     use bytes::Bytes;
 
     /// A published upload of `data` at `name` in the root of `s`.
@@ -395,6 +458,237 @@ mod tests {
         s.create(&mut info).await.unwrap();
         info.offset = len;
         info
+    }
+
+    /// `len` bytes of a pattern that differs for each `seed` (and nowhere repeats a part).
+    fn bytes_of(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_mul(seed as usize * 2 + 7) ^ (i >> 13)) as u8)
+            .collect()
+    }
+
+    /// A new upload of `len` bytes (`concat`), empty.
+    async fn created(s: &S3Store, len: usize, concat: Concat) -> UploadInfo {
+        let mut info =
+            UploadInfo::new(&UploadId::random().unwrap(), Some(len as u64), None, concat);
+        s.create(&mut info).await.unwrap();
+        info
+    }
+
+    /// Appends `data` to `info` with one appender (one PATCH) in 100 KiB writes.
+    async fn patch(s: &S3Store, info: &mut UploadInfo, data: &[u8]) {
+        let mut app = s.append(info).await.unwrap();
+        for piece in data.chunks(100 << 10) {
+            app.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        app.checkpoint(info).await.unwrap();
+        app.close().await.unwrap();
+    }
+
+    /// How the uploads published by `s` got their digests: (hashed as they arrived, read back).
+    fn counts(s: &S3Store) -> (u64, u64) {
+        let c = &s.indexed;
+        (
+            c.known.load(Ordering::Relaxed),
+            c.read_back.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The index entry of `data`, awaited (a read-back runs in the background) for up to 30 s.
+    async fn found(s: &S3Store, data: &[u8]) -> Option<Indexed> {
+        let sha = hex::encode(Sha256::digest(data));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let f = s.index_find(&sha, data.len() as u64).await.unwrap();
+            if f.is_some() || std::time::Instant::now() > until {
+                return f;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Checks that `path` was indexed as `data`, and downloads get its digest for the ETag
+    /// the object has.
+    async fn indexed_as(s: &S3Store, path: &RelPath, data: &[u8]) {
+        let found = found(s, data).await.expect("not in the index");
+        assert_eq!(found.path, *path);
+        let etag = s.client.head(&s.key(path).unwrap()).await.unwrap().e_tag;
+        let (hashed, sha) = s.digest_of(path).await.expect("no digest");
+        assert_eq!(Some(hashed), etag, "the digest is for the version served");
+        assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(data)));
+    }
+
+    // Issue 11 point 7(ii): an upload's bytes are hashed as its parts leave for S3, PATCH after
+    // PATCH (the state goes from appender to appender in the record), so the publish indexes
+    // it without reading the object back: the right digest, for the ETag downloads see.
+    #[tokio::test]
+    async fn an_upload_over_several_patches_is_indexed_without_a_read_back() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let part = super::super::upload::MIN_PART;
+        let data = bytes_of(3 * part + 1234, 1);
+        let mut info = created(&s, data.len(), Concat::None).await;
+        let cuts = [0, part + 10, part + 20, 3 * part + 1, data.len()];
+        for w in cuts.windows(2) {
+            patch(&s, &mut info, &data[w[0]..w[1]]).await;
+            let rec = s.read_record(&Keys::new(&s, &info.id)).await.unwrap();
+            let hashed = rec.hashed.as_ref().map(|h| h.len);
+            assert_eq!(
+                hashed,
+                Some(rec.tail_start()),
+                "the state of the recorded parts"
+            );
+        }
+        assert!(info.is_complete());
+        let path = s
+            .publish(&mut info, &RelPath::root(), "f.bin")
+            .await
+            .unwrap();
+        assert_eq!(
+            counts(&s),
+            (1, 0),
+            "hashed as it arrived, nothing read back"
+        );
+        indexed_as(&s, &path, &data).await;
+        assert_eq!(counts(&s), (1, 0));
+    }
+
+    // A rollback (a chunk whose checksum did not match) takes the hash state back with the
+    // record: the bytes dropped never count in the digest.
+    #[tokio::test]
+    async fn a_rollback_takes_the_hash_back_with_the_record() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let part = super::super::upload::MIN_PART;
+        let data = bytes_of(2 * part + 99, 2);
+        let mut info = created(&s, data.len(), Concat::None).await;
+        let mut app = s.append(&info).await.unwrap();
+        app.write(Bytes::copy_from_slice(&data[..part + 5]))
+            .await
+            .unwrap();
+        app.checkpoint(&mut info).await.unwrap();
+        // A wrong chunk, long enough that a part of it leaves for S3 (and is hashed)...
+        app.write(Bytes::from(vec![0xEE; part + 7])).await.unwrap();
+        // ... dropped: back to the record.
+        app.rollback(info.offset).await.unwrap();
+        app.write(Bytes::copy_from_slice(&data[part + 5..]))
+            .await
+            .unwrap();
+        app.checkpoint(&mut info).await.unwrap();
+        app.close().await.unwrap();
+        let path = s
+            .publish(&mut info, &RelPath::root(), "r.bin")
+            .await
+            .unwrap();
+        assert_eq!(counts(&s), (1, 0));
+        indexed_as(&s, &path, &data).await;
+    }
+
+    // Issue 11 point 4: a writer that takes the upload over goes on from the state in the
+    // record; what the writer it interrupted sent (and hashed) after its last record write
+    // never counts.
+    #[tokio::test]
+    async fn a_takeover_goes_on_from_the_recorded_hash() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let part = super::super::upload::MIN_PART;
+        let data = bytes_of(2 * part + 777, 3);
+        let mut info = created(&s, data.len(), Concat::None).await;
+        let mut a = s.append(&info).await.unwrap();
+        a.write(Bytes::copy_from_slice(&data[..part + 5]))
+            .await
+            .unwrap();
+        a.checkpoint(&mut info).await.unwrap();
+        a.write(Bytes::from(vec![0xEE; part])).await.unwrap();
+        let id = UploadId::parse(&info.id).unwrap();
+        s.take_over(&id, "b").await.unwrap();
+        let mut info_b = s.load(&id).await.unwrap();
+        patch(&s, &mut info_b, &data[part + 5..]).await;
+        assert!(matches!(
+            a.checkpoint(&mut info).await,
+            Err(StoreError::Conflict)
+        ));
+        a.close().await.unwrap();
+        let path = s
+            .publish(&mut info_b, &RelPath::root(), "t.bin")
+            .await
+            .unwrap();
+        assert_eq!(counts(&s), (1, 0));
+        indexed_as(&s, &path, &data).await;
+    }
+
+    // Where no state covers exactly the recorded parts (an upload begun by an older ferryd,
+    // which writes records without it; a state of fewer bytes), the publish reads the object
+    // back, as before: the digest is still right. (A state of as many other bytes cannot be
+    // told from the right one: the record is trusted as the index entries in the bucket are.)
+    #[tokio::test]
+    async fn without_a_state_for_exactly_the_parts_the_upload_is_read_back() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let part = super::super::upload::MIN_PART;
+        for (n, wrong) in [None, Some(part as u64 - 64), Some(part as u64 + 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let data = bytes_of(2 * part + 50, 4 + n as u8);
+            let mut info = created(&s, data.len(), Concat::None).await;
+            patch(&s, &mut info, &data[..part + 1]).await;
+            let keys = Keys::new(&s, &info.id);
+            let mut rec = s.read_record(&keys).await.unwrap();
+            rec.hashed = wrong.map(|len| {
+                // A well-formed state, of fewer or more bytes than the parts hold.
+                let mut h = crate::index::running::Running::new();
+                h.update(&vec![0u8; len as usize]);
+                h.save()
+            });
+            s.write_record(&keys, &mut rec).await.unwrap();
+            let mut info = s.load(&UploadId::parse(&info.id).unwrap()).await.unwrap();
+            patch(&s, &mut info, &data[part + 1..]).await;
+            let name = format!("old{n}.bin");
+            let path = s.publish(&mut info, &RelPath::root(), &name).await.unwrap();
+            indexed_as(&s, &path, &data).await;
+            assert_eq!(counts(&s), (0, n as u64 + 1), "{wrong:?}");
+        }
+    }
+
+    // A final upload made of partial uploads: its bytes never passed through ferryd in order,
+    // so it is read back (the partial uploads are not hashed at all).
+    #[tokio::test]
+    async fn a_final_upload_from_partial_uploads_is_read_back() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let part = super::super::upload::MIN_PART;
+        let datas = [bytes_of(part + 3, 9), bytes_of(1000, 10)];
+        let mut ids = Vec::new();
+        let mut parts = Vec::new();
+        for d in &datas {
+            let mut p = created(&s, d.len(), Concat::Partial).await;
+            patch(&s, &mut p, d).await;
+            let rec = s.read_record(&Keys::new(&s, &p.id)).await.unwrap();
+            assert!(rec.hashed.is_none(), "a partial upload is not hashed");
+            ids.push(p.id.clone());
+            parts.push(p);
+        }
+        let mut fin = UploadInfo::new(
+            &UploadId::random().unwrap(),
+            None,
+            None,
+            Concat::Final { parts: ids },
+        );
+        s.create(&mut fin).await.unwrap();
+        s.concatenate(&mut fin, &parts).await.unwrap();
+        let path = s
+            .publish(&mut fin, &RelPath::root(), "fin.bin")
+            .await
+            .unwrap();
+        let want = datas.concat();
+        indexed_as(&s, &path, &want).await;
+        assert_eq!(counts(&s), (0, 1));
     }
 
     // Issue 11 point 3: an entry counts only while the object under its path is the version

@@ -179,6 +179,8 @@ pub struct S3Store {
     first_seen: orphans::FirstSeen,
     /// The digests of published objects read from the bucket ([`index`]).
     digests: Arc<index::Digests>,
+    /// How this instance learnt the digests of the uploads it published ([`index`]).
+    indexed: Arc<index::Counts>,
     /// Parts on their way to S3 at once ([`upload::SENDING`]).
     sending: Arc<tokio::sync::Semaphore>,
 }
@@ -210,6 +212,7 @@ impl S3Store {
             receiving: Arc::new(tokio::sync::Semaphore::new(upload::RECEIVING)),
             first_seen: orphans::FirstSeen::default(),
             digests: Arc::default(),
+            indexed: Arc::default(),
             sending: Arc::new(tokio::sync::Semaphore::new(upload::SENDING)),
         })
     }

@@ -23,8 +23,9 @@
 //! read and sent as the last part) and completes it with `If-None-Match: *`: one completion
 //! per upload, as a plain multipart upload costs, nothing visible before it is complete, and
 //! an existing object is never replaced (the next `name (n).ext` is tried instead, with the
-//! parts intact). Then the published object is read back for the content index
-//! ([`super::index`]).
+//! parts intact). The content index ([`super::index`]) gets the digest the appenders computed
+//! as the parts left (the record carries its state from PATCH to PATCH), and only the tail is
+//! read; without that state the published object is read back.
 //!
 //! Concatenation is [`super::concat`], the content index (instant upload) [`super::index`].
 //!
@@ -42,10 +43,11 @@ use object_store::{ObjectStoreExt as _, PutMode, PutOptions, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use super::{from_s3, S3Store};
+use crate::index::running::Running;
 use crate::path::RelPath;
 use crate::store::upload::{
-    random_hex, unix_now_ms, Appender, Concatenation, ContentIndex, Revision, UploadId, UploadInfo,
-    UploadState, UploadStore,
+    random_hex, unix_now_ms, Appender, Concat, Concatenation, ContentIndex, Revision, UploadId,
+    UploadInfo, UploadState, UploadStore,
 };
 use crate::store::visibility::RESERVED;
 use crate::store::{BoxFuture, StoreError};
@@ -152,6 +154,15 @@ pub(super) struct Record {
     /// expired) removes them, or the tombstone's purge once every final named is gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) pinned_by: Vec<String>,
+    /// The SHA-256 state of the upload's bytes up to the end of the recorded parts
+    /// ([`Record::tail_start`]), computed by the appenders as the parts went to S3, so the
+    /// publish knows the upload's digest after hashing only the tail (see [`super::index`]).
+    /// Written by every appender's record write, for exactly the parts it records; `None`
+    /// (the publish reads the object back instead) when an appender could not keep it: a
+    /// record of before this field (an older ferryd drops it when it writes the record), a
+    /// version 2 multipart upload, a partial upload, a store without the content index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) hashed: Option<crate::index::running::Saved>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,6 +200,29 @@ impl Record {
             .offset
             .checked_sub(self.tail_start())
             .ok_or_else(|| other("upload offset before its recorded parts"))
+    }
+
+    /// The hash state of the recorded parts' bytes (see [`Record::hashed`]) an appender goes
+    /// on from, or a publish finishes with the tail: a fresh one before the first part, else
+    /// the recorded one if it covers exactly the parts. `None` for uploads never published as
+    /// they are (partial and final uploads), version 2 multipart uploads, and stores without
+    /// the content index (`index`).
+    pub(super) fn parts_hashed(&self, index: bool) -> Option<Running> {
+        if !index
+            || self.info.concat != Concat::None
+            || self.multipart.is_some()
+            || !self.pieces.is_empty()
+        {
+            return None;
+        }
+        if self.parts.is_empty() {
+            return Some(Running::new());
+        }
+        let start = self.tail_start();
+        self.hashed
+            .as_ref()
+            .and_then(Running::load)
+            .filter(|h| h.len() == start)
     }
 
     /// The S3 part number of each recorded part, in order.
@@ -353,7 +387,12 @@ impl S3Store {
     }
 
     /// The first `len` bytes of the tail `rec` names.
-    async fn tail_bytes(&self, keys: &Keys, rec: &Record, len: u64) -> Result<Bytes, StoreError> {
+    pub(super) async fn tail_bytes(
+        &self,
+        keys: &Keys,
+        rec: &Record,
+        len: u64,
+    ) -> Result<Bytes, StoreError> {
         if len == 0 {
             return Ok(Bytes::new());
         }
@@ -533,9 +572,12 @@ impl S3Store {
         // (pages are only taken as bytes arrive).
         let mut buf = BytesMut::with_capacity(self.part);
         buf.extend_from_slice(&self.tail_bytes(&keys, &rec, tail_len).await?);
+        let hashed = rec.parts_hashed(self.index);
         Ok(S3Appender {
             store: self.clone(),
             keys,
+            hasher: hashed.clone(),
+            parts_hashed: hashed,
             parts: rec.parts.clone(),
             sending: std::collections::VecDeque::new(),
             broken: false,
@@ -606,6 +648,7 @@ impl UploadStore for S3Store {
                 publishing_until_ms: None,
                 publish_upload: None,
                 pinned_by: Vec::new(),
+                hashed: None,
             };
             rec.info.revision = None; // a creation expects no record
             self.write_record(&Keys::new(self, &info.id), &mut rec)
@@ -660,6 +703,8 @@ impl UploadStore for S3Store {
                 self.abort_publish_upload(&stale).await;
             }
             let sources = self.sources_of(&rec).await;
+            // Before the staging objects go: the digest needs the tail.
+            let digest = self.upload_digest(&keys, &rec).await;
             let rec = tokio::sync::Mutex::new(rec);
             // Each multipart upload created at a candidate is recorded before it is filled.
             let note = |key: Key, upload: String| -> BoxFuture<'_, Result<(), StoreError>> {
@@ -681,8 +726,8 @@ impl UploadStore for S3Store {
             };
             let rec = rec.into_inner();
             info.revision = rec.info.revision.clone();
-            let path = match copied {
-                Ok((p, _)) => p,
+            let (path, etag) = match copied {
+                Ok((p, _, etag)) => (p, etag),
                 Err(e) => {
                     // Let go of the claim, so a retry need not wait for it to run out.
                     let _ = self
@@ -712,8 +757,12 @@ impl UploadStore for S3Store {
             // was never filled: either way nobody needs it open.
             self.remove_staging(&keys, rec.multipart.as_ref()).await;
             self.unpin_parts(info).await; // a final upload's pieces are copied
-            if self.index {
-                self.index_later(path.clone());
+            match (digest, etag, info.length) {
+                (Some(sha), Some(etag), Some(len)) => {
+                    self.index_known(&path, len, &etag, sha).await;
+                }
+                _ if self.index => self.index_later(path.clone()),
+                _ => {}
             }
             Ok(path)
         })
@@ -832,6 +881,13 @@ struct S3Appender {
     /// Parts S3 acknowledged (recorded, or sent by this appender and recorded at its next
     /// checkpoint), from offset 0.
     parts: Vec<Part>,
+    /// The hash state of the bytes in `parts` (recorded as [`Record::hashed`]); `None` once
+    /// it cannot be known (see [`Record::parts_hashed`]).
+    parts_hashed: Option<Running>,
+    /// The hash state of the bytes before `buf` (`parts` and the parts on their way): each
+    /// part is hashed, in order, when it leaves the buffer; the buffer never is (the tail
+    /// is hashed by the publish, see [`super::index`]).
+    hasher: Option<Running>,
     /// Parts on their way, in order, right after `parts`.
     sending: std::collections::VecDeque<Sending>,
     /// A part failed to arrive: the bytes after `parts` are lost, nothing more is recorded.
@@ -851,6 +907,8 @@ struct S3Appender {
 struct Sending {
     len: u64,
     token: String,
+    /// The hash state after its bytes.
+    hashed: Option<Running>,
     /// Its ETag once S3 has it.
     task: tokio::task::JoinHandle<Result<String, StoreError>>,
 }
@@ -875,6 +933,9 @@ impl S3Appender {
                 .await
                 .map_err(other)?;
             let part = self.buf.split_to(len).freeze();
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&part);
+            }
             let key = self.keys.part(self.base, &self.token);
             let client = self.store.client.clone();
             let room = self.receiving.take();
@@ -887,6 +948,7 @@ impl S3Appender {
             self.sending.push_back(Sending {
                 len: len as u64,
                 token: self.token.clone(),
+                hashed: self.hasher.clone(),
                 task,
             });
             self.base += len as u64;
@@ -935,6 +997,7 @@ impl S3Appender {
                 number: None,
                 token: Some(s.token),
             });
+            self.parts_hashed = s.hashed;
         }
         Ok(())
     }
@@ -962,6 +1025,10 @@ impl S3Appender {
         rec.info.offset = offset;
         rec.info.revision = self.recorded.info.revision.clone();
         rec.parts = self.parts.clone();
+        let start = rec.tail_start();
+        rec.hashed = (self.parts_hashed.as_ref())
+            .filter(|h| h.len() == start)
+            .map(Running::save);
         rec.tail = self.token.clone();
         rec.lease = rec.lease.as_ref().map(super::lease::Lease::renewed);
         rec.publishing_until_ms = None;
@@ -988,6 +1055,8 @@ impl S3Appender {
             .tail_bytes(&self.keys, rec, rec.tail_len()?)
             .await?;
         self.parts = rec.parts.clone();
+        self.parts_hashed = rec.parts_hashed(self.store.index);
+        self.hasher = self.parts_hashed.clone();
         self.base = rec.tail_start();
         self.buf.clear();
         self.buf.extend_from_slice(&tail);
@@ -1271,6 +1340,7 @@ pub(super) mod tests {
             publishing_until_ms: None,
             publish_upload: None,
             pinned_by: Vec::new(),
+            hashed: None,
         }
     }
 
