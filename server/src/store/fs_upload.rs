@@ -32,7 +32,7 @@ mod publish;
 mod tests;
 
 use append::FsAppender;
-use concat::{concatenate_blocking, place_blocking};
+use concat::{concatenate_blocking, place_blocking, unplace_blocking};
 use publish::{publish_blocking, publish_copy_blocking};
 
 /// Paths the blocking work needs: the served root (held open, for confined publishing) and
@@ -367,6 +367,14 @@ impl PlaceParts for FsStore {
                 blocking(move || place_blocking(&root, &mut owned, &into, at).map(|()| owned))
                     .await?;
             *part = owned;
+            Ok(())
+        })
+    }
+
+    fn unplace<'a>(&'a self, part: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (root, mut owned) = (self.state_dir().to_path_buf(), part.clone());
+        Box::pin(async move {
+            *part = blocking(move || unplace_blocking(&root, &mut owned).map(|()| owned)).await?;
             Ok(())
         })
     }

@@ -338,6 +338,11 @@ pub trait PlaceParts: Send + Sync {
         into: &'a UploadInfo,
         at: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Gives the complete placed part `part` its own data again (a copy of its bytes in the
+    /// final upload's data), and records it as not placed: before that final upload is
+    /// published (its data, with the part's bytes, leaves staging), when another final upload
+    /// still has to be concatenated from the part.
+    fn unplace<'a>(&'a self, part: &'a mut UploadInfo) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 /// A content index by SHA-256 of the served files (instant upload).

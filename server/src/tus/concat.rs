@@ -10,7 +10,10 @@
 //! delete partial uploads after concatenation). So is an unfinished part the store could not
 //! place (a store without placement, such as S3, copies it at concatenation): it was sent
 //! for this final upload. Parts complete before the final upload was created (the usual
-//! order) are copied, and stay usable for other final uploads until they expire.
+//! order) are copied, and stay usable for other final uploads until they expire. A part
+//! another final upload still waits for is never retired (the last one retires it), and a
+//! part placed into one final upload that another also names gets its own copy of its bytes
+//! before the first one is published.
 
 use std::sync::Arc;
 
@@ -189,12 +192,13 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     if info.is_complete() || info.state != UploadState::Active {
         return Ok(());
     }
-    let parts = load_parts(tus, ids).await?;
+    let mut parts = load_parts(tus, ids).await?;
     if !parts.iter().all(UploadInfo::is_complete) {
         return Ok(());
     }
     let total = total_length(&parts)?.unwrap_or(0);
     super::patch::too_large(tus, total)?;
+    unplace_shared(tus, info, &mut parts).await?;
     tus.concatenation_or_500()?
         .concatenate(info, &parts)
         .await?;
@@ -211,6 +215,27 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
             }
         } else if info.unfinished_parts.contains(&part.id) {
             retire(tus, &part.id, &info.id).await;
+        }
+    }
+    Ok(())
+}
+
+/// Gives each part placed into `info` that another final upload still waits for its own
+/// data back before `info` is concatenated and published: its bytes leave with the published
+/// file, and the other final upload is concatenated from the part later. A part shared by
+/// two early final uploads is placed into the first only; without this the second could
+/// never be concatenated once the first was published.
+async fn unplace_shared(tus: &Tus, info: &UploadInfo, parts: &mut [UploadInfo]) -> Result<()> {
+    let Some(store) = tus.uploads()?.placement() else {
+        return Ok(());
+    };
+    for part in parts.iter_mut() {
+        let Some(id) = UploadId::parse(&part.id) else {
+            continue;
+        };
+        let here = part.placement.as_ref().is_some_and(|p| p.upload == info.id);
+        if here && waited_for_elsewhere(tus, &id, &info.id).await {
+            store.unplace(part).await?;
         }
     }
     Ok(())

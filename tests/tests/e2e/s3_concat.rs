@@ -162,38 +162,6 @@ async fn parts_terminated_or_expired_before_their_final_upload_is_published_keep
     nothing_left_after_expiry(&srv, &tus_).await;
 }
 
-// A part sent for two final uploads created early (concatenation-unfinished): the first one
-// published retired it (terminated it and deleted its objects) although the second still
-// had to be concatenated from it, which then failed for good. Now the part stays while
-// another final upload waits for it, and the last one retires it.
-#[tokio::test]
-async fn a_part_two_early_final_uploads_wait_for_is_retired_by_the_last() {
-    if !ferry_tests::s3::available() {
-        return;
-    }
-    let front = RefusingS3::start().await;
-    let (srv, tus_) = server_via(&front).await;
-    let data = pattern(50_000, 22);
-    let (p, q) = (
-        create_partial(&srv, 20_000).await,
-        create_partial(&srv, 30_000).await,
-    );
-    let first = create_final(&srv, &[&p], "first.bin").await;
-    let second = create_final(&srv, &[&p, &q], "second.bin").await;
-    assert_eq!(patch(&srv, &p, 0, &data[..20_000]).await.status(), 204);
-    let got = published_bytes(&srv, &first, "first.bin", 20_000).await;
-    assert!(got == data[..20_000], "first: bytes differ");
-    assert_eq!(head(&srv, &p).await.status(), 200, "the second waits for p");
-    assert_eq!(patch(&srv, &q, 0, &data[20_000..]).await.status(), 204);
-    let got = published_bytes(&srv, &second, "second.bin", 50_000).await;
-    assert!(got == data, "second: bytes differ");
-    for part in [&p, &q] {
-        assert_eq!(head(&srv, part).await.status(), 410, "{part} retired");
-        assert_eq!(staging_of(&srv, part).await, Vec::<String>::new(), "{part}");
-    }
-    nothing_left_after_expiry(&srv, &tus_).await;
-}
-
 // Two final uploads name one part, sent for both (concatenation-unfinished); S3 refuses to
 // publish the second. Whichever is concatenated first, the first one's publish retires the
 // part while the second is concatenated but not published (or not yet concatenated): the

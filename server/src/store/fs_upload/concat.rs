@@ -142,3 +142,30 @@ pub(super) fn place_blocking(
         _ => Ok(()),
     }
 }
+
+/// See [`PlaceParts::unplace`](super::super::upload::PlaceParts::unplace). Crash-safe in the
+/// same order as [`place_blocking`]: the part's own data is written and synced before its
+/// record says it is no longer placed (a crash in between leaves a data file the placed
+/// part never reads, removed with it).
+pub(super) fn unplace_blocking(root: &Path, part: &mut UploadInfo) -> Result<(), StoreError> {
+    if part.placement.is_none() {
+        return Ok(());
+    }
+    if !part.is_complete() {
+        return Err(io::Error::other("only a complete part is unplaced").into());
+    }
+    let (src, base) = data_location(root, part);
+    let own = data_path(root, &part.id);
+    let dst = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&own)?;
+    copy_range(&File::open(src)?, base, &dst, 0, part.offset)?;
+    dst.sync_data()?;
+    if let Some(dir) = own.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    part.placement = None;
+    save_info(root, part)
+}

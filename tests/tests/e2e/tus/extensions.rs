@@ -369,9 +369,62 @@ async fn parts_sent_for_an_early_final_upload_are_retired_once_it_is_published(b
     assert_eq!(download(&srv, "/again.bin").await, &data[..20_000]);
 }
 
+// A part sent for two final uploads created early (concatenation-unfinished). The first one
+// published retired it although the second still had to be concatenated from it (on S3 its
+// objects were deleted; on disk, where it was placed into the first one's data, its bytes
+// left with that published file), and the second failed for good (400). Now the part stays
+// while another final upload waits for it (on disk with its own copy of its bytes), and the
+// last one retires it.
+async fn a_part_two_early_final_uploads_wait_for_is_retired_by_the_last(backend: Backend) {
+    let (srv, _tus) = TestServer::start_tus_on(backend, cfg()).await;
+    let data = pattern(50_000, 22);
+    let (p, q) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    let create_final = |parts: String, name: &'static str| {
+        tus(&srv, Method::POST, "/files/")
+            .header("upload-concat", format!("final;{parts}"))
+            .header("upload-metadata", meta(name))
+            .send()
+    };
+    let first = create_final(p.clone(), "first.bin").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let second = create_final(format!("{p} {q}"), "second.bin")
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 201);
+    let (first, second) = (location(&srv, &first), location(&srv, &second));
+    assert_eq!(patch(&srv, &p, 0, &data[..20_000]).await.status(), 204);
+    // An uploader's HEAD finishes the final upload (or waits for the finisher) first.
+    assert_eq!(h(&head(&srv, &first).await, "upload-offset"), "20000");
+    assert_eq!(download(&srv, "/first.bin").await, &data[..20_000]);
+    assert_eq!(head(&srv, &p).await.status(), 200, "the second waits for p");
+    assert_eq!(patch(&srv, &q, 0, &data[20_000..]).await.status(), 204);
+    assert_eq!(h(&head(&srv, &second).await, "upload-offset"), "50000");
+    assert_eq!(download(&srv, "/second.bin").await, data);
+    let staged: Vec<String> = match &srv.s3 {
+        Some(opts) => ferry_tests::s3::names_under(opts, ".ferry/uploads").await,
+        None => std::fs::read_dir(srv.state.path().join("uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    };
+    for part in [&p, &q] {
+        assert_eq!(head(&srv, part).await.status(), 410, "{part} retired");
+        let id = part.trim_start_matches("/files/");
+        let data: Vec<&String> = staged
+            .iter()
+            .filter(|n| n.contains(id) && !n.ends_with(".info"))
+            .collect();
+        assert!(data.is_empty(), "{part}'s data is freed: {data:?}");
+    }
+}
+
 ferry_tests::backends!(
     an_early_final_upload_and_its_parts_live_while_any_part_is_written,
     parts_sent_for_an_early_final_upload_are_retired_once_it_is_published,
+    a_part_two_early_final_uploads_wait_for_is_retired_by_the_last,
 );
 
 #[tokio::test]
