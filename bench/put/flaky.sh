@@ -2,7 +2,7 @@
 # Uploads on a bad link (issue 15 point 4): a seeded flaky TCP proxy (tests/src/bin/flaky_proxy.rs)
 # in front of a fresh ferryd cuts every connection after a random 1-8 MiB and leaves one
 # connection in seven silent (open, swallowing what it is sent, answering nothing). Through it:
-#   ferry put                      defaults (8 MiB chunks adapting to the link, crc32 per PATCH,
+#   ferry put                      defaults (chunks from 8 MiB adapting to the link, crc32 per PATCH,
 #                                  --retry-wait 1s, --timeout 30s)
 #   ferry put -x 4                 the same in 4 parts
 #   ... --timeout 5s               the same with the issue's stall timeout (--retry-wait 1s)

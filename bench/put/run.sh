@@ -2,7 +2,7 @@
 # 1 GiB upload into ferryd over loopback, three clients, each into a fresh ferryd root (so
 # instant upload never applies: ferryd holds no file of that size, so ferry does not hash),
 # the stored file compared byte for byte with the source:
-#   ferry put -x 4        (defaults: 8 MiB PATCHes with a crc32 Upload-Checksum each)
+#   ferry put -x 4        (defaults: PATCHes paced from 8 MiB, a crc32 Upload-Checksum each)
 #   tus-js-client         parallelUploads: 4 (Node, default chunkSize; the file in a Buffer, and
 #                         as an fs.ReadStream it slices by path)
 #   tuspy                 8 MiB PATCHes (tuspy has no parallel mode)

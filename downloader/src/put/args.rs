@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::chunking::{paced_ceiling, DEFAULT_CHUNK};
 use super::client::Tus;
 use super::fingerprint::{default_data_dir, Store};
 use super::plan::{parse_metadata_arg, ChecksumChoice};
@@ -26,9 +27,12 @@ pub struct PutArgs {
     /// Parallel parts per file (needs the server's concatenation extension; 1 to 64).
     #[arg(short = 'x', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
-    /// Bytes per PATCH request; the server checkpoints after each (e.g. 8M, 512K).
-    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_chunk)]
-    pub chunk_size: u64,
+    /// Bytes per PATCH request; the server checkpoints after each (e.g. 8M, 512K). Without
+    /// it PATCHes start at 8M and grow to about one second of transfer while they succeed,
+    /// up to 64M (less with many connections: at most 256M held at once); a size given here
+    /// is the first and the largest. Cuts and 413s shrink them either way.
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk)]
+    pub chunk_size: Option<u64>,
     /// Extra Upload-Metadata KEY=VALUE (repeatable; `filename` defaults to the file name).
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = parse_metadata_arg)]
     pub metadata: Vec<(String, String)>,
@@ -123,9 +127,19 @@ impl PutPlan {
         if let Some(store) = &store {
             store.prune(PRUNE_AFTER);
         }
+        // Two chunks in memory per connection (one on the wire, one read ahead).
+        let connections = match args.recursive {
+            true => usize::from(args.parallel) * usize::from(args.max_concurrent_uploads),
+            false => usize::from(args.parallel),
+        };
+        let (chunk, chunk_max) = match args.chunk_size {
+            Some(c) => (c, c),
+            None => (DEFAULT_CHUNK, paced_ceiling(connections)),
+        };
         let options = Options {
             endpoint,
-            chunk: args.chunk_size,
+            chunk,
+            chunk_max,
             parallel: usize::from(args.parallel),
             metadata: args.metadata,
             instant: !args.no_instant,
@@ -231,7 +245,7 @@ mod tests {
             "http://h/files/",
         ])
         .unwrap();
-        assert_eq!((a.parallel, a.chunk_size), (4, 512 << 10));
+        assert_eq!((a.parallel, a.chunk_size), (4, Some(512 << 10)));
         assert_eq!(
             a.metadata,
             vec![("a".into(), "1".into()), ("b".into(), "2".into())]

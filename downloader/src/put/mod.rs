@@ -45,7 +45,11 @@ const MAX_RESTARTS: usize = 3;
 pub struct Options {
     /// The tus endpoint (creation URL).
     pub endpoint: String,
+    /// The first PATCH size (`--chunk-size`, else [`chunking::DEFAULT_CHUNK`]).
     pub chunk: u64,
+    /// The largest PATCH: `--chunk-size` when given, else paced up to
+    /// [`chunking::paced_ceiling`] ([`chunking::ChunkSizer`]).
+    pub chunk_max: u64,
     /// Parts per file when the server concatenates (`-x`).
     pub parallel: usize,
     /// `--metadata` pairs, after the default `filename`.
@@ -370,6 +374,7 @@ impl Uploader {
             file: Arc::new(file),
             path: path.to_path_buf(),
             chunk: self.opts.chunk,
+            chunk_max: self.opts.chunk_max,
             checksum: self.checksum,
             backoff: self.opts.backoff,
             max_tries: self.opts.max_tries,

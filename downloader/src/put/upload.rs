@@ -6,8 +6,9 @@
 //! moved since the last failure, after a backoff otherwise ([`Attempts`]). 409 (offset
 //! mismatch) resyncs the same way, without the HEAD when the 409 carries the server's
 //! `Upload-Offset` (ferryd's does; tusd's does not); 460 (checksum mismatch, tus checksum
-//! extension) resends the chunk. A cut PATCH or a 413 shrinks the chunks ([`ChunkSizer`]). 404/410 mean the upload is
-//! gone and are returned to the caller, which starts over.
+//! extension) resends the chunk. A cut PATCH or a 413 shrinks the chunks, and each PATCH's
+//! time paces the next ones ([`ChunkSizer`]). 404/410 mean the upload is gone and are
+//! returned to the caller, which starts over.
 
 use std::fs::File;
 use std::ops::Range;
@@ -15,6 +16,7 @@ use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -33,8 +35,11 @@ pub struct Sender {
     pub tus: Tus,
     pub file: Arc<File>,
     pub path: PathBuf,
-    /// `--chunk-size`: the first and largest PATCH size; each part adapts it ([`ChunkSizer`]).
+    /// The first PATCH size; each part adapts it ([`ChunkSizer`]) up to `chunk_max`.
     pub chunk: u64,
+    /// The largest PATCH: `--chunk-size` when given (then equal to `chunk`), else the paced
+    /// ceiling ([`super::chunking::paced_ceiling`]).
+    pub chunk_max: u64,
     pub checksum: Option<Algo>,
     pub backoff: Backoff,
     /// Failed attempts in a row without the server's offset moving before giving up.
@@ -76,6 +81,8 @@ struct Prepared {
 /// is on the wire, so the disk read and the hashing overlap the network and the server.
 struct Ahead {
     range: Range<u64>,
+    /// The sizer's [`ChunkSizer::shrinks`] when it was prepared.
+    shrinks: u32,
     task: tokio::task::JoinHandle<Result<Prepared>>,
 }
 
@@ -99,7 +106,7 @@ impl Sender {
     pub async fn send(&self, part: Part) -> Result<Option<String>> {
         let mut run = Run {
             len: part.range.end - part.range.start,
-            sizer: ChunkSizer::new(self.chunk),
+            sizer: ChunkSizer::new(self.chunk, self.chunk_max),
             attempts: Attempts::new(self.backoff, self.max_tries, part.offset),
             part,
             pending: None,
@@ -130,24 +137,27 @@ impl Sender {
             if let Some(e) = run.pending.take() {
                 self.fail(e, run).await?;
             }
-            let Some(chunk) = next_chunk(run.part.offset, run.len, run.sizer.size()) else {
+            let Some(chunk) = upcoming(run) else {
                 return Ok(run.published.take());
             };
             let prepared = self.take(&mut run.ahead, &run.part, &chunk).await?;
             run.ahead = next_chunk(chunk.end, run.len, run.sizer.size())
-                .map(|n| self.prepare(&run.part, n));
+                .map(|n| self.prepare(&run.part, n, run.sizer.shrinks()));
+            let started = Instant::now();
             let result = self.patch(&run.part, chunk.clone(), prepared).await;
-            self.settle(run, chunk, result)?;
+            self.settle(run, chunk, result, started.elapsed())?;
         }
     }
 
-    /// Books the outcome of the PATCH of `chunk`: the new offset, or what the failure teaches
-    /// about the path (a cut or a 413 shrinks the chunks) and what to do next.
+    /// Books the outcome of the PATCH of `chunk`, answered after `took`: the new offset (and
+    /// the pace it sets), or what the failure teaches about the path (a cut or a 413 shrinks
+    /// the chunks) and what to do next.
     fn settle(
         &self,
         run: &mut Run,
         chunk: Range<u64>,
         result: std::result::Result<(u64, Option<String>), (Error, u64)>,
+        took: Duration,
     ) -> Result<()> {
         let size = chunk.end - chunk.start;
         let (e, sent) = match result {
@@ -156,7 +166,8 @@ impl Sender {
                 run.part.offset = offset;
                 run.published = p.or(run.published.take());
                 if offset == chunk.end {
-                    run.sizer.taken(size);
+                    // Only the part's last chunk is cut short by its end.
+                    run.sizer.taken(size, chunk.end < run.len, took);
                 }
                 return Ok(());
             }
@@ -239,15 +250,16 @@ impl Sender {
                 if let Some(a) = stale {
                     a.task.abort();
                 }
-                self.prepare(part, chunk.clone()).task
+                self.prepare(part, chunk.clone(), 0).task
             }
         };
         task.await
             .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?
     }
 
-    /// Starts reading and checksumming `chunk` (offsets within `part`) on a blocking thread.
-    fn prepare(&self, part: &Part, chunk: Range<u64>) -> Ahead {
+    /// Starts reading and checksumming `chunk` (offsets within `part`) on a blocking thread;
+    /// `shrinks`: the sizer's count of cuts and 413s by then.
+    fn prepare(&self, part: &Part, chunk: Range<u64>, shrinks: u32) -> Ahead {
         let (at, len) = (part.range.start + chunk.start, chunk.end - chunk.start);
         let (file, path, stamp, algo) = (
             Arc::clone(&self.file),
@@ -260,7 +272,11 @@ impl Sender {
             let checksum = algo.map(|a| upload_checksum(a, &data));
             Ok(Prepared { data, checksum })
         });
-        Ahead { range: chunk, task }
+        Ahead {
+            range: chunk,
+            shrinks,
+            task,
+        }
     }
 
     /// PATCHes one prepared chunk; on failure also returns how many bytes were counted.
@@ -323,6 +339,20 @@ impl Sender {
         self.progress
             .set_done((done + offset).saturating_sub(part.offset));
     }
+}
+
+/// The chunk to PATCH next: the one read ahead when it starts at the offset (prepared at the
+/// size of its time: the pace moved on meanwhile, and a larger size applies from the chunk
+/// after it), unless a cut or a 413 since made it too large; else the sizer's.
+fn upcoming(run: &Run) -> Option<Range<u64>> {
+    if let Some(a) = &run.ahead {
+        let len = a.range.end - a.range.start;
+        let fits = len <= run.sizer.size() || a.shrinks == run.sizer.shrinks();
+        if a.range.start == run.part.offset && fits {
+            return Some(a.range.clone());
+        }
+    }
+    next_chunk(run.part.offset, run.len, run.sizer.size())
 }
 
 /// Reads `len` bytes at `at`, then checks (fstat) that the file still has the size and mtime

@@ -83,7 +83,7 @@ async fn put_limit_rate_caps_four_parallel_parts_together() {
         files: vec![file.clone()],
         url: srv.url("/files/"),
         parallel: 4,
-        chunk_size: 4 << 20,
+        chunk_size: Some(4 << 20),
         metadata: Vec::new(),
         // No hashing of the whole file before the transfer: the window is the transfer.
         no_instant: true,

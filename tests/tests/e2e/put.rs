@@ -32,7 +32,7 @@ fn args(files: &[&Path], endpoint: &str, parallel: u16, chunk: u64) -> PutArgs {
         files: files.iter().map(|f| f.to_path_buf()).collect(),
         url: endpoint.to_string(),
         parallel,
-        chunk_size: chunk,
+        chunk_size: Some(chunk),
         metadata: Vec::new(),
         no_instant: false,
         restart: false,
