@@ -166,7 +166,9 @@ if want put; then
   # ferryd's CPU stands still, so that work is counted in its CPU and not in the next run's time.
   settle() { local a b; a=$(cpu "$PID_put"); while sleep 0.5; b=$(cpu "$PID_put"); [ "$a" != "$b" ]; do a=$b; done; }
   # Each round: rclone, ferry put (one stream), ferry put -x 4 (concatenation), interleaved.
-  # Each run prints "seconds moto-ticks ferryd-ticks" (ferryd's include the index read-back).
+  # Each run prints "seconds moto-ticks ferryd-ticks" (ferryd's include the content index's work after
+  # the put: `ferry put`'s upload is indexed during its publish, hashed as it arrived; `-x 4`'s final
+  # upload is read back and hashed in the background, which settle waits for).
   rs=(); f1=(); f4=()
   put_once() { # put_once ROUND FLAGS...: `ferry put FLAGS` of SRC
     local dir=$1; shift
@@ -192,7 +194,7 @@ if want put; then
   R=$(median $(col 1 "${rs[@]}")); F1=$(median $(col 1 "${f1[@]}")); F4=$(median $(col 1 "${f4[@]}"))
   per_gib() { calc "$(median $(col "$1" "${@:2}"))/$HZ*1024/$PUT_MIB" .2f; }
   echo "put: $PUT_MIB MiB (median of $ROUNDS): rclone copy $(calc "$R" .2f) s ($(calc "$PUT_MIB/$R" .0f) MiB/s); ferry put $(calc "$F1" .2f) s ($(calc "$PUT_MIB/$F1" .0f) MiB/s), ratio rclone/ferry = $(calc "$R/$F1" .2f); ferry put -x 4 $(calc "$F4" .2f) s ($(calc "$PUT_MIB/$F4" .0f) MiB/s), ratio $(calc "$R/$F4" .2f) (goal >= 0.9); load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "     CPU s per GiB (median): moto $(per_gib 2 "${rs[@]}") under rclone, $(per_gib 2 "${f1[@]}") under ferry put, $(per_gib 2 "${f4[@]}") under -x 4; ferryd $(per_gib 3 "${f1[@]}") (ferry put), $(per_gib 3 "${f4[@]}") (-x 4), with the index's read-back"
+  echo "     CPU s per GiB (median): moto $(per_gib 2 "${rs[@]}") under rclone, $(per_gib 2 "${f1[@]}") under ferry put, $(per_gib 2 "${f4[@]}") under -x 4; ferryd $(per_gib 3 "${f1[@]}") (ferry put), $(per_gib 3 "${f4[@]}") (-x 4), with the content index (-x 4: its read-back)"
   echo "     runs (s, moto ticks, ferryd ticks): rclone ${rs[*]// /\/} | ferry put ${f1[*]// /\/} | ferry put -x 4 ${f4[*]// /\/}"
   [ -s "$WORK/put.err" ] && { echo "     ferry put said:"; sed 's/^/       /' "$WORK/put.err"; }
   stop_ferryd put
