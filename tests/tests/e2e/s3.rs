@@ -700,3 +700,116 @@ async fn s3_downloads_carry_the_repr_digest_of_the_hashed_version() {
     );
     assert_eq!(&r.bytes().await.unwrap()[..], b"something else");
 }
+
+// Issue 11 point 7(ii): an upload hashed as it arrived is indexed at its publish without
+// reading the published object back. PATCHes alternate between two instances (each one
+// takes the upload over; the hash state goes along in the record), one chunk is refused by
+// its checksum on the way (the state goes back with the record); once the last PATCH is
+// answered, both instances send the right `Repr-Digest` and an instant upload of the content
+// works, and ferryd never sent S3 a GET of the published object.
+#[tokio::test]
+async fn an_upload_over_patches_to_two_instances_is_indexed_without_a_read_back() {
+    use ferry_proto::tus::encode_metadata;
+    let Some(endpoint) = ferry_tests::s3::endpoint() else {
+        return;
+    };
+    let (proxy, seen) = recording_proxy(endpoint).await;
+    let opts = ferryd::store::s3::S3Options {
+        endpoint: Some(proxy),
+        ..ferry_tests::s3::fresh_options(false)
+    };
+    let instance = || {
+        let opts = opts.clone();
+        TestServer::configured_on(Backend::S3, move |c: &mut ferryd::app::Config, _| {
+            c.store = StoreConfig::S3(opts);
+            c.tus = Some(ferryd::tus::TusConfig::default());
+        })
+    };
+    let (a, b) = (instance().await, instance().await);
+    let c = client();
+    let data = pattern((17 << 20) + 4321, 63);
+    let created = c
+        .post(a.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header(
+            "upload-metadata",
+            encode_metadata([("filename", Some(&b"hashed.bin"[..]))]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.headers()["location"].to_str().unwrap();
+    let id = id.rsplit('/').next().unwrap().to_owned();
+    let patch = |srv: &TestServer, at: usize, body: Vec<u8>, sum: Option<&'static str>| {
+        let mut r = c
+            .patch(srv.url(&format!("/files/{id}")))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", at.to_string())
+            .header("content-type", "application/offset+octet-stream");
+        if let Some(sum) = sum {
+            r = r.header("upload-checksum", sum);
+        }
+        r.body(body).send()
+    };
+    let cuts = [0, (9 << 20) + 5, (13 << 20) + 1, data.len()];
+    let wrong = Some("sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    for (i, w) in cuts.windows(2).enumerate() {
+        let srv = if i % 2 == 0 { &a } else { &b };
+        if i == 1 {
+            // A chunk that leaves a part for S3 before its checksum is found wrong.
+            let r = patch(srv, w[0], data[w[0]..].to_vec(), wrong)
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 460);
+        }
+        let r = patch(srv, w[0], data[w[0]..w[1]].to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "PATCH {i}");
+    }
+    let want = {
+        use base64::Engine as _;
+        let sha = <sha2::Sha256 as sha2::Digest>::digest(&data);
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(sha)
+        )
+    };
+    // At once: the index entry is written by the publish, not by a read-back later.
+    for srv in [&a, &b] {
+        assert_eq!(
+            repr_digest(&srv.url("/hashed.bin")).await.as_deref(),
+            Some(want.as_str())
+        );
+    }
+    let sha = ferry_tests::sha256_hex(&data);
+    let meta = encode_metadata([
+        ("filename", Some(&b"again.bin"[..])),
+        ("sha256", Some(sha.as_bytes())),
+    ]);
+    let instant = c
+        .post(b.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header("upload-metadata", meta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(instant.status(), 201);
+    assert_eq!(
+        instant.headers()["upload-offset"].to_str().unwrap(),
+        data.len().to_string(),
+        "complete at creation"
+    );
+    assert_eq!(
+        gets_of(&seen.lock().unwrap(), "/hashed.bin"),
+        Vec::<Option<String>>::new(),
+        "the published object was read back"
+    );
+    for name in ["/hashed.bin", "/again.bin"] {
+        let got = c.get(a.url(name)).send().await.unwrap().bytes().await;
+        assert!(got.unwrap()[..] == data[..], "{name}: bytes differ");
+    }
+}
