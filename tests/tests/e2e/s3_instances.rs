@@ -98,7 +98,7 @@ async fn writer(url: String, data: Arc<Vec<u8>>, failed: Arc<AtomicUsize>, seed:
 // HEAD and PATCH takes the upload over (a new lease in its record); the writer taken over
 // fails its next record write and stops, keeping what it recorded. The offsets either client
 // sees never go back, and the published file is byte-identical, published once, with nothing
-// left in staging.
+// left in staging, and the content index's digest of it is the digest of its bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_patching_one_upload_at_once_never_corrupt_it() {
     if !ferry_tests::s3::available() {
@@ -149,6 +149,31 @@ async fn two_instances_patching_one_upload_at_once_never_corrupt_it() {
         .await
         .unwrap();
     assert!(got[..] == data[..], "published bytes differ");
+    // The digest the index gives it (hashed as the bytes arrived, the state going from
+    // writer to writer in the record; or read back) is the one of the bytes published.
+    let want = {
+        use base64::Engine as _;
+        let sha = <sha2::Sha256 as sha2::Digest>::digest(&data[..]);
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(sha)
+        )
+    };
+    for srv in [&a, &b] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let digest = loop {
+            let r = client().head(srv.url("/d.bin")).send().await.unwrap();
+            let d = r
+                .headers()
+                .get("repr-digest")
+                .map(|v| v.to_str().unwrap().to_owned());
+            if d.is_some() || std::time::Instant::now() > deadline {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(digest.as_deref(), Some(want.as_str()), "Repr-Digest");
+    }
     let published: Vec<String> = names_under(&opts, "")
         .await
         .into_iter()
