@@ -38,13 +38,13 @@
 //! the object at `path` with a given ETag, which downloads send as `Repr-Digest` (RFC 9530)
 //! while the object keeps that ETag, as the directory store does from its index (issue 12).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures_util::StreamExt as _;
 use object_store::path::Path as Key;
 use object_store::ObjectStoreExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::upload::{other, Keys, Record};
 use super::{from_s3, S3Store};
@@ -55,7 +55,8 @@ use crate::store::{BoxFuture, StoreError};
 /// Published uploads read back for the index at once.
 pub(super) const HASHING_AT_ONCE: usize = 2;
 
-/// How the published uploads of this instance got their digests (for the log and tests).
+/// How the published uploads of this instance got their digests (tests read it to tell that
+/// nothing was read back).
 #[derive(Debug, Default)]
 pub(super) struct Counts {
     /// Hashed as they arrived: no byte read back.
