@@ -252,12 +252,14 @@ pub async fn instant_candidate(files_url: &str, token: Option<&str>, len: u64) -
     false
 }
 
-/// An S3 server that refuses to publish: a proxy in front of the test's S3 server that
-/// answers `400 InvalidRequest` (an error S3 clients do not retry) to a
-/// `CreateMultipartUpload` outside `.ferry/` (where a publish or an instant upload starts its
-/// copy) at a key containing the text [`RefusingS3::refuse`] set, and passes everything
-/// else on. A stand-in for an S3 that fails a publish (a policy, an outage), so a test can
-/// hold an upload between its concatenation and its publish.
+/// An S3 server that fails publishes: a proxy in front of the test's S3 server that answers
+/// `400 InvalidRequest` (an error S3 clients do not retry) to the requests of a copy to a
+/// served key (outside `.ferry/`, where a publish or an instant upload copies) containing the
+/// text set by [`RefusingS3::refuse`] (`CreateMultipartUpload`: the copy does not start) or
+/// [`RefusingS3::break_copies`] (`UploadPartCopy`, and the `AbortMultipartUpload` after it:
+/// the copy fails half-way and its multipart upload stays open), and passes everything else
+/// on. A stand-in for an S3 that fails a publish (a policy, an outage), so a test can hold an
+/// upload between its concatenation and its publish, or see what a failed copy leaves.
 pub struct RefusingS3 {
     /// `http://127.0.0.1:PORT`, for `S3Options::endpoint`.
     pub url: String,
@@ -265,8 +267,9 @@ pub struct RefusingS3 {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The text of the keys refused, if any.
-type Refused = Arc<std::sync::Mutex<Option<String>>>;
+/// What is refused now: the text of the keys whose copies do not start, and of those whose
+/// copies break.
+type Refused = Arc<std::sync::Mutex<(Option<String>, Option<String>)>>;
 
 impl Drop for RefusingS3 {
     fn drop(&mut self) {
@@ -300,14 +303,20 @@ impl RefusingS3 {
         Self { url, refused, task }
     }
 
-    /// Refuses the copies to keys that contain `text` (every key: `""`) from now on.
+    /// From now on, copies to keys that contain `text` (every key: `""`) do not start.
     pub fn refuse(&self, text: &str) {
-        *self.refused.lock().expect("refused") = Some(text.to_owned());
+        self.refused.lock().expect("refused").0 = Some(text.to_owned());
+    }
+
+    /// From now on, copies to keys that contain `text` fail after their start, and so do
+    /// their aborts.
+    pub fn break_copies(&self, text: &str) {
+        self.refused.lock().expect("refused").1 = Some(text.to_owned());
     }
 
     /// Refuses nothing from now on.
     pub fn allow(&self) {
-        *self.refused.lock().expect("refused") = None;
+        *self.refused.lock().expect("refused") = (None, None);
     }
 }
 
@@ -323,12 +332,23 @@ async fn relay(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let starts_copy = req.method() == http::Method::POST
-        && req
-            .uri()
+    let has = |param: &str| {
+        req.uri()
             .query()
-            .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("uploads")))
-        && !path.contains("/.ferry/");
+            .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some(param)))
+    };
+    let served = !path.contains("/.ferry/");
+    let (starts, breaks) = match *req.method() {
+        http::Method::POST => (has("uploads"), false),
+        http::Method::PUT => (false, req.headers().contains_key("x-amz-copy-source")),
+        http::Method::DELETE => (false, has("uploadId")),
+        _ => (false, false),
+    };
+    let refuse = {
+        let on = refused.lock().expect("refused");
+        let hit = |text: &Option<String>| text.as_ref().is_some_and(|t| path.contains(t.as_str()));
+        served && ((starts && hit(&on.0)) || (breaks && hit(&on.1)))
+    };
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -341,10 +361,6 @@ async fn relay(
             http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
         *resp.headers_mut() = headers;
         Ok(resp)
-    };
-    let refuse = match &*refused.lock().expect("refused") {
-        Some(text) => starts_copy && path.contains(text.as_str()),
-        None => false,
     };
     if refuse {
         let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code>\

@@ -88,7 +88,11 @@ pub async fn try_instant(tus: &Tus, info: &mut UploadInfo) -> Result<bool> {
         // The content was replaced or removed between the index's check and the copy (an
         // object store copies from the checked version only): upload it as usual.
         Err(StoreError::NotFound) => {
+            // As before, at the revision the store moved the record to (an object store
+            // records the copy's multipart upload while it copies).
+            let revision = info.revision.take();
             *info = before;
+            info.revision = revision;
             return Ok(false);
         }
         r => r?,

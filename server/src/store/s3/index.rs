@@ -406,16 +406,37 @@ impl ContentIndex for S3Store {
                 .filter(|&l| l > 0)
                 .ok_or_else(|| other("instant upload without a length"))?;
             let from = self.key(&src.path).ok_or(StoreError::NotFound)?;
-            let (path, key, _) = self
+            // The copy's multipart upload at the served name is recorded before it is
+            // filled, as a publish's is: a crash or a failed abort leaves it named, and the
+            // next publish, expiry or termination of this upload aborts it. Only that: the
+            // record keeps the creation's offset until the copy is complete.
+            let keys = Keys::new(self, &info.id);
+            let rec = self.read_record(&keys).await?;
+            if rec.info.revision != info.revision {
+                return Err(StoreError::Conflict);
+            }
+            let rec = tokio::sync::Mutex::new(rec);
+            let note = |key: Key, upload: String| -> BoxFuture<'_, Result<(), StoreError>> {
+                let (keys, rec) = (&keys, &rec);
+                Box::pin(async move {
+                    let mut rec = rec.lock().await;
+                    rec.publish_upload = Some((key.as_ref().to_owned(), upload));
+                    self.write_record(keys, &mut rec).await
+                })
+            };
+            let copied = self
                 .copy_no_clobber(
                     &[(from.clone(), len)],
                     Some(etag),
-                    None,
+                    Some(&note),
                     &info.id,
                     dir,
                     name,
                 )
-                .await?;
+                .await;
+            // Moved on by the notes, whatever the copy's outcome.
+            info.revision = rec.into_inner().info.revision;
+            let (path, key, _) = copied?;
             self.check_source_kept(&from, etag, &key).await?;
             self.copy_digest(&src.path, etag, &path, &key).await;
             let published = UploadState::Published {
@@ -426,6 +447,7 @@ impl ContentIndex for S3Store {
                 r.info.state = published;
                 r.multipart = None;
                 r.parts.clear();
+                r.publish_upload = None; // completed
             })
             .await?;
             Ok(path)
@@ -753,7 +775,18 @@ mod tests {
             .unwrap();
         assert!(s.client.head(&copy).await.is_err(), "nothing published");
         let after = s.load(&UploadId::parse(&info.id).unwrap()).await.unwrap();
-        assert_eq!(after, before, "the upload is as it was");
+        // Only the copy's multipart upload was recorded (moving the revision on, which the
+        // caller gets, so the upload goes on as usual).
+        assert_eq!(after.revision, info.revision, "the caller has the revision");
+        let unversioned = |i: UploadInfo| UploadInfo {
+            revision: None,
+            ..i
+        };
+        assert_eq!(
+            unversioned(after),
+            unversioned(before),
+            "the upload is as it was"
+        );
     }
 
     // Issue 12 on S3: a digest found is kept until its object changes, "none" only briefly

@@ -146,7 +146,7 @@ pub(super) struct Record {
     /// and this record's write leaves one nobody knows of; an S3 lifecycle rule
     /// (`AbortIncompleteMultipartUpload`) is the backstop for that window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    publish_upload: Option<(String, String)>,
+    pub(super) publish_upload: Option<(String, String)>,
     /// A partial upload: the final uploads that recorded its objects as their pieces and
     /// may not have copied them yet ([`super::concat`]'s pin). While one is named here, a
     /// termination or expiry of this upload records the tombstone (clients get 410) but

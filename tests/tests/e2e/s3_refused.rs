@@ -1,13 +1,20 @@
-//! Concatenation on S3 while a final upload is concatenated but not yet published (issue 11;
-//! review rev2 finding 2). An S3 final upload's data is its parts' objects until its publish
-//! copies them, so those objects must outlive a part's termination, expiry or retirement
-//! until the final upload is published, terminated or expired; then they go, and nothing is
-//! left under `.ferry/` once everything has expired. [`RefusingS3`] holds the final upload
-//! in that window: S3 refuses its publish until the test lets it through.
+//! What an S3 that fails a publish leaves behind, held there by [`RefusingS3`] (issue 11;
+//! review rev2 finding 2 and the instant upload's copy).
+//!
+//! Concatenation while a final upload is concatenated but not yet published: an S3 final
+//! upload's data is its parts' objects until its publish copies them, so those objects must
+//! outlive a part's termination, expiry or retirement until the final upload is published,
+//! terminated or expired; then they go, and nothing is left under `.ferry/` once everything
+//! has expired.
+//!
+//! A copy to a served name that fails half-way (an instant upload's) leaves its multipart
+//! upload recorded, so the upload's expiry aborts it.
 
 use std::sync::{Arc, Mutex};
 
-use ferry_tests::s3::{expire_upload_record, expire_upload_records, names_under, RefusingS3};
+use ferry_tests::s3::{
+    expire_upload_record, expire_upload_records, names_under, open_multipart_uploads, RefusingS3,
+};
 use ferry_tests::{client, pattern, Backend, TestServer};
 use ferryd::app::StoreConfig;
 use ferryd::server::ServerOptions;
@@ -15,7 +22,7 @@ use ferryd::store::fs::FsOptions;
 use ferryd::tus::Tus;
 use reqwest::Method;
 
-use crate::tus::{cfg, h, head, location, meta, patch, tus};
+use crate::tus::{cfg, create, h, head, location, meta, patch, tus, TOKEN};
 
 /// A tus server on S3 (`--single-instance`) that talks to S3 through `front`, and its tus
 /// endpoint (for reaper passes).
@@ -190,4 +197,58 @@ async fn a_part_retired_by_one_final_upload_keeps_its_data_for_another_not_yet_p
     let got = published_bytes(&srv, &second, "two.bin", 50_000).await;
     assert!(got == data, "two: bytes differ");
     nothing_left_after_expiry(&srv, &tus_).await;
+}
+
+// An instant upload's copy (a multipart upload at the served name, filled by part copies
+// inside S3) that S3 fails half-way, its abort failing too: the copy's multipart upload was
+// recorded nowhere, so it stayed open at the served name for good (the reaper's sweep only
+// looks under `.ferry/uploads/`; only a lifecycle rule would end it). Now it is recorded in
+// the upload's record before it is filled, and the upload's expiry aborts it.
+#[tokio::test]
+async fn an_instant_upload_copy_that_fails_half_way_is_aborted_when_the_upload_expires() {
+    use ferry_proto::tus::encode_metadata;
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let front = RefusingS3::start().await;
+    let (srv, tus_) = server_via(&front).await;
+    let opts = srv.s3.as_ref().unwrap();
+    let data = pattern(3 << 20, 24);
+    let len = data.len() as u64;
+    let one = create(&srv, len, &meta("one.bin")).await;
+    assert_eq!(patch(&srv, &one, 0, &data).await.status(), 204);
+    assert!(
+        ferry_tests::s3::instant_candidate(&srv.url("/files/"), Some(TOKEN), len).await,
+        "one.bin never reached the index"
+    );
+    front.break_copies("two.bin");
+    let sha = ferry_tests::sha256_hex(&data);
+    let meta = encode_metadata([
+        ("filename", Some(&b"two.bin"[..])),
+        ("sha256", Some(sha.as_bytes())),
+    ]);
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-length", len.to_string())
+        .header("upload-metadata", meta)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "copy broken: {}", r.status());
+    front.allow();
+    let at_two = || async {
+        open_multipart_uploads(opts)
+            .await
+            .into_iter()
+            .filter(|m| m.key.ends_with("/two.bin"))
+            .count()
+    };
+    assert_eq!(
+        at_two().await,
+        1,
+        "the broken copy's multipart upload is open"
+    );
+    nothing_left_after_expiry(&srv, &tus_).await;
+    assert_eq!(at_two().await, 0, "aborted when its upload expired");
+    let got = client().head(srv.url("/two.bin")).send().await.unwrap();
+    assert_eq!(got.status(), 404, "nothing published");
 }
