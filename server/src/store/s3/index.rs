@@ -162,10 +162,24 @@ impl S3Store {
         (Some(h.len()) == rec.info.length).then(|| h.digest())
     }
 
-    /// Writes the index entry of the object just published at `path` (`len` bytes) with
-    /// `etag`, whose digest `sha` ferryd computed as its bytes arrived (see the module).
-    /// Best effort, as the read-back is: a failure leaves the object unindexed.
-    pub(super) async fn index_known(&self, path: &RelPath, len: u64, etag: &str, sha: [u8; 32]) {
+    /// Writes the index entry of the object just published at `path` (key `key`, `len`
+    /// bytes), whose completion answered `etag`, with the digest `sha` ferryd computed as its
+    /// bytes arrived (see the module). Only if the object has that ETag now, as S3 names it
+    /// in a HEAD (which later lookups compare with): a store that spells a completion's ETag
+    /// otherwise, or an object replaced since, is read back instead. Best effort, as the
+    /// read-back is: a failure leaves the object unindexed.
+    pub(super) async fn index_known(
+        &self,
+        path: &RelPath,
+        key: &Key,
+        len: u64,
+        etag: &str,
+        sha: [u8; 32],
+    ) {
+        match self.client.head(key).await {
+            Ok(m) if m.e_tag.as_deref() == Some(etag) => {}
+            _ => return self.index_later(path.clone()),
+        }
         self.indexed.known.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.record_digest(path, len, etag, sha).await {
             tracing::warn!(path = %path.as_str(), error = %e, "could not index a published upload");
@@ -575,6 +589,30 @@ mod tests {
         );
         indexed_as(&s, &path, &data).await;
         assert_eq!(counts(&s), (1, 0));
+    }
+
+    // A completion ETag that the object does not have (a store that spells it otherwise, an
+    // object replaced since) is never paired with the digest: the object is read back.
+    #[tokio::test]
+    async fn a_completion_etag_the_object_does_not_have_falls_back_to_the_read_back() {
+        let Some(((), s)) = super::super::upload::tests::fresh() else {
+            return;
+        };
+        let data = bytes_of(1000, 5);
+        let path = published(&s, &data, "e.bin").await;
+        let before = counts(&s);
+        let key = s.key(&path).unwrap();
+        let sha: [u8; 32] = Sha256::digest(&data).into();
+        s.index_known(&path, &key, 1000, "\"not-its-etag\"", sha)
+            .await;
+        assert_eq!(counts(&s).0, before.0, "not indexed as known");
+        // The read-back runs in the background.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while counts(&s).1 == before.1 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(counts(&s).1, before.1 + 1, "read back");
+        indexed_as(&s, &path, &data).await;
     }
 
     // A rollback (a chunk whose checksum did not match) takes the hash state back with the

@@ -726,8 +726,8 @@ impl UploadStore for S3Store {
             };
             let rec = rec.into_inner();
             info.revision = rec.info.revision.clone();
-            let (path, etag) = match copied {
-                Ok((p, _, etag)) => (p, etag),
+            let (path, key, etag) = match copied {
+                Ok(placed) => placed,
                 Err(e) => {
                     // Let go of the claim, so a retry need not wait for it to run out.
                     let _ = self
@@ -759,7 +759,7 @@ impl UploadStore for S3Store {
             self.unpin_parts(info).await; // a final upload's pieces are copied
             match (digest, etag, info.length) {
                 (Some(sha), Some(etag), Some(len)) => {
-                    self.index_known(&path, len, &etag, sha).await;
+                    self.index_known(&path, &key, len, &etag, sha).await;
                 }
                 _ if self.index => self.index_later(path.clone()),
                 _ => {}
