@@ -140,11 +140,13 @@ pub(super) struct Record {
     /// of taking the upload over (two publishes would leave two copies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     publishing_until_ms: Option<u64>,
-    /// The multipart upload a publish created at the published name (key, upload id),
-    /// recorded before it copies into it: a publish cut by a crash or failed leaves it open,
-    /// and the next publish (or expiry, termination) aborts it. A crash between its creation
-    /// and this record's write leaves one nobody knows of; an S3 lifecycle rule
-    /// (`AbortIncompleteMultipartUpload`) is the backstop for that window.
+    /// The multipart upload a publish (or an instant upload's copy, [`super::index`])
+    /// created at the published name (key, upload id), recorded before it copies into it: a
+    /// publish cut by a crash or failed leaves it open, and the next publish (or expiry,
+    /// termination) aborts it. A crash between its creation and this record's write leaves
+    /// one nobody knows of; an S3 lifecycle rule (`AbortIncompleteMultipartUpload`) is the
+    /// backstop for that window (ferryd does not judge multipart uploads in the served tree,
+    /// where other writers may have theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) publish_upload: Option<(String, String)>,
     /// A partial upload: the final uploads that recorded its objects as their pieces and
