@@ -34,6 +34,7 @@ mod orphans;
 mod probe;
 mod raw;
 mod read;
+mod recent;
 pub mod upload;
 
 pub use probe::ConditionalWrites;
@@ -183,6 +184,8 @@ pub struct S3Store {
     indexed: Arc<index::Counts>,
     /// Parts on their way to S3 at once ([`upload::SENDING`]).
     sending: Arc<tokio::sync::Semaphore>,
+    /// The upload records read or written last ([`recent`]).
+    recent: Arc<recent::Recent>,
 }
 
 impl S3Store {
@@ -214,6 +217,7 @@ impl S3Store {
             digests: Arc::default(),
             indexed: Arc::default(),
             sending: Arc::new(tokio::sync::Semaphore::new(upload::SENDING)),
+            recent: Arc::default(),
         })
     }
 

@@ -332,6 +332,30 @@ impl S3Store {
             )));
         }
         rec.info.revision = Some(Revision(etag.ok_or_else(|| other("record without ETag"))?));
+        self.recent.remember(&rec);
+        Ok(rec)
+    }
+
+    /// The record of `info` at `info.revision`: the one this process read or wrote last
+    /// when it is that revision ([`super::recent`]), else read. [`StoreError::Conflict`] when
+    /// the stored record is found at another; one that moved on since it was remembered
+    /// fails the caller's next record write instead.
+    pub(super) async fn record_at(
+        &self,
+        keys: &Keys,
+        info: &UploadInfo,
+    ) -> Result<Record, StoreError> {
+        if let Some(rec) = info
+            .revision
+            .as_ref()
+            .and_then(|r| self.recent.at(&keys.id, r))
+        {
+            return Ok(rec);
+        }
+        let rec = self.read_record(keys).await?;
+        if rec.info.revision != info.revision {
+            return Err(StoreError::Conflict);
+        }
         Ok(rec)
     }
 
@@ -366,21 +390,21 @@ impl S3Store {
             .e_tag
             .ok_or_else(|| other("S3 answered a put without ETag"))?;
         rec.info.revision = Some(Revision(etag));
+        stored.info.revision = rec.info.revision.clone();
+        self.recent.remember(&stored);
         Ok(())
     }
 
-    /// Reads the record of `info`, checks it is still at `info.revision`, lets `change` edit
-    /// it (its `info` already replaced by `info`) and writes it back by compare-and-swap.
+    /// Takes the record of `info` at `info.revision` ([`S3Store::record_at`]), lets `change`
+    /// edit it (its `info` already replaced by `info`) and writes it back by
+    /// compare-and-swap.
     pub(super) async fn swap(
         &self,
         info: &mut UploadInfo,
         change: impl FnOnce(&mut Record),
     ) -> Result<Record, StoreError> {
         let keys = Keys::new(self, &info.id);
-        let mut rec = self.read_record(&keys).await?;
-        if rec.info.revision != info.revision {
-            return Err(StoreError::Conflict);
-        }
+        let mut rec = self.record_at(&keys, info).await?;
         rec.info = info.clone();
         change(&mut rec);
         self.write_record(&keys, &mut rec).await?;
@@ -561,10 +585,8 @@ impl S3Store {
             .await
             .map_err(other)?;
         let keys = Keys::new(self, &info.id);
-        let rec = self.read_record(&keys).await?;
-        if rec.info.revision != info.revision {
-            return Err(StoreError::Conflict);
-        }
+        // As the PATCH's load just read it, mostly: no second read.
+        let rec = self.record_at(&keys, info).await?;
         let start = rec.tail_start();
         let tail_len = info
             .offset
@@ -686,10 +708,8 @@ impl UploadStore for S3Store {
                 return Err(StoreError::Forbidden);
             }
             let keys = Keys::new(self, &info.id);
-            let mut rec = self.read_record(&keys).await?;
-            if rec.info.revision != info.revision {
-                return Err(StoreError::Conflict);
-            }
+            // As the last checkpoint wrote it, mostly.
+            let mut rec = self.record_at(&keys, info).await?;
             if info.length != Some(rec.info.offset) {
                 return Err(other("publish of an incomplete upload"));
             }
@@ -825,6 +845,7 @@ impl UploadStore for S3Store {
             };
             self.remove_staging(&keys, multipart.as_ref()).await;
             self.forget_finals(id).await?;
+            self.recent.forget(&keys.id);
             match self.client.delete(&keys.record()).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(from_s3(e)),
@@ -1257,6 +1278,42 @@ pub(super) mod tests {
         );
         let left: Vec<_> = s.client.list(Some(&s.uploads_dir())).collect().await;
         assert_eq!(left.len(), 1, "only the record: {left:?}");
+    }
+
+    // Issue 11 point 7(ii): a PATCH's appender takes the record its load just read, without
+    // reading it again, and the compare-and-swap still refuses a record that moved on
+    // meanwhile (here another instance's write, made past this store): the checkpoint fails,
+    // nothing of it counts.
+    #[tokio::test]
+    async fn an_appender_takes_the_loaded_record_and_still_conflicts_once_it_moved_on() {
+        let Some(((), s)) = fresh() else { return };
+        let id = UploadId::random().unwrap();
+        let concat = crate::store::upload::Concat::None;
+        let mut info = UploadInfo::new(&id, Some(10), None, concat);
+        s.create(&mut info).await.unwrap();
+        let mut info = s.load(&id).await.unwrap();
+        let keys = Keys::new(&s, id.as_str());
+        let raw = s.client.get(&keys.record()).await.unwrap().bytes().await;
+        let mut moved = raw.unwrap().to_vec();
+        moved.push(b'\n'); // the same record, new bytes: a new ETag
+        s.client.put(&keys.record(), moved.into()).await.unwrap();
+        let mut app = s
+            .append(&info)
+            .await
+            .expect("the loaded record, not a read");
+        app.write(Bytes::from_static(b"hello")).await.unwrap();
+        assert!(matches!(
+            app.checkpoint(&mut info).await,
+            Err(StoreError::Conflict)
+        ));
+        app.close().await.unwrap();
+        assert_eq!(s.load(&id).await.unwrap().offset, 0);
+        // Read afresh, the moved record is taken as it is now.
+        let mut info = s.load(&id).await.unwrap();
+        let mut app = s.append(&info).await.unwrap();
+        app.write(Bytes::from_static(b"hello")).await.unwrap();
+        app.checkpoint(&mut info).await.unwrap();
+        assert_eq!(s.load(&id).await.unwrap().offset, 5);
     }
 
     // Review of 6e6fbd0: the claim's renewal waited for the record's lock while the copy,
