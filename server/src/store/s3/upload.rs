@@ -450,9 +450,13 @@ impl S3Store {
                 doomed.push(o.location);
             }
         }
-        for k in doomed {
-            if let Err(e) = self.client.delete(&k).await {
-                tracing::warn!(key = %k, error = %e, "could not remove upload staging");
+        // One request per 1000 objects (S3's DeleteObjects), not one per part: this runs
+        // inside the PATCH that publishes, and a GiB has 128 parts.
+        let doomed = futures_util::stream::iter(doomed.into_iter().map(Ok)).boxed();
+        let mut gone = self.client.delete_stream(doomed);
+        while let Some(r) = gone.next().await {
+            if let Err(e) = r {
+                tracing::warn!(id = %keys.id, error = %e, "could not remove upload staging");
             }
         }
     }
