@@ -257,9 +257,11 @@ pub async fn instant_candidate(files_url: &str, token: Option<&str>, len: u64) -
 /// served key (outside `.ferry/`, where a publish or an instant upload copies) containing the
 /// text set by [`RefusingS3::refuse`] (`CreateMultipartUpload`: the copy does not start) or
 /// [`RefusingS3::break_copies`] (`UploadPartCopy`, and the `AbortMultipartUpload` after it:
-/// the copy fails half-way and its multipart upload stays open), and passes everything else
-/// on. A stand-in for an S3 that fails a publish (a policy, an outage), so a test can hold an
-/// upload between its concatenation and its publish, or see what a failed copy leaves.
+/// the copy fails half-way and its multipart upload stays open), answers `403 AccessDenied`
+/// to every request to a key containing the text set by [`RefusingS3::deny`], and passes
+/// everything else on. A stand-in for an S3 that fails a publish (a policy, an outage), so a
+/// test can hold an upload between its concatenation and its publish, or see what a failed
+/// copy leaves, and for credentials that lack a permission.
 pub struct RefusingS3 {
     /// `http://127.0.0.1:PORT`, for `S3Options::endpoint`.
     pub url: String,
@@ -267,9 +269,9 @@ pub struct RefusingS3 {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// What is refused now: the text of the keys whose copies do not start, and of those whose
-/// copies break.
-type Refused = Arc<std::sync::Mutex<(Option<String>, Option<String>)>>;
+/// What is refused now: the text of the keys whose copies do not start, of those whose
+/// copies break, and of those every request to is denied.
+type Refused = Arc<std::sync::Mutex<(Option<String>, Option<String>, Option<String>)>>;
 
 impl Drop for RefusingS3 {
     fn drop(&mut self) {
@@ -314,9 +316,15 @@ impl RefusingS3 {
         self.refused.lock().expect("refused").1 = Some(text.to_owned());
     }
 
+    /// From now on, every request to a key that contains `text` (any key, `.ferry/` too) is
+    /// answered `403 AccessDenied`, as S3 answers credentials without the permission.
+    pub fn deny(&self, text: &str) {
+        self.refused.lock().expect("refused").2 = Some(text.to_owned());
+    }
+
     /// Refuses nothing from now on.
     pub fn allow(&self) {
-        *self.refused.lock().expect("refused") = (None, None);
+        *self.refused.lock().expect("refused") = (None, None, None);
     }
 }
 
@@ -344,10 +352,13 @@ async fn relay(
         http::Method::DELETE => (false, has("uploadId")),
         _ => (false, false),
     };
-    let refuse = {
+    let (refuse, denied) = {
         let on = refused.lock().expect("refused");
         let hit = |text: &Option<String>| text.as_ref().is_some_and(|t| path.contains(t.as_str()));
-        served && ((starts && hit(&on.0)) || (breaks && hit(&on.1)))
+        (
+            served && ((starts && hit(&on.0)) || (breaks && hit(&on.1))),
+            hit(&on.2),
+        )
     };
     let (parts, body) = req.into_parts();
     let body = body
@@ -362,6 +373,16 @@ async fn relay(
         *resp.headers_mut() = headers;
         Ok(resp)
     };
+    if denied {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+                   <Message>Access Denied</Message></Error>";
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+        return answer(403, h, bytes::Bytes::from_static(xml.as_bytes()));
+    }
     if refuse {
         let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code>\
                    <Message>refused by the test</Message></Error>";

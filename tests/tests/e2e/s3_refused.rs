@@ -252,3 +252,47 @@ async fn an_instant_upload_copy_that_fails_half_way_is_aborted_when_the_upload_e
     let got = client().head(srv.url("/two.bin")).send().await.unwrap();
     assert_eq!(got.status(), 404, "nothing published");
 }
+
+// Credentials that may not touch ferryd's own state (S3 answers 403 AccessDenied under
+// `.ferry/`): the client gets a server error, not the 404 that says its upload is gone (and
+// the operator a logged error); once S3 lets ferryd in again the upload goes on from its
+// offset and is published whole.
+#[tokio::test]
+async fn s3_refusing_ferryds_own_state_is_a_server_error_not_a_missing_upload() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let front = RefusingS3::start().await;
+    let (srv, _tus) = server_via(&front).await;
+    let data = pattern(3 << 20, 29);
+    let loc = create(&srv, data.len() as u64, &meta("denied.bin")).await;
+    assert_eq!(patch(&srv, &loc, 0, &data[..1 << 20]).await.status(), 204);
+    front.deny("/.ferry/");
+    let r = head(&srv, &loc).await;
+    assert_eq!(r.status(), 500, "HEAD while S3 denies the record");
+    let r = patch(&srv, &loc, 1 << 20, &data[1 << 20..]).await;
+    assert_eq!(r.status(), 500, "PATCH while S3 denies the record");
+    let r = tus(&srv, Method::POST, "/files/")
+        .header("upload-length", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500, "creation while S3 denies the records");
+    front.allow();
+    let r = head(&srv, &loc).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "upload-offset"), (1u64 << 20).to_string());
+    assert_eq!(
+        patch(&srv, &loc, 1 << 20, &data[1 << 20..]).await.status(),
+        204
+    );
+    let got = client()
+        .get(srv.url("/denied.bin"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == data, "published bytes differ");
+}

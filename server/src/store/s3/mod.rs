@@ -48,7 +48,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNo
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt as _};
 
-use super::visibility::Visibility;
+use super::visibility::{Visibility, RESERVED};
 use super::{BoxFuture, EntryStream, Meta, Object, Store, StoreError};
 use crate::path::RelPath;
 
@@ -285,14 +285,25 @@ fn meta_of(m: &ObjectMeta) -> Meta {
     }
 }
 
-/// S3's answer as the store's error: a missing key is NotFound, a refused one Forbidden,
-/// anything else an I/O error (a 500 whose body says nothing of it).
+/// S3's answer as the store's error: a missing key is NotFound, a refused served key
+/// Forbidden (a 404: S3 answers 403 for a missing key too when the credentials may not list
+/// the bucket), anything else an I/O error (a 500 whose body says nothing of it, logged).
+/// A refused key of ferryd's own state (`.ferry/`: records, parts, the index) is such an
+/// error too: the credentials lack a permission ferryd needs, which the operator must see, and
+/// a 404 would tell a tus client its upload is gone.
 pub(crate) fn from_s3(e: object_store::Error) -> StoreError {
     match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound,
-        object_store::Error::PermissionDenied { .. } => StoreError::Forbidden,
+        object_store::Error::PermissionDenied { ref path, .. } if !is_state(path) => {
+            StoreError::Forbidden
+        }
         e => StoreError::Io(std::io::Error::other(e)),
     }
+}
+
+/// Whether `key` (a bucket key, prefix included) is under a `.ferry/` segment.
+fn is_state(key: &str) -> bool {
+    key.split('/').any(|seg| seg == RESERVED)
 }
 
 impl Store for S3Store {
@@ -371,6 +382,30 @@ mod tests {
             size: 5,
             e_tag: e_tag.map(str::to_owned),
             version: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_key_of_ferryds_state_is_a_server_error_a_refused_served_key_a_404() {
+        let denied = |path: &str| object_store::Error::PermissionDenied {
+            path: path.to_owned(),
+            source: "403 AccessDenied".into(),
+        };
+        for state in [
+            "www/.ferry/uploads/ab.info",
+            ".ferry/index/5/ab",
+            "a/b/.ferry/x",
+        ] {
+            assert!(
+                matches!(from_s3(denied(state)), StoreError::Io(_)),
+                "{state}"
+            );
+        }
+        for served in ["www/a.bin", "www/.ferryx/a", "www/x.ferry", "a.ferry/b"] {
+            assert!(
+                matches!(from_s3(denied(served)), StoreError::Forbidden),
+                "{served}"
+            );
         }
     }
 
