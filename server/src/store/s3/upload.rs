@@ -37,6 +37,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
+use object_store::list::{PaginatedListOptions, PaginatedListStore as _};
 use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, UpdateVersion};
@@ -439,17 +440,7 @@ impl S3Store {
         if let Some(mp) = multipart {
             let _ = self.s3.abort_multipart(&keys.data(), mp).await;
         }
-        let mut listed = self.client.list(Some(&keys.dir));
-        let mut doomed = Vec::new();
-        while let Some(Ok(o)) = listed.next().await {
-            let name = o.location.filename().unwrap_or("");
-            let staging = name
-                .strip_prefix(keys.id.as_str())
-                .is_some_and(|rest| rest.starts_with('.') && rest != ".info");
-            if staging {
-                doomed.push(o.location);
-            }
-        }
+        let doomed = self.staging_objects(keys).await;
         // One request per 1000 objects (S3's DeleteObjects), not one per part: this runs
         // inside the PATCH that publishes, and a GiB has 128 parts.
         let doomed = futures_util::stream::iter(doomed.into_iter().map(Ok)).boxed();
@@ -459,6 +450,40 @@ impl S3Store {
                 tracing::warn!(id = %keys.id, error = %e, "could not remove upload staging");
             }
         }
+    }
+
+    /// The staging objects of an upload: `<id>.` and anything but `info`, listed by that key
+    /// prefix (a string prefix: object_store's `list` takes a directory, and listing
+    /// `.ferry/uploads/` read the objects of every upload in flight, 1000 a request, in every
+    /// publish). Best effort: a listing that fails ends with what it found.
+    async fn staging_objects(&self, keys: &Keys) -> Vec<Key> {
+        let prefix = format!("{}/{}.", keys.dir, keys.id);
+        let record = keys.record();
+        let mut doomed = Vec::new();
+        let mut token = None;
+        loop {
+            let opts = PaginatedListOptions {
+                page_token: token.take(),
+                ..PaginatedListOptions::default()
+            };
+            let page = match self.s3.list_paginated(Some(&prefix), opts).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(id = %keys.id, error = %e, "could not list upload staging");
+                    break;
+                }
+            };
+            doomed.extend(
+                (page.result.objects.into_iter())
+                    .map(|o| o.location)
+                    .filter(|k| *k != record),
+            );
+            match page.page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        doomed
     }
 
     /// Completes the multipart upload `mp` of `key` from `parts` (S3 part number, ETag):
@@ -1241,6 +1266,43 @@ pub(super) mod tests {
     /// The store conformance suite on S3.
     mod conformance {
         crate::store::conformance::conformance_tests!(super::fresh());
+    }
+
+    // An upload's staging objects are found by their own key prefix: its parts and tails, not
+    // its record, and nothing of another upload, even one whose id begins with this one's.
+    #[tokio::test]
+    async fn staging_is_listed_by_the_uploads_own_prefix() {
+        let Some(((), s)) = fresh() else { return };
+        let (mine, other) = (Keys::new(&s, "ab12"), Keys::new(&s, "ab123"));
+        let put = |key: Key| {
+            let client = s.client.clone();
+            async move { client.put(&key, Bytes::from_static(b"x").into()).await }
+        };
+        for key in [
+            mine.record(),
+            mine.part(0, "t1"),
+            mine.part(8, "t2"),
+            mine.dir.clone().join("ab12.tail.16.t2"),
+            other.record(),
+            other.part(0, "t1"),
+        ] {
+            put(key).await.unwrap();
+        }
+        let mut got: Vec<String> = (s.staging_objects(&mine).await.iter())
+            .map(|k| k.filename().unwrap_or("").to_owned())
+            .collect();
+        got.sort();
+        assert_eq!(got, ["ab12.part.0.t1", "ab12.part.8.t2", "ab12.tail.16.t2"]);
+        s.remove_staging(&mine, None).await;
+        assert!(s.staging_objects(&mine).await.is_empty());
+        assert_eq!(
+            s.staging_objects(&other).await.len(),
+            1,
+            "the other upload's part stays"
+        );
+        for key in [mine.record(), other.record()] {
+            assert!(s.client.head(&key).await.is_ok(), "{key} stays");
+        }
     }
 
     // Issue 11 point 4: a writer taken over may still be sending a part. Its part objects
