@@ -162,6 +162,21 @@ pub async fn expire_upload_record(opts: &S3Options, id: &str) {
     expire_records_where(opts, |n| n.ends_with(&name)).await
 }
 
+/// The deadline (`expires_ms`) the record of upload `id` under the prefix of `opts` holds.
+pub async fn upload_record_expires_ms(opts: &S3Options, id: &str) -> Option<u64> {
+    let name = format!("/{id}.info");
+    let client = opts.client().unwrap();
+    for n in names_under(opts, ".ferry/uploads").await {
+        if n.ends_with(&name) {
+            let key = object_store::path::Path::from(format!("{}/{n}", opts.prefix));
+            let raw = client.get(&key).await.unwrap().bytes().await.unwrap();
+            let rec: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            return rec["info"]["expires_ms"].as_u64();
+        }
+    }
+    None
+}
+
 async fn expire_records_where(opts: &S3Options, wanted: impl Fn(&str) -> bool) {
     let client = opts.client().unwrap();
     for name in names_under(opts, ".ferry/uploads").await {
@@ -257,17 +272,31 @@ pub async fn instant_candidate(files_url: &str, token: Option<&str>, len: u64) -
 /// served key (outside `.ferry/`, where a publish or an instant upload copies) containing the
 /// text set by [`RefusingS3::refuse`] (`CreateMultipartUpload`: the copy does not start) or
 /// [`RefusingS3::break_copies`] (`UploadPartCopy`, and the `AbortMultipartUpload` after it:
-/// the copy fails half-way and its multipart upload stays open), answers `403 AccessDenied`
-/// to every request to a key containing the text set by [`RefusingS3::deny`], and passes
-/// everything else on. A stand-in for an S3 that fails a publish (a policy, an outage), so a
-/// test can hold an upload between its concatenation and its publish, or see what a failed
-/// copy leaves, and for credentials that lack a permission.
+/// the copy fails half-way and its multipart upload stays open), holds those of keys
+/// containing the text set by [`RefusingS3::hold`] (`CreateMultipartUpload` waits for
+/// [`RefusingS3::release`]), answers `403 AccessDenied` to every request to a key containing
+/// the text set by [`RefusingS3::deny`], and passes everything else on. A stand-in for an S3
+/// that fails a publish (a policy, an outage), so a test can hold an upload between its
+/// concatenation and its publish, or see what a failed copy leaves, and for credentials that
+/// lack a permission.
 pub struct RefusingS3 {
     /// `http://127.0.0.1:PORT`, for `S3Options::endpoint`.
     pub url: String,
     refused: Refused,
+    held: Held,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// What is held: the text of the keys whose copies wait before they start, woken when it
+/// changes, and how many requests wait now.
+#[derive(Default)]
+struct Hold {
+    text: std::sync::Mutex<Option<String>>,
+    changed: tokio::sync::Notify,
+    waiting: AtomicU64,
+}
+
+type Held = Arc<Hold>;
 
 /// What is refused now: the text of the keys whose copies do not start, of those whose
 /// copies break, and of those every request to is denied.
@@ -287,14 +316,16 @@ impl RefusingS3 {
             .await
             .expect("bind");
         let url = format!("http://{}", l.local_addr().expect("addr"));
-        let refused = Refused::default();
-        let (on, client) = (refused.clone(), crate::client());
+        let (refused, held) = (Refused::default(), Held::default());
+        let (on, hold, client) = (refused.clone(), held.clone(), crate::client());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = l.accept().await {
-                let (on, client, upstream) = (on.clone(), client.clone(), upstream.clone());
+                let (on, hold) = (on.clone(), hold.clone());
+                let (client, upstream) = (client.clone(), upstream.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        relay(req, on.clone(), client.clone(), upstream.clone())
+                        let (on, hold) = (on.clone(), hold.clone());
+                        relay(req, on, hold, client.clone(), upstream.clone())
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
@@ -302,7 +333,34 @@ impl RefusingS3 {
                 });
             }
         });
-        Self { url, refused, task }
+        Self {
+            url,
+            refused,
+            held,
+            task,
+        }
+    }
+
+    /// From now on, copies to keys that contain `text` wait before they start (their
+    /// `CreateMultipartUpload` is not passed on) until [`RefusingS3::release`]: a publish
+    /// held in progress.
+    pub fn hold(&self, text: &str) {
+        *self.held.text.lock().expect("held") = Some(text.to_owned());
+    }
+
+    /// The held copies go on.
+    pub fn release(&self) {
+        *self.held.text.lock().expect("held") = None;
+        self.held.changed.notify_waiters();
+    }
+
+    /// Waits (up to 60 s) until a copy is held.
+    pub async fn until_held(&self) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.held.waiting.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < until, "no copy was held");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// From now on, copies to keys that contain `text` (every key: `""`) do not start.
@@ -331,6 +389,7 @@ impl RefusingS3 {
 async fn relay(
     req: http::Request<hyper::body::Incoming>,
     refused: Refused,
+    held: Held,
     client: reqwest::Client,
     upstream: String,
 ) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
@@ -360,6 +419,23 @@ async fn relay(
             hit(&on.2),
         )
     };
+    let holds = || {
+        let text = held.text.lock().expect("held");
+        text.as_ref().is_some_and(|t| path.contains(t.as_str()))
+    };
+    if served && starts && holds() {
+        held.waiting.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let changed = held.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !holds() {
+                break;
+            }
+            changed.await;
+        }
+        held.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
     let (parts, body) = req.into_parts();
     let body = body
         .collect()

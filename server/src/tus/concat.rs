@@ -199,6 +199,11 @@ pub async fn try_finish(tus: &Tus, info: &mut UploadInfo) -> Result<()> {
     let total = total_length(&parts)?.unwrap_or(0);
     super::patch::too_large(tus, total)?;
     unplace_shared(tus, info, &mut parts).await?;
+    // Its own deadline may have passed while the parts streamed (their group kept it);
+    // complete, it is no longer kept for them. A new one is recorded with the concatenation,
+    // as a PATCH records one, so that no reaper (another instance's: its lock is in-process)
+    // expires it while it publishes, or after a crash cut the publish.
+    info.expires_ms = Some(super::expiration::deadline(tus.cfg.expiry));
     tus.concatenation_or_500()?
         .concatenate(info, &parts)
         .await?;

@@ -199,6 +199,52 @@ async fn a_part_retired_by_one_final_upload_keeps_its_data_for_another_not_yet_p
     nothing_left_after_expiry(&srv, &tus_).await;
 }
 
+// Review rev3: a final upload lives past its own deadline while its parts stream (the
+// group's deadline), but its concatenation recorded that old deadline, and the publish's
+// claim keeps it: while the publish copied (or after a crash cut it), the record read as
+// expired, and a reaper on another instance sharing the bucket (its lock is in-process)
+// expired the final upload under the publish, aborting its copy: 410 for an upload whose
+// every byte had arrived. Concatenation records a new deadline, as a PATCH does.
+#[tokio::test]
+async fn a_final_upload_concatenated_after_its_own_deadline_is_not_due_while_it_publishes() {
+    if !ferry_tests::s3::available() {
+        return;
+    }
+    let front = RefusingS3::start().await;
+    let (srv, tus_) = server_via(&front).await;
+    let opts = srv.s3.as_ref().unwrap();
+    let data = pattern(50_000, 25);
+    let (a, b) = (
+        create_partial(&srv, 20_000).await,
+        create_partial(&srv, 30_000).await,
+    );
+    let fin = create_final(&srv, &[&a, &b], "late.bin").await;
+    // The parts stream longer than the expiry: the final upload's own deadline passes, and
+    // the reaper keeps it for its parts.
+    expire_upload_record(opts, id(&fin)).await;
+    tus_.reap_once().await.unwrap();
+    assert_eq!(head(&srv, &fin).await.status(), 200, "kept for its parts");
+    front.hold("late.bin");
+    assert_eq!(patch(&srv, &a, 0, &data[..20_000]).await.status(), 204);
+    assert_eq!(patch(&srv, &b, 0, &data[20_000..]).await.status(), 204);
+    // b's completion concatenates the final upload in the background and publishes it:
+    // held at its copy's start.
+    front.until_held().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let deadline = ferry_tests::s3::upload_record_expires_ms(opts, id(&fin)).await;
+    assert!(
+        deadline.is_some_and(|d| d > now),
+        "due while it publishes: deadline {deadline:?}, now {now}"
+    );
+    front.release();
+    let got = published_bytes(&srv, &fin, "late.bin", data.len()).await;
+    assert!(got == data, "published bytes differ");
+    nothing_left_after_expiry(&srv, &tus_).await;
+}
+
 // An instant upload's copy (a multipart upload at the served name, filled by part copies
 // inside S3) that S3 fails half-way, its abort failing too: the copy's multipart upload was
 // recorded nowhere, so it stayed open at the served name for good (the reaper's sweep only
