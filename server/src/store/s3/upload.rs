@@ -624,7 +624,20 @@ impl S3Store {
         // A part's room at once: filling it never copies it into a buffer twice its size
         // (pages are only taken as bytes arrive).
         let mut buf = BytesMut::with_capacity(self.part);
-        buf.extend_from_slice(&self.tail_bytes(&keys, &rec, tail_len).await?);
+        let tail = match self.tail_bytes(&keys, &rec, tail_len).await {
+            // The remembered record's tail: a writer that took the upload over since may have
+            // replaced it. Then this is the conflict a fresh read would have found, not a
+            // missing upload.
+            Err(StoreError::NotFound) => {
+                return Err(match self.read_record(&keys).await {
+                    Ok(now) if now.info.revision != info.revision => StoreError::Conflict,
+                    Ok(_) => other("the recorded upload tail is missing"),
+                    Err(e) => e,
+                });
+            }
+            r => r?,
+        };
+        buf.extend_from_slice(&tail);
         let hashed = rec.parts_hashed(self.index);
         Ok(S3Appender {
             store: self.clone(),
@@ -1396,6 +1409,36 @@ pub(super) mod tests {
         app.write(Bytes::from_static(b"hello")).await.unwrap();
         app.checkpoint(&mut info).await.unwrap();
         assert_eq!(s.load(&id).await.unwrap().offset, 5);
+    }
+
+    // Review rev3: the appender takes the remembered record, whose tail another instance's
+    // writer may have replaced, and deleted, since the PATCH's load: a tail gone with a
+    // record that moved on is that same conflict (409: the client asks HEAD and resumes),
+    // not a missing upload (404: a tus client drops the upload and starts over).
+    #[tokio::test]
+    async fn a_tail_gone_with_a_record_that_moved_on_is_a_conflict_not_a_missing_upload() {
+        let Some(((), s)) = fresh() else { return };
+        let id = UploadId::random().unwrap();
+        let concat = crate::store::upload::Concat::None;
+        let mut info = UploadInfo::new(&id, Some(10), None, concat);
+        s.create(&mut info).await.unwrap();
+        let mut app = s.append(&info).await.unwrap();
+        app.write(Bytes::from_static(b"hello")).await.unwrap();
+        app.checkpoint(&mut info).await.unwrap();
+        app.close().await.unwrap();
+        let info = s.load(&id).await.unwrap();
+        let keys = Keys::new(&s, id.as_str());
+        let rec = s.read_record(&keys).await.unwrap();
+        let tail = keys.tail(rec.tail_start(), &rec.tail);
+        // Another instance: the record moves on (the same with new bytes: a new ETag), and
+        // the tail it named goes.
+        let raw = s.client.get(&keys.record()).await.unwrap().bytes().await;
+        let mut moved = raw.unwrap().to_vec();
+        moved.push(b'\n');
+        s.client.put(&keys.record(), moved.into()).await.unwrap();
+        s.client.delete(&tail).await.unwrap();
+        let got = s.append(&info).await.map(|_| ());
+        assert!(matches!(got, Err(StoreError::Conflict)), "{got:?}");
     }
 
     // A write across the end of a part is cut there, its rest goes into the next part's
