@@ -657,11 +657,8 @@ impl S3Store {
 
     /// Writes `owner`'s lease into the record of `id` (a compare-and-swap, retried while
     /// the record moves on): whoever wrote the upload so far fails its next record write.
-    /// Nothing to do for a missing record or an upload no longer active, nor when the lease
-    /// is `owner`'s already (no publish claim to clear): every writer since was this
-    /// instance's, and it let go of the in-process lock the caller holds, so one record
-    /// write fewer per PATCH; the next record write renews the lease. A publish in progress
-    /// is waited for, not taken over (see [`super::lease`]).
+    /// Nothing to do for a missing record or an upload no longer active; a publish in
+    /// progress is waited for, not taken over (see [`super::lease`]).
     pub(super) async fn take_over(
         &self,
         id: &UploadId,
@@ -676,10 +673,6 @@ impl S3Store {
                 Err(e) => return Err(e),
             };
             if rec.info.state != UploadState::Active {
-                return Ok(TakeOver::Done);
-            }
-            let ours = rec.lease.as_ref().is_some_and(|l| l.owner == owner);
-            if ours && rec.publishing_until_ms.is_none() {
                 return Ok(TakeOver::Done);
             }
             match rec.publishing_until_ms {
