@@ -311,6 +311,31 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// A tus creation at the endpoint `files_url` of an upload as long as `data`, named `name`,
+/// asking for instant upload as ferry does (its SHA-256 in the `sha256` metadata), with the
+/// upload token if any. The answer, whatever it is.
+pub async fn create_instant(
+    files_url: &str,
+    token: Option<&str>,
+    name: &str,
+    data: &[u8],
+) -> reqwest::Response {
+    let sha = sha256_hex(data);
+    let meta = ferry_proto::tus::encode_metadata([
+        ("filename", Some(name.as_bytes())),
+        ("sha256", Some(sha.as_bytes())),
+    ]);
+    let mut req = client()
+        .post(files_url)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header("upload-metadata", meta);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("tus creation")
+}
+
 pub fn sha256_file(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).expect("read file"))
 }

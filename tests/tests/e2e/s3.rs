@@ -351,9 +351,21 @@ async fn s3_tus_server() -> TestServer {
 
 /// [`s3_tus_server`] with `cfg` for its tus endpoint, and that endpoint.
 async fn s3_tus_server_with(cfg: ferryd::tus::TusConfig) -> (TestServer, Arc<ferryd::tus::Tus>) {
-    let config = |c: &mut ferryd::app::Config, _| {
+    s3_tus_server_at(cfg, None).await
+}
+
+/// [`s3_tus_server_with`] talking to S3 at `endpoint` (a proxy in front of the test's S3
+/// server), if given.
+pub(crate) async fn s3_tus_server_at(
+    cfg: ferryd::tus::TusConfig,
+    endpoint: Option<String>,
+) -> (TestServer, Arc<ferryd::tus::Tus>) {
+    let config = move |c: &mut ferryd::app::Config, _| {
         if let StoreConfig::S3(o) = &mut c.store {
             o.single_instance = true;
+            if endpoint.is_some() {
+                o.endpoint = endpoint;
+            }
         }
         c.tus = Some(cfg);
     };
@@ -555,7 +567,6 @@ async fn on_s3_the_reaper_frees_an_expired_upload() {
 // with its sha256 is complete at once (no PATCH), and both serve the copy.
 #[tokio::test]
 async fn an_instant_upload_through_a_second_instance_uses_the_index_in_the_bucket() {
-    use ferry_proto::tus::encode_metadata;
     if !ferry_tests::s3::available() {
         return;
     }
@@ -582,19 +593,7 @@ async fn an_instant_upload_through_a_second_instance_uses_the_index_in_the_bucke
         ferry_tests::s3::instant_candidate(&b.url("/files/"), None, len).await,
         "the second instance never saw the first one's upload in the index"
     );
-    let sha = ferry_tests::sha256_hex(&data);
-    let meta = encode_metadata([
-        ("filename", Some(&b"two.bin"[..])),
-        ("sha256", Some(sha.as_bytes())),
-    ]);
-    let second = c
-        .post(b.url("/files/"))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", data.len().to_string())
-        .header("upload-metadata", meta)
-        .send()
-        .await
-        .unwrap();
+    let second = ferry_tests::create_instant(&b.url("/files/"), None, "two.bin", &data).await;
     assert_eq!(second.status(), 201);
     assert_eq!(
         second.headers()["upload-offset"].to_str().unwrap(),
@@ -784,19 +783,7 @@ async fn an_upload_over_patches_to_two_instances_is_indexed_without_a_read_back(
             Some(want.as_str())
         );
     }
-    let sha = ferry_tests::sha256_hex(&data);
-    let meta = encode_metadata([
-        ("filename", Some(&b"again.bin"[..])),
-        ("sha256", Some(sha.as_bytes())),
-    ]);
-    let instant = c
-        .post(b.url("/files/"))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", data.len().to_string())
-        .header("upload-metadata", meta)
-        .send()
-        .await
-        .unwrap();
+    let instant = ferry_tests::create_instant(&b.url("/files/"), None, "again.bin", &data).await;
     assert_eq!(instant.status(), 201);
     assert_eq!(
         instant.headers()["upload-offset"].to_str().unwrap(),

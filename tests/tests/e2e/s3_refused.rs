@@ -10,57 +10,21 @@
 //! A copy to a served name that fails half-way (an instant upload's) leaves its multipart
 //! upload recorded, so the upload's expiry aborts it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ferry_tests::s3::{
     expire_upload_record, expire_upload_records, names_under, open_multipart_uploads, RefusingS3,
 };
-use ferry_tests::{client, pattern, Backend, TestServer};
-use ferryd::app::StoreConfig;
-use ferryd::server::ServerOptions;
-use ferryd::store::fs::FsOptions;
+use ferry_tests::{client, pattern, TestServer};
 use ferryd::tus::Tus;
 use reqwest::Method;
 
-use crate::tus::{cfg, create, h, head, location, meta, patch, tus, TOKEN};
+use crate::tus::{cfg, create, create_partial, h, head, location, meta, patch, tus, TOKEN};
 
 /// A tus server on S3 (`--single-instance`) that talks to S3 through `front`, and its tus
 /// endpoint (for reaper passes).
 async fn server_via(front: &RefusingS3) -> (TestServer, Arc<Tus>) {
-    let url = front.url.clone();
-    let config = move |c: &mut ferryd::app::Config, _| {
-        if let StoreConfig::S3(o) = &mut c.store {
-            o.single_instance = true;
-            o.endpoint = Some(url);
-        }
-        c.tus = Some(cfg());
-    };
-    let slot = Arc::new(Mutex::new(None));
-    let keep = slot.clone();
-    let srv = TestServer::launch_on(
-        Backend::S3,
-        FsOptions::default(),
-        ServerOptions::default(),
-        config,
-        move |app, _| {
-            *keep.lock().unwrap() = app.tus.clone();
-            app
-        },
-    )
-    .await;
-    let tus = slot.lock().unwrap().take().expect("tus configured");
-    (srv, tus)
-}
-
-async fn create_partial(srv: &TestServer, len: usize) -> String {
-    let r = tus(srv, Method::POST, "/files/")
-        .header("upload-length", len.to_string())
-        .header("upload-concat", "partial")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    location(srv, &r)
+    crate::s3::s3_tus_server_at(cfg(), Some(front.url.clone())).await
 }
 
 async fn create_final(srv: &TestServer, parts: &[&str], name: &str) -> String {
@@ -252,7 +216,6 @@ async fn a_final_upload_concatenated_after_its_own_deadline_is_not_due_while_it_
 // the upload's record before it is filled, and the upload's expiry aborts it.
 #[tokio::test]
 async fn an_instant_upload_copy_that_fails_half_way_is_aborted_when_the_upload_expires() {
-    use ferry_proto::tus::encode_metadata;
     if !ferry_tests::s3::available() {
         return;
     }
@@ -268,17 +231,7 @@ async fn an_instant_upload_copy_that_fails_half_way_is_aborted_when_the_upload_e
         "one.bin never reached the index"
     );
     front.break_copies("two.bin");
-    let sha = ferry_tests::sha256_hex(&data);
-    let meta = encode_metadata([
-        ("filename", Some(&b"two.bin"[..])),
-        ("sha256", Some(sha.as_bytes())),
-    ]);
-    let r = tus(&srv, Method::POST, "/files/")
-        .header("upload-length", len.to_string())
-        .header("upload-metadata", meta)
-        .send()
-        .await
-        .unwrap();
+    let r = ferry_tests::create_instant(&srv.url("/files/"), Some(TOKEN), "two.bin", &data).await;
     assert!(r.status().is_server_error(), "copy broken: {}", r.status());
     front.allow();
     let at_two = || async {
@@ -332,13 +285,6 @@ async fn s3_refusing_ferryds_own_state_is_a_server_error_not_a_missing_upload() 
         patch(&srv, &loc, 1 << 20, &data[1 << 20..]).await.status(),
         204
     );
-    let got = client()
-        .get(srv.url("/denied.bin"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = published_bytes(&srv, &loc, "denied.bin", data.len()).await;
     assert!(got == data, "published bytes differ");
 }

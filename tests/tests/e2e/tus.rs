@@ -91,6 +91,18 @@ pub(super) fn published(srv: &TestServer, resp: &Response) -> String {
     path_of(srv, &h(resp, "ferry-published"))
 }
 
+/// POST of a partial upload (concatenation) of `len` bytes; returns the upload path.
+pub(super) async fn create_partial(srv: &TestServer, len: u64) -> String {
+    let r = tus(srv, Method::POST, "/files/")
+        .header("upload-length", len.to_string())
+        .header("upload-concat", "partial")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    location(srv, &r)
+}
+
 pub(super) async fn patch(srv: &TestServer, loc: &str, offset: u64, data: &[u8]) -> Response {
     tus(srv, Method::PATCH, loc)
         .header("content-type", OCTETS)

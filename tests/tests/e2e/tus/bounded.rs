@@ -9,17 +9,6 @@ use reqwest::Method;
 
 use super::*;
 
-async fn partial(srv: &TestServer, len: u64) -> String {
-    let r = tus(srv, Method::POST, "/files/")
-        .header("upload-length", len.to_string())
-        .header("upload-concat", "partial")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    location(srv, &r)
-}
-
 async fn fin(srv: &TestServer, parts: &str) -> reqwest::Response {
     tus(srv, Method::POST, "/files/")
         .header("upload-concat", format!("final;{parts}"))
@@ -32,7 +21,7 @@ async fn fin(srv: &TestServer, parts: &str) -> reqwest::Response {
 #[tokio::test]
 async fn a_final_upload_naming_a_part_twice_is_400() {
     let (srv, _) = server().await;
-    let a = partial(&srv, 3).await;
+    let a = create_partial(&srv, 3).await;
     assert_eq!(patch(&srv, &a, 0, b"abc").await.status(), 204);
     let r = fin(&srv, &format!("{a} {a}")).await;
     assert_eq!(r.status(), 400);
@@ -49,7 +38,10 @@ async fn parts_whose_lengths_add_up_past_u64_are_413() {
     })
     .await;
     let half = 1u64 << 63;
-    let (a, b) = (partial(&srv, half).await, partial(&srv, half + 9).await);
+    let (a, b) = (
+        create_partial(&srv, half).await,
+        create_partial(&srv, half + 9).await,
+    );
     let r = fin(&srv, &format!("{a} {b}")).await;
     assert_eq!(r.status(), 413, "{:?}", r.text().await);
 }
@@ -60,7 +52,7 @@ async fn a_finished_part_reaches_its_final_upload_without_reading_other_records(
     // naming it (30k records: seconds of CPU per part). A record that cannot be read without
     // blocking (a FIFO) stands for "expensive": reading it never returns.
     let (srv, _) = server().await;
-    let (a, b) = (partial(&srv, 2).await, partial(&srv, 3).await);
+    let (a, b) = (create_partial(&srv, 2).await, create_partial(&srv, 3).await);
     let r = fin(&srv, &format!("{a} {b}")).await;
     assert_eq!(r.status(), 201);
     let fifo = srv

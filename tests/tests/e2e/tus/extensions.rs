@@ -8,17 +8,6 @@ use reqwest::Method;
 
 use super::*;
 
-async fn create_partial(srv: &TestServer, len: usize) -> String {
-    let r = tus(srv, Method::POST, "/files/")
-        .header("upload-length", len.to_string())
-        .header("upload-concat", "partial")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    location(srv, &r)
-}
-
 #[tokio::test]
 async fn checksum_400_unknown_460_mismatch_keeps_offset_then_match_succeeds() {
     let (srv, _) = server().await;
